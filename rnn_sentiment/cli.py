@@ -1,0 +1,252 @@
+"""The ``rnn-sentiment`` command line: parse, call the library, render.
+
+Heavy modules (torch, datasets, rich) are imported inside the commands, so ``--help`` is instant.
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from rnn_sentiment import __version__
+
+app = typer.Typer(
+    name="rnn-sentiment",
+    help="Train, evaluate and use recurrent (RNN, LSTM, GRU) sentiment classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+T = TypeVar("T")
+
+
+class TableOrJson(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class PredictFormat(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rnn-sentiment {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """Train, evaluate and use recurrent (RNN, LSTM, GRU) sentiment classifiers."""
+    _state["debug"] = debug
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Call ``action``; turn the package's errors into one line on stderr and an exit code."""
+    from rnn_sentiment.errors import RnnSentimentError
+
+    try:
+        return action()
+    except RnnSentimentError as exc:
+        if _state["debug"]:
+            raise
+        from rnn_sentiment import console
+
+        for problem in getattr(exc, "problems", None) or [str(exc)]:
+            console.error(problem)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        from rnn_sentiment import console
+
+        console.error("interrupted")
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        from rnn_sentiment import console
+
+        console.error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def train(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="An optional YAML config, then key.sub=value overrides.",
+            metavar="[CONFIG] [KEY=VALUE]...",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        TableOrJson, typer.Option("--format", help="Summary as a table or as JSON on stdout.")
+    ] = TableOrJson.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train a classifier and write a self-contained run directory.
+
+    Examples: rnn-sentiment train; rnn-sentiment train configs/imdb-lstm.yaml
+    data.source=../shared/data/imdb; rnn-sentiment train model.cell=gru training.epochs=3
+    """
+    items = list(args or [])
+    path = items.pop(0) if items and "=" not in items[0] else None
+
+    def action() -> None:
+        from rnn_sentiment import console
+        from rnn_sentiment.config import load_config
+        from rnn_sentiment.train import train as train_model
+
+        config = load_config(path, items)
+        result = train_model(config, console.TrainProgress(config.training.log_every, quiet))
+        if fmt is TableOrJson.json:
+            console.json_out({"run_dir": str(result.run_dir), **result.metrics})
+        else:
+            console.train_summary(str(result.run_dir), result.metrics)
+
+    _run(action)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[
+        Path | None,
+        typer.Argument(help="A run directory written by 'train'. Default: the newest under runs/."),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="Labelled data: a file, a folder or a hub id. Default: the run's data."),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="Split (or file stem) to use. Default: test, else validation."),
+    ] = None,
+    text_column: Annotated[str | None, typer.Option(help="Column with the review text.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Column with the label.")] = None,
+    fmt: Annotated[TableOrJson, typer.Option("--format", help="Table or JSON.")] = (
+        TableOrJson.table
+    ),
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Also write the metrics to this JSON file."),
+    ] = None,
+) -> None:
+    """Accuracy, per-class precision/recall/F1, macro-F1 and confusion matrix on labelled data.
+
+    Example: rnn-sentiment evaluate runs/lstm-20261122-101500 --data ../shared/data/imdb --split test
+    """
+
+    def action() -> None:
+        from rnn_sentiment import console
+        from rnn_sentiment.checkpoint import atomic_write_json
+        from rnn_sentiment.evaluate import evaluate as evaluate_model
+        from rnn_sentiment.predict import resolve_model_dir
+
+        model_dir = resolve_model_dir(run_dir)
+        if run_dir is None:
+            console.info(f"using model {model_dir}")
+        metrics = evaluate_model(model_dir, data, split, text_column, label_column)
+        if output is not None:
+            atomic_write_json(output, metrics)
+        if fmt is TableOrJson.json:
+            console.json_out(metrics)
+        else:
+            console.metrics_table(metrics)
+
+    _run(action)
+
+
+@app.command()
+def predict(
+    texts: Annotated[
+        list[str] | None,
+        typer.Argument(help="Reviews to score; '-' reads one review per line from stdin."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="Run directory. Default: the newest run under runs/."),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="A text file with one review per line.")
+    ] = None,
+    fmt: Annotated[PredictFormat, typer.Option("--format", help="Output format.")] = (
+        PredictFormat.table
+    ),
+    batch_size: Annotated[int, typer.Option(min=1, help="Reviews per batch.")] = 256,
+) -> None:
+    """Label reviews and show per-class probabilities.
+
+    Examples: rnn-sentiment predict "This movie is not good" "A joy from start to end";
+    cat reviews.txt | rnn-sentiment predict - --format jsonl
+    """
+
+    def action() -> None:
+        from rnn_sentiment import console
+        from rnn_sentiment.errors import DataError
+        from rnn_sentiment.predict import Predictor, resolve_model_dir
+
+        reviews = _gather_texts(texts or [], file)
+        if not reviews:
+            raise DataError("no reviews given: pass texts, '-' for stdin, or --file FILE")
+        empty = [i + 1 for i, text in enumerate(reviews) if not text.strip()]
+        if empty:
+            raise DataError(f"review {empty[0]} is empty; every review needs some text")
+        model_dir = resolve_model_dir(model)
+        if model is None:
+            console.info(f"using model {model_dir}")
+        predictor = Predictor.from_dir(model_dir, batch_size)
+        rows = console.prediction_rows(predictor.predict(reviews), predictor.label_names)
+        console.predictions_out(rows, fmt.value)
+
+    _run(action)
+
+
+def _gather_texts(texts: list[str], file: Path | None) -> list[str]:
+    from rnn_sentiment.errors import DataError
+
+    reviews: list[str] = []
+    for text in texts:
+        if text == "-":
+            reviews.extend(line.rstrip("\r\n") for line in _read_stdin_lines())
+        else:
+            reviews.append(text)
+    if file is not None:
+        if not file.is_file():
+            raise DataError(f"review file not found: {file}")
+        try:
+            reviews.extend(file.read_text(encoding="utf-8").splitlines())
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{file} is not valid UTF-8 (byte {exc.start}); re-encode it") from None
+    return reviews
+
+
+def _read_stdin_lines() -> list[str]:
+    from rnn_sentiment.errors import DataError
+
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"stdin is not valid UTF-8 (byte {exc.start})") from None
+
+
+def main() -> Any:
+    """Console-script entry point."""
+    return app()

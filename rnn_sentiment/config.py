@@ -1,0 +1,250 @@
+"""The typed configuration tree: YAML file, then ``key.sub=value`` overrides, validated once.
+
+Every section forbids unknown keys, so a misspelled key is an error with a suggestion instead of a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rnn_sentiment.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where reviews come from and how to read them."""
+
+    source: str = Field(
+        "builtin",
+        description="'builtin', a local file or folder, or a Hugging Face hub dataset id.",
+    )
+    train_split: str = Field("train", description="Split (or file stem) used for training.")
+    validation_split: str | None = Field(
+        None, description="Validation split; when absent it is carved from train."
+    )
+    test_split: str | None = Field(None, description="Split evaluated after training, if any.")
+    text_column: str | None = Field(
+        None, description="Column with the review text; None tries text, sentence, review."
+    )
+    label_column: str = Field("label", description="Column with the label.")
+    validation_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Share of train held out for validation."
+    )
+    max_train_samples: int | None = Field(
+        None, gt=0, description="Use at most this many training rows (quick experiments)."
+    )
+    clean_html: bool = Field(True, description="Replace HTML line breaks such as '<br />'.")
+
+
+class TokenizerConfig(_Section):
+    """The tokenizer trained on the training split and saved with the model."""
+
+    kind: Literal["word", "bpe"] = Field("word", description="Word-level or BPE subwords.")
+    vocab_size: int = Field(30000, ge=10, description="Largest vocabulary, specials included.")
+    min_frequency: int = Field(2, ge=1, description="Drop tokens seen fewer times in training.")
+    lowercase: bool = Field(True, description="Lower-case text before tokenizing.")
+    max_length: int = Field(400, ge=1, description="Truncate reviews to this many tokens.")
+    truncation_side: Literal["right", "left"] = Field(
+        "right", description="'right' keeps the beginning of a long review, 'left' its end."
+    )
+
+
+class ModelConfig(_Section):
+    """The recurrent classifier."""
+
+    cell: Literal["rnn", "lstm", "gru"] = Field("lstm", description="Recurrent cell type.")
+    nonlinearity: Literal["tanh", "relu"] = Field(
+        "tanh", description="Non-linearity of the vanilla RNN cell (ignored by lstm/gru)."
+    )
+    embedding_dim: int = Field(64, ge=1, description="Size of the word embeddings.")
+    hidden_size: int = Field(128, ge=1, description="Hidden units per direction and layer.")
+    num_layers: int = Field(1, ge=1, le=8, description="Stacked recurrent layers.")
+    bidirectional: bool = Field(False, description="Also read each review right to left.")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the classifier.")
+    embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the embeddings.")
+    pooling: Literal["last", "mean", "max"] = Field(
+        "max", description="How the hidden states over time become one vector."
+    )
+
+
+class TrainingConfig(_Section):
+    """Optimisation, stopping and hardware."""
+
+    epochs: int = Field(8, ge=1, description="Maximum number of epochs.")
+    batch_size: int = Field(32, ge=1, description="Reviews per batch.")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Optimiser.")
+    lr: float = Field(3e-3, gt=0.0, description="Peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0.0, description="Decoupled weight decay.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Learning-rate schedule after warm-up."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    grad_clip: float | None = Field(
+        1.0, gt=0.0, description="Clip the gradient norm to this value; null disables."
+    )
+    patience: int = Field(3, ge=1, description="Epochs without improvement before stopping.")
+    metric: Literal["accuracy", "macro_f1", "loss"] = Field(
+        "accuracy", description="Validation metric for early stopping and the best checkpoint."
+    )
+    seed: int = Field(42, description="Seed for data order, initialisation and dropout.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
+    num_threads: int | None = Field(
+        None, ge=1, description="CPU threads for PyTorch; None uses the physical cores."
+    )
+    max_minutes: float | None = Field(
+        None, gt=0.0, description="Stop after the epoch that passes this wall-clock budget."
+    )
+    log_every: int = Field(50, ge=1, description="Steps between plain-text log lines.")
+    checkpoint_every: int = Field(
+        200, ge=1, description="Steps between resumable training-state checkpoints."
+    )
+
+
+class OutputConfig(_Section):
+    """Where the run directory goes."""
+
+    dir: str = Field("runs", description="Parent folder of run directories.")
+    name: str | None = Field(
+        None, description="Run directory name; default is '<cell>-<date>-<time>'."
+    )
+
+
+class Config(_Section):
+    """A whole run: one section per concern."""
+
+    data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)  # type: ignore[arg-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
+    training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
+    output: OutputConfig = Field(default_factory=OutputConfig)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> Config:
+        problems = []
+        splits = {
+            "data.validation_split": self.data.validation_split,
+            "data.test_split": self.data.test_split,
+        }
+        for key, split in splits.items():
+            if split is not None and split == self.data.train_split:
+                problems.append(f"{key} must differ from data.train_split ('{split}')")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config, apply ``key.sub=value`` overrides and validate everything once.
+
+    Args:
+        path: YAML file; None starts from the defaults.
+        overrides: strings like ``model.cell=gru``; values are parsed as YAML scalars.
+
+    Raises:
+        ConfigError: listing every problem found, each naming its key.
+    """
+    tree = _read_yaml(Path(path)) if path is not None else {}
+    problems: list[str] = []
+    for item in overrides or []:
+        try:
+            _apply_override(tree, item)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(problems)
+    return config_from_dict(tree)
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """Validate a plain nested dict into a :class:`Config`, reporting every problem at once."""
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        problems: list[str] = []
+        for err in exc.errors():
+            problems.extend(_describe(err).split("\n"))
+        raise ConfigError(problems) from None
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The resolved config as plain YAML-able data."""
+    return config.model_dump(mode="json")
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML text, sections in declaration order."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        hint = "" if path.suffix in {".yaml", ".yml"} else " (configs are YAML files)"
+        raise ConfigError([f"config file not found: {path}{hint}"])
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise ConfigError([f"{path} is not valid YAML: {first_line}"]) from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError([f"{path} must hold a mapping of sections, not {type(tree).__name__}"])
+    return tree
+
+
+def _apply_override(tree: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"override '{item}' must look like key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"override '{item}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(err: Any) -> str:
+    location = ".".join(str(part) for part in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{location}'{_suggest(err['loc'])}"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if not location:
+        return message
+    given = err.get("input")
+    if isinstance(given, (str, int, float, bool)) or given is None:
+        message += f" (got {given!r})"
+    return f"{location}: {message}"
+
+
+def _suggest(loc: tuple[Any, ...]) -> str:
+    section: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = section.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        section = annotation
+    names = list(section.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    prefix = ".".join(str(part) for part in loc[:-1])
+    if close:
+        return f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?"
+    return f"; valid keys here: {', '.join(names)}"

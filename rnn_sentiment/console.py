@@ -1,0 +1,189 @@
+"""Everything the user sees: progress, tables, machine output and errors (the only rich import).
+
+Human chatter goes to stderr; results go to stdout, so ``rnn-sentiment predict ... | jq`` works.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from rnn_sentiment.train import TrainCallback
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """One red line on stderr."""
+    err.print(f"[bold red]error:[/] {escape(message)}")
+
+
+def info(message: str) -> None:
+    """One dim status line on stderr."""
+    err.print(f"[dim]{escape(message)}[/]")
+
+
+class TrainProgress(TrainCallback):
+    """A live progress bar on a terminal; plain periodic log lines otherwise (CI, pipes, files)."""
+
+    def __init__(self, log_every: int = 50, quiet: bool = False) -> None:
+        self.live = err.is_terminal and not quiet
+        self.quiet = quiet
+        self.log_every = log_every
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.epoch_label = ""
+        self.steps = 0
+        self.loss = self.accuracy = 0.0
+        self.started = time.perf_counter()
+
+    def on_message(self, text: str) -> None:
+        if not self.quiet:
+            info(text)
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epoch_label = f"epoch {epoch}/{epochs}"
+        self.steps = steps
+        self.loss = self.accuracy = 0.0
+        self.started = time.perf_counter()
+        if self.live:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(self.epoch_label, total=steps, stats="")
+
+    def on_step(self, step: int, loss: float, accuracy: float, grad_norm: float) -> None:
+        # Exponential moving averages: a readable trend instead of per-batch noise.
+        weight = 0.05 if step > 1 else 1.0
+        self.loss += weight * (loss - self.loss)
+        self.accuracy += weight * (accuracy - self.accuracy)
+        stats = f"loss {self.loss:.3f} acc {self.accuracy:.3f} |g| {grad_norm:.2f}"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, stats=stats)
+        elif not self.quiet and (step % self.log_every == 0 or step == self.steps):
+            rate = step / max(time.perf_counter() - self.started, 1e-9)
+            info(f"{self.epoch_label} step {step}/{self.steps} {stats} ({rate:.1f} steps/s)")
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        if not self.quiet:
+            mark = " [green]*best[/]" if record["best"] else ""
+            err.print(
+                f"{self.epoch_label}: train loss {record['train_loss']:.4f} "
+                f"acc {record['train_accuracy']:.4f} | val loss {record['val_loss']:.4f} "
+                f"acc {record['val_accuracy']:.4f} f1 {record['val_macro_f1']:.4f} | "
+                f"|g| mean {record['grad_norm_mean']:.2f} max {record['grad_norm_max']:.2f} "
+                f"clipped {record['clipped_fraction']:.0%} | {record['seconds']:.1f}s{mark}"
+            )
+
+
+def train_summary(run_dir: str, metrics: dict[str, Any]) -> None:
+    """The final table of a training run, on stdout."""
+    table = Table(title=f"trained {run_dir}", show_header=True)
+    table.add_column("split")
+    for column in ("accuracy", "macro-F1", "loss", "reviews"):
+        table.add_column(column, justify="right")
+    for split in ("validation", "test"):
+        if split in metrics:
+            m = metrics[split]
+            table.add_row(
+                split,
+                f"{m['accuracy']:.4f}",
+                f"{m['macro_f1']:.4f}",
+                f"{m['loss']:.4f}",
+                str(m["n"]),
+            )
+    out.print(table)
+    out.print(
+        f"best epoch {metrics['best_epoch']} of {len(metrics['history'])}, "
+        f"{metrics['parameters']:,} parameters, {metrics['train_seconds']:.1f}s training, "
+        f"{metrics['real_tokens_per_second']:,.0f} tokens/s"
+    )
+
+
+def metrics_table(metrics: dict[str, Any]) -> None:
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix, on stdout."""
+    out.print(
+        f"[bold]{metrics['model']}[/] on {escape(str(metrics['source']))} "
+        f"({metrics['split']}, {metrics['n']} reviews)"
+    )
+    out.print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}")
+    per_class = Table(show_header=True)
+    for column in ("class", "precision", "recall", "F1", "support"):
+        per_class.add_column(column, justify="left" if column == "class" else "right")
+    for name, m in metrics["per_class"].items():
+        per_class.add_row(
+            name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])
+        )
+    out.print(per_class)
+    confusion = Table(title="confusion (rows: true, columns: predicted)", show_header=True)
+    confusion.add_column("")
+    for name in metrics["labels"]:
+        confusion.add_column(name, justify="right")
+    for name, row in zip(metrics["labels"], metrics["confusion_matrix"], strict=True):
+        confusion.add_row(name, *(str(v) for v in row))
+    out.print(confusion)
+
+
+def json_out(value: Any) -> None:
+    """Pretty JSON on stdout."""
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+def prediction_rows(predictions: Iterable[Any], label_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Flat rows: text, label, score and one ``p_<label>`` column per class."""
+    return [
+        {
+            "text": p.text,
+            "label": p.label,
+            "score": round(p.score, 6),
+            **{f"p_{name}": round(p.probabilities[name], 6) for name in label_names},
+        }
+        for p in predictions
+    ]
+
+
+def predictions_out(rows: list[dict[str, Any]], fmt: str) -> None:
+    """Render prediction rows as a table (human) or json / jsonl / csv (machines) on stdout."""
+    if fmt == "json":
+        json_out(rows)
+    elif fmt == "jsonl":
+        sys.stdout.write("".join(json.dumps(row) + "\n" for row in rows))
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["text"])
+        writer.writeheader()
+        writer.writerows(rows)
+        sys.stdout.write(buffer.getvalue())
+    else:
+        table = Table(show_header=True)
+        table.add_column("review", overflow="fold", ratio=3)
+        table.add_column("label")
+        for column in list(rows[0])[2:] if rows else []:
+            table.add_column(column, justify="right")
+        for row in rows:
+            colour = "green" if row["label"] == "positive" else "red"
+            values = [f"{v:.4f}" for v in list(row.values())[2:]]
+            table.add_row(escape(row["text"]), f"[{colour}]{row['label']}[/]", *values)
+        out.print(table)

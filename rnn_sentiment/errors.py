@@ -1,0 +1,47 @@
+"""The one exception family of rnn-sentiment.
+
+The CLI turns every :class:`RnnSentimentError` into a one-line message and the exit code it
+carries; anything else is an internal error.
+"""
+
+from __future__ import annotations
+
+
+class RnnSentimentError(Exception):
+    """Base class of every error the package raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(RnnSentimentError):
+    """The configuration is invalid: unknown key, wrong type, out of range."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class DataError(RnnSentimentError):
+    """Input data cannot be read or does not have the expected shape."""
+
+    exit_code = 2
+
+
+class CheckpointError(RnnSentimentError):
+    """A run directory is missing, incomplete, corrupted or unsafe to load."""
+
+    exit_code = 2
+
+
+class TrainingError(RnnSentimentError):
+    """Training failed at run time (for example the loss became NaN)."""
+
+    exit_code = 1
+
+
+class TrainingInterrupted(RnnSentimentError):
+    """Training was stopped by Ctrl-C or SIGTERM after saving a resumable state."""
+
+    exit_code = 130

@@ -1,0 +1,83 @@
+"""Metrics of a trained model on labelled data: accuracy, per-class P/R/F1, macro-F1, confusion."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnn_sentiment.data import read_split, to_reviews
+from rnn_sentiment.errors import DataError
+from rnn_sentiment.predict import Predictor
+
+
+def compute_metrics(
+    labels: Sequence[int], predicted: Sequence[int], label_names: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix.
+
+    ``confusion_matrix[i][j]`` counts reviews of true class i predicted as class j.
+    """
+    n_classes = len(label_names)
+    truth = np.asarray(labels, dtype=np.int64)
+    guess = np.asarray(predicted, dtype=np.int64)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (truth, guess), 1)
+    per_class: dict[str, dict[str, float]] = {}
+    for i, name in enumerate(label_names):
+        tp = confusion[i, i]
+        precision = tp / max(confusion[:, i].sum(), 1)
+        recall = tp / max(confusion[i, :].sum(), 1)
+        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+        per_class[name] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": int(confusion[i, :].sum()),
+        }
+    return {
+        "n": len(truth),
+        "accuracy": float((truth == guess).mean()) if len(truth) else 0.0,
+        "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
+        "per_class": per_class,
+        "labels": list(label_names),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def evaluate(
+    model: Predictor | str | Path,
+    source: str | None = None,
+    split: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate a model on a labelled split.
+
+    Args:
+        model: a :class:`Predictor` or a run directory.
+        source: data source (file, folder, hub id); default: the one the model was trained on.
+        split: split or file stem; default: the run's test split, else its validation split.
+        text_column: overrides the run's text column.
+        label_column: overrides the run's label column.
+    """
+    predictor = model if isinstance(model, Predictor) else Predictor.from_dir(model)
+    data_cfg = predictor.run.config.data.model_copy()
+    if source is not None:
+        data_cfg.source = source
+    data_cfg.text_column = text_column or (None if source else data_cfg.text_column)
+    if label_column is not None:
+        data_cfg.label_column = label_column
+    chosen = split or data_cfg.test_split or data_cfg.validation_split or "test"
+    reviews = to_reviews(read_split(data_cfg.source, chosen, data_cfg), predictor.label_names)
+    keep = [i for i, label in enumerate(reviews.labels) if label >= 0]
+    if not keep:
+        raise DataError(f"split '{chosen}' of {data_cfg.source} has no labelled reviews")
+    texts = [reviews.texts[i] for i in keep]
+    labels = [reviews.labels[i] for i in keep]
+    probs = predictor.predict_proba(texts)
+    metrics = compute_metrics(labels, probs.argmax(axis=1).tolist(), predictor.label_names)
+    metrics.update({"source": data_cfg.source, "split": chosen, "model": str(predictor.path)})
+    return metrics

@@ -1,0 +1,76 @@
+"""Train, save, load and apply the Hugging Face ``tokenizers`` tokenizer of a model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+from rnn_sentiment.config import TokenizerConfig
+from rnn_sentiment.errors import CheckpointError
+
+PAD_TOKEN = "[PAD]"
+UNK_TOKEN = "[UNK]"
+PAD_ID = 0  # the embedding's padding_idx relies on [PAD] being the first special token
+UNK_ID = 1
+
+
+def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
+    """Learn a word-level or BPE vocabulary from training texts."""
+    specials = [PAD_TOKEN, UNK_TOKEN]
+    trainer: trainers.Trainer
+    if cfg.kind == "word":
+        tokenizer = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, special_tokens=specials
+        )
+    else:
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK_TOKEN, continuing_subword_prefix="##"))
+        trainer = trainers.BpeTrainer(
+            vocab_size=cfg.vocab_size,
+            min_frequency=cfg.min_frequency,
+            special_tokens=specials,
+            continuing_subword_prefix="##",
+            show_progress=False,
+        )
+    steps: list[normalizers.Normalizer] = [normalizers.NFKC()]
+    if cfg.lowercase:
+        steps.append(normalizers.Lowercase())
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    # Splitting off punctuation keeps "good." and "good" one word, and "n't" style pieces apart.
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    configure_truncation(tokenizer, cfg.max_length, cfg.truncation_side)
+    return tokenizer
+
+
+def configure_truncation(tokenizer: Tokenizer, max_length: int | None, side: str) -> None:
+    """Truncate encodings to ``max_length`` tokens (None disables truncation)."""
+    if max_length is None:
+        tokenizer.no_truncation()
+    else:
+        tokenizer.enable_truncation(max_length, direction=side)
+    tokenizer.no_padding()  # padding is done per batch, to that batch's longest review
+
+
+def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids for each text, in parallel in Rust; an empty text becomes a single [UNK]."""
+    encodings = tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+    return [enc.ids or [UNK_ID] for enc in encodings]
+
+
+def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
+    """Write ``tokenizer.json`` (plain JSON, safe to load)."""
+    path.write_text(tokenizer.to_str(), encoding="utf-8")
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """Read a tokenizer saved by :func:`save_tokenizer`."""
+    try:
+        tokenizer = Tokenizer.from_str(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, Exception) as exc:
+        raise CheckpointError(f"cannot load tokenizer {path}: {exc}") from None
+    if tokenizer.token_to_id(PAD_TOKEN) != PAD_ID:
+        raise CheckpointError(f"{path} is not an rnn-sentiment tokenizer ([PAD] must be id 0)")
+    return tokenizer

@@ -1,0 +1,145 @@
+"""End to end: the real CLI on tiny data (train -> evaluate -> predict), exit codes, formats."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rnn_sentiment.cli import app
+from tests.conftest import tiny_overrides
+
+runner = CliRunner()
+
+
+def invoke(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_train_evaluate_predict_end_to_end(tmp_path: Path, jsonl_reviews: Path) -> None:
+    overrides = tiny_overrides(
+        tmp_path, **{"data.source": str(jsonl_reviews), "data.test_split": "test",
+                     "training.epochs": 6, "training.lr": 0.01},
+    )  # fmt: skip
+    code, out, err = invoke("train", *overrides, "--format", "json")
+    assert code == 0, err
+    summary = json.loads(out)
+    run_dir = summary["run_dir"]
+    assert summary["test"]["accuracy"] == 1.0
+    assert "epoch 1/6 step 5/5" in err  # plain progress lines when not on a terminal
+
+    code, out, _ = invoke("evaluate", run_dir, "--format", "json", "-o", str(tmp_path / "m.json"))
+    assert code == 0
+    metrics = json.loads(out)
+    assert metrics["accuracy"] == 1.0 and metrics["confusion_matrix"] == [[8, 0], [0, 8]]
+    assert json.loads((tmp_path / "m.json").read_text())["macro_f1"] == 1.0
+
+    code, out, _ = invoke("evaluate", run_dir)
+    assert code == 0 and "macro-F1" in out and "confusion" in out
+
+    code, out, _ = invoke(
+        "predict", "--model", run_dir, "i loved it", "awful acting", "--format", "jsonl"
+    )
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["label"] for r in rows] == ["positive", "negative"]
+    assert all(abs(r["p_negative"] + r["p_positive"] - 1) < 1e-5 for r in rows)
+
+    code, out, _ = invoke(
+        "predict", "--model", run_dir, "-", "--format", "csv", stdin="i loved it\ni hated it\n"
+    )
+    assert code == 0
+    assert [r["label"] for r in csv.DictReader(io.StringIO(out))] == ["positive", "negative"]
+
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("a wonderful film\nboring and long\n")
+    code, out, _ = invoke("predict", "--model", run_dir, "--file", str(reviews), "--format", "json")
+    assert code == 0 and [r["label"] for r in json.loads(out)] == ["positive", "negative"]
+
+
+def test_predict_defaults_to_the_newest_run(
+    tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = invoke("predict", "anything")
+    assert code == 2 and "no trained model under runs/" in err
+    overrides = [
+        o
+        for o in tiny_overrides(tmp_path, **{"data.source": str(jsonl_reviews)})
+        if not o.startswith("output.")
+    ]
+    assert invoke("train", *overrides, "-q")[0] == 0
+    code, out, err = invoke("predict", "i loved it", "--format", "json")
+    assert code == 0 and "using model runs/lstm-" in err
+    code, out, err = invoke(
+        "evaluate", "--data", str(jsonl_reviews / "test.jsonl"), "--format", "json"
+    )
+    assert code == 0 and json.loads(out)["n"] == 16
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "model.hiden_size=3", "training.lr=-1"], "did you mean 'model.hidden_size'"),
+        (["train", "nope.yaml"], "config file not found"),
+        (["train", "data.source=./missing.csv"], "data source not found"),
+        (["predict", "--model", "nowhere", "text"], "model directory not found"),
+        (["predict", "--model", ".", ""], "review 1 is empty"),
+        (["predict", "--model", ".", "--file", "missing.txt"], "review file not found"),
+        (["evaluate", "nowhere"], "model directory not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str) -> None:
+    code, out, err = invoke(*args)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err + out
+
+
+def test_config_errors_are_all_listed(tmp_path: Path) -> None:
+    code, _, err = invoke("train", "model.hiden_size=3", "training.lr=-1")
+    assert code == 2
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 2
+
+
+def test_invalid_utf8_on_stdin(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["predict", "--model", ".", "-"], input=b"caf\xe9\n")
+    assert result.exit_code == 2 and "not valid UTF-8" in result.stderr
+
+
+def test_real_process_help_and_error_exit_codes(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "rnn_sentiment"]
+    helped = subprocess.run([*command, "--help"], capture_output=True, text=True, check=False)
+    assert helped.returncode == 0 and "train" in helped.stdout and "predict" in helped.stdout
+    for sub in ("train", "evaluate", "predict"):
+        assert (
+            subprocess.run([*command, sub, "--help"], capture_output=True, check=False).returncode
+            == 0
+        )
+    failed = subprocess.run(
+        [*command, "train", "model.cell=cnn"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert failed.returncode == 2
+    assert failed.stderr.count("\n") == 1 and "model.cell" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def test_builtin_model_reads_word_order(builtin_run: Path) -> None:
+    code, out, _ = invoke(
+        "predict", "--model", str(builtin_run), "--format", "json",
+        "This movie is not good", "This movie is not bad", "This movie is good", "This movie is bad",
+    )  # fmt: skip
+    assert code == 0
+    labels = [row["label"] for row in json.loads(out)]
+    assert labels == ["negative", "positive", "positive", "negative"]

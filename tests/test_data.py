@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from rnn_sentiment.config import DataConfig
+from rnn_sentiment.data import (
+    Reviews,
+    _hub_reachable,
+    clean_text,
+    infer_label_names,
+    load_splits,
+    read_split,
+    stratified_split,
+    to_reviews,
+)
+from rnn_sentiment.errors import DataError
+
+
+def write_table(folder: Path, name: str, rows: list[dict[str, object]]) -> Path:
+    path = folder / name
+    suffix = path.suffix
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif suffix in (".csv", ".tsv"):
+        sep = "," if suffix == ".csv" else "\t"
+        lines = [sep.join(rows[0])] + [sep.join(str(v) for v in r.values()) for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+    elif suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+ROWS = [{"review": f"review number {i}", "sentiment": "pos" if i % 2 else "neg"} for i in range(20)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv", ".parquet"])
+def test_every_table_format_reads_with_named_columns(tmp_path: Path, suffix: str) -> None:
+    path = write_table(tmp_path, f"train{suffix}", ROWS)
+    cfg = DataConfig(source=str(path), text_column="review", label_column="sentiment")
+    texts, labels = read_split(cfg.source, "train", cfg)
+    assert texts[:2] == ["review number 0", "review number 1"]
+    assert to_reviews((texts, labels), ["negative", "positive"]).labels[:4] == [0, 1, 0, 1]
+
+
+def test_plain_text_with_fasttext_labels(tmp_path: Path) -> None:
+    path = tmp_path / "train.txt"
+    path.write_text("__label__pos loved it\n__label__neg hated it\n")
+    cfg = DataConfig(source=str(path))
+    texts, labels = read_split(cfg.source, "train", cfg)
+    assert texts == ["loved it", "hated it"]
+    assert to_reviews((texts, labels), ["negative", "positive"]).labels == [1, 0]
+
+
+def test_aclimdb_style_folder(tmp_path: Path) -> None:
+    for label, text in (("pos", "great<br />fun"), ("neg", "dull"), ("unsup", "meh")):
+        (tmp_path / "train" / label).mkdir(parents=True)
+        (tmp_path / "train" / label / "0_7.txt").write_text(text)
+    cfg = DataConfig(source=str(tmp_path))
+    texts, labels = read_split(cfg.source, "train", cfg)
+    assert texts == ["dull", "great fun", "meh"]
+    reviews = to_reviews((texts, labels), ["negative", "positive"], supervised=True)
+    assert reviews.labels == [0, 1]  # the unlabelled review is excluded from training
+
+
+@pytest.mark.parametrize(
+    ("values", "names"),
+    [
+        ([0, 1, 1], ["negative", "positive"]),
+        (["pos", "neg"], ["negative", "positive"]),
+        (["Positive", "NEGATIVE"], ["negative", "positive"]),
+        (["0", "1", -1], ["negative", "positive"]),
+        (["joy", "anger", "fear"], ["anger", "fear", "joy"]),
+        ([0, 2, 4], ["0", "1", "2", "3", "4"]),
+    ],
+)
+def test_label_names_are_inferred(values: list[object], names: list[str]) -> None:
+    assert infer_label_names(values) == names
+
+
+def test_unknown_label_is_a_clear_error() -> None:
+    with pytest.raises(DataError, match="unknown label 'maybe'"):
+        to_reviews((["x"], ["maybe"]), ["negative", "positive"])
+
+
+def test_unlabelled_rows_are_excluded_from_supervised_training() -> None:
+    reviews = to_reviews((["a", "b", "c"], [1, -1, 0]), ["negative", "positive"], supervised=True)
+    assert reviews.texts == ["a", "c"]
+
+
+def test_stratified_split_is_seeded_and_keeps_balance() -> None:
+    reviews = Reviews([str(i) for i in range(100)], [i % 2 for i in range(100)])
+    kept, held = stratified_split(reviews, 0.2, seed=1)
+    assert sorted(held.labels) == [0] * 10 + [1] * 10
+    assert set(kept.texts).isdisjoint(held.texts)
+    assert stratified_split(reviews, 0.2, seed=1)[1].texts == held.texts
+    assert stratified_split(reviews, 0.2, seed=2)[1].texts != held.texts
+
+
+def test_html_line_breaks_are_cleaned() -> None:
+    assert clean_text("Great.<br /><br />Loved it<BR>") == "Great.  Loved it "
+
+
+def test_builtin_corpus_loads_balanced() -> None:
+    splits = load_splits(DataConfig(test_split="test", validation_split="validation"), seed=0)
+    assert splits.label_names == ["negative", "positive"]
+    assert len(splits.train) >= 2000
+    assert sum(splits.train.labels) * 2 == len(splits.train)
+    assert splits.test is not None and set(splits.test.texts).isdisjoint(splits.train.texts)
+
+
+def test_missing_column_suggests_the_real_ones(tmp_path: Path) -> None:
+    path = write_table(tmp_path, "train.csv", ROWS)
+    cfg = DataConfig(source=str(path), text_column="reveiw", label_column="sentiment")
+    with pytest.raises(DataError, match="did you mean data.text_column=review"):
+        read_split(cfg.source, "train", cfg)
+
+
+def test_missing_path_and_missing_split_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="data source not found"):
+        read_split("./nowhere/train.csv", "train", DataConfig())
+    (tmp_path / "train.csv").write_text("text,label\nok,1\n")
+    with pytest.raises(DataError, match="no split 'test'"):
+        read_split(str(tmp_path), "test", DataConfig())
+
+
+def test_invalid_utf8_text_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "train.txt"
+    path.write_bytes(b"__label__pos caf\xe9\n")
+    with pytest.raises(DataError, match="not valid UTF-8"):
+        read_split(str(path), "train", DataConfig())
+
+
+@pytest.mark.skipif(_hub_reachable(), reason="the hub is reachable from here")
+def test_hub_id_fails_fast_without_network() -> None:
+    started = time.perf_counter()
+    with pytest.raises(DataError, match="cannot reach the Hugging Face hub.*data.source="):
+        read_split("stanfordnlp/imdb", "train", DataConfig())
+    assert time.perf_counter() - started < 10
