@@ -31,7 +31,23 @@ _EXPORTS = {
     "CheckpointError": "rnn_sentiment.errors",
     "TrainingError": "rnn_sentiment.errors",
 }
-__all__ = [*_EXPORTS, "load_model", "predict"]
+__all__ = [
+    "CheckpointError",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "Prediction",
+    "Predictor",
+    "RnnSentimentError",
+    "TrainCallback",
+    "TrainResult",
+    "TrainingError",
+    "evaluate",
+    "load_config",
+    "load_model",
+    "predict",
+    "train",
+]
 
 if TYPE_CHECKING:
     from rnn_sentiment.config import Config, load_config

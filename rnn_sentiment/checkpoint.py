@@ -32,7 +32,7 @@ from tokenizers import Tokenizer
 from rnn_sentiment.config import Config, config_from_dict, dump_config
 from rnn_sentiment.errors import CheckpointError, ConfigError
 from rnn_sentiment.model import SentimentRNN, build_model
-from rnn_sentiment.tokenizer import load_tokenizer, save_tokenizer
+from rnn_sentiment.tokenizer import load_tokenizer
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"
@@ -56,16 +56,22 @@ class LoadedRun:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            # The previous version of the file, if any, is untouched: only the temp file failed.
+            raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
         raise
 
 
@@ -85,9 +91,7 @@ def save_run_files(
     """Write the parts of a run directory that are fixed before training starts."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
-    tmp = run_dir / f".{TOKENIZER_FILE}.tmp"
-    save_tokenizer(tokenizer, tmp)
-    os.replace(tmp, run_dir / TOKENIZER_FILE)
+    atomic_write_text(run_dir / TOKENIZER_FILE, tokenizer.to_str())
     atomic_write_json(run_dir / LABELS_FILE, {"labels": label_names})
 
 
@@ -216,7 +220,7 @@ def load_training_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[st
     tensors = load_weights(path)
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:  # type: ignore[no-untyped-call]
+    with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     try:
         meta = json.loads(metadata["state"])

@@ -100,11 +100,19 @@ def train(
         TableOrJson, typer.Option("--format", help="Summary as a table or as JSON on stdout.")
     ] = TableOrJson.table,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue an interrupted run from its last saved training state."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="With --resume: accept a config that differs from the run's.")
+    ] = False,
 ) -> None:
     """Train a classifier and write a self-contained run directory.
 
     Examples: rnn-sentiment train; rnn-sentiment train configs/imdb-lstm.yaml
-    data.source=../shared/data/imdb; rnn-sentiment train model.cell=gru training.epochs=3
+    data.source=../shared/data/imdb; rnn-sentiment train model.cell=gru training.epochs=3;
+    rnn-sentiment train --resume runs/lstm-20261122-101500
     """
     items = list(args or [])
     path = items.pop(0) if items and "=" not in items[0] else None
@@ -114,8 +122,9 @@ def train(
         from rnn_sentiment.config import load_config
         from rnn_sentiment.train import train as train_model
 
-        config = load_config(path, items)
-        result = train_model(config, console.TrainProgress(config.training.log_every, quiet))
+        config = load_config(path, items) if path or items or not resume else None
+        progress = console.TrainProgress(config.training.log_every if config else 50, quiet)
+        result = train_model(config, progress, resume=resume, force=force)
         if fmt is TableOrJson.json:
             console.json_out({"run_dir": str(result.run_dir), **result.metrics})
         else:
@@ -150,7 +159,7 @@ def evaluate(
 ) -> None:
     """Accuracy, per-class precision/recall/F1, macro-F1 and confusion matrix on labelled data.
 
-    Example: rnn-sentiment evaluate runs/lstm-20261122-101500 --data ../shared/data/imdb --split test
+    Example: rnn-sentiment evaluate runs/lstm-20261122-101500 --data imdb/ --split test
     """
 
     def action() -> None:
@@ -228,6 +237,8 @@ def _gather_texts(texts: list[str], file: Path | None) -> list[str]:
         else:
             reviews.append(text)
     if file is not None:
+        if file.is_dir():
+            raise DataError(f"{file} is a directory; --file takes a text file, one review a line")
         if not file.is_file():
             raise DataError(f"review file not found: {file}")
         try:

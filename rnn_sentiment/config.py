@@ -49,10 +49,14 @@ class TokenizerConfig(_Section):
     """The tokenizer trained on the training split and saved with the model."""
 
     kind: Literal["word", "bpe"] = Field("word", description="Word-level or BPE subwords.")
-    vocab_size: int = Field(30000, ge=10, description="Largest vocabulary, specials included.")
+    vocab_size: int = Field(
+        30000, ge=10, le=10_000_000, description="Largest vocabulary, specials included."
+    )
     min_frequency: int = Field(2, ge=1, description="Drop tokens seen fewer times in training.")
     lowercase: bool = Field(True, description="Lower-case text before tokenizing.")
-    max_length: int = Field(400, ge=1, description="Truncate reviews to this many tokens.")
+    max_length: int = Field(
+        400, ge=1, le=1_000_000, description="Truncate reviews to this many tokens."
+    )
     truncation_side: Literal["right", "left"] = Field(
         "right", description="'right' keeps the beginning of a long review, 'left' its end."
     )
@@ -65,8 +69,10 @@ class ModelConfig(_Section):
     nonlinearity: Literal["tanh", "relu"] = Field(
         "tanh", description="Non-linearity of the vanilla RNN cell (ignored by lstm/gru)."
     )
-    embedding_dim: int = Field(64, ge=1, description="Size of the word embeddings.")
-    hidden_size: int = Field(128, ge=1, description="Hidden units per direction and layer.")
+    embedding_dim: int = Field(64, ge=1, le=65_536, description="Size of the word embeddings.")
+    hidden_size: int = Field(
+        128, ge=1, le=65_536, description="Hidden units per direction and layer."
+    )
     num_layers: int = Field(1, ge=1, le=8, description="Stacked recurrent layers.")
     bidirectional: bool = Field(False, description="Also read each review right to left.")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the classifier.")
@@ -79,8 +85,8 @@ class ModelConfig(_Section):
 class TrainingConfig(_Section):
     """Optimisation, stopping and hardware."""
 
-    epochs: int = Field(8, ge=1, description="Maximum number of epochs.")
-    batch_size: int = Field(32, ge=1, description="Reviews per batch.")
+    epochs: int = Field(8, ge=1, le=100_000, description="Maximum number of epochs.")
+    batch_size: int = Field(32, ge=1, le=1_000_000, description="Reviews per batch.")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Optimiser.")
     lr: float = Field(3e-3, gt=0.0, description="Peak learning rate.")
     weight_decay: float = Field(0.01, ge=0.0, description="Decoupled weight decay.")
@@ -99,7 +105,7 @@ class TrainingConfig(_Section):
     seed: int = Field(42, description="Seed for data order, initialisation and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
     num_threads: int | None = Field(
-        None, ge=1, description="CPU threads for PyTorch; None uses the physical cores."
+        None, ge=1, le=4096, description="CPU threads for PyTorch; None uses the physical cores."
     )
     max_minutes: float | None = Field(
         None, gt=0.0, description="Stop after the epoch that passes this wall-clock budget."

@@ -137,7 +137,7 @@ def infer_label_names(values: Sequence[Any]) -> list[str]:
     if all(isinstance(v, int) and v in (0, 1) for v in seen) or seen <= set(_LABEL_ALIASES):
         return list(DEFAULT_LABEL_NAMES)
     if all(isinstance(v, int) for v in seen):
-        return [str(i) for i in range(max(seen) + 1)]  # type: ignore[call-overload]
+        return [str(i) for i in range(max(seen) + 1)]
     return sorted(str(v) for v in seen)
 
 
@@ -232,16 +232,17 @@ def _read_file(path: Path) -> dict[str, list[Any]]:
 
     builder, options = ("csv", {"delimiter": "\t"}) if kind == "tsv" else (kind, {})
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # our DataError says it once
     try:
         table = datasets.load_dataset(
             builder,
             data_files=str(path),
             split="train",
-            **options,  # type: ignore[arg-type]
+            **options,
         )
     except Exception as exc:  # datasets raises many types for a malformed file
         raise DataError(f"cannot read {path} as {kind}: {_first_line(exc)}") from None
-    return table.to_dict()  # type: ignore[no-any-return]
+    return table.to_dict()
 
 
 def _read_text_lines(path: Path) -> dict[str, list[Any]]:
@@ -252,7 +253,7 @@ def _read_text_lines(path: Path) -> dict[str, list[Any]]:
     texts: list[str] = []
     labels: list[Any] = []
     try:
-        with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+        with opener(path, "rt", encoding="utf-8") as handle:
             for line in handle:
                 line = line.rstrip("\n")
                 match = _FASTTEXT_LABEL.match(line)
@@ -314,7 +315,7 @@ def _read_hub(dataset_id: str, split: str) -> dict[str, list[Any]]:
         table = datasets.load_dataset(dataset_id, split=split)
     except Exception as exc:
         raise DataError(f"cannot load '{dataset_id}' split '{split}': {_first_line(exc)}") from None
-    return table.to_dict()  # type: ignore[union-attr, no-any-return]
+    return table.to_dict()
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -87,7 +87,7 @@ class LoopState:
 
 
 def train(
-    config: Config,
+    config: Config | None,
     callback: TrainCallback | None = None,
     resume: str | Path | None = None,
     force: bool = False,
@@ -95,7 +95,7 @@ def train(
     """Train a classifier as ``config`` says and write a self-contained run directory.
 
     Args:
-        config: the run's settings.
+        config: the run's settings; None with ``resume`` takes the run's saved config.
         callback: receives progress; None trains silently.
         resume: a run directory to continue from its last saved training state.
         force: resume even when ``config`` differs from the run's saved config.
@@ -104,6 +104,8 @@ def train(
     if resume is not None:
         run_dir = Path(resume)
         config = resumable_config(run_dir, config, force)
+    elif config is None:
+        raise ConfigError(["train needs a config unless it resumes a run"])
     tcfg = config.training
     seed_everything(tcfg.seed)
     torch.set_num_threads(tcfg.num_threads or os.cpu_count() or 1)

@@ -138,7 +138,8 @@ def test_real_process_help_and_error_exit_codes(tmp_path: Path) -> None:
 def test_builtin_model_reads_word_order(builtin_run: Path) -> None:
     code, out, _ = invoke(
         "predict", "--model", str(builtin_run), "--format", "json",
-        "This movie is not good", "This movie is not bad", "This movie is good", "This movie is bad",
+        "This movie is not good", "This movie is not bad",
+        "This movie is good", "This movie is bad",
     )  # fmt: skip
     assert code == 0
     labels = [row["label"] for row in json.loads(out)]
