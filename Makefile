@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/rnn-sentiment evaluate
 	$(BIN)/rnn-sentiment predict "This movie is not good" "This movie is not bad" \
 		"The acting was wonderful but the plot was a total mess" \
-		"The plot was a mess but the acting was wonderful" "An absolutely brilliant film"
+		"The plot was a mess but the acting was wonderful" "The story was absolutely brilliant"
 
 lint: $(STAMP)
 	$(BIN)/ruff check rnn_sentiment tests scripts
