@@ -28,11 +28,11 @@ def test_imdb_preset_learns_from_a_subset(tmp_path: Path) -> None:
     imdb = need(SHARED_DATA / "imdb")
     config = load_config(
         CONFIGS / "imdb-lstm.yaml",
-        [f"data.source={imdb}", "data.test_split=null", "data.max_train_samples=4000",
+        [f"data.source={imdb}", "data.test_split=null", "data.max_train_samples=8000",
          "tokenizer.max_length=200", "training.epochs=2", f"output.dir={tmp_path}"],
     )  # fmt: skip
     result = train(config)
-    assert result.metrics["validation"]["accuracy"] > 0.75
+    assert result.metrics["validation"]["accuracy"] > 0.78
     assert result.metrics["validation"]["n"] == 2500  # 10% of 25,000, stratified
     # the <br /> markup was cleaned before the tokenizer saw it
     assert "br" not in (result.run_dir / "tokenizer.json").read_text().split('"vocab"')[1][:2000]
