@@ -108,3 +108,42 @@ def test_weights_do_not_fit_another_config(tiny_run: Path) -> None:
     with pytest.raises(CheckpointError, match="does not fit its config"):
         load_run(tiny_run)
     assert torch.get_num_threads() >= 1
+
+
+def test_unwritable_output_fails_before_any_work(tmp_path: Path, jsonl_reviews: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = tiny_config(tmp_path, **{"data.source": "./does-not-exist.csv", "output.dir": blocker})
+    # the output problem is reported, not the (later) data problem: nothing was attempted
+    with pytest.raises(CheckpointError, match="cannot write to .*a-file"):
+        train(config)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(
+    tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from rnn_sentiment.checkpoint import save_weights
+
+    before = (tiny_run / WEIGHTS_FILE).read_bytes()
+    real_fdopen = os.fdopen
+
+    def full_disk(fd: int, *args: object, **kwargs: object) -> object:
+        handle = real_fdopen(fd, *args, **kwargs)  # type: ignore[call-overload]
+
+        def write(data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        handle.write = write
+        return handle
+
+    monkeypatch.setattr("rnn_sentiment.checkpoint.os.fdopen", full_disk)
+    model = load_run(tiny_run).model
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        save_weights(tiny_run, model)
+    monkeypatch.undo()
+    assert (tiny_run / WEIGHTS_FILE).read_bytes() == before
+    verify_run(tiny_run)  # still complete and intact
+    assert not [p for p in tiny_run.iterdir() if p.name.endswith(".tmp")]
