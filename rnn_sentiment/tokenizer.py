@@ -23,7 +23,10 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
     if cfg.kind == "word":
         tokenizer = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
         trainer = trainers.WordLevelTrainer(
-            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, special_tokens=specials
+            vocab_size=cfg.vocab_size,
+            min_frequency=cfg.min_frequency,
+            special_tokens=specials,
+            show_progress=False,  # the trainer would draw its own bar around ours
         )
     else:
         tokenizer = Tokenizer(models.BPE(unk_token=UNK_TOKEN, continuing_subword_prefix="##"))
