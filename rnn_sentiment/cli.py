@@ -122,7 +122,9 @@ def train(
         from rnn_sentiment.config import load_config
         from rnn_sentiment.train import train as train_model
 
-        config = load_config(path, items) if path or items or not resume else None
+        # Resuming: overrides apply on top of the run's own saved config, not the defaults.
+        base = path or (str(resume / "config.yaml") if resume and items else None)
+        config = load_config(base, items) if base or items or not resume else None
         progress = console.TrainProgress(config.training.log_every if config else 50, quiet)
         result = train_model(config, progress, resume=resume, force=force)
         if fmt is TableOrJson.json:

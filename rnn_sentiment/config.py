@@ -105,7 +105,10 @@ class TrainingConfig(_Section):
     seed: int = Field(42, description="Seed for data order, initialisation and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
     num_threads: int | None = Field(
-        None, ge=1, le=4096, description="CPU threads for PyTorch; None uses the physical cores."
+        None,
+        ge=1,
+        le=4096,
+        description="CPU threads for PyTorch; None uses every core (os.cpu_count()).",
     )
     max_minutes: float | None = Field(
         None, gt=0.0, description="Stop after the epoch that passes this wall-clock budget."

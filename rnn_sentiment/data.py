@@ -67,22 +67,43 @@ class DataSplits:
 
 
 def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
-    """Read the configured splits; carve a stratified validation split when none is given."""
+    """Read the configured splits; carve a stratified validation split when none is given.
+
+    Unlabelled rows (label -1) are left out of every split: they can neither train nor score.
+    """
+    _check_single_file_splits(cfg)
     raw_train = read_split(cfg.source, cfg.train_split, cfg)
     label_names = infer_label_names(raw_train[1])
     train = to_reviews(raw_train, label_names, supervised=True)
     if cfg.validation_split is not None:
-        validation = to_reviews(read_split(cfg.source, cfg.validation_split, cfg), label_names)
+        raw = read_split(cfg.source, cfg.validation_split, cfg)
+        validation = to_reviews(raw, label_names, supervised=True)
     else:
         train, validation = stratified_split(train, cfg.validation_fraction, seed)
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
         train, _ = stratified_split(train, 1 - cfg.max_train_samples / len(train), seed)
     test = None
     if cfg.test_split is not None:
-        test = to_reviews(read_split(cfg.source, cfg.test_split, cfg), label_names)
-    if len(train) == 0 or len(validation) == 0:
-        raise DataError(f"no labelled reviews left for training in {cfg.source!r}")
+        test = to_reviews(read_split(cfg.source, cfg.test_split, cfg), label_names, True)
+    for name, reviews in (("train", train), ("validation", validation), ("test", test)):
+        if reviews is not None and len(reviews) == 0:
+            raise DataError(
+                f"the {name} split of {cfg.source} has no labelled reviews; "
+                f"use a labelled split or a larger data.validation_fraction"
+            )
     return DataSplits(train, validation, test, label_names)
+
+
+def _check_single_file_splits(cfg: DataConfig) -> None:
+    # A file is whichever split is asked for: naming a test split on it would test on train.
+    if cfg.source != "builtin" and Path(cfg.source).expanduser().is_file():
+        for key, split in (("validation_split", cfg.validation_split),
+                           ("test_split", cfg.test_split)):  # fmt: skip
+            if split is not None:
+                raise DataError(
+                    f"data.source is a single file, so data.{key}={split} would reuse the "
+                    f"training rows; use a folder with one file per split, or {key}=null"
+                )
 
 
 def read_split(source: str, split: str, cfg: DataConfig) -> tuple[list[str], list[Any]]:
@@ -130,15 +151,20 @@ def clean_text(text: str) -> str:
 
 
 def infer_label_names(values: Sequence[Any]) -> list[str]:
-    """Label names for the raw label values of a training split."""
-    seen = {_normalise_label(v) for v in values} - {None}
-    if not seen:
-        raise DataError("the training data has no labelled rows")
-    if all(isinstance(v, int) and v in (0, 1) for v in seen) or seen <= set(_LABEL_ALIASES):
+    """Label names for the raw label values of a training split, one per observed value.
+
+    0/1, neg/pos and negative/positive become ``["negative", "positive"]``; other integers keep
+    their numeric order (``1..5`` stars are five classes, ``{0, 4}`` two), strings sort by name.
+    """
+    seen = {key for key in map(_label_key, values) if key is not None}
+    if len(seen) < 2:
+        found = f"only {sorted(seen)}" if seen else "no labelled rows"
+        raise DataError(f"the training data needs at least two classes; it has {found}")
+    if seen <= set(_LABEL_ALIASES):
         return list(DEFAULT_LABEL_NAMES)
-    if all(isinstance(v, int) for v in seen):
-        return [str(i) for i in range(max(seen) + 1)]
-    return sorted(str(v) for v in seen)
+    if all(_is_integer(k) for k in seen):
+        return sorted(seen, key=int)
+    return sorted(seen)
 
 
 def to_reviews(
@@ -179,32 +205,31 @@ def _subset(reviews: Reviews, indices: list[int]) -> Reviews:
     return Reviews([reviews.texts[i] for i in indices], [reviews.labels[i] for i in indices])
 
 
-def _normalise_label(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return int(value)
+def _label_key(value: Any) -> str | None:
+    """One canonical string per label value; None for unlabelled (-1, empty, 'unsup')."""
+    if value is None or isinstance(value, bool):
+        return None if value is None else str(int(value))
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, int):
-        return None if value == UNLABELLED else value
     text = str(value).strip().lower()
-    if text in ("", "-1", "unsup", "unlabelled", "unlabeled"):
-        return None
-    return int(text) if text.isdigit() and text not in _LABEL_ALIASES else text
+    if _is_integer(text):
+        text = str(int(text))
+    return None if text in ("", "-1", "unsup", "unlabelled", "unlabeled") else text
+
+
+def _is_integer(text: str) -> bool:
+    return text.lstrip("-").isdigit()
 
 
 def _label_id(value: Any, index: dict[str, int], label_names: Sequence[str]) -> int:
-    normal = _normalise_label(value)
-    if normal is None:
+    key = _label_key(value)
+    if key is None:
         return UNLABELLED
-    if isinstance(normal, int) and 0 <= normal < len(label_names):
-        return normal
-    if str(normal) in index:
-        return index[str(normal)]
+    if key in index:
+        return index[key]
     raise DataError(
-        f"unknown label {value!r}; the model's labels are {', '.join(label_names)} "
-        "(use 0/1, neg/pos or negative/positive)"
+        f"unknown label {value!r}; the model's labels are {', '.join(label_names)}"
+        + (" (or 0/1, neg/pos)" if list(label_names) == list(DEFAULT_LABEL_NAMES) else "")
     )
 
 

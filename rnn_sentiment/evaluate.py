@@ -71,6 +71,12 @@ def evaluate(
     if label_column is not None:
         data_cfg.label_column = label_column
     chosen = split or data_cfg.test_split or data_cfg.validation_split or "test"
+    single_file = data_cfg.source != "builtin" and Path(data_cfg.source).expanduser().is_file()
+    if source is None and split is None and single_file:
+        raise DataError(
+            f"{predictor.path} was trained on the single file {data_cfg.source}, which holds no "
+            "held-out split; pass --data FILE with held-out labelled reviews"
+        )
     reviews = to_reviews(read_split(data_cfg.source, chosen, data_cfg), predictor.label_names)
     keep = [i for i, label in enumerate(reviews.labels) if label >= 0]
     if not keep:

@@ -6,6 +6,7 @@ torch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from rnn_sentiment.batching import collate, inference_batches
-from rnn_sentiment.checkpoint import MANIFEST_FILE, LoadedRun, load_run
+from rnn_sentiment.checkpoint import MANIFEST_FILE, METRICS_FILE, LoadedRun, load_run
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.model import SentimentRNN
 from rnn_sentiment.tokenizer import encode
@@ -97,10 +98,19 @@ def resolve_model_dir(model: str | Path | None, runs_dir: str | Path = "runs") -
     if model is not None:
         return Path(model)
     root = Path(runs_dir)
-    runs = [p for p in root.glob("*") if (p / MANIFEST_FILE).is_file()] if root.is_dir() else []
+    runs = [p for p in root.glob("*") if _is_complete(p)] if root.is_dir() else []
     if not runs:
         raise CheckpointError(
             f"no trained model under {root}/; train one with 'rnn-sentiment train' "
             "or pass --model RUN_DIR"
         )
     return max(runs, key=lambda p: (p / MANIFEST_FILE).stat().st_mtime)
+
+
+def _is_complete(run_dir: Path) -> bool:
+    """A finished run: training that is still going or was interrupted does not count."""
+    try:
+        metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (run_dir / MANIFEST_FILE).is_file() and metrics.get("status") == "complete"

@@ -22,6 +22,7 @@ from rnn_sentiment.checkpoint import (
     CONFIG_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
+    atomic_write_text,
     load_training_state,
     load_weights,
     save_metrics,
@@ -311,7 +312,11 @@ def restore_state(
 ) -> LoopState:
     """Load what :func:`save_state` wrote into fresh objects; return the loop counters."""
     tensors, meta = load_training_state(run_dir)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"the training state in {run_dir} does not fit: {first}") from None
     state: dict[int, dict[str, Any]] = {}
     for index, scalars in meta["optimizer"]["scalars"].items():
         state[int(index)] = dict(scalars)
@@ -344,12 +349,26 @@ def resumable_config(run_dir: Path, requested: Config | None, force: bool) -> Co
         for key in sorted(before.keys() | after.keys())
         if before.get(key) != after.get(key) and not key.startswith("output.")
     ]
-    if changed and not force:
+    if not changed:
+        return saved
+    fixed = [c for c in changed if c.startswith(("model.", "tokenizer.", "data."))]
+    if fixed:
+        raise ConfigError(
+            [f"cannot resume {run_dir}: the saved weights, tokenizer and data split depend on "
+             f"{'; '.join(fixed)}; start a new run instead"]
+        )  # fmt: skip
+    if not force:
         raise ConfigError(
             [f"cannot resume {run_dir} with a changed config ({'; '.join(changed)}); "
              "drop the changes or pass --force"]
         )  # fmt: skip
-    return requested.model_copy(update={"output": saved.output}) if changed else saved
+    config = requested.model_copy(update={"output": saved.output})
+    from rnn_sentiment.checkpoint import write_manifest
+    from rnn_sentiment.config import dump_config
+
+    atomic_write_text(path, dump_config(config))  # the run directory describes itself
+    write_manifest(run_dir)
+    return config
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -415,11 +434,12 @@ def prepare_run_dir(config: Config) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = config.output.name or f"{config.model.cell}-{stamp}"
     run_dir = Path(config.output.dir) / name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise CheckpointError(
-            f"{run_dir} already exists and is not empty; choose another output.name or remove it"
-        )
     try:
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise CheckpointError(
+                f"{run_dir} already exists and is not an empty folder; "
+                "choose another output.name or remove it"
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
         probe.write_bytes(b"ok")

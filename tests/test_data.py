@@ -77,7 +77,8 @@ def test_aclimdb_style_folder(tmp_path: Path) -> None:
         (["Positive", "NEGATIVE"], ["negative", "positive"]),
         (["0", "1", -1], ["negative", "positive"]),
         (["joy", "anger", "fear"], ["anger", "fear", "joy"]),
-        ([0, 2, 4], ["0", "1", "2", "3", "4"]),
+        ([0, 4, 4.0], ["0", "4"]),
+        (["1", "2", "5", "3", "4", 10], ["1", "2", "3", "4", "5", "10"]),
     ],
 )
 def test_label_names_are_inferred(values: list[object], names: list[str]) -> None:
@@ -143,3 +144,30 @@ def test_hub_id_fails_fast_without_network() -> None:
     with pytest.raises(DataError, match="cannot reach the Hugging Face hub.*data.source="):
         read_split("stanfordnlp/imdb", "train", DataConfig())
     assert time.perf_counter() - started < 10
+
+
+def test_star_ratings_map_by_name_not_by_position() -> None:
+    raw = (["a", "b", "c", "d"], ["__x", "1", "5", 3])
+    names = infer_label_names(["1", "3", "5"])
+    assert names == ["1", "3", "5"]
+    assert to_reviews((raw[0][1:], raw[1][1:]), names).labels == [0, 2, 1]
+
+
+def test_a_single_class_is_refused() -> None:
+    with pytest.raises(DataError, match="at least two classes; it has only"):
+        infer_label_names(["good", "good", -1])
+
+
+def test_a_single_file_cannot_also_be_the_test_split(tmp_path: Path) -> None:
+    path = write_table(tmp_path, "reviews.csv", ROWS)
+    cfg = DataConfig(source=str(path), text_column="review", label_column="sentiment",
+                     test_split="test")  # fmt: skip
+    with pytest.raises(DataError, match="single file.*test_split=test"):
+        load_splits(cfg, seed=0)
+
+
+def test_an_unlabelled_test_split_is_refused(tmp_path: Path) -> None:
+    write_table(tmp_path, "train.jsonl", [{"text": f"t{i}", "label": i % 2} for i in range(40)])
+    write_table(tmp_path, "test.jsonl", [{"text": "t", "label": -1}] * 3)
+    with pytest.raises(DataError, match="test split .* has no labelled reviews"):
+        load_splits(DataConfig(source=str(tmp_path), test_split="test"), seed=0)

@@ -93,3 +93,28 @@ def test_sigterm_saves_state_and_exits_130(tmp_path: Path) -> None:
     assert process.returncode == 130
     assert "stopped by SIGTERM" in err and f"--resume {run_dir}" in err
     assert "Traceback" not in err
+
+
+def test_cli_resume_overrides_apply_to_the_runs_own_config(
+    tmp_path: Path, jsonl_reviews: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from rnn_sentiment.cli import app
+
+    run_dir = train(tiny_config(tmp_path, **settings(jsonl_reviews, "run"))).run_dir
+    runner = CliRunner()
+    refused = runner.invoke(app, ["train", "--resume", str(run_dir), "training.epochs=4"])
+    assert refused.exit_code == 2
+    assert "(training.epochs: 3 -> 4)" in refused.stderr  # only the override, nothing else
+    model_change = ["train", "--resume", str(run_dir), "model.hidden_size=32", "--force"]
+    refused = runner.invoke(app, model_change)
+    assert refused.exit_code == 2 and "start a new run" in refused.stderr
+    forced = runner.invoke(
+        app, ["train", "--resume", str(run_dir), "training.epochs=4", "--force", "-q"]
+    )
+    assert forced.exit_code == 0, forced.stderr
+    assert "epochs: 4" in (run_dir / "config.yaml").read_text()
+    from rnn_sentiment.checkpoint import verify_run
+
+    verify_run(run_dir)

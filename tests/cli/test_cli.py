@@ -144,3 +144,17 @@ def test_builtin_model_reads_word_order(builtin_run: Path) -> None:
     assert code == 0
     labels = [row["label"] for row in json.loads(out)]
     assert labels == ["negative", "positive", "positive", "negative"]
+
+
+def test_an_unfinished_run_is_not_picked_as_the_newest(
+    tmp_path: Path, builtin_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from rnn_sentiment.predict import resolve_model_dir
+
+    runs = tmp_path / "runs"
+    shutil.copytree(builtin_run, runs / "done")
+    shutil.copytree(builtin_run, runs / "still-training")
+    (runs / "still-training" / "metrics.json").write_text('{"status": "training"}')
+    assert resolve_model_dir(None, runs) == runs / "done"
