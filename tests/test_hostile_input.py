@@ -157,3 +157,20 @@ def test_empty_training_file_is_a_data_error(tmp_path: Path) -> None:
         from rnn_sentiment.data import load_splits
 
         load_splits(DataConfig(source=str(tmp_path / "train.jsonl")), seed=0)
+
+
+@SETTINGS
+@given(data=st.binary(max_size=300))
+def test_cli_predict_any_review_file_scores_every_line_or_fails_cleanly(
+    builtin_run: Path, tmp_path: Path, data: bytes
+) -> None:
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_bytes(data)
+    args = ["predict", "--model", str(builtin_run), "--file", str(reviews), "--format", "jsonl"]
+    result = runner.invoke(app, args)
+    assert "Traceback" not in result.stderr
+    if result.exit_code == 0:
+        lines = data.decode("utf-8").splitlines()
+        assert len(result.stdout.splitlines()) == len(lines)  # one output row per review
+    else:
+        assert result.exit_code == 2 and result.stderr.startswith("error: ")
