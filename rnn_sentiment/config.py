@@ -43,6 +43,11 @@ class DataConfig(_Section):
         None, gt=0, description="Use at most this many training rows (quick experiments)."
     )
     clean_html: bool = Field(True, description="Replace HTML line breaks such as '<br />'.")
+    cache_dir: str | None = Field(
+        "~/.cache/rnn-sentiment",
+        description="Where token ids are cached, so a second run on the same data and "
+        "tokenizer does not tokenize again; null disables the cache.",
+    )
 
 
 class TokenizerConfig(_Section):
@@ -104,11 +109,16 @@ class TrainingConfig(_Section):
     )
     seed: int = Field(42, description="Seed for data order, initialisation and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16 runs the matrix multiplies in bfloat16 under autocast (CPUs with "
+        "AVX-512 BF16 or AMX, and GPUs); weights and optimiser state stay fp32.",
+    )
     num_threads: int | None = Field(
         None,
         ge=1,
         le=4096,
-        description="CPU threads for PyTorch; None uses every core (os.cpu_count()).",
+        description="CPU threads for PyTorch; None uses every core this process may run on.",
     )
     max_minutes: float | None = Field(
         None, gt=0.0, description="Stop after the epoch that passes this wall-clock budget."

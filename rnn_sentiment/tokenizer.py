@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from rnn_sentiment.config import TokenizerConfig
@@ -61,6 +65,60 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Token ids for each text, in parallel in Rust; an empty text becomes a single [UNK]."""
     encodings = tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
     return [enc.ids or [UNK_ID] for enc in encodings]
+
+
+def encode_cached(
+    tokenizer: Tokenizer, texts: Sequence[str], cache_dir: str | Path | None
+) -> list[list[int]]:
+    """:func:`encode`, remembered on disk under ``cache_dir`` (None: no cache).
+
+    The key is a hash of the tokenizer and every text, so a changed vocabulary, truncation or
+    review can never reuse stale ids. A cache that cannot be read or written is skipped: it only
+    ever saves time.
+    """
+    if cache_dir is None:
+        return encode(tokenizer, texts)
+    path = Path(cache_dir).expanduser() / f"tokens-{_cache_key(tokenizer, texts)}.npy"
+    ids = _read_cached_ids(path, len(texts))
+    if ids is None:
+        ids = encode(tokenizer, texts)
+        _write_cached_ids(path, ids)
+    return ids
+
+
+def _cache_key(tokenizer: Tokenizer, texts: Sequence[str]) -> str:
+    digest = hashlib.sha256(tokenizer.to_str().encode("utf-8"))
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
+
+
+def _read_cached_ids(path: Path, count: int) -> list[list[int]] | None:
+    # One int32 array: ``count`` lengths, then every review's ids back to back.
+    try:
+        flat = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    lengths = flat[:count]
+    if flat.ndim != 1 or len(lengths) != count or int(lengths.sum()) != len(flat) - count:
+        return None
+    ends = np.cumsum(lengths) + count
+    values = flat.tolist()
+    return [values[end - n : end] for end, n in zip(ends.tolist(), lengths.tolist(), strict=True)]
+
+
+def _write_cached_ids(path: Path, ids: Sequence[Sequence[int]]) -> None:
+    lengths = np.fromiter((len(s) for s in ids), dtype=np.int32, count=len(ids))
+    body = np.fromiter((i for s in ids for i in s), dtype=np.int32, count=int(lengths.sum()))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, np.concatenate([lengths, body]), allow_pickle=False)
+        os.replace(tmp, path)  # a reader sees the whole file or none
+    except OSError:
+        return
 
 
 def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:

@@ -36,7 +36,7 @@ from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, Tr
 from rnn_sentiment.evaluate import compute_metrics
 from rnn_sentiment.model import build_model, count_parameters
 from rnn_sentiment.predict import predict_proba_ids
-from rnn_sentiment.tokenizer import encode, load_tokenizer, train_tokenizer
+from rnn_sentiment.tokenizer import encode_cached, load_tokenizer, train_tokenizer
 
 
 class TrainCallback:
@@ -109,7 +109,7 @@ def train(
         raise ConfigError(["train needs a config unless it resumes a run"])
     tcfg = config.training
     seed_everything(tcfg.seed)
-    torch.set_num_threads(tcfg.num_threads or os.cpu_count() or 1)
+    torch.set_num_threads(tcfg.num_threads or available_cpus())
     device = resolve_device(tcfg.device)
     if resume is None:
         run_dir = prepare_run_dir(config)
@@ -126,8 +126,8 @@ def train(
         save_run_files(run_dir, config, tokenizer, splits.label_names)
     else:
         tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
-    train_ids = encode(tokenizer, splits.train.texts)
-    val_ids = encode(tokenizer, splits.validation.texts)
+    train_ids = encode_cached(tokenizer, splits.train.texts, config.data.cache_dir)
+    val_ids = encode_cached(tokenizer, splits.validation.texts, config.data.cache_dir)
     lengths = [len(ids) for ids in train_ids]
 
     # 2. Model, optimiser and schedule; a resumed run restores them and the RNG bit for bit.
@@ -140,7 +140,6 @@ def train(
     if resume is not None:
         loop = restore_state(run_dir, model, optimizer, scheduler)
         cb.on_message(f"resuming {run_dir} at epoch {loop.epoch}, step {loop.step}")
-    loss_fn = nn.CrossEntropyLoss()
     train_labels = torch.tensor(splits.train.labels)
     cb.on_message(
         f"model: {config.model.cell} with {count_parameters(model):,} parameters, "
@@ -163,31 +162,25 @@ def train(
                 batch = batches[step - 1]
                 tokens, batch_lengths = collate([train_ids[i] for i in batch])
                 targets = train_labels[batch].to(device)
-                logits = model(tokens.to(device), batch_lengths)
-                loss = loss_fn(logits, targets)
-                if not torch.isfinite(loss):
+                loss, batch_correct, grad_norm = train_step(
+                    model, optimizer, tokens.to(device), batch_lengths, targets, tcfg
+                )
+                if not math.isfinite(loss):
                     raise TrainingError(
-                        f"the loss became {loss.item()} at epoch {epoch}, step {step}: exploding "
+                        f"the loss became {loss} at epoch {epoch}, step {step}: exploding "
                         "gradients; lower training.lr or set training.grad_clip (now "
                         f"{tcfg.grad_clip}); the last good checkpoint is in {run_dir}"
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = float(
-                    nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip or math.inf)
-                )
-                optimizer.step()
                 scheduler.step()
-                batch_correct = int((logits.argmax(dim=-1) == targets).sum())
                 loop.step = step
-                loop.loss_sum += loss.item() * len(batch)
+                loop.loss_sum += loss * len(batch)
                 loop.correct += batch_correct
                 loop.seen += len(batch)
                 loop.clipped += int(tcfg.grad_clip is not None and grad_norm > tcfg.grad_clip)
                 loop.real_tokens += int(batch_lengths.sum())
                 loop.norms.append(grad_norm)
                 loop.elapsed = time.perf_counter() - clock
-                cb.on_step(step, loss.item(), batch_correct / len(batch), grad_norm)
+                cb.on_step(step, loss, batch_correct / len(batch), grad_norm)
                 if stop.requested:
                     checkpoint()
                     raise TrainingInterrupted(
@@ -244,10 +237,36 @@ def train(
         "history": loop.history,
     }
     if splits.test is not None:
-        test_ids = encode(tokenizer, splits.test.texts)
+        test_ids = encode_cached(tokenizer, splits.test.texts, config.data.cache_dir)
         metrics["test"] = validation_metrics(model, test_ids, splits.test.labels, splits, device)
     save_metrics(run_dir, metrics)
     return TrainResult(run_dir, metrics, loop.history)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tokens: torch.Tensor,
+    lengths: torch.Tensor,
+    targets: torch.Tensor,
+    tcfg: TrainingConfig,
+) -> tuple[float, int, float]:
+    """One step of backpropagation through time: (loss, correct predictions, gradient norm).
+
+    The norm is measured before clipping. A non-finite loss returns before any update, so the
+    weights stay those of the last good step.
+    """
+    with autocast(tokens.device, tcfg.precision):
+        logits = model(tokens, lengths)
+    loss = nn.functional.cross_entropy(logits.float(), targets)
+    if not torch.isfinite(loss):
+        return loss.item(), 0, math.nan
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip or math.inf))
+    optimizer.step()
+    correct = int((logits.argmax(dim=-1) == targets).sum())
+    return loss.item(), correct, grad_norm
 
 
 class StopSignals:
@@ -418,6 +437,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """Mixed precision for the forward pass: bfloat16 matmuls, fp32 weights and reductions."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def available_cpus() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity API
+        return os.cpu_count() or 1
 
 
 def resolve_device(device: str) -> torch.device:

@@ -31,6 +31,7 @@ def tiny_overrides(tmp_path: Path, **extra: object) -> list[str]:
         "training.num_threads": 1,
         "output.dir": str(tmp_path / "runs"),
         "output.name": "tiny",
+        "data.cache_dir": str(tmp_path / "token-cache"),
     }
     values.update(extra)
     return [f"{key}={value}" for key, value in values.items()]
@@ -60,6 +61,6 @@ def builtin_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp_path = tmp_path_factory.mktemp("builtin")
     config = load_config(
         Path(__file__).parents[1] / "configs" / "default.yaml",
-        [f"output.dir={tmp_path}", "output.name=builtin"],
+        [f"output.dir={tmp_path}", "output.name=builtin", f"data.cache_dir={tmp_path / 'cache'}"],
     )
     return train(config).run_dir

@@ -10,6 +10,7 @@ from rnn_sentiment.tokenizer import (
     PAD_ID,
     UNK_ID,
     encode,
+    encode_cached,
     load_tokenizer,
     save_tokenizer,
     train_tokenizer,
@@ -60,3 +61,40 @@ def test_foreign_tokenizer_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="cannot load tokenizer"):
         load_tokenizer(tmp_path / "tokenizer.json")
+
+
+def test_a_second_encoding_of_the_same_texts_comes_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokenizer = train_tokenizer(TEXTS, TokenizerConfig(min_frequency=1))
+    first = encode_cached(tokenizer, TEXTS, tmp_path)
+    assert first == encode(tokenizer, TEXTS)
+    assert len(list(tmp_path.glob("tokens-*.npy"))) == 1
+
+    def no_tokenizing(*args: object) -> None:
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr("rnn_sentiment.tokenizer.encode", no_tokenizing)
+    assert encode_cached(tokenizer, TEXTS, tmp_path) == first
+
+
+def test_changed_texts_or_tokenizer_miss_the_cache(tmp_path: Path) -> None:
+    tokenizer = train_tokenizer(TEXTS, TokenizerConfig(min_frequency=1))
+    encode_cached(tokenizer, TEXTS, tmp_path)
+    encode_cached(tokenizer, [*TEXTS[:-1], "Another review."], tmp_path)
+    shorter = train_tokenizer(TEXTS, TokenizerConfig(min_frequency=1, max_length=2))
+    assert all(len(ids) <= 2 for ids in encode_cached(shorter, TEXTS, tmp_path))
+    assert len(list(tmp_path.glob("tokens-*.npy"))) == 3
+
+
+def test_a_damaged_or_unwritable_cache_only_costs_time(tmp_path: Path) -> None:
+    tokenizer = train_tokenizer(TEXTS, TokenizerConfig(min_frequency=1))
+    expected = encode(tokenizer, TEXTS)
+    encode_cached(tokenizer, TEXTS, tmp_path)
+    (cached,) = tmp_path.glob("tokens-*.npy")
+    cached.write_bytes(cached.read_bytes()[:-7])
+    assert encode_cached(tokenizer, TEXTS, tmp_path) == expected
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert encode_cached(tokenizer, TEXTS, blocker / "cache") == expected
+    assert encode_cached(tokenizer, TEXTS, None) == expected

@@ -22,6 +22,19 @@ def test_each_cell_learns_a_separable_task(tmp_path: Path, jsonl_reviews: Path, 
     assert result.history[0]["train_loss"] > result.history[-1]["train_loss"]
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_each_cell_learns_in_bfloat16(tmp_path: Path, jsonl_reviews: Path, cell: str) -> None:
+    config = tiny_config(
+        tmp_path,
+        **{"data.source": str(jsonl_reviews), "data.test_split": "test", "model.cell": cell,
+           "model.bidirectional": True, "training.precision": "bf16", "training.epochs": 6,
+           "training.lr": 0.01},
+    )  # fmt: skip
+    result = train(config)
+    assert result.metrics["test"]["accuracy"] == 1.0
+    assert result.history[0]["train_loss"] > result.history[-1]["train_loss"]
+
+
 def test_same_seed_gives_the_same_run(tmp_path: Path, jsonl_reviews: Path) -> None:
     def run(name: str, seed: int) -> list[dict[str, object]]:
         config = tiny_config(
