@@ -45,6 +45,9 @@ class TrainCallback:
     def on_message(self, text: str) -> None:
         """A one-line status message (data loaded, tokenizer trained, ...)."""
 
+    def on_train_start(self, model: nn.Module) -> None:
+        """The model is built (and restored when resuming), on its device, about to train."""
+
     def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         """An epoch of ``steps`` batches begins (``epoch`` counts from 1)."""
 
@@ -150,6 +153,7 @@ def train(
         save_state(run_dir, model, optimizer, scheduler, loop)
 
     # 3. Epochs: train, validate, keep the best weights, stop when patience runs out.
+    cb.on_train_start(model)
     clock = time.perf_counter() - loop.elapsed
     with StopSignals() as stop:
         while not loop.done and loop.epoch <= tcfg.epochs:
