@@ -87,6 +87,7 @@ class Padding:
 
     def __init__(self) -> None:
         self.real = self.slots = 0
+        self.data_seconds = 0.0  # time spent building batches, while the model waits
 
     def add(self, tokens: torch.Tensor, real: int) -> int:
         self.slots += tokens.numel()
@@ -139,7 +140,9 @@ def project_stepper(
     batches = training_batches([len(s) for s in ids], tcfg.batch_size, seed=0, epoch=1)
 
     def step(i: int) -> int:
+        start = time.perf_counter()
         tokens, lengths = collate([ids[j] for j in batches[i]])
+        padding.data_seconds += time.perf_counter() - start
         train_step(model, optimizer, tokens, lengths, labels[batches[i]], tcfg)
         return padding.add(tokens, int(lengths.sum()))
 
@@ -162,8 +165,10 @@ def run_one(
         padding = Padding()
         tcfg = TrainingConfig(batch_size=args.batch_size, precision=precision)
         step = project_stepper(model_cfg, ids, labels, vocab_size, tcfg, padding)
-        result[f"project_{precision}"] = time_steps(step, args.steps)[0]
+        rate, seconds = time_steps(step, args.steps)
+        result[f"project_{precision}"] = rate
         result["project_padding"] = padding.fraction
+        result[f"data_share_{precision}"] = padding.data_seconds / seconds
     return result
 
 
@@ -195,7 +200,7 @@ def main() -> None:
     )
     header = (
         f"{'cell':<9}{'plain':>9}{'pad%':>6}{'fp32':>9}{'bf16':>9}{'pad%':>6}"
-        f"{'fp32/plain':>11}{'bf16/plain':>11}{'fp32 %peak':>11}{'bf16 %peak':>11}"
+        f"{'fp32/plain':>11}{'bf16/plain':>11}{'fp32 %peak':>11}{'bf16 %peak':>11}{'data%':>7}"
     )
     print(header)
     rows = []
@@ -215,7 +220,8 @@ def main() -> None:
                 f"{r['project_fp32']:>9,.0f}{r['project_bf16']:>9,.0f}"
                 f"{100 * r['project_padding']:>5.0f}%"
                 f"{r['project_fp32'] / r['plain']:>10.2f}x{r['project_bf16'] / r['plain']:>10.2f}x"
-                f"{100 * r['fp32_peak_fraction']:>10.0f}%{100 * r['bf16_peak_fraction']:>10.0f}%",
+                f"{100 * r['fp32_peak_fraction']:>10.0f}%{100 * r['bf16_peak_fraction']:>10.0f}%"
+                f"{100 * r['data_share_bf16']:>6.1f}%",
                 flush=True,
             )
     if args.json:
