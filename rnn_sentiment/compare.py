@@ -105,7 +105,8 @@ def matched_hidden_size(model: ModelConfig, cell: str, reference: str = "lstm") 
     The embedding is the same for every cell, so a two-word vocabulary is enough to compare.
     """
     target = _parameters(model, reference, model.hidden_size)
-    low, high = 1, 65_536
+    # A one-gate RNN needs about twice the LSTM's width (h^2 vs 4 h^2), so 4x bounds the search.
+    low, high = 1, 4 * model.hidden_size + 8
     while low < high:  # the smallest size whose count reaches the target
         mid = (low + high) // 2
         if _parameters(model, cell, mid) < target:
@@ -244,7 +245,8 @@ def summarize(runs: list[RunOutcome]) -> dict[str, Any]:
             else None
         ),
         "gradient_flow": {
-            when: _mean_curves([r.gradient_flow[when] for r in runs]) for when in ("init", "trained")
+            when: _mean_curves([r.gradient_flow[when] for r in runs])
+            for when in ("init", "trained")
         },
     }
 

@@ -24,13 +24,13 @@ class LongRangeConfig(_Section):
     """The generated long-range task (``data.source: long-range``), see ``longrange.py``."""
 
     distances: list[int] = Field(
-        [0, 10, 20, 40, 60, 80],
+        [0, 10, 20, 40, 80, 120, 160, 200],
         min_length=1,
         description="Tokens of filler after the verdict sentence; reviews cycle through these.",
     )
     train_size: int = Field(6000, ge=2, description="Generated training reviews.")
     validation_size: int = Field(600, ge=2, description="Generated validation reviews.")
-    test_size: int = Field(1200, ge=2, description="Generated test reviews.")
+    test_size: int = Field(1600, ge=2, description="Generated test reviews.")
     seed: int = Field(7, description="Seed of the generator (independent of training.seed).")
 
     @model_validator(mode="after")
@@ -148,7 +148,7 @@ class DiagnosticsConfig(_Section):
 
     gradient_flow: bool = Field(
         False,
-        description="Measure ||d loss / d h_t|| by distance from the end, at init and after training.",
+        description="Measure ||d loss / d h_t|| by distance from the end, at init and trained.",
     )
     reviews: int = Field(
         32, ge=1, le=100_000, description="The longest validation reviews used for gradient flow."
@@ -156,7 +156,7 @@ class DiagnosticsConfig(_Section):
     explode_ratio: float = Field(
         20.0,
         gt=1.0,
-        description="Warn when an epoch's largest gradient norm exceeds its median this many times.",
+        description="Warn when an epoch's largest gradient norm is this many times its median.",
     )
 
 

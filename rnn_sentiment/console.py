@@ -279,7 +279,8 @@ def compare_out(summary: list[dict[str, Any]], files: dict[str, Any]) -> None:
             for when in ("init", "trained"):
                 curve = row["gradient_flow"][when]
                 line = sparkline(_sample(curve, 60), low, high, log=True)
-                out.print(f"  {row['cell'].upper():5} {when:8} {line}  at the far end {curve[-1]:.1e}")
+                name = row["cell"].upper()
+                out.print(f"  {name:5} {when:8} {line}  at the far end {curve[-1]:.1e}")
     for name, path in files.items():
         err.print(f"[dim]{name}: {path}[/]")
 

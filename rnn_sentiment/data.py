@@ -112,7 +112,7 @@ def read_split(source: str, split: str, cfg: DataConfig) -> tuple[list[str], lis
     if source == "long-range":
         from rnn_sentiment.longrange import read_split as read_long_range
 
-        return read_long_range(cfg.long_range, split)  # type: ignore[return-value]
+        return read_long_range(cfg.long_range, split)
     location = resolve_source(source, split)
     if location is None:
         table = _read_hub(source, split)

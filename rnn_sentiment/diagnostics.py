@@ -107,9 +107,7 @@ def longest_reviews(
     return [sequences[i] for i in picked], [labels[i] for i in picked]
 
 
-def explosion_warning(
-    norms: Sequence[float], ratio: float, grad_clip: float | None
-) -> str | None:
+def explosion_warning(norms: Sequence[float], ratio: float, grad_clip: float | None) -> str | None:
     """A warning when an epoch's gradient norms explode: non-finite, or max > ratio x median."""
     if not norms:
         return None

@@ -18,9 +18,10 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from rnn_sentiment.config import LongRangeConfig
-from rnn_sentiment.corpus import ABOUT_FILLERS, ACTORS, DIRECTORS, TITLES, VIEWING_FILLERS, fill_names
+from rnn_sentiment.corpus import ABOUT_FILLERS, ACTORS, DIRECTORS, VIEWING_FILLERS, fill_names
 from rnn_sentiment.errors import DataError
 
 SOURCE = "long-range"
@@ -30,6 +31,7 @@ LABEL_NAMES = ("negative", "positive")
 POSITIVE_VERDICTS = ("really good", "not bad at all", "truly great", "not awful at all")
 NEGATIVE_VERDICTS = ("really bad", "not good at all", "truly awful", "not great at all")
 _OPENERS = ("Overall it was", "All in all the film was", "In the end it was")
+DISTRACTOR_SHARE = 1 / 2
 # Filler after the verdict: varied, neutral sentences, so the state must survive many different
 # inputs (a few repeated sentences would let any cell learn to ignore them).
 _NAMES = tuple(name.split()[0] for name in ACTORS + DIRECTORS) + (
@@ -98,7 +100,7 @@ def make_review(rng: random.Random, label: int, distance: int) -> LongRangeRevie
     return LongRangeReview(text, label, distance, verdict)
 
 
-def read_split(cfg: LongRangeConfig, split: str) -> tuple[list[str], list[str]]:
+def read_split(cfg: LongRangeConfig, split: str) -> tuple[list[str], list[Any]]:
     """Texts and label names of a split, as ``data.read_split`` returns them for files."""
     reviews = generate(cfg, split)
     return [r.text for r in reviews], [LABEL_NAMES[r.label] for r in reviews]
@@ -110,7 +112,15 @@ def _filler_sentences(rng: random.Random, count: int) -> list[str]:
 
 
 def _scene_sentence(rng: random.Random) -> str:
-    """A neutral plot-summary sentence from large word lists, e.g. 'Nora packed the kettle ...'."""
+    """A plot-summary sentence from large word lists, e.g. 'Nora packed the kettle ...'.
+
+    Half of them are a character's opinion of an object ("Ben thought the lamp was not bad at
+    all."), drawn from both sides equally, so it carries no label: a model must keep the
+    review's verdict and not overwrite it with the next opinion it reads.
+    """
+    if rng.random() < DISTRACTOR_SHARE:
+        verdict = rng.choice(POSITIVE_VERDICTS + NEGATIVE_VERDICTS)
+        return f"{rng.choice(_NAMES)} thought the {rng.choice(_NOUNS)} was {verdict}."
     return (
         f"{rng.choice(_NAMES)} {rng.choice(_VERBS)} the {rng.choice(_NOUNS)} "
         f"{rng.choice(_PLACES)} {rng.choice(_TIMES)}."

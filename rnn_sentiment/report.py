@@ -148,7 +148,9 @@ def plot_accuracy(summary: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("tokens after the verdict" if distance else "review length (tokens)")
     ax.set_ylabel("accuracy")
-    ax.set_title("accuracy by " + ("distance of the verdict from the end" if distance else "length"))
+    ax.set_title(
+        "accuracy by " + ("distance of the verdict from the end" if distance else "length")
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)

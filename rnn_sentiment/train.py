@@ -226,7 +226,9 @@ def train(
                 loop.stale_epochs += 1
             save_metrics(run_dir, {"history": loop.history, "status": "training"})
             cb.on_epoch_end(record)
-            warning = explosion_warning(loop.norms, config.diagnostics.explode_ratio, tcfg.grad_clip)
+            warning = explosion_warning(
+                loop.norms, config.diagnostics.explode_ratio, tcfg.grad_clip
+            )
             if warning:
                 cb.on_warning(f"epoch {epoch}: {warning}")
             loop.start_epoch(epoch + 1)
@@ -256,8 +258,8 @@ def train(
         test_ids = encode(tokenizer, splits.test.texts)
         metrics["test"] = validation_metrics(model, test_ids, splits.test.labels, splits, device)
     if flow is not None:
-        batch = longest_reviews(val_ids, splits.validation.labels, config.diagnostics.reviews)
-        metrics["gradient_flow"] = {**flow, "trained": gradient_flow(model, *batch, device)}
+        longest = longest_reviews(val_ids, splits.validation.labels, config.diagnostics.reviews)
+        metrics["gradient_flow"] = {**flow, "trained": gradient_flow(model, *longest, device)}
     save_metrics(run_dir, metrics)
     return TrainResult(run_dir, metrics, loop.history)
 
