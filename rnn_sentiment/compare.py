@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -266,5 +266,3 @@ def _mean_curves(curves: list[list[float]]) -> list[float]:
     shortest = min(len(c) for c in curves)
     return [float(v) for v in np.mean([c[:shortest] for c in curves], axis=0)]
 
-
-Kind = Literal["length", "distance"]

@@ -156,7 +156,8 @@ class DiagnosticsConfig(_Section):
     explode_ratio: float = Field(
         20.0,
         gt=1.0,
-        description="Warn when an epoch's largest gradient norm is this many times its median.",
+        description="Warn when an epoch's largest gradient norm is this many times its median "
+        "(and over 10x training.grad_clip).",
     )
 
 

@@ -261,7 +261,8 @@ def compare_out(summary: list[dict[str, Any]], files: dict[str, Any]) -> None:
             f"{row['tokens_per_second']:,.0f}",
             *("-" if v is None else f"{v:.1%}" for v in values),
         )
-    out.print(table)
+    # Fifteen columns do not fit the 80 columns rich assumes for a pipe: let the table be wide.
+    (out if out.is_terminal else Console(highlight=False, width=160)).print(table)
     out.print(f"accuracy by {'distance' if distance else 'length'} (0.5 to 1.0):")
     for row in summary:
         values = [row[key][b]["accuracy"] for b in buckets]

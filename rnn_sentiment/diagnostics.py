@@ -108,14 +108,17 @@ def longest_reviews(
 
 
 def explosion_warning(norms: Sequence[float], ratio: float, grad_clip: float | None) -> str | None:
-    """A warning when an epoch's gradient norms explode: non-finite, or max > ratio x median."""
+    """A warning when an epoch's gradient norms explode: non-finite, or a max that is both
+    ``ratio`` times the median and large in itself (10x the clipping threshold, or 10 unclipped).
+    A converged model's tiny median makes harmless bumps look large in ratio alone.
+    """
     if not norms:
         return None
     bad = sum(1 for n in norms if not math.isfinite(n))
     if bad:
         return f"the gradient norm was not finite on {bad} of {len(norms)} steps"
     median, peak = float(np.median(norms)), float(np.max(norms))
-    if peak <= ratio * max(median, 1e-12):
+    if peak <= ratio * max(median, 1e-12) or peak <= 10 * (grad_clip or 1.0):
         return None
     advice = (
         f"clipping to {grad_clip} kept the updates bounded"

@@ -105,6 +105,7 @@ def test_measuring_leaves_parameter_gradients_and_mode_alone() -> None:
 
 def test_explosion_warning() -> None:
     assert explosion_warning([1.0, 1.2, 0.9, 1.1], 20.0, 1.0) is None
+    assert explosion_warning([0.001, 0.001, 0.001, 4.0], 20.0, 1.0) is None  # converged, a bump
     warning = explosion_warning([1.0, 1.0, 1.0, 500.0], 20.0, 1.0)
     assert warning is not None and "500x the median" in warning and "clipping to 1.0" in warning
     no_clip = explosion_warning([1.0, 1.0, 1.0, 500.0], 20.0, None)
