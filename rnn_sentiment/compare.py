@@ -265,4 +265,3 @@ def _mean_buckets(tables: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str
 def _mean_curves(curves: list[list[float]]) -> list[float]:
     shortest = min(len(c) for c in curves)
     return [float(v) for v in np.mean([c[:shortest] for c in curves], axis=0)]
-
