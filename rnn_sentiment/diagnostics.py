@@ -46,7 +46,8 @@ def state_gradient_norms(
     model.eval()
     handle = model.layers[-1].register_forward_hook(unrolled)
     try:
-        with torch.enable_grad():
+        # cuDNN refuses the backward pass of an RNN in eval mode; its CUDA fallback does not.
+        with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
             logits = model(tokens, lengths)
             loss = F.cross_entropy(logits, labels.to(logits.device), reduction="sum")
             grads = torch.autograd.grad(loss, states, allow_unused=True)
