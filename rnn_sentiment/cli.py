@@ -201,14 +201,24 @@ def predict(
         PredictFormat.table
     ),
     batch_size: Annotated[int, typer.Option(min=1, help="Reviews per batch.")] = 256,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Per word: the running sentiment and its attribution (occlusion) to the label.",
+        ),
+    ] = False,
 ) -> None:
     """Label reviews and show per-class probabilities.
 
     Examples: rnn-sentiment predict "This movie is not good" "A joy from start to end";
-    cat reviews.txt | rnn-sentiment predict - --format jsonl
+    cat reviews.txt | rnn-sentiment predict - --format jsonl;
+    rnn-sentiment predict --explain "This movie is not good"
     """
 
     def action() -> None:
+        if explain:
+            return _explain(texts or [], file, model, fmt.value)
         from rnn_sentiment import console
         from rnn_sentiment.errors import DataError
         from rnn_sentiment.predict import Predictor, resolve_model_dir
@@ -225,6 +235,83 @@ def predict(
         predictor = Predictor.from_dir(model_dir, batch_size)
         rows = console.prediction_rows(predictor.predict(reviews), predictor.label_names)
         console.predictions_out(rows, fmt.value)
+
+    _run(action)
+
+
+def _explain(texts: list[str], file: Path | None, model: Path | None, fmt: str) -> None:
+    from rnn_sentiment import console
+    from rnn_sentiment.errors import DataError
+    from rnn_sentiment.predict import Predictor, resolve_model_dir
+
+    if fmt == "csv":
+        raise DataError("--explain prints a table, json or jsonl, not csv")
+    reviews = _gather_texts(texts, file)
+    if not reviews or not all(text.strip() for text in reviews):
+        raise DataError("--explain needs non-empty reviews: pass texts, '-' or --file FILE")
+    model_dir = resolve_model_dir(model)
+    if model is None:
+        console.info(f"using model {model_dir}")
+    predictor = Predictor.from_dir(model_dir)
+    console.explanations_out([predictor.explain(text) for text in reviews], fmt)
+
+
+@app.command()
+def compare(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="An optional YAML config, then key.sub=value overrides shared by every cell.",
+            metavar="[CONFIG] [KEY=VALUE]...",
+            show_default=False,
+        ),
+    ] = None,
+    cells: Annotated[str, typer.Option(help="Comma list of cells to train, in order.")] = (
+        "rnn,lstm,gru"
+    ),
+    seeds: Annotated[int, typer.Option(min=1, help="Runs per cell (seeds seed, seed+1, ...).")] = 1,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the runs and the report. Default: runs/compare-<time>."),
+    ] = None,
+    match_params: Annotated[
+        bool,
+        typer.Option(
+            "--match-params",
+            help="Size each cell's hidden layer to the LSTM's parameter count, not its width.",
+        ),
+    ] = False,
+    fmt: Annotated[
+        TableOrJson, typer.Option("--format", help="Table and charts, or every number as JSON.")
+    ] = TableOrJson.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train RNN, LSTM and GRU on the same data, budget and seeds; compare them in one table.
+
+    Accuracy (mean ± std over seeds), macro-F1, parameters, training time, tokens/s, accuracy by
+    review length (or by distance on the long-range task) and gradient flow; writes report.md,
+    report.json and PNG plots next to the run directories.
+    Examples: rnn-sentiment compare configs/long-range.yaml;
+    rnn-sentiment compare configs/imdb-compare.yaml --seeds 3 --match-params
+    """
+    items = list(args or [])
+    path = items.pop(0) if items and "=" not in items[0] else None
+
+    def action() -> None:
+        from rnn_sentiment import console
+        from rnn_sentiment.compare import compare as compare_cells
+        from rnn_sentiment.compare import parse_cells
+        from rnn_sentiment.config import load_config
+        from rnn_sentiment.report import write_report
+
+        config = load_config(path, items)
+        progress = console.CompareProgress(config.training.log_every, quiet)
+        result = compare_cells(config, parse_cells(cells), seeds, out, match_params, progress)
+        files = write_report(result)
+        if fmt is TableOrJson.json:
+            console.json_out(result.to_dict())
+        else:
+            console.compare_out(result.summary(), files)
 
     _run(action)
 

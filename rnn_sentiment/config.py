@@ -20,6 +20,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class LongRangeConfig(_Section):
+    """The generated long-range task (``data.source: long-range``), see ``longrange.py``."""
+
+    distances: list[int] = Field(
+        [0, 10, 20, 40, 80, 120, 160, 200],
+        min_length=1,
+        description="Tokens of filler after the verdict sentence; reviews cycle through these.",
+    )
+    train_size: int = Field(6000, ge=2, description="Generated training reviews.")
+    validation_size: int = Field(600, ge=2, description="Generated validation reviews.")
+    test_size: int = Field(1600, ge=2, description="Generated test reviews.")
+    seed: int = Field(7, description="Seed of the generator (independent of training.seed).")
+
+    @model_validator(mode="after")
+    def _check_distances(self) -> LongRangeConfig:
+        if any(d < 0 or d > 100_000 for d in self.distances):
+            raise ValueError("data.long_range.distances must lie between 0 and 100000")
+        return self
+
+
 class DataConfig(_Section):
     """Where reviews come from and how to read them."""
 
@@ -47,6 +67,10 @@ class DataConfig(_Section):
         "~/.cache/rnn-sentiment",
         description="Where token ids are cached, so a second run on the same data and "
         "tokenizer does not tokenize again; null disables the cache.",
+    )
+    long_range: LongRangeConfig = Field(
+        default_factory=LongRangeConfig,  # type: ignore[arg-type]
+        description="Sizes and distances of the generated task when source is 'long-range'.",
     )
 
 
@@ -129,6 +153,24 @@ class TrainingConfig(_Section):
     )
 
 
+class DiagnosticsConfig(_Section):
+    """Optional measurements of how the gradient flows through time; off costs nothing."""
+
+    gradient_flow: bool = Field(
+        False,
+        description="Measure ||d loss / d h_t|| by distance from the end, at init and trained.",
+    )
+    reviews: int = Field(
+        32, ge=1, le=100_000, description="The longest validation reviews used for gradient flow."
+    )
+    explode_ratio: float = Field(
+        20.0,
+        gt=1.0,
+        description="Warn when an epoch's largest gradient norm is this many times its median "
+        "(and over 10x training.grad_clip).",
+    )
+
+
 class OutputConfig(_Section):
     """Where the run directory goes."""
 
@@ -145,6 +187,7 @@ class Config(_Section):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)  # type: ignore[arg-type]
     model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
     training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)  # type: ignore[arg-type]
     output: OutputConfig = Field(default_factory=OutputConfig)  # type: ignore[arg-type]
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from rnn_sentiment.compare import CompareCallback
 from rnn_sentiment.train import TrainCallback
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -82,6 +84,9 @@ class TrainProgress(TrainCallback):
         elif not self.quiet and (step % self.log_every == 0 or step == self.steps):
             rate = step / max(time.perf_counter() - self.started, 1e-9)
             info(f"{self.epoch_label} step {step}/{self.steps} {stats} ({rate:.1f} steps/s)")
+
+    def on_warning(self, text: str) -> None:
+        err.print(f"[bold yellow]warning:[/] {escape(text)}")  # shown even with --quiet
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
         if self.progress is not None:
@@ -187,3 +192,133 @@ def predictions_out(rows: list[dict[str, Any]], fmt: str) -> None:
             values = [f"{v:.4f}" for v in list(row.values())[2:]]
             table.add_row(escape(row["text"]), f"[{colour}]{row['label']}[/]", *values)
         out.print(table)
+
+
+# --- compare and explain ---------------------------------------------------------------------
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+_CELL_COLOURS = {"rnn": "red", "lstm": "blue", "gru": "green"}
+
+
+def sparkline(values: Sequence[float | None], low: float, high: float, log: bool = False) -> str:
+    """One character per value between ``low`` and ``high`` (on a log scale with ``log``)."""
+
+    def level(v: float) -> float:
+        return math.log10(max(v, 1e-30)) if log else v
+
+    bottom, top = level(low), level(high)
+    chars = []
+    for v in values:
+        if v is None or (log and v <= 0):
+            chars.append(" ")
+            continue
+        share = (level(v) - bottom) / max(top - bottom, 1e-12)
+        chars.append(_SPARKS[min(len(_SPARKS) - 1, max(0, int(share * len(_SPARKS))))])
+    return "".join(chars)
+
+
+def _sample(curve: Sequence[float], width: int) -> list[float]:
+    """At most ``width`` points of ``curve``, evenly spaced in distance."""
+    if len(curve) <= width:
+        return list(curve)
+    return [curve[round(i * (len(curve) - 1) / (width - 1))] for i in range(width)]
+
+
+class CompareProgress(TrainProgress, CompareCallback):
+    """Training progress of each run, with a header line as each run starts."""
+
+    def on_run_start(self, index: int, total: int, cell: str, seed: int, hidden_size: int) -> None:
+        if not self.quiet:
+            colour = _CELL_COLOURS.get(cell, "white")
+            err.print(
+                f"[bold {colour}]run {index}/{total}: {cell.upper()}[/] "
+                f"seed {seed}, hidden size {hidden_size}"
+            )
+
+
+def compare_out(summary: list[dict[str, Any]], files: dict[str, Any]) -> None:
+    """The comparison table, compact accuracy and gradient-flow charts, and the report files."""
+    distance = summary[0]["by_distance"] is not None
+    key = "by_distance" if distance else "by_length"
+    table = Table(title="RNN vs LSTM vs GRU", show_header=True)
+    for column in ("cell", "hidden", "params", "accuracy", "macro-F1", "train", "tokens/s"):
+        table.add_column(column, justify="left" if column == "cell" else "right")
+    buckets = list(summary[0][key])
+    for bucket in buckets:
+        table.add_column(f"d={bucket}" if distance else bucket, justify="right")
+    for row in summary:
+        accuracy = f"{row['accuracy_mean']:.3f}"
+        if row["seeds"] > 1:
+            accuracy += f" ± {row['accuracy_std']:.3f}"
+        values = [row[key][b]["accuracy"] for b in buckets]
+        table.add_row(
+            f"[{_CELL_COLOURS.get(row['cell'], 'white')}]{row['cell'].upper()}[/]",
+            str(row["hidden_size"]),
+            f"{row['parameters']:,}",
+            accuracy,
+            f"{row['macro_f1']:.3f}",
+            f"{row['train_seconds']:.0f}s",
+            f"{row['tokens_per_second']:,.0f}",
+            *("-" if v is None else f"{v:.1%}" for v in values),
+        )
+    # Fifteen columns do not fit the 80 columns rich assumes for a pipe: let the table be wide.
+    (out if out.is_terminal else Console(highlight=False, width=160)).print(table)
+    out.print(f"accuracy by {'distance' if distance else 'length'} (0.5 to 1.0):")
+    for row in summary:
+        values = [row[key][b]["accuracy"] for b in buckets]
+        out.print(f"  {row['cell'].upper():5} {sparkline(values, 0.5, 1.0)}")
+    curves = [row["gradient_flow"][w] for row in summary for w in ("init", "trained")]
+    positive = [v for c in curves for v in c if v > 0]
+    if positive:
+        low, high = min(positive), max(positive)
+        longest = max(len(c) for c in curves)
+        out.print(
+            f"gradient flow ||d loss/d h_t||, log scale {low:.1e} to {high:.1e}, "
+            f"distance 0 to {longest - 1} from the end:"
+        )
+        for row in summary:
+            for when in ("init", "trained"):
+                curve = row["gradient_flow"][when]
+                line = sparkline(_sample(curve, 60), low, high, log=True)
+                name = row["cell"].upper()
+                out.print(f"  {name:5} {when:8} {line}  at the far end {curve[-1]:.1e}")
+    for name, path in files.items():
+        err.print(f"[dim]{name}: {path}[/]")
+
+
+def explanations_out(explanations: Sequence[Any], fmt: str) -> None:
+    """Per-word running sentiment and attribution: coloured tables, or json / jsonl."""
+    if fmt == "json":
+        json_out([e.to_dict() for e in explanations])
+        return
+    if fmt == "jsonl":
+        sys.stdout.write("".join(json.dumps(e.to_dict()) + "\n" for e in explanations))
+        return
+    for e in explanations:
+        words = " ".join(_attributed(w, a) for w, a in zip(e.words, e.attributions, strict=True))
+        colour = _label_colour(e.label)
+        out.print(f"{words}  ->  [bold {colour}]{e.label}[/] ({e.probabilities[e.label]:.3f})")
+        table = Table(show_header=True, caption=f"attribution: {e.method}")
+        table.add_column("word")
+        table.add_column("running sentiment")
+        table.add_column(f"attribution to {e.label}", justify="right")
+        for word, running, label, score in zip(
+            e.words, e.running, e.running_labels, e.attributions, strict=True
+        ):
+            bar = "█" * round(abs(score) * 20)
+            table.add_row(
+                escape(word),
+                f"[{_label_colour(label)}]{label} {running[label]:.3f}[/]",
+                f"[{'green' if score >= 0 else 'red'}]{score:+.3f} {bar}[/]",
+            )
+        out.print(table)
+
+
+def _label_colour(label: str) -> str:
+    return {"positive": "green", "negative": "red"}.get(label, "cyan")
+
+
+def _attributed(word: str, score: float) -> str:
+    colour = "green" if score >= 0 else "red"
+    style = f"bold {colour}" if abs(score) >= 0.2 else colour if abs(score) >= 0.05 else "dim"
+    return f"[{style}]{escape(word)}[/]"

@@ -3,6 +3,7 @@
 Sources, in the order they are tried:
 
 * ``builtin``: the small generated corpus shipped with the package.
+* ``long-range``: the generated long-range task (``longrange.py``), sized by ``data.long_range``.
 * a local file (Parquet, CSV, TSV, JSON/JSONL, plain text): it is the split asked for.
 * a local folder holding ``<split>.<ext>`` files or ``aclImdb``-style ``<split>/pos|neg/*.txt``.
 * anything else is taken as a hub dataset id.
@@ -108,6 +109,10 @@ def _check_single_file_splits(cfg: DataConfig) -> None:
 
 def read_split(source: str, split: str, cfg: DataConfig) -> tuple[list[str], list[Any]]:
     """Raw texts and raw label values of one split of a source."""
+    if source == "long-range":
+        from rnn_sentiment.longrange import read_split as read_long_range
+
+        return read_long_range(cfg.long_range, split)
     location = resolve_source(source, split)
     if location is None:
         table = _read_hub(source, split)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from rnn_sentiment.checkpoint import MANIFEST_FILE, METRICS_FILE, LoadedRun, loa
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.model import SentimentRNN
 from rnn_sentiment.tokenizer import encode
+
+if TYPE_CHECKING:
+    from rnn_sentiment.explain import Explanation
 
 
 @dataclass
@@ -86,6 +90,12 @@ class Predictor:
         iterator = iter(texts)
         while chunk := list(islice(iterator, chunk_size)):
             yield from self.predict(chunk)
+
+    def explain(self, text: str) -> Explanation:
+        """Per word: the running sentiment and its occlusion attribution (see ``explain.py``)."""
+        from rnn_sentiment.explain import explain
+
+        return explain(self.run, text)
 
     def _prediction(self, text: str, row: np.ndarray) -> Prediction:
         best = int(row.argmax())

@@ -32,9 +32,10 @@ from rnn_sentiment.checkpoint import (
 )
 from rnn_sentiment.config import Config, TrainingConfig
 from rnn_sentiment.data import load_splits
+from rnn_sentiment.diagnostics import explosion_warning, gradient_flow, longest_reviews
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from rnn_sentiment.evaluate import compute_metrics
-from rnn_sentiment.model import build_model, count_parameters
+from rnn_sentiment.model import SentimentRNN, build_model, count_parameters
 from rnn_sentiment.predict import predict_proba_ids
 from rnn_sentiment.tokenizer import encode_cached, load_tokenizer, train_tokenizer
 
@@ -56,6 +57,10 @@ class TrainCallback:
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
         """An epoch ended; ``record`` holds its training and validation metrics."""
+
+    def on_warning(self, text: str) -> None:
+        """Something looks wrong but training goes on (for example the gradient exploded)."""
+        self.on_message(f"warning: {text}")
 
 
 @dataclass
@@ -139,6 +144,7 @@ def train(
     steps_per_epoch = math.ceil(len(train_ids) / tcfg.batch_size)
     optimizer = build_optimizer(model, tcfg)
     scheduler = build_scheduler(optimizer, tcfg, steps_per_epoch * tcfg.epochs)
+    flow = _gradient_flow_start(config, model, val_ids, splits.validation.labels, device)
     loop = LoopState()
     if resume is not None:
         loop = restore_state(run_dir, model, optimizer, scheduler)
@@ -217,6 +223,11 @@ def train(
                 loop.stale_epochs += 1
             save_metrics(run_dir, {"history": loop.history, "status": "training"})
             cb.on_epoch_end(record)
+            warning = explosion_warning(
+                loop.norms, config.diagnostics.explode_ratio, tcfg.grad_clip
+            )
+            if warning:
+                cb.on_warning(f"epoch {epoch}: {warning}")
             loop.start_epoch(epoch + 1)
             if loop.stale_epochs >= tcfg.patience:
                 cb.on_message(
@@ -243,6 +254,9 @@ def train(
     if splits.test is not None:
         test_ids = encode_cached(tokenizer, splits.test.texts, config.data.cache_dir)
         metrics["test"] = validation_metrics(model, test_ids, splits.test.labels, splits, device)
+    if flow is not None:
+        longest = longest_reviews(val_ids, splits.validation.labels, config.diagnostics.reviews)
+        metrics["gradient_flow"] = {**flow, "trained": gradient_flow(model, *longest, device)}
     save_metrics(run_dir, metrics)
     return TrainResult(run_dir, metrics, loop.history)
 
@@ -271,6 +285,20 @@ def train_step(
     optimizer.step()
     correct = int((logits.argmax(dim=-1) == targets).sum())
     return loss.item(), correct, grad_norm
+
+
+def _gradient_flow_start(
+    config: Config, model: SentimentRNN, ids: list[list[int]], labels: list[int], device: Any
+) -> dict[str, Any] | None:
+    """Gradient flow of the freshly initialised model, when ``diagnostics.gradient_flow`` is on."""
+    if not config.diagnostics.gradient_flow:
+        return None
+    batch = longest_reviews(ids, labels, config.diagnostics.reviews)
+    return {
+        "measure": "mean ||d loss / d h_t|| by distance from the end (top layer, left-to-right)",
+        "reviews": len(batch[0]),
+        "init": gradient_flow(model, *batch, device),
+    }
 
 
 class StopSignals:

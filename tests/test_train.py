@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,23 @@ def test_existing_run_directory_is_not_overwritten(tmp_path: Path, jsonl_reviews
     train(config)
     with pytest.raises(CheckpointError, match="already exists"):
         train(config)
+
+
+def test_gradient_flow_diagnostics_are_recorded_and_change_nothing(
+    tmp_path: Path, jsonl_reviews: Path
+) -> None:
+    def run(name: str, on: bool) -> dict[str, Any]:
+        config = tiny_config(
+            tmp_path, **{"data.source": str(jsonl_reviews), "output.name": name,
+                         "diagnostics.gradient_flow": on, "model.cell": "rnn"},
+        )  # fmt: skip
+        return train(config).metrics
+
+    with_flow, without = run("flow-on", True), run("flow-off", False)
+    assert "gradient_flow" not in without
+    flow = with_flow["gradient_flow"]
+    assert len(flow["init"]) == len(flow["trained"]) > 1
+    assert all(value > 0 for value in flow["init"])
+    strip = ("seconds", "lr")
+    same = [{k: v for k, v in r.items() if k not in strip} for r in with_flow["history"]]
+    assert same == [{k: v for k, v in r.items() if k not in strip} for r in without["history"]]

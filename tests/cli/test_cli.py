@@ -158,3 +158,41 @@ def test_an_unfinished_run_is_not_picked_as_the_newest(
     shutil.copytree(builtin_run, runs / "still-training")
     (runs / "still-training" / "metrics.json").write_text('{"status": "training"}')
     assert resolve_model_dir(None, runs) == runs / "done"
+
+
+def test_predict_explain_json_and_table(builtin_run: Path) -> None:
+    code, out, err = invoke(
+        "predict", "--model", str(builtin_run), "--explain", "This movie is not good",
+        "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    [explained] = json.loads(out)
+    assert [w["word"] for w in explained["words"]] == ["This", "movie", "is", "not", "good"]
+    assert explained["label"] == "negative" and "occlusion" in explained["method"]
+    assert all(isinstance(w["attribution"], float) for w in explained["words"])
+    code, out, _ = invoke("predict", "--model", str(builtin_run), "--explain", "A joy")
+    assert code == 0 and "running sentiment" in out and "occlusion" in out
+    code, _, err = invoke(
+        "predict", "--model", str(builtin_run), "--explain", "x", "--format", "csv"
+    )
+    assert code == 2 and "not csv" in err
+
+
+def test_compare_on_a_tiny_budget(tmp_path: Path) -> None:
+    from tests.test_compare import LONG_RANGE
+
+    out_dir = tmp_path / "cmp"
+    overrides = tiny_overrides(tmp_path, **LONG_RANGE)
+    code, out, err = invoke("compare", *overrides, "--cells", "rnn,lstm", "--out", str(out_dir))
+    assert code == 0, err
+    assert "RNN" in out and "LSTM" in out and "d=4" in out and "gradient flow" in out
+    assert "run 2/2: LSTM" in err
+    for name in ("report.md", "report.json", "learning_curves.png", "gradient_flow.png"):
+        assert (out_dir / name).is_file()
+    code, out, _ = invoke("predict", "--model", str(out_dir / "lstm-seed42"), "really good.")
+    assert code == 0
+
+    code, out, err = invoke("compare", *overrides, "--cells", "rnn,cnn", "--out", str(out_dir))
+    assert code == 2 and "comma list" in err
+    code, _, err = invoke("compare", *overrides, "--cells", "rnn", "--out", str(out_dir))
+    assert code == 2 and "already exists" in err

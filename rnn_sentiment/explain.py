@@ -1,0 +1,98 @@
+"""Why a model labelled a review so: running sentiment and per-word attributions.
+
+* Running sentiment: the model's prediction after reading each prefix of the review, so one can
+  watch "not" turn "good" negative. A many-to-one recurrent model reads left to right, so the
+  prefix prediction is exactly what it would say if the review stopped there.
+* Attribution by occlusion (leave one word out): how much the probability of the final label
+  drops when the word is removed and the rest is read again. It needs no gradients or linearity,
+  so it is correct for recurrent models, where a word's effect depends on what came before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from rnn_sentiment.checkpoint import LoadedRun
+from rnn_sentiment.errors import DataError
+from rnn_sentiment.predict import predict_proba_ids
+from rnn_sentiment.tokenizer import UNK_ID
+
+METHOD = "occlusion (leave one word out): drop in p(label) when the word is removed"
+
+
+@dataclass
+class Explanation:
+    """One review explained word by word."""
+
+    text: str
+    label: str
+    probabilities: dict[str, float]
+    words: list[str]
+    running: list[dict[str, float]]  # class probabilities after reading words[: i + 1]
+    running_labels: list[str]
+    attributions: list[float]  # p(label | review) - p(label | review without words[i])
+    method: str = METHOD
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready, one entry per word."""
+        data = asdict(self)
+        words = [
+            {"word": w, "running": r, "running_label": rl, "attribution": a}
+            for w, r, rl, a in zip(
+                self.words, self.running, self.running_labels, self.attributions, strict=True
+            )
+        ]
+        data.update(words=words)
+        for key in ("running", "running_labels", "attributions"):
+            del data[key]
+        return data
+
+
+def explain(run: LoadedRun, text: str) -> Explanation:
+    """Running sentiment and occlusion attribution for each word of ``text``.
+
+    Words are the tokenizer's pre-tokens (punctuation marks count as words); a word made of several
+    subword pieces (BPE) is removed and scored as a whole.
+
+    Raises:
+        DataError: the text has no tokens.
+    """
+    encoding = run.tokenizer.encode(text, add_special_tokens=False)
+    spans = _word_spans(encoding.word_ids)
+    if not spans:
+        raise DataError("nothing to explain: the review has no words")
+    ids = list(encoding.ids)
+    words = [text[encoding.offsets[a][0] : encoding.offsets[b - 1][1]] for a, b in spans]
+    prefixes = [ids[:end] for _, end in spans]
+    occluded = [ids[:start] + ids[end:] or [UNK_ID] for start, end in spans]
+    device = next(run.model.parameters()).device
+    probs = predict_proba_ids(run.model, [ids, *prefixes, *occluded], device=device)
+    full, running, without = probs[0], probs[1 : len(spans) + 1], probs[len(spans) + 1 :]
+    best = int(full.argmax())
+    names = run.label_names
+    return Explanation(
+        text=text,
+        label=names[best],
+        probabilities=_named(names, full),
+        words=words,
+        running=[_named(names, row) for row in running],
+        running_labels=[names[int(row.argmax())] for row in running],
+        attributions=[float(full[best] - row[best]) for row in without],
+    )
+
+
+def _word_spans(word_ids: list[int | None]) -> list[tuple[int, int]]:
+    """(first, last + 1) token index of each word, in order."""
+    spans: list[tuple[int, int]] = []
+    previous: int | None = None
+    for index, word in enumerate(word_ids):
+        if word is not None and word == previous:
+            spans[-1] = (spans[-1][0], index + 1)
+        else:
+            spans.append((index, index + 1))
+        previous = word
+    return spans
+
+
+def _named(names: list[str], row: object) -> dict[str, float]:
+    return {name: float(p) for name, p in zip(names, row, strict=True)}  # type: ignore[call-overload]

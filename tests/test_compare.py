@@ -1,0 +1,75 @@
+"""compare: every cell on the same data and budget, measured side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rnn_sentiment.compare import compare, matched_hidden_size, parse_cells
+from rnn_sentiment.config import ModelConfig, load_config
+from rnn_sentiment.errors import ConfigError
+from rnn_sentiment.model import build_model, count_parameters
+from rnn_sentiment.predict import Predictor
+from rnn_sentiment.report import write_report
+from tests.conftest import tiny_overrides
+
+LONG_RANGE = {
+    "data.source": "long-range",
+    "data.validation_split": "validation",
+    "data.test_split": "test",
+    "data.long_range.distances": "[0,4]",
+    "data.long_range.train_size": 48,
+    "data.long_range.validation_size": 16,
+    "data.long_range.test_size": 16,
+    "training.epochs": 1,
+}
+
+
+def test_matched_hidden_sizes_give_the_closest_parameter_count() -> None:
+    model = ModelConfig(embedding_dim=16, hidden_size=32)
+
+    def params(cell: str, hidden: int) -> int:
+        cfg = model.model_copy(update={"cell": cell, "hidden_size": hidden})
+        return count_parameters(build_model(cfg, 2, 2))
+
+    target = params("lstm", 32)
+    assert matched_hidden_size(model, "lstm") == 32
+    for cell in ("rnn", "gru"):
+        hidden = matched_hidden_size(model, cell)
+        gap = abs(params(cell, hidden) - target)
+        assert gap <= abs(params(cell, hidden - 1) - target)
+        assert gap <= abs(params(cell, hidden + 1) - target)
+    assert matched_hidden_size(model, "rnn") > matched_hidden_size(model, "gru") > 32
+
+
+def test_parse_cells() -> None:
+    assert parse_cells("lstm, GRU,lstm") == ["lstm", "gru"]
+    with pytest.raises(ConfigError, match="comma list"):
+        parse_cells("lstm,cnn")
+
+
+def test_compare_writes_ordinary_runs_and_a_report(tmp_path: Path) -> None:
+    config = load_config(None, tiny_overrides(tmp_path, **LONG_RANGE))
+    result = compare(config, ["rnn", "gru"], seeds=2, out_dir=tmp_path / "cmp", match_params=True)
+    assert [(r.cell, r.seed) for r in result.runs] == [
+        ("rnn", 42), ("gru", 42), ("rnn", 43), ("gru", 43)
+    ]  # fmt: skip
+    rows = {row["cell"]: row for row in result.summary()}
+    assert rows["rnn"]["seeds"] == 2 and rows["rnn"]["hidden_size"] > rows["gru"]["hidden_size"]
+    assert set(rows["gru"]["by_distance"]) == {"0", "4"}
+    assert sum(b["n"] for b in rows["gru"]["by_distance"].values()) == 16
+    assert sum(b["n"] for b in rows["gru"]["by_length"].values()) == 16
+    flow = rows["rnn"]["gradient_flow"]
+    assert len(flow["init"]) == len(flow["trained"]) > 4
+    Predictor.from_dir(result.runs[0].run_dir).predict(["it was really good."])
+
+    files = write_report(result)
+    for path in files.values():
+        assert path.is_file() and path.stat().st_size > 0
+    assert files["accuracy"].name == "accuracy_by_distance.png"
+    report = files["report"].read_text()
+    assert "| RNN |" in report and "gradient_flow.png" in report
+    saved = json.loads(files["json"].read_text())
+    assert len(saved["runs"]) == 4 and saved["summary"][0]["cell"] == "rnn"

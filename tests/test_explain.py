@@ -1,0 +1,52 @@
+"""predict --explain: running sentiment and occlusion attribution, word by word."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rnn_sentiment.errors import DataError
+from rnn_sentiment.explain import METHOD
+from rnn_sentiment.predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def predictor(builtin_run: Path) -> Predictor:
+    return Predictor.from_dir(builtin_run)
+
+
+def test_one_score_per_word(predictor: Predictor) -> None:
+    explained = predictor.explain("This movie is not good")
+    assert explained.words == ["This", "movie", "is", "not", "good"]
+    assert len(explained.attributions) == len(explained.running) == 5
+    assert explained.method == METHOD and "occlusion" in explained.method
+    # The last running prediction is the prediction of the whole review.
+    last, full = explained.running[-1], explained.probabilities
+    assert last["positive"] == pytest.approx(full["positive"], abs=1e-5)
+
+
+def test_negation_turns_the_running_sentiment(predictor: Predictor) -> None:
+    good = predictor.explain("This movie is good")
+    not_good = predictor.explain("This movie is not good")
+    assert good.running_labels[-1] == "positive" and good.label == "positive"
+    assert not_good.running_labels[-1] == "negative" and not_good.label == "negative"
+
+    # Same prefix, same running sentiment; the two part ways at "not" or "good".
+    def p_positive(steps: list[dict[str, float]]) -> list[float]:
+        return [step["positive"] for step in steps]
+
+    assert p_positive(not_good.running[:3]) == pytest.approx(p_positive(good.running[:3]))
+    assert not_good.running[4]["positive"] < 0.5 < good.running[3]["positive"]
+    # Removing "not" makes the review positive: "not" is what makes it negative.
+    assert not_good.attributions[3] > 0.5
+
+
+def test_punctuation_and_unknown_words_are_words(predictor: Predictor) -> None:
+    explained = predictor.explain("Zyzzyva was not good.")
+    assert explained.words == ["Zyzzyva", "was", "not", "good", "."]
+
+
+def test_nothing_to_explain(predictor: Predictor) -> None:
+    with pytest.raises(DataError, match="no words"):
+        predictor.explain("   ")

@@ -1,0 +1,54 @@
+"""The generated long-range task: deterministic, balanced, and the distance is exact."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tokenizers import pre_tokenizers
+
+from rnn_sentiment.config import LongRangeConfig, load_config
+from rnn_sentiment.data import load_splits
+from rnn_sentiment.longrange import NEGATIVE_VERDICTS, POSITIVE_VERDICTS, generate
+
+SMALL = LongRangeConfig(distances=[0, 3, 17, 40], train_size=200, validation_size=40, test_size=80)
+
+
+def test_same_seed_same_reviews_and_splits_differ() -> None:
+    assert generate(SMALL, "test") == generate(SMALL, "test")
+    assert generate(SMALL, "test") != generate(SMALL.model_copy(update={"seed": 8}), "test")
+    assert generate(SMALL, "test") != generate(SMALL, "validation")[:80]
+
+
+def test_balanced_by_label_and_distance() -> None:
+    reviews = generate(SMALL, "train")
+    cells = Counter((r.label, r.distance) for r in reviews)
+    assert set(cells.values()) == {25}  # 200 reviews / (2 labels x 4 distances)
+    assert len(cells) == 8
+
+
+def test_the_verdict_sits_exactly_distance_tokens_from_the_end() -> None:
+    split_words = pre_tokenizers.BertPreTokenizer()
+    for review in generate(SMALL, "test"):
+        verdict_sentence = review.verdict + "."
+        after = review.text[review.text.index(verdict_sentence) + len(verdict_sentence) :]
+        assert len(split_words.pre_tokenize_str(after)) == review.distance
+
+
+def test_only_word_order_separates_the_verdicts() -> None:
+    def words(phrases: tuple[str, ...]) -> Counter[str]:
+        return Counter(w for p in phrases for w in p.split())
+
+    assert words(POSITIVE_VERDICTS) == words(NEGATIVE_VERDICTS)
+
+
+def test_long_range_is_a_data_source() -> None:
+    config = load_config(
+        None,
+        ["data.source=long-range", "data.validation_split=validation", "data.test_split=test",
+         "data.long_range.train_size=20", "data.long_range.validation_size=10",
+         "data.long_range.test_size=10"],
+    )  # fmt: skip
+    splits = load_splits(config.data, seed=1)
+    assert (len(splits.train), len(splits.validation), len(splits.test or [])) == (20, 10, 10)
+    assert splits.label_names == ["negative", "positive"]
+    assert sum(splits.train.labels) == 10
