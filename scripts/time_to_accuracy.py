@@ -127,23 +127,23 @@ def main() -> None:
         watcher = TestWatcher(Path(runs), test_texts, test_labels, every)
         result = train(config, watcher)
         final = evaluate(result.run_dir, str(args.data), "test")
-    seconds = result.metrics["train_seconds"]
+    seconds = watcher.curve[-1]["seconds"]  # the clock without the test passes
     print(f"best-epoch weights (epoch {result.metrics['best_epoch']}): test accuracy "
-          f"{final['accuracy']:.4f} after {seconds:.0f} s of training")  # fmt: skip
+          f"{final['accuracy']:.4f}; the run took {seconds:.0f} s")  # fmt: skip
 
-    print(f"\n{'model':<34}{'target':>8}{'seconds':>10}{'best test acc':>15}")
+    print(f"\n{'model':<34}{'target':>8}{'seconds':>13}{'best test acc':>15}")
     best = max(point["test_accuracy"] for point in watcher.curve)
     report: dict[str, Any] = {
         "baseline": baseline, "curve": watcher.curve, "targets": {},
-        "final_test_accuracy": final["accuracy"], "train_seconds": result.metrics["train_seconds"],
+        "final_test_accuracy": final["accuracy"], "seconds": seconds,
     }  # fmt: skip
     for target in targets:
         reached = next((p for p in watcher.curve if p["test_accuracy"] >= target), None)
-        seconds = f"{reached['seconds']:.0f}" if reached else "not reached"
+        shown = f"{reached['seconds']:.0f}" if reached else "not reached"
         report["targets"][str(target)] = reached["seconds"] if reached else None
         print(f"{Path(args.config).stem + ' ' + ' '.join(args.overrides):<34}"
-              f"{target:>8.2f}{seconds:>10}{best:>15.4f}")  # fmt: skip
-    print(f"{'TF-IDF + logistic regression':<34}{'':>8}{baseline['seconds']:>10.0f}"
+              f"{target:>8.2f}{shown:>13}{best:>15.4f}")  # fmt: skip
+    print(f"{'TF-IDF + logistic regression':<34}{'':>8}{baseline['seconds']:>13.0f}"
           f"{baseline['accuracy']:>15.4f}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
