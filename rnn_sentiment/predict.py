@@ -184,6 +184,12 @@ class Predictor:
         return Prediction(text, self.label_names[best], float(row[best]), probabilities)
 
 
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads for PyTorch (None: leave PyTorch's default, every core)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def window_starts(length: int, size: int, stride: int) -> list[int]:
     """Start offsets of windows of ``size`` tokens, ``stride`` apart, the last one ending at the
     end of the review; a review that fits is one window."""
