@@ -18,6 +18,7 @@ import io
 import json
 import os
 import sys
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ _EXTENSIONS = {
     ".txt": "txt",
 }
 TEXT_COLUMN_CANDIDATES = ("text", "review", "sentence", "content", "body")
+# What a damaged file (truncated or corrupt gzip, a broken CSV quote) raises while it is read.
+_READ_ERRORS = (OSError, EOFError, zlib.error, csv.Error, UnicodeError)
 # A missing cell: distinct from an empty string, so "missing text" and "empty text" differ.
 MISSING: Any = None
 
@@ -203,7 +206,7 @@ class CsvReader(Reader):
         self.where = where
         try:
             header = next(self.rows, None)
-        except (csv.Error, OSError, EOFError) as exc:
+        except _READ_ERRORS as exc:
             raise DataError(f"cannot read {where}: {exc}") from None
         if header is None:
             raise DataError(f"{where} is empty: a header row naming the columns is needed")
@@ -225,7 +228,7 @@ class CsvReader(Reader):
                     problems.append(problem)
                     if len(problems) == chunk_size:
                         break
-            except (csv.Error, OSError, EOFError) as exc:
+            except _READ_ERRORS as exc:
                 raise DataError(f"cannot read {self.where}: {exc}") from None
             if not problems:
                 return
@@ -256,7 +259,7 @@ class JsonlReader(Reader):
                         break
                     if len(self.pending) >= 1000:
                         break
-        except (OSError, EOFError) as exc:
+        except _READ_ERRORS as exc:
             raise DataError(f"cannot read {where}: {exc}") from None
 
     def _lines(self) -> Iterator[str]:
@@ -266,7 +269,7 @@ class JsonlReader(Reader):
             for line in self.stream:
                 if line.strip():
                     yield line
-        except (OSError, EOFError) as exc:
+        except _READ_ERRORS as exc:
             raise DataError(f"cannot read {self.where}: {exc}") from None
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
@@ -323,7 +326,7 @@ class TextLineReader(Reader):
                 if len(texts) == chunk_size:
                     yield Chunk({"text": texts}, len(texts))
                     texts = []
-        except (OSError, EOFError) as exc:
+        except _READ_ERRORS as exc:
             raise DataError(f"cannot read input: {exc}") from None
         if texts:
             yield Chunk({"text": texts}, len(texts))

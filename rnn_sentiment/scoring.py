@@ -120,10 +120,9 @@ class ScoringInterrupted(RnnSentimentError):
 
 @dataclass
 class ScoredChunk:
-    """Output columns for one chunk, and the truth labels when evaluating."""
+    """Output columns for one chunk; ``predicted`` is each row's class index, -1 if unscored."""
 
     columns: dict[str, list[Any]]
-    labels: list[int]
     predicted: list[int]
     scored: int
     flagged: list[str]
@@ -187,7 +186,7 @@ def score_chunk(
     out["score"] = score
     out.update({f"p_{name}": per_class[k] for k, name in enumerate(names)})
     out["error"] = [p or None for p in problems]
-    return ScoredChunk(out, [], predicted, len(scorable), problems)
+    return ScoredChunk(out, predicted, len(scorable), problems)
 
 
 def _unscorable(problem: str) -> bool:
