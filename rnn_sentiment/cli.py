@@ -247,7 +247,7 @@ def predict(
     window_stride: Annotated[
         int | None, typer.Option(min=1, help="Tokens between windows (default: half the length).")
     ] = None,
-    chunk_size: Annotated[int, typer.Option(min=1, help="Rows read and sorted together.")] = 8192,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Rows read and sorted together.")] = 4096,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for PyTorch.")] = None,
     quantize: Annotated[
         Quantize | None, typer.Option(help="int8: dynamic quantization of LSTM/GRU/linear.")

@@ -109,7 +109,7 @@ def _streamable(location: Path) -> bool:
 
 
 def evaluate_stream(
-    predictor: Predictor, location: Path, data_cfg: DataConfig, chunk_size: int = 8192
+    predictor: Predictor, location: Path, data_cfg: DataConfig, chunk_size: int = 4096
 ) -> tuple[list[int], list[int], int]:
     """Labels and predictions of every labelled row, read and scored chunk by chunk.
 

@@ -20,11 +20,11 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from rnn_sentiment.batching import collate, inference_batches
+from rnn_sentiment.batching import TokenIds, collate, inference_batches
 from rnn_sentiment.checkpoint import MANIFEST_FILE, METRICS_FILE, LoadedRun, load_run
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.model import SentimentRNN
-from rnn_sentiment.tokenizer import configure_truncation, encode
+from rnn_sentiment.tokenizer import configure_truncation, encode_arrays
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Prediction:
 
 def predict_proba_ids(
     model: nn.Module,
-    sequences: Sequence[Sequence[int]],
+    sequences: Sequence[TokenIds],
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
@@ -129,7 +129,7 @@ class Predictor:
         """Probabilities [n, labels] for ``texts``, in input order."""
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
-        ids = encode(self.run.tokenizer, texts)
+        ids = encode_arrays(self.run.tokenizer, texts)
         return predict_proba_ids(self.model, ids, self.batch_size, self.device)
 
     def score(
@@ -147,8 +147,8 @@ class Predictor:
             return self.predict_proba(texts)
         max_length = self.run.config.tokenizer.max_length
         stride = window_stride or max(max_length // 2, 1)
-        ids = encode(self._untruncated(), texts)
-        windows: list[list[int]] = []
+        ids = encode_arrays(self._untruncated(), texts)
+        windows: list[np.ndarray] = []
         owner: list[int] = []
         for i, sequence in enumerate(ids):
             for start in window_starts(len(sequence), max_length, stride):

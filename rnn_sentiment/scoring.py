@@ -64,7 +64,7 @@ class ScoringOptions(BaseModel):
     """Column holding the review; default: text, review, sentence, content or body."""
     keep_columns: str = "all"
     """Input columns copied to the output: 'all', 'none' or a comma-separated list."""
-    chunk_size: int = Field(default=8192, ge=1)
+    chunk_size: int = Field(default=4096, ge=1)
     """Rows read, sorted by length and scored together; memory grows with it."""
     long_reviews: Literal["truncate", "window"] = "truncate"
     """'truncate' at the trained max length, or 'window': overlapping windows, mean probability."""
