@@ -41,7 +41,11 @@ def inference_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+# One review's token ids: a list, or an int32 array as batch scoring keeps them.
+TokenIds = Sequence[int] | np.ndarray
+
+
+def collate(sequences: Sequence[TokenIds]) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad token id sequences to the longest one: (tokens [batch, time], lengths [batch])."""
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     tokens = np.full((len(sequences), int(lengths.max())), PAD_ID, dtype=np.int64)

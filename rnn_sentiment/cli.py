@@ -184,6 +184,20 @@ def evaluate(
     _run(action)
 
 
+class Quantize(str, Enum):
+    int8 = "int8"
+
+
+class Dtype(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class LongReviews(str, Enum):
+    truncate = "truncate"
+    window = "window"
+
+
 @app.command()
 def predict(
     texts: Annotated[
@@ -197,9 +211,10 @@ def predict(
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="A text file with one review per line.")
     ] = None,
-    fmt: Annotated[PredictFormat, typer.Option("--format", help="Output format.")] = (
-        PredictFormat.table
-    ),
+    fmt: Annotated[
+        PredictFormat,
+        typer.Option("--format", help="Output format; with --input, json prints the summary."),
+    ] = PredictFormat.table,
     batch_size: Annotated[int, typer.Option(min=1, help="Reviews per batch.")] = 256,
     explain: Annotated[
         bool,
@@ -208,33 +223,100 @@ def predict(
             help="Per word: the running sentiment and its attribution (occlusion) to the label.",
         ),
     ] = False,
+    input_path: Annotated[
+        str | None,
+        typer.Option(
+            "--input", "-i", help="Review file or folder to score in streaming chunks; '-': stdin."
+        ),
+    ] = None,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="With --input: scored file; '-': stdout.")
+    ] = "-",
+    input_format: Annotated[
+        str | None, typer.Option(help="csv, tsv, jsonl, parquet, txt or folder (default: by name).")
+    ] = None,
+    output_format: Annotated[
+        str | None, typer.Option(help="csv, tsv, jsonl or parquet (default: by name; '-': jsonl).")
+    ] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="Column with the review (default: text, review, ...).")
+    ] = None,
+    keep_columns: Annotated[
+        str, typer.Option(help="Input columns copied to the output: all, none or a,b,c.")
+    ] = "all",
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted --input run writing to --output.")
+    ] = False,
+    long_reviews: Annotated[
+        LongReviews,
+        typer.Option(help="truncate at the trained length, or window: overlapping, averaged."),
+    ] = LongReviews.truncate,
+    window_stride: Annotated[
+        int | None, typer.Option(min=1, help="Tokens between windows (default: half the length).")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Rows read and sorted together.")] = 4096,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for PyTorch.")] = None,
+    quantize: Annotated[
+        Quantize | None, typer.Option(help="int8: dynamic quantization of LSTM/GRU/linear.")
+    ] = None,
+    dtype: Annotated[Dtype, typer.Option(help="fp32, or bf16 (fast on AVX512-BF16 CPUs).")] = (
+        Dtype.fp32
+    ),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Label reviews and show per-class probabilities.
 
     Examples: rnn-sentiment predict "This movie is not good" "A joy from start to end";
     cat reviews.txt | rnn-sentiment predict - --format jsonl;
-    rnn-sentiment predict --explain "This movie is not good"
+    rnn-sentiment predict --explain "This movie is not good";
+    rnn-sentiment predict -m RUN_DIR --input reviews.csv --output scored.csv
     """
 
     def action() -> None:
         if explain:
+            if input_path is not None:
+                from rnn_sentiment.errors import DataError
+
+                raise DataError("--explain takes texts, '-' or --file; not --input")
             return _explain(texts or [], file, model, fmt.value)
         from rnn_sentiment import console
-        from rnn_sentiment.errors import DataError
-        from rnn_sentiment.predict import Predictor, resolve_model_dir
+        from rnn_sentiment.predict import Predictor, resolve_model_dir, set_threads
 
-        reviews = _gather_texts(texts or [], file)
-        if not reviews:
-            raise DataError("no reviews given: pass texts, '-' for stdin, or --file FILE")
-        empty = [i + 1 for i, text in enumerate(reviews) if not text.strip()]
-        if empty:
-            raise DataError(f"review {empty[0]} is empty; every review needs some text")
+        reviews = _texts_to_score(texts or [], file) if input_path is None else []
         model_dir = resolve_model_dir(model)
-        if model is None:
+        if model is None and not quiet:
             console.info(f"using model {model_dir}")
-        predictor = Predictor.from_dir(model_dir, batch_size)
+        set_threads(threads)
+        q = quantize.value if quantize else None
+        predictor = Predictor.from_dir(model_dir, batch_size, q, dtype.value)  # type: ignore[arg-type]
+        for note in predictor.notes:
+            console.info(note)
+        if input_path is not None:
+            _score_input(predictor, input_path)
+            return
         rows = console.prediction_rows(predictor.predict(reviews), predictor.label_names)
         console.predictions_out(rows, fmt.value)
+
+    def _score_input(predictor: Any, source: str) -> None:
+        from rnn_sentiment import console
+        from rnn_sentiment.errors import DataError
+        from rnn_sentiment.scoring import ScoringOptions, score_file
+
+        if texts or file:
+            raise DataError("--input scores a file; do not also pass texts or --file")
+        options = ScoringOptions(
+            input_format=input_format, output_format=output_format, text_column=text_column,
+            keep_columns=keep_columns, chunk_size=chunk_size, long_reviews=long_reviews.value,
+            window_stride=window_stride, resume=resume,
+        )  # fmt: skip
+        progress = console.ScoringProgress(quiet)
+        try:
+            summary = score_file(predictor, source, output, options, progress).to_dict()
+        finally:
+            progress.close()
+        console.scoring_summary(summary)
+        if fmt is PredictFormat.json and output != "-":
+            console.json_out(summary)
 
     _run(action)
 
@@ -314,6 +396,18 @@ def compare(
             console.compare_out(result.summary(), files)
 
     _run(action)
+
+
+def _texts_to_score(texts: list[str], file: Path | None) -> list[str]:
+    from rnn_sentiment.errors import DataError
+
+    reviews = _gather_texts(texts, file)
+    if not reviews:
+        raise DataError("no reviews given: pass texts, '-' for stdin, --file FILE or --input FILE")
+    empty = [i + 1 for i, text in enumerate(reviews) if not text.strip()]
+    if empty:
+        raise DataError(f"review {empty[0]} is empty; every review needs some text")
+    return reviews
 
 
 def _gather_texts(texts: list[str], file: Path | None) -> list[str]:

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from rnn_sentiment.compare import CompareCallback
+from rnn_sentiment.scoring import ScoringCallback
 from rnn_sentiment.train import TrainCallback
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -322,3 +323,77 @@ def _attributed(word: str, score: float) -> str:
     colour = "green" if score >= 0 else "red"
     style = f"bold {colour}" if abs(score) >= 0.2 else colour if abs(score) >= 0.05 else "dim"
     return f"[{style}]{escape(word)}[/]"
+
+
+class ScoringProgress(ScoringCallback):
+    """Rows done, rows/s and time left: a live bar on a terminal, a plain line every
+    ``every_seconds`` otherwise."""
+
+    def __init__(self, quiet: bool = False, every_seconds: float = 10.0) -> None:
+        self.quiet = quiet
+        self.live = err.is_terminal and not quiet
+        self.every = every_seconds
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.total: int | None = None
+        self.started = self.last = time.perf_counter()
+
+    def on_message(self, text: str) -> None:
+        if not self.quiet:
+            info(text)
+
+    def on_start(self, total_rows: int | None) -> None:
+        self.total = total_rows
+        self.started = self.last = time.perf_counter()
+        if self.live:
+            self.progress = Progress(
+                TextColumn("scoring"),
+                BarColumn(),
+                TextColumn("{task.fields[rows]} rows"),
+                TextColumn("{task.fields[rate]} rows/s"),
+                TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("scoring", total=1.0, rows="0", rate="-")
+
+    def on_chunk(self, rows_done: int, fraction: float | None) -> None:
+        now = time.perf_counter()
+        elapsed = max(now - self.started, 1e-9)
+        if self.total:
+            fraction = rows_done / self.total
+        rate = rows_done / elapsed
+        if self.progress is not None:
+            self.progress.update(
+                self.task, completed=fraction or 0.0, rows=f"{rows_done:,}", rate=f"{rate:,.0f}"
+            )
+        elif not self.quiet and now - self.last >= self.every:
+            self.last = now
+            left = f", {elapsed * (1 - fraction) / fraction:.0f}s left" if fraction else ""
+            done = f" ({fraction:.0%})" if fraction else ""
+            info(f"scored {rows_done:,} rows{done}, {rate:,.0f} rows/s{left}")
+
+    def close(self) -> None:
+        """Remove the live bar."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def scoring_summary(summary: dict[str, Any]) -> None:
+    """One line on stderr: rows read, scored and flagged (and why), rate, output."""
+    reasons = ", ".join(f"{n} {why}" for why, n in summary["problems"].items())
+    resumed = (
+        f" ({summary['rows_resumed']:,} from the interrupted run)"
+        if summary["rows_resumed"]
+        else ""
+    )
+    err.print(
+        f"read {summary['rows_read']:,} rows{resumed}, scored {summary['rows_scored']:,}, "
+        f"flagged {summary['rows_flagged']:,}{f' ({escape(reasons)})' if reasons else ''} "
+        f"in {summary['seconds']:.1f}s ({summary['rows_per_second']:,.0f} rows/s) "
+        f"-> {escape(summary['output'])}"
+    )

@@ -6,21 +6,25 @@ torch.
 
 from __future__ import annotations
 
+import copy
 import json
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
+from torch import nn
 
-from rnn_sentiment.batching import collate, inference_batches
+from rnn_sentiment.batching import TokenIds, collate, inference_batches
 from rnn_sentiment.checkpoint import MANIFEST_FILE, METRICS_FILE, LoadedRun, load_run
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.model import SentimentRNN
-from rnn_sentiment.tokenizer import encode
+from rnn_sentiment.tokenizer import configure_truncation, encode_arrays
 
 if TYPE_CHECKING:
     from rnn_sentiment.explain import Explanation
@@ -37,36 +41,87 @@ class Prediction:
 
 
 def predict_proba_ids(
-    model: SentimentRNN,
-    sequences: Sequence[Sequence[int]],
+    model: nn.Module,
+    sequences: Sequence[TokenIds],
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """Class probabilities [n, labels] for token id sequences, in their input order."""
     model.eval()
     lengths = [len(s) for s in sequences]
-    out = np.zeros((len(sequences), model.classifier.out_features), dtype=np.float32)
+    out: np.ndarray | None = None
     with torch.inference_mode():
         for batch in inference_batches(lengths, batch_size):
             tokens, batch_lengths = collate([sequences[i] for i in batch])
             logits = model(tokens.to(device), batch_lengths)
-            out[batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return out
+            probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            if out is None:
+                out = np.zeros((len(sequences), probs.shape[1]), dtype=np.float32)
+            out[batch] = probs
+    return out if out is not None else np.zeros((0, 2), dtype=np.float32)
+
+
+Quantize = Literal["int8"]
+Dtype = Literal["fp32", "bf16"]
+
+
+def prepare_model(
+    model: SentimentRNN, quantize: Quantize | None = None, dtype: Dtype = "fp32"
+) -> tuple[nn.Module, list[str]]:
+    """The model to run inference with, and notes on what could not be converted.
+
+    ``int8``: dynamic quantization (int8 weights, activations quantized per batch) of the LSTM,
+    GRU and linear layers; PyTorch has no dynamic-quantized ``nn.RNN``, so a vanilla RNN's
+    recurrent layers stay fp32. ``bf16``: every weight and activation in bfloat16 (CPUs with
+    AVX512-BF16 or AMX run it natively; elsewhere it is emulated and slow).
+    """
+    notes: list[str] = []
+    if quantize is not None and dtype != "fp32":
+        raise CheckpointError("--quantize int8 and --dtype bf16 cannot be combined; pick one")
+    if dtype == "bf16":
+        return copy.deepcopy(model).to(torch.bfloat16).eval(), notes
+    if quantize == "int8":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+            from torch.ao.quantization import quantize_dynamic
+
+            layers: set[type[nn.Module]] = {nn.LSTM, nn.GRU, nn.Linear}
+            quantized = quantize_dynamic(copy.deepcopy(model), layers, dtype=torch.qint8)
+        if model.cfg.cell == "rnn":
+            notes.append("int8: nn.RNN has no dynamic-quantized kernel; its layers stay fp32")
+        return quantized.eval(), notes
+    return model, notes
 
 
 class Predictor:
     """A loaded model that turns review texts into labels and probabilities."""
 
-    def __init__(self, run: LoadedRun, batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        run: LoadedRun,
+        batch_size: int = 256,
+        quantize: Quantize | None = None,
+        dtype: Dtype = "fp32",
+    ) -> None:
         self.run = run
         self.batch_size = batch_size
         self.label_names = run.label_names
         self.device = next(run.model.parameters()).device
+        self.quantize = quantize
+        self.dtype = dtype
+        self.model, self.notes = prepare_model(run.model, quantize, dtype)
+        self._window_tokenizer: Tokenizer | None = None
 
     @classmethod
-    def from_dir(cls, run_dir: str | Path, batch_size: int = 256) -> Predictor:
+    def from_dir(
+        cls,
+        run_dir: str | Path,
+        batch_size: int = 256,
+        quantize: Quantize | None = None,
+        dtype: Dtype = "fp32",
+    ) -> Predictor:
         """Load the run directory ``run_dir`` (verified against its manifest)."""
-        return cls(load_run(run_dir), batch_size)
+        return cls(load_run(run_dir), batch_size, quantize, dtype)
 
     @property
     def path(self) -> Path:
@@ -77,8 +132,43 @@ class Predictor:
         """Probabilities [n, labels] for ``texts``, in input order."""
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
-        ids = encode(self.run.tokenizer, texts)
-        return predict_proba_ids(self.run.model, ids, self.batch_size, self.device)
+        ids = encode_arrays(self.run.tokenizer, texts)
+        return predict_proba_ids(self.model, ids, self.batch_size, self.device)
+
+    def score(
+        self,
+        texts: Sequence[str],
+        long_reviews: str = "truncate",
+        window_stride: int | None = None,
+    ) -> np.ndarray:
+        """Probabilities [n, labels]; ``window``: long reviews as overlapping windows, averaged.
+
+        Truncation keeps the side of a long review the model was trained on; windows of the
+        trained max length, ``window_stride`` tokens apart (default half of it), cover all of it.
+        """
+        if long_reviews == "truncate" or not texts:
+            return self.predict_proba(texts)
+        max_length = self.run.config.tokenizer.max_length
+        stride = window_stride or max(max_length // 2, 1)
+        ids = encode_arrays(self._untruncated(), texts)
+        windows: list[np.ndarray] = []
+        owner: list[int] = []
+        for i, sequence in enumerate(ids):
+            for start in window_starts(len(sequence), max_length, stride):
+                windows.append(sequence[start : start + max_length])
+                owner.append(i)
+        probs = predict_proba_ids(self.model, windows, self.batch_size, self.device)
+        sums = np.zeros((len(texts), probs.shape[1]), dtype=np.float64)
+        np.add.at(sums, np.asarray(owner), probs)
+        counts = np.bincount(np.asarray(owner), minlength=len(texts))[:, None]
+        return (sums / counts).astype(np.float32)
+
+    def _untruncated(self) -> Tokenizer:
+        if self._window_tokenizer is None:
+            tokenizer = Tokenizer.from_str(self.run.tokenizer.to_str())
+            configure_truncation(tokenizer, None, "right")
+            self._window_tokenizer = tokenizer
+        return self._window_tokenizer
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Label, score and per-class probabilities for each text."""
@@ -101,6 +191,21 @@ class Predictor:
         best = int(row.argmax())
         probabilities = {name: float(p) for name, p in zip(self.label_names, row, strict=True)}
         return Prediction(text, self.label_names[best], float(row[best]), probabilities)
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads for PyTorch (None: leave PyTorch's default, every core)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def window_starts(length: int, size: int, stride: int) -> list[int]:
+    """Start offsets of windows of ``size`` tokens, ``stride`` apart, the last one ending at the
+    end of the review; a review that fits is one window."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size, stride))
+    return [*starts, length - size]
 
 
 def resolve_model_dir(model: str | Path | None, runs_dir: str | Path = "runs") -> Path:

@@ -449,7 +449,7 @@ def validation_metrics(
 ) -> dict[str, Any]:
     """Metrics plus mean cross-entropy of ``model`` on encoded reviews (unlabelled ones skipped)."""
     keep = [i for i, label in enumerate(labels) if label >= 0]
-    probs = predict_proba_ids(model, [ids[i] for i in keep], device=device)  # type: ignore[arg-type]
+    probs = predict_proba_ids(model, [ids[i] for i in keep], device=device)
     truth = np.asarray([labels[i] for i in keep])
     metrics = compute_metrics(truth.tolist(), probs.argmax(axis=1).tolist(), splits.label_names)
     picked = probs[np.arange(len(truth)), truth]

@@ -1,0 +1,613 @@
+"""Batch scoring of review files: streaming, order-preserving, atomic and resumable.
+
+Every input row gives exactly one output row, in input order. Input is read in chunks; each chunk
+is tokenized in Rust, sorted by length into batches, scored, restored to input order and appended
+to a temporary output file. After each chunk the output is flushed to disk and a small progress
+file records how many rows and bytes are committed, so an interrupted run (Ctrl-C, a kill, a full
+disk) can be resumed with ``resume=True``: the partial output is cut back to the last committed
+chunk and that many input rows are skipped. The temporary file is renamed to the output only when
+every row is written, so a truncated file never looks finished.
+
+Like :mod:`rnn_sentiment.predict`, this module never imports ``datasets``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from rnn_sentiment.checkpoint import MANIFEST_FILE, atomic_write_json
+from rnn_sentiment.data import clean_text
+from rnn_sentiment.errors import DataError, RnnSentimentError
+from rnn_sentiment.formats import (
+    MISSING,
+    Chunk,
+    ParquetReader,
+    Reader,
+    choose_text_column,
+    detect_format,
+    did_you_mean,
+    encode_rows,
+    fix_text,
+    is_gzip,
+    merge_parquet_parts,
+    open_reader,
+    write_parquet_part,
+)
+from rnn_sentiment.predict import Predictor
+
+PROGRESS_VERSION = 1
+FINGERPRINT_BYTES = 1 << 20
+
+
+class ScoringOptions(BaseModel):
+    """How a file is read, scored and written (everything but the model and the paths)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_format: str | None = None
+    """Force the input format (csv, tsv, jsonl, parquet, txt, folder); default: by extension."""
+    output_format: str | None = None
+    """Force the output format (csv, tsv, jsonl, parquet); default: by extension (stdout: jsonl)."""
+    text_column: str | None = None
+    """Column holding the review; default: text, review, sentence, content or body."""
+    keep_columns: str = "all"
+    """Input columns copied to the output: 'all', 'none' or a comma-separated list."""
+    chunk_size: int = Field(default=4096, ge=1)
+    """Rows read, sorted by length and scored together; memory grows with it."""
+    long_reviews: Literal["truncate", "window"] = "truncate"
+    """'truncate' at the trained max length, or 'window': overlapping windows, mean probability."""
+    window_stride: int | None = Field(default=None, ge=1)
+    """Tokens between window starts; default: half the max length."""
+    resume: bool = False
+    """Continue an interrupted run writing to the same output."""
+
+
+@dataclass
+class ScoringSummary:
+    """What a scoring run did."""
+
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_flagged: int = 0
+    rows_resumed: int = 0
+    problems: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    output: str = "-"
+
+    @property
+    def rows_per_second(self) -> float:
+        done = self.rows_read - self.rows_resumed
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rows_per_second": round(self.rows_per_second, 1)}
+
+
+class ScoringCallback:
+    """Receives progress; the CLI's console draws it, a library user may subclass it."""
+
+    def on_start(self, total_rows: int | None) -> None:
+        """Scoring starts; ``total_rows`` when the input says it (Parquet, folders)."""
+
+    def on_chunk(self, rows_done: int, fraction: float | None) -> None:
+        """After each committed chunk: rows so far, and the share of the input read if known."""
+
+    def on_message(self, text: str) -> None:
+        """A one-line note (resuming, discarding a stale partial output, quantization)."""
+
+
+class ScoringInterrupted(RnnSentimentError):
+    """Scoring stopped early; the committed rows are kept for ``--resume``."""
+
+    exit_code = 130
+
+
+# ----------------------------------------------------------------------------------------------
+# The scoring of one chunk
+
+
+@dataclass
+class ScoredChunk:
+    """Output columns for one chunk; ``predicted`` is each row's class index, -1 if unscored."""
+
+    columns: dict[str, list[Any]]
+    predicted: list[int]
+    scored: int
+    flagged: list[str]
+
+
+def text_values(values: Sequence[Any], clean_html: bool) -> tuple[list[str], list[str]]:
+    """The text to score for each row ('' when none) and the problem of each row ('' if none)."""
+    texts: list[str] = []
+    problems: list[str] = []
+    for value in values:
+        problem = ""
+        if value is MISSING:
+            text, problem = "", "missing text"
+        elif isinstance(value, str):
+            text, replaced = fix_text(value)
+            problem = "invalid UTF-8 replaced" if replaced else ""
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            text = str(value)
+        else:
+            text, problem = "", f"text is not a string ({type(value).__name__})"
+        if not problem and not text.strip():
+            problem = "empty text"
+        texts.append(clean_text(text) if clean_html and text else text)
+        problems.append(problem)
+    return texts, problems
+
+
+def score_chunk(
+    predictor: Predictor,
+    chunk: Chunk,
+    text_column: str,
+    kept: dict[str, str],
+    long_reviews: str = "truncate",
+    window_stride: int | None = None,
+) -> ScoredChunk:
+    """Score the rows of ``chunk`` that have text; flag the others. Output keeps input order."""
+    clean = predictor.run.config.data.clean_html
+    texts, problems = text_values(chunk.columns.get(text_column, [MISSING] * chunk.rows), clean)
+    problems = [read or own for read, own in zip(chunk.problems, problems, strict=True)]
+    scorable = [i for i, text in enumerate(texts) if text.strip() and not _unscorable(problems[i])]
+    probs = predictor.score([texts[i] for i in scorable], long_reviews, window_stride)
+    names = predictor.label_names
+    n = chunk.rows
+    label: list[Any] = [None] * n
+    score: list[Any] = [None] * n
+    per_class: list[list[Any]] = [[None] * n for _ in names]
+    predicted = [-1] * n
+    if len(scorable):
+        best = probs.argmax(axis=1)
+        rounded = np.round(probs.astype(np.float64), 6)
+        top = rounded[np.arange(len(scorable)), best].tolist()
+        columns = rounded.T.tolist()
+        for j, i in enumerate(scorable):
+            label[i] = names[best[j]]
+            score[i] = top[j]
+            predicted[i] = int(best[j])
+            for k in range(len(names)):
+                per_class[k][i] = columns[k][j]
+    out = {new: _fixed(chunk.columns.get(old, [MISSING] * n)) for old, new in kept.items()}
+    out["label"] = label
+    out["score"] = score
+    out.update({f"p_{name}": per_class[k] for k, name in enumerate(names)})
+    out["error"] = [p or None for p in problems]
+    return ScoredChunk(out, predicted, len(scorable), problems)
+
+
+def _unscorable(problem: str) -> bool:
+    return problem.startswith(("missing", "empty", "text is not", "invalid JSON", "not a JSON"))
+
+
+def _fixed(values: list[Any]) -> list[Any]:
+    """Kept column values with undecodable bytes replaced, checked a column at a time."""
+    strings = [v for v in values if isinstance(v, str)]
+    try:
+        "".join(strings).encode("utf-8")
+        return values
+    except UnicodeEncodeError:
+        return [fix_text(v)[0] if isinstance(v, str) else v for v in values]
+
+
+def output_columns(
+    input_columns: Sequence[str], keep: str, label_names: Sequence[str], where: str
+) -> dict[str, str]:
+    """Map of kept input column -> output name; a clash with an added column gets ``input_``."""
+    if keep == "all":
+        chosen = list(input_columns)
+    elif keep == "none":
+        chosen = []
+    else:
+        chosen = [c.strip() for c in keep.split(",") if c.strip()]
+        for name in chosen:
+            if name not in input_columns:
+                error = did_you_mean(name, input_columns, where)
+                raise DataError(str(error).replace("--text-column", "--keep-columns"))
+    added = {"label", "score", "error", *(f"p_{n}" for n in label_names)}
+    return {c: f"input_{c}" if c in added else c for c in chosen}
+
+
+# ----------------------------------------------------------------------------------------------
+# Output sinks: stdout, a text file committed chunk by chunk, or Parquet parts
+
+
+class Sink:
+    """Where scored chunks go; ``commit`` makes a chunk durable, ``finish`` publishes the file."""
+
+    rows = 0
+
+    def write(self, columns: dict[str, list[Any]]) -> None:
+        raise NotImplementedError
+
+    def commit(self, rows: int) -> None:
+        self.rows += rows
+
+    def finish(self) -> None:
+        """Publish the output."""
+
+    def abort(self) -> None:
+        """Leave committed work for a later ``--resume``."""
+
+
+class StdoutSink(Sink):
+    """Rows streamed to stdout as they are scored (no resume: a pipe cannot be rewound)."""
+
+    def __init__(self, kind: str, stream: IO[bytes] | None = None) -> None:
+        if kind == "parquet":
+            raise DataError("Parquet output needs a file: pass --output FILE.parquet")
+        self.kind = kind
+        self.stream = stream or sys.stdout.buffer
+        self.header = True
+
+    def write(self, columns: dict[str, list[Any]]) -> None:
+        self.stream.write(encode_rows(columns, self.kind, self.header, compress=False))
+        self.stream.flush()
+        self.header = False
+
+
+class FileSink(Sink):
+    """A text output (CSV, TSV, JSONL, optionally gzip) written to ``<output>.partial``."""
+
+    def __init__(self, output: Path, kind: str, progress: Progress, resume_state: Any) -> None:
+        self.output = output
+        self.kind = kind
+        self.compress = is_gzip(output)
+        self.partial = partial_path(output)
+        self.progress = progress
+        mode = "r+b" if resume_state else "wb"
+        try:
+            self.handle = self.partial.open(mode)
+        except OSError as exc:
+            raise DataError(f"cannot write {self.partial}: {exc.strerror}") from None
+        if resume_state:
+            self.rows = int(resume_state["rows"])
+            self.handle.truncate(int(resume_state["offset"]))  # drop an uncommitted tail
+            self.handle.seek(0, os.SEEK_END)
+        self.header = self.handle.tell() == 0
+
+    def write(self, columns: dict[str, list[Any]]) -> None:
+        data = encode_rows(columns, self.kind, self.header, self.compress)
+        try:
+            self.handle.write(data)
+        except OSError as exc:
+            raise DataError(f"cannot write {self.partial}: {exc.strerror}") from None
+        self.header = False
+
+    def commit(self, rows: int) -> None:
+        super().commit(rows)
+        try:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+        except OSError as exc:
+            raise DataError(f"cannot write {self.partial}: {exc.strerror}") from None
+        self.progress.save(self.rows, offset=self.handle.tell())
+
+    def finish(self) -> None:
+        self.handle.close()
+        os.replace(self.partial, self.output)
+        self.progress.remove()
+
+    def abort(self) -> None:
+        self.handle.close()
+
+
+class ParquetSink(Sink):
+    """Parquet output: one part file per chunk in ``<output>.partial/``, merged at the end."""
+
+    def __init__(self, output: Path, schema: Any, progress: Progress, resume_state: Any) -> None:
+        self.output = output
+        self.schema = schema
+        self.progress = progress
+        self.parts_dir = partial_path(output)
+        self.parts = 0
+        if resume_state:
+            self.rows = int(resume_state["rows"])
+            self.parts = int(resume_state["parts"])
+        elif self.parts_dir.exists():
+            shutil.rmtree(self.parts_dir) if self.parts_dir.is_dir() else self.parts_dir.unlink()
+        try:
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot write {self.parts_dir}: {exc.strerror}") from None
+        for stale in self.parts_dir.glob("part-*.parquet"):  # written but never committed
+            if int(stale.stem.split("-")[1]) >= self.parts:
+                stale.unlink()
+
+    def _part(self, index: int) -> Path:
+        return self.parts_dir / f"part-{index:06d}.parquet"
+
+    def write(self, columns: dict[str, list[Any]]) -> None:
+        try:
+            write_parquet_part(columns, self.schema, self._part(self.parts))
+        except OSError as exc:
+            raise DataError(f"cannot write {self.parts_dir}: {exc}") from None
+
+    def commit(self, rows: int) -> None:
+        super().commit(rows)
+        self.parts += 1
+        self.progress.save(self.rows, parts=self.parts)
+
+    def finish(self) -> None:
+        merged = self.parts_dir.with_name(self.parts_dir.name + ".merge")
+        parts = [self._part(i) for i in range(self.parts)]
+        merge_parquet_parts(parts, self.schema, merged)
+        os.replace(merged, self.output)
+        shutil.rmtree(self.parts_dir)
+        self.progress.remove()
+
+
+def partial_path(output: Path) -> Path:
+    """Where an unfinished output is written."""
+    return output.with_name(output.name + ".partial")
+
+
+# ----------------------------------------------------------------------------------------------
+# The progress file that makes a run resumable
+
+
+class Progress:
+    """``<output>.progress.json``: rows committed, where the output ends, and what was scored."""
+
+    def __init__(self, output: Path, identity: dict[str, Any]) -> None:
+        self.path = output.with_name(output.name + ".progress.json")
+        self.identity = identity
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state of an interrupted run writing to the same output, if any."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise DataError(f"{self.path} is unreadable; delete it to start over") from None
+        return state if isinstance(state, dict) else None
+
+    def check(self, state: dict[str, Any]) -> None:
+        """Refuse to resume when the input, the model or a setting changed."""
+        saved = state.get("identity", {})
+        changed = [k for k in self.identity if saved.get(k) != self.identity[k]]
+        if changed:
+            what = ", ".join(changed)
+            raise DataError(
+                f"cannot resume: the {what} changed since the interrupted run "
+                f"({self.path}); run without --resume to start over"
+            )
+
+    def save(self, rows: int, **where: int) -> None:
+        state = {"version": PROGRESS_VERSION, "rows": rows, **where, "identity": self.identity}
+        atomic_write_json(self.path, state)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def fingerprint(path: str, kind: str, reader: Reader) -> dict[str, Any]:
+    """Size, modification time and a hash of the first megabyte (or the file list of a folder)."""
+    digest = hashlib.sha256()
+    if kind == "folder":
+        files = getattr(reader, "files", [])
+        for file, _ in files:
+            digest.update(str(file).encode("utf-8", "surrogateescape") + b"\0")
+        return {"files": len(files), "sha256": digest.hexdigest()}
+    stat = Path(path).stat()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(FINGERPRINT_BYTES))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+def score_file(
+    predictor: Predictor,
+    input_path: str | Path,
+    output_path: str | Path = "-",
+    options: ScoringOptions | None = None,
+    callback: ScoringCallback | None = None,
+    stdout: IO[bytes] | None = None,
+) -> ScoringSummary:
+    """Score every review of ``input_path`` into ``output_path`` (``-``: stdin / stdout).
+
+    Raises:
+        DataError: unreadable input, a wrong column or format, an output that cannot be written,
+            or ``resume`` against a changed input or settings.
+        ScoringInterrupted: Ctrl-C; the committed rows stay for ``resume``.
+    """
+    options = options or ScoringOptions()
+    callback = callback or ScoringCallback()
+    source, target = str(input_path), str(output_path)
+    in_kind = detect_format(source, options.input_format)
+    out_kind = detect_format(target, options.output_format, output=True)
+    if target != "-" and source != "-" and Path(target).resolve() == Path(source).resolve():
+        raise DataError(f"--output {target} is the input file; choose another output path")
+    if options.resume and "-" in (source, target):
+        raise DataError("--resume needs a file input and a file output (not stdin / stdout)")
+    reader = open_reader(source, in_kind)
+    try:
+        plan = _plan(predictor, reader, source, options)
+        sink, skip = _open_sink(predictor, reader, plan, source, target, in_kind, out_kind,
+                                options, callback, stdout)  # fmt: skip
+        return _run(predictor, reader, plan, sink, skip, target, options, callback)
+    finally:
+        reader.close()
+
+
+@dataclass
+class _Plan:
+    text_column: str
+    kept: dict[str, str]
+
+
+def _plan(predictor: Predictor, reader: Reader, where: str, options: ScoringOptions) -> _Plan:
+    text_column = choose_text_column(reader.columns, options.text_column, where)
+    kept = output_columns(reader.columns, options.keep_columns, predictor.label_names, where)
+    if isinstance(reader, ParquetReader):
+        reader.wanted = list(dict.fromkeys([*kept, text_column]))
+    return _Plan(text_column, kept)
+
+
+def _open_sink(
+    predictor: Predictor,
+    reader: Reader,
+    plan: _Plan,
+    source: str,
+    target: str,
+    in_kind: str,
+    out_kind: str,
+    options: ScoringOptions,
+    callback: ScoringCallback,
+    stdout: IO[bytes] | None,
+) -> tuple[Sink, int]:
+    if target == "-":
+        return StdoutSink(out_kind, stdout), 0
+    output = Path(target)
+    identity = {
+        "input": fingerprint(source, in_kind, reader),
+        "model": _model_identity(predictor),
+        "settings": {**options.model_dump(exclude={"resume", "chunk_size"}), "output": out_kind},
+    }
+    progress = Progress(output, identity)
+    state = progress.load()
+    if state is not None and options.resume:
+        progress.check(state)
+        callback.on_message(f"resuming {target}: {state['rows']} rows already scored")
+    elif options.resume:
+        callback.on_message(f"nothing to resume for {target}; scoring from the start")
+    elif state is not None or partial_path(output).exists():
+        callback.on_message(f"discarding the unfinished output of an earlier run ({target})")
+        state = None
+    if not options.resume:
+        state = None
+    if out_kind == "parquet":
+        schema = _parquet_schema(predictor, reader, plan)
+        return ParquetSink(output, schema, progress, state), int(state["rows"]) if state else 0
+    return FileSink(output, out_kind, progress, state), int(state["rows"]) if state else 0
+
+
+def _model_identity(predictor: Predictor) -> dict[str, Any]:
+    manifest = predictor.path / MANIFEST_FILE
+    digest = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else ""
+    return {"manifest_sha256": digest, "quantize": predictor.quantize, "dtype": predictor.dtype}
+
+
+def _parquet_schema(predictor: Predictor, reader: Reader, plan: _Plan) -> Any:
+    import pyarrow as pa
+
+    types = reader.schema_of(list(plan.kept)) if isinstance(reader, ParquetReader) else {}
+    fields = [pa.field(new, types.get(old, pa.string())) for old, new in plan.kept.items()]
+    fields += [pa.field("label", pa.string()), pa.field("score", pa.float64())]
+    fields += [pa.field(f"p_{name}", pa.float64()) for name in predictor.label_names]
+    fields.append(pa.field("error", pa.string()))
+    return pa.schema(fields)
+
+
+def _run(
+    predictor: Predictor,
+    reader: Reader,
+    plan: _Plan,
+    sink: Sink,
+    skip: int,
+    target: str,
+    options: ScoringOptions,
+    callback: ScoringCallback,
+) -> ScoringSummary:
+    summary = ScoringSummary(output=target, rows_read=skip, rows_resumed=skip)
+    started = time.perf_counter()
+    callback.on_start(_total_rows(reader))
+    try:
+        for chunk in _skip_rows(reader.chunks(options.chunk_size), skip):
+            scored = score_chunk(predictor, chunk, plan.text_column, plan.kept,
+                                 options.long_reviews, options.window_stride)  # fmt: skip
+            scored.columns = _stringify_for(sink, scored.columns)
+            sink.write(scored.columns)
+            sink.commit(chunk.rows)
+            _tally(summary, chunk.rows, scored)
+            callback.on_chunk(summary.rows_read, reader.fraction_read())
+    except KeyboardInterrupt:
+        sink.abort()
+        raise ScoringInterrupted(
+            f"interrupted after {sink.rows} rows; rerun the same command with --resume to continue"
+            if target != "-"
+            else f"interrupted after {sink.rows} rows"
+        ) from None
+    except BaseException:
+        sink.abort()
+        raise
+    sink.finish()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _stringify_for(sink: Sink, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    # Text formats write any value; Parquet parts need one type per column (see _parquet_schema).
+    if isinstance(sink, ParquetSink):
+        for name in columns:
+            field_type = sink.schema.field(name).type
+            if str(field_type) == "string":
+                columns[name] = [_as_string(v) for v in columns[name]]
+    return columns
+
+
+def _as_string(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _tally(summary: ScoringSummary, rows: int, scored: ScoredChunk) -> None:
+    summary.rows_read += rows
+    summary.rows_scored += scored.scored
+    for problem in scored.flagged:
+        if problem:
+            summary.rows_flagged += 1
+            reason = problem if not problem[0].isdigit() else "wrong number of fields"
+            summary.problems[reason] = summary.problems.get(reason, 0) + 1
+
+
+def _total_rows(reader: Reader) -> int | None:
+    if isinstance(reader, ParquetReader):
+        return int(reader.file.metadata.num_rows)
+    files = getattr(reader, "files", None)
+    return len(files) if files is not None else None
+
+
+def _skip_rows(chunks: Iterator[Chunk], skip: int) -> Iterator[Chunk]:
+    """Drop the first ``skip`` rows (already committed by an interrupted run)."""
+    for chunk in chunks:
+        if skip >= chunk.rows:
+            skip -= chunk.rows
+            continue
+        if skip:
+            columns = {k: v[skip:] for k, v in chunk.columns.items()}
+            chunk = Chunk(columns, chunk.rows - skip, chunk.problems[skip:])
+            skip = 0
+        yield chunk
+
+
+def iter_scored(
+    predictor: Predictor,
+    reader: Reader,
+    text_column: str,
+    options: ScoringOptions,
+    keep: Sequence[str] = (),
+) -> Iterator[tuple[Chunk, ScoredChunk]]:
+    """Score a reader chunk by chunk (what ``evaluate`` streams through)."""
+    kept = {name: name for name in keep}
+    for chunk in reader.chunks(options.chunk_size):
+        yield chunk, score_chunk(predictor, chunk, text_column, kept, options.long_reviews,
+                                 options.window_stride)  # fmt: skip

@@ -1,0 +1,190 @@
+"""Throughput, accuracy and peak memory of batch scoring on the IMDB test reviews.
+
+usage: python scripts/bench_scoring.py --model RUN_DIR [--data ../shared/data/imdb/test.parquet]
+           [--batch-size 256] [--threads 2] [--single 500]
+       python scripts/bench_scoring.py --model RUN_DIR --million [--rows 1000000] [--dtype bf16]
+
+The first form prints one table: reviews/s and accuracy for (a) a plain baseline that pads each
+batch to its longest review in input order, (b) the project's scoring path in fp32 (reading the
+Parquet file, length-sorted chunks, writing a CSV), (c) the same with --quantize int8, (d) with
+--dtype bf16, and (e) a one-review-at-a-time loop timed on the first --single reviews; then the
+speed-ups and the peak resident memory of this process.
+
+--million writes a file of --rows reviews (the test reviews repeated) to a temporary folder, scores
+it with the real CLI in a subprocess and reports that subprocess's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnn_sentiment.batching import collate
+from rnn_sentiment.data import clean_text, to_reviews
+from rnn_sentiment.predict import Predictor, set_threads
+from rnn_sentiment.scoring import ScoringOptions, score_file
+from rnn_sentiment.tokenizer import encode
+
+
+def load_test(path: Path, label_names: list[str]) -> tuple[list[str], np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["text", "label"])
+    texts = [str(t) for t in table.column("text").to_pylist()]
+    labels = to_reviews((texts, table.column("label").to_pylist()), label_names).labels
+    return texts, np.asarray(labels)
+
+
+def baseline(predictor: Predictor, texts: list[str], batch_size: int) -> np.ndarray:
+    """Tokenize, then batches in input order, each padded to its longest review."""
+    cleaned = [clean_text(t) for t in texts]
+    ids = encode(predictor.run.tokenizer, cleaned)
+    model = predictor.run.model
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(ids), batch_size):
+            tokens, lengths = collate(ids[start : start + batch_size])
+            out.append(torch.softmax(model(tokens, lengths), dim=-1).numpy())
+    return np.concatenate(out).argmax(1)
+
+
+def project_path(predictor: Predictor, data: Path, work: Path) -> np.ndarray:
+    """The real thing: score_file from the Parquet file to a CSV, then read the labels back."""
+    out = work / f"scored-{predictor.quantize}-{predictor.dtype}.csv"
+    score_file(predictor, data, out, ScoringOptions(keep_columns="none"))
+    import csv
+
+    with out.open(newline="") as handle:
+        labels = [row["label"] for row in csv.DictReader(handle)]
+    index = {name: i for i, name in enumerate(predictor.label_names)}
+    return np.asarray([index[label] for label in labels])
+
+
+def one_at_a_time(predictor: Predictor, texts: list[str]) -> np.ndarray:
+    return np.asarray([int(predictor.predict_proba([clean_text(t)])[0].argmax()) for t in texts])
+
+
+def timed(action: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    result = action()
+    return result, time.perf_counter() - started
+
+
+def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
+def bench(args: argparse.Namespace) -> None:
+    set_threads(args.threads)
+    fp32 = Predictor.from_dir(args.model, args.batch_size)
+    texts, labels = load_test(args.data, fp32.label_names)
+    rows: list[tuple[str, float, float, str]] = []
+    work = Path(tempfile.mkdtemp(prefix="bench-scoring-"))
+
+    guess, seconds = timed(lambda: baseline(fp32, texts, args.batch_size))
+    rows.append(("(a) baseline: input order, padded to longest", len(texts) / seconds,
+                 float((guess == labels).mean()), f"{len(texts)}"))  # fmt: skip
+    variants: list[tuple[str, Any, Any]] = [
+        ("(b) scoring path fp32, length-sorted", None, "fp32"),
+        ("(c) scoring path --quantize int8", "int8", "fp32"),
+        ("(d) scoring path --dtype bf16", None, "bf16"),
+    ]
+    for name, quantize, dtype in variants:
+        predictor = Predictor.from_dir(args.model, args.batch_size, quantize, dtype)
+        guess, seconds = timed(lambda p=predictor: project_path(p, args.data, work))
+        rows.append((name, len(texts) / seconds, float((guess == labels).mean()), f"{len(texts)}"))
+    subset = texts[: args.single]
+    guess, seconds = timed(lambda: one_at_a_time(fp32, subset))
+    accuracy = float((guess == labels[: args.single]).mean())
+    rows.append(("(e) one review at a time", len(subset) / seconds, accuracy, f"{len(subset)}"))
+    print_table(args, rows)
+
+
+def print_table(args: argparse.Namespace, rows: list[tuple[str, float, float, str]]) -> None:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"bench_scoring {when}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, batch {args.batch_size}")  # fmt: skip
+    print(f"model {args.model}, data {args.data}")
+    print(f"{'variant':<46} {'reviews/s':>10} {'accuracy':>9} {'reviews':>8}")
+    for name, rate, accuracy, n in rows:
+        print(f"{name:<46} {rate:>10,.0f} {accuracy:>9.4f} {n:>8}")
+    fp32_accuracy = rows[1][2]
+    eligible = [r for r in rows[1:4] if fp32_accuracy - r[2] <= 0.003]
+    fastest = max(eligible, key=lambda r: r[1])
+    single = rows[4][1]
+    print(f"fastest within 0.3 points of fp32: {fastest[0][4:]} at {fastest[1]:,.0f} reviews/s "
+          f"({(fastest[2] - fp32_accuracy) * 100:+.2f} points)")  # fmt: skip
+    print(f"  = {fastest[1] / single:.1f}x one-at-a-time, {fastest[1] / rows[0][1]:.1f}x the "
+          f"input-order baseline, {fastest[1] / rows[1][1]:.1f}x fp32 length-sorted")  # fmt: skip
+    print(f"fp32 length-sorted = {rows[1][1] / rows[0][1]:.1f}x the input-order baseline")
+    print(f"peak resident memory of this process: {peak_rss_mib():,.0f} MiB")
+
+
+def million(args: argparse.Namespace) -> None:
+    """Write ``--rows`` reviews (repeated test reviews) and score them with the CLI."""
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="bench-million-") as folder:
+        big = Path(folder) / "reviews.parquet"
+        source = pq.read_table(args.data, columns=["text", "label"])
+        written = 0
+        with pq.ParquetWriter(big, source.schema) as writer:
+            while written < args.rows:
+                part = source.slice(0, min(source.num_rows, args.rows - written))
+                writer.write_table(part)
+                written += part.num_rows
+        size = big.stat().st_size / 2**20
+        out = Path(folder) / "scored.csv"
+        command = [sys.executable, "-m", "rnn_sentiment", "predict", "-m", str(args.model),
+                   "-i", str(big), "-o", str(out), "--dtype", args.dtype, "-q"]  # fmt: skip
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            sys.exit(f"scoring failed: {done.stderr.strip()}")
+        with out.open("rb") as handle:
+            lines = sum(1 for _ in handle) - 1
+        print(f"bench_scoring --million {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}, "
+              f"{os.cpu_count()} CPU cores")  # fmt: skip
+        print(f"input: {written:,} reviews, Parquet {size:,.0f} MiB; output rows: {lines:,}")
+        print(f"scored with --dtype {args.dtype} in {seconds:,.0f} s "
+              f"({written / seconds:,.0f} reviews/s, process start included)")  # fmt: skip
+        print(f"peak resident memory of the scoring process: "
+              f"{peak_rss_mib(resource.RUSAGE_CHILDREN):,.0f} MiB")  # fmt: skip
+        print(done.stderr.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="run directory")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/imdb/test.parquet"))
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--single", type=int, default=500, help="reviews for the one-at-a-time loop"
+    )
+    parser.add_argument("--million", action="store_true", help="peak memory on a large file")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--dtype", default="bf16", choices=["fp32", "bf16"])
+    args = parser.parse_args()
+    if not args.data.is_file():
+        sys.exit(f"error: {args.data} not found; pass --data PATH/test.parquet")
+    million(args) if args.million else bench(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The real CLI on review files: formats, stdin/stdout, errors, resume, summary, hostile files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from rnn_sentiment.cli import app
+
+runner = CliRunner()
+SETTINGS = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def invoke(*args: str, stdin: str | bytes | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_csv_to_parquet_with_summary_json(builtin_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text(
+        'id,text\n1,"The acting was not good."\n2,\n3,The story was absolutely brilliant.\n'
+    )
+    code, out, err = invoke(
+        "predict", "-m", str(builtin_run), "--input", str(tmp_path / "in.csv"),
+        "--output", str(tmp_path / "out.parquet"), "--format", "json", "--keep-columns", "id",
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (summary["rows_read"], summary["rows_scored"], summary["rows_flagged"]) == (3, 2, 1)
+    assert "read 3 rows, scored 2, flagged 1 (1 empty text)" in err
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert [r["id"] for r in rows] == ["1", "2", "3"]
+    assert [r["label"] for r in rows] == ["negative", None, "positive"]
+
+
+def test_stdin_to_stdout_and_forced_formats(builtin_run: Path, tmp_path: Path) -> None:
+    code, out, err = invoke(
+        "predict", "-m", str(builtin_run), "--input", "-", "--output-format", "csv",
+        stdin="The acting was not good.\nnot bad at all\n",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["label"] for r in rows] == ["negative", "positive"]
+    (tmp_path / "reviews.data").write_text('{"review": "A joy"}\n')
+    code, out, err = invoke(
+        "predict", "-m", str(builtin_run), "-i", str(tmp_path / "reviews.data"),
+        "--input-format", "jsonl", "-o", str(tmp_path / "scored.out"), "--output-format", "tsv",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "scored.out").read_text().startswith("review\tlabel\tscore")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--text-column", "txt"], "did you mean --text-column text?"),
+        (["--keep-columns", "idd"], "did you mean --keep-columns id?"),
+        (["--input-format", "xlsx"], "unknown input format 'xlsx'"),
+        (["--output", "out.xlsx"], "cannot tell the output format of out.xlsx"),
+        (["--output", "-", "--resume"], "--resume needs a file input and a file output"),
+        (["--output", "-", "--output-format", "parquet"], "Parquet output needs a file"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_code_2(
+    builtin_run: Path, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    (tmp_path / "in.csv").write_text("id,text\n1,fine\n")
+    code, out, err = invoke(
+        "predict", "-m", str(builtin_run), "-i", str(tmp_path / "in.csv"), *extra
+    )
+    assert code == 2, err
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
+
+
+def test_missing_input_and_output_equal_to_input(builtin_run: Path, tmp_path: Path) -> None:
+    code, _, err = invoke("predict", "-m", str(builtin_run), "-i", str(tmp_path / "no.csv"))
+    assert code == 2 and "input file not found" in err
+    (tmp_path / "in.csv").write_text("text\nfine\n")
+    path = str(tmp_path / "in.csv")
+    code, _, err = invoke("predict", "-m", str(builtin_run), "-i", path, "-o", path)
+    assert code == 2 and "is the input file" in err
+    assert (tmp_path / "in.csv").read_text() == "text\nfine\n"
+
+
+def test_resume_without_an_interrupted_run_scores_from_the_start(
+    builtin_run: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "in.txt").write_text("".join(f"review number {i} was good\n" for i in range(30)))
+    args = ["predict", "-m", str(builtin_run), "-i", str(tmp_path / "in.txt"), "--chunk-size", "7"]
+    code, _, err = invoke(*args, "-o", str(tmp_path / "whole.jsonl"))
+    assert code == 0, err
+    code, _, err = invoke(*args, "--resume", "-o", str(tmp_path / "out.jsonl"))
+    assert code == 0 and "nothing to resume" in err
+    assert (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+
+
+hostile_cells = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40
+) | st.sampled_from(['"', '""', "\n", "\r", ",", "\t", "\x00", "{", "}", "\\"])
+
+
+@SETTINGS
+@given(
+    data=st.one_of(
+        st.binary(max_size=300),
+        st.lists(hostile_cells, max_size=12).map(lambda c: ("text,id\n" + ",".join(c)).encode()),
+    ),
+    kind=st.sampled_from(["csv", "jsonl", "txt", "tsv", "parquet", "csv.gz"]),
+)
+def test_any_bytes_in_any_format_score_every_record_or_fail_cleanly(
+    builtin_run: Path, tmp_path: Path, data: bytes, kind: str
+) -> None:
+    path = tmp_path / f"in.{kind}"
+    path.write_bytes(data)
+    out = tmp_path / "out.jsonl"
+    out.unlink(missing_ok=True)
+    code, _, err = invoke("predict", "-m", str(builtin_run), "-i", str(path), "-o", str(out), "-q")
+    assert "Traceback" not in err
+    if code != 0:
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert not out.exists()
+        return
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    text = data.decode("utf-8", "surrogateescape")
+    if kind in ("parquet", "csv.gz"):  # arbitrary bytes are neither; text rows were scored
+        assert all(row["label"] is not None or row["error"] for row in rows)
+        return
+    if kind == "txt":
+        expected = len(data.splitlines()) if b"\r" not in data else len(rows)
+        assert len(rows) == expected
+    elif kind == "jsonl":
+        assert len(rows) == len([line for line in data.split(b"\n") if line.strip()])
+    else:
+        records = list(
+            csv.reader(io.StringIO(text, newline=""), delimiter="," if kind == "csv" else "\t")
+        )
+        assert len(rows) == len(records) - 1  # every record after the header, exactly once
+    for row in rows:
+        assert (row["label"] is None) == (row["score"] is None)
+        assert row["label"] is not None or row["error"]
+
+
+def test_a_huge_review_in_a_csv(builtin_run: Path, tmp_path: Path) -> None:
+    huge = "The acting was not good. " * 200_000  # five megabytes in one cell
+    (tmp_path / "in.csv").write_text(f'text\n"{huge}"\nThe story was absolutely brilliant.\n')
+    code, _, err = invoke(
+        "predict", "-m", str(builtin_run), "-i", str(tmp_path / "in.csv"),
+        "-o", str(tmp_path / "o.csv"), "--keep-columns", "none",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "o.csv").open()))
+    assert [r["label"] for r in rows] == ["negative", "positive"]

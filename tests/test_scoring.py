@@ -1,0 +1,291 @@
+"""Batch scoring: every format in and out, bad rows, order, atomic output and resume."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rnn_sentiment.errors import DataError
+from rnn_sentiment.evaluate import evaluate
+from rnn_sentiment.predict import Predictor, window_starts
+from rnn_sentiment.scoring import (
+    ScoringCallback,
+    ScoringInterrupted,
+    ScoringOptions,
+    partial_path,
+    score_file,
+)
+
+REVIEWS = [
+    "The acting was not good.",
+    "The story was absolutely brilliant and the acting was wonderful.",
+    "not bad at all",
+    "The plot was a total mess but the acting was wonderful, and the music was good too.",
+    "awful",
+    "The acting was wonderful but the plot was a total mess.",
+    "A joy",
+]
+
+
+@pytest.fixture(scope="module")
+def predictor(builtin_run: Path) -> Predictor:
+    return Predictor.from_dir(builtin_run)
+
+
+def write_input(path: Path, texts: list[str]) -> None:
+    """``texts`` with ids in the format named by ``path``'s extension."""
+    name = path.name.removesuffix(".gz")
+    rows = [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)]
+    if name.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=3)
+        return
+    if name.endswith(".jsonl"):
+        data = "".join(json.dumps(r) + "\n" for r in rows)
+    elif name.endswith(".txt"):
+        data = "".join(t + "\n" for t in texts)
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, ["id", "text"], delimiter="\t" if ".tsv" in name else ",")
+        writer.writeheader()
+        writer.writerows(rows)
+        data = buffer.getvalue()
+    raw = data.encode("utf-8")
+    path.write_bytes(gzip.compress(raw) if path.name.endswith(".gz") else raw)
+
+
+def read_output(path: Path) -> list[dict[str, Any]]:
+    """Rows of a scored file, values as written (CSV/TSV cells are strings)."""
+    name = path.name.removesuffix(".gz")
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return list(pq.read_table(path).to_pylist())
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if path.name.endswith(".gz") else raw).decode("utf-8")
+    if name.endswith(".jsonl"):
+        return [json.loads(line) for line in text.splitlines()]
+    delimiter = "\t" if name.endswith(".tsv") else ","
+    return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+
+
+def positive(rows: list[dict[str, Any]]) -> np.ndarray:
+    return np.array([float(r["p_positive"]) for r in rows])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["in.csv", "in.tsv", "in.jsonl", "in.parquet", "in.txt", "in.csv.gz", "in.jsonl.gz",
+     "in.txt.gz"],
+)  # fmt: skip
+def test_every_input_format_scores_every_row_in_order(
+    predictor: Predictor, tmp_path: Path, name: str
+) -> None:
+    texts = REVIEWS * 3
+    write_input(tmp_path / name, texts)
+    options = ScoringOptions(chunk_size=4)  # several chunks, each sorted by length internally
+    summary = score_file(predictor, tmp_path / name, tmp_path / "out.jsonl", options)
+    rows = read_output(tmp_path / "out.jsonl")
+    assert summary.rows_read == summary.rows_scored == len(rows) == len(texts)
+    assert [r["text"] for r in rows] == texts
+    expected = predictor.predict_proba(texts)[:, 1]
+    assert np.abs(positive(rows) - expected).max() < 1e-5
+    if name != "in.txt" and not name.startswith("in.txt"):
+        assert [r["id"] for r in rows] == [f"r{i}" for i in range(len(texts))]
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.tsv", "out.jsonl", "out.parquet", "out.csv.gz"])
+def test_every_output_format_round_trips(predictor: Predictor, tmp_path: Path, name: str) -> None:
+    write_input(tmp_path / "in.jsonl", REVIEWS)
+    score_file(predictor, tmp_path / "in.jsonl", tmp_path / name, ScoringOptions(chunk_size=3))
+    rows = read_output(tmp_path / name)
+    assert list(rows[0]) == ["id", "text", "label", "score", "p_negative", "p_positive", "error"]
+    assert [r["text"] for r in rows] == REVIEWS
+    assert np.abs(positive(rows) - predictor.predict_proba(REVIEWS)[:, 1]).max() < 1e-5
+    assert [r["label"] for r in rows][:3] == ["negative", "positive", "positive"]
+    assert not list(tmp_path.glob("*.partial*")) and not list(tmp_path.glob("*.progress.json"))
+
+
+def test_aclimdb_folder(predictor: Predictor, tmp_path: Path) -> None:
+    for label, texts in (("pos", REVIEWS[1:3]), ("neg", REVIEWS[:1])):
+        (tmp_path / "test" / label).mkdir(parents=True)
+        for i, text in enumerate(texts):
+            (tmp_path / "test" / label / f"{i}_7.txt").write_text(text)
+    score_file(predictor, tmp_path / "test", tmp_path / "out.csv")
+    rows = read_output(tmp_path / "out.csv")
+    assert [r["id"] for r in rows] == ["neg/0_7.txt", "pos/0_7.txt", "pos/1_7.txt"]
+    assert [r["input_label"] for r in rows] == ["neg", "pos", "pos"]  # no clash with 'label'
+    assert [r["label"] for r in rows] == ["negative", "positive", "positive"]
+
+
+def test_column_choices_and_errors(predictor: Predictor, tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("key,body,stars\n7,The acting was not good.,1\n")
+    with pytest.raises(DataError, match="did you mean --text-column body"):
+        score_file(predictor, tmp_path / "in.csv", tmp_path / "o.csv",
+                   ScoringOptions(text_column="bdy"))  # fmt: skip
+    with pytest.raises(DataError, match="did you mean --keep-columns key.*columns are: key"):
+        score_file(predictor, tmp_path / "in.csv", tmp_path / "o.csv",
+                   ScoringOptions(keep_columns="kye"))  # fmt: skip
+    only_key = ScoringOptions(keep_columns="key")
+    score_file(predictor, tmp_path / "in.csv", tmp_path / "o.csv", only_key)
+    [row] = read_output(tmp_path / "o.csv")
+    assert list(row) == ["key", "label", "score", "p_negative", "p_positive", "error"]
+    assert row["key"] == "7" and row["label"] == "negative"
+    (tmp_path / "two.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="pass --text-column NAME; columns are: a, b"):
+        score_file(predictor, tmp_path / "two.csv", tmp_path / "o.csv")
+
+
+def test_bad_rows_are_flagged_never_dropped(predictor: Predictor, tmp_path: Path) -> None:
+    lines = [
+        b'{"text": "The acting was not good."}',
+        b'{"text": ""}',
+        b'{"text": null}',
+        b'{"other": "no text key"}',
+        b'{"text": "caf\xe9 was not bad at all"}',
+        b"{not json",
+        b'["a list"]',
+        b'{"text": 12345}',
+        b'{"text": {"nested": 1}}',
+        b'{"text": "A joy"}',
+    ]
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n\n")
+    summary = score_file(predictor, tmp_path / "in.jsonl", tmp_path / "out.jsonl")
+    rows = read_output(tmp_path / "out.jsonl")
+    assert len(rows) == summary.rows_read == len(lines)  # a blank line is not a record
+    errors = [r["error"] for r in rows]
+    assert errors == [
+        None, "empty text", "missing text", "missing text", "invalid UTF-8 replaced",
+        "invalid JSON", "not a JSON object", None, "text is not a string (dict)", None,
+    ]  # fmt: skip
+    scored = [r["label"] is not None for r in rows]
+    assert scored == [True, False, False, False, True, False, False, True, False, True]
+    assert rows[4]["text"] == "caf\ufffd was not bad at all"
+    assert summary.rows_scored == 4 and summary.rows_flagged == 7
+    assert summary.problems["missing text"] == 2
+
+
+def test_ragged_and_broken_csv_rows(predictor: Predictor, tmp_path: Path) -> None:
+    data = b'id,text\n1,fine\n2\n3,too,many\n4,"bad \xff byte"\n5,\n'
+    (tmp_path / "in.csv").write_bytes(data)
+    summary = score_file(predictor, tmp_path / "in.csv", tmp_path / "out.csv")
+    rows = read_output(tmp_path / "out.csv")
+    assert [r["id"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert [r["error"] for r in rows] == [
+        "", "1 fields, expected 2", "3 fields, expected 2", "invalid UTF-8 replaced", "empty text"
+    ]  # fmt: skip
+    assert [bool(r["label"]) for r in rows] == [True, False, True, True, False]
+    assert summary.rows_read == 5 and summary.rows_scored == 3
+
+
+def test_output_is_atomic_and_resume_equals_an_uninterrupted_run(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    texts = [f"{t} ({i})" for i, t in enumerate(REVIEWS * 6)]
+    write_input(tmp_path / "in.csv", texts)
+    options = ScoringOptions(chunk_size=5)
+    for name in ("whole.csv.gz", "whole.parquet"):
+        score_file(predictor, tmp_path / "in.csv", tmp_path / name, options)
+
+    class StopAfter(ScoringCallback):
+        def __init__(self, chunks: int) -> None:
+            self.left = chunks
+
+        def on_chunk(self, rows_done: int, fraction: float | None) -> None:
+            self.left -= 1
+            if self.left == 0:
+                raise KeyboardInterrupt
+
+    for name in ("part.csv.gz", "part.parquet"):
+        out = tmp_path / name
+        with pytest.raises(ScoringInterrupted, match="after 15 rows.*--resume"):
+            score_file(predictor, tmp_path / "in.csv", out, options, StopAfter(3))
+        assert not out.exists() and partial_path(out).exists()  # nothing looks finished
+        if name.endswith(".gz"):  # a torn write after the last commit is cut off on resume
+            with partial_path(out).open("ab") as handle:
+                handle.write(b"\x1f\x8b garbage of an unfinished chunk")
+        resumed = score_file(
+            predictor, tmp_path / "in.csv", out, options.model_copy(update={"resume": True})
+        )
+        assert resumed.rows_resumed == 15 and resumed.rows_read == len(texts)
+        whole = "whole" + name.removeprefix("part")
+        assert read_output(out) == read_output(tmp_path / whole)
+        assert not partial_path(out).exists()
+    assert (tmp_path / "part.csv.gz").read_bytes() == (tmp_path / "whole.csv.gz").read_bytes()
+
+
+def test_resume_refuses_a_changed_input_and_restarts_without_resume(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    write_input(tmp_path / "in.csv", REVIEWS)
+
+    class Stop(ScoringCallback):
+        def on_chunk(self, rows_done: int, fraction: float | None) -> None:
+            raise KeyboardInterrupt
+
+    options = ScoringOptions(chunk_size=2)
+    with pytest.raises(ScoringInterrupted):
+        score_file(predictor, tmp_path / "in.csv", tmp_path / "o.csv", options, Stop())
+    write_input(tmp_path / "in.csv", REVIEWS[::-1])
+    with pytest.raises(DataError, match="cannot resume: the input changed"):
+        score_file(predictor, tmp_path / "in.csv", tmp_path / "o.csv",
+                   options.model_copy(update={"resume": True}))  # fmt: skip
+    score_file(predictor, tmp_path / "in.csv", tmp_path / "o.csv", options)
+    assert [r["text"] for r in read_output(tmp_path / "o.csv")] == REVIEWS[::-1]
+
+
+def test_window_starts_cover_the_review() -> None:
+    assert window_starts(10, 400, 200) == [0]
+    assert window_starts(1000, 400, 200) == [0, 200, 400, 600]
+    assert window_starts(401, 400, 200) == [0, 1]
+
+
+def test_long_reviews_in_windows_read_the_whole_review(predictor: Predictor) -> None:
+    short = REVIEWS[:2]
+    assert np.abs(predictor.score(short, "window") - predictor.score(short)).max() < 1e-6
+    # the first 400 tokens are praise, the rest damning: truncation sees only the praise
+    long = "The story was absolutely brilliant. " * 100 + "The acting was awful. " * 300
+    truncated = predictor.score([long])[0, 1]
+    windowed = predictor.score([long], "window")[0, 1]
+    assert truncated > 0.5 > windowed
+
+
+@pytest.mark.parametrize(("quantize", "dtype"), [("int8", "fp32"), (None, "bf16")])
+def test_int8_and_bf16_stay_close_to_fp32(
+    builtin_run: Path, predictor: Predictor, quantize: Any, dtype: Any
+) -> None:
+    fast = Predictor.from_dir(builtin_run, quantize=quantize, dtype=dtype)
+    texts = REVIEWS * 2
+    assert np.abs(fast.score(texts) - predictor.score(texts)).max() < 0.05
+    assert (fast.score(texts).argmax(1) == predictor.score(texts).argmax(1)).all()
+
+
+def test_int8_keeps_a_vanilla_rnn_in_fp32_and_says_so(tmp_path: Path) -> None:
+    from rnn_sentiment.train import train
+    from tests.conftest import tiny_config
+
+    run_dir = train(tiny_config(tmp_path, **{"model.cell": "rnn", "training.epochs": 1})).run_dir
+    fast = Predictor.from_dir(run_dir, quantize="int8")
+    assert any("nn.RNN" in note for note in fast.notes)
+    assert fast.score(["a wonderful film"]).shape == (1, 2)
+
+
+def test_evaluate_streams_a_labelled_file(predictor: Predictor, tmp_path: Path) -> None:
+    rows = [{"review": t, "stars": lab} for t, lab in zip(REVIEWS, "0110101", strict=True)]
+    rows.append({"review": "", "stars": "1"})
+    (tmp_path / "labelled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = evaluate(predictor, str(tmp_path / "labelled.jsonl"), label_column="stars")
+    assert metrics["n"] == 7 and metrics["unscored"] == 1
+    guess = predictor.score(REVIEWS).argmax(1)
+    assert metrics["accuracy"] == pytest.approx(np.mean(guess == [int(c) for c in "0110101"]))
+    with pytest.raises(DataError, match="did you mean --label-column stars"):
+        evaluate(predictor, str(tmp_path / "labelled.jsonl"), label_column="star")
