@@ -56,6 +56,13 @@ def main_options(
     _state["debug"] = debug
 
 
+def _config_and_overrides(args: list[str] | None) -> tuple[str | None, list[str]]:
+    """Split ``[CONFIG] [KEY=VALUE]...``: a first argument without '=' is the YAML file."""
+    items = list(args or [])
+    path = items.pop(0) if items and "=" not in items[0] else None
+    return path, items
+
+
 def _run(action: Callable[[], T]) -> T:
     """Call ``action``; turn the package's errors into one line on stderr and an exit code."""
     from rnn_sentiment.errors import RnnSentimentError
@@ -114,8 +121,7 @@ def train(
     data.source=../shared/data/imdb; rnn-sentiment train model.cell=gru training.epochs=3;
     rnn-sentiment train --resume runs/lstm-20261122-101500
     """
-    items = list(args or [])
-    path = items.pop(0) if items and "=" not in items[0] else None
+    path, items = _config_and_overrides(args)
 
     def action() -> None:
         from rnn_sentiment import console
@@ -376,8 +382,7 @@ def compare(
     Examples: rnn-sentiment compare configs/long-range.yaml;
     rnn-sentiment compare configs/imdb-compare.yaml --seeds 3 --match-params
     """
-    items = list(args or [])
-    path = items.pop(0) if items and "=" not in items[0] else None
+    path, items = _config_and_overrides(args)
 
     def action() -> None:
         from rnn_sentiment import console
