@@ -70,12 +70,20 @@ def __getattr__(name: str) -> Any:
 
 
 def load_model(run_dir: str | None = None, batch_size: int = 256) -> Predictor:
-    """Load a run directory (default: the newest under ``runs/``) as a :class:`Predictor`."""
-    from rnn_sentiment.predict import Predictor, resolve_model_dir
+    """Load a run directory as a :class:`Predictor`.
 
-    return Predictor.from_dir(resolve_model_dir(run_dir), batch_size)
+    Default: the newest complete run under ``runs/``, else the bundled model (named on stderr).
+    """
+    import sys
+
+    from rnn_sentiment.predict import Predictor, describe_model_dir, resolve_model_dir
+
+    model_dir = resolve_model_dir(run_dir)
+    if run_dir is None:
+        print(describe_model_dir(model_dir), file=sys.stderr)
+    return Predictor.from_dir(model_dir, batch_size)
 
 
 def predict(texts: list[str], model: str | None = None) -> list[Prediction]:
-    """Score ``texts`` with a run directory (default: the newest under ``runs/``)."""
+    """Score ``texts`` with a run directory (default as in :func:`load_model`)."""
     return load_model(model).predict(texts)

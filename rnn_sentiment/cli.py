@@ -174,11 +174,11 @@ def evaluate(
         from rnn_sentiment import console
         from rnn_sentiment.checkpoint import atomic_write_json
         from rnn_sentiment.evaluate import evaluate as evaluate_model
-        from rnn_sentiment.predict import resolve_model_dir
+        from rnn_sentiment.predict import describe_model_dir, resolve_model_dir
 
         model_dir = resolve_model_dir(run_dir)
         if run_dir is None:
-            console.info(f"using model {model_dir}")
+            console.info(describe_model_dir(model_dir))
         metrics = evaluate_model(model_dir, data, split, text_column, label_column)
         if output is not None:
             atomic_write_json(output, metrics)
@@ -286,12 +286,17 @@ def predict(
                 raise DataError("--explain takes texts, '-' or --file; not --input")
             return _explain(texts or [], file, model, fmt.value)
         from rnn_sentiment import console
-        from rnn_sentiment.predict import Predictor, resolve_model_dir, set_threads
+        from rnn_sentiment.predict import (
+            Predictor,
+            describe_model_dir,
+            resolve_model_dir,
+            set_threads,
+        )
 
         reviews = _texts_to_score(texts or [], file) if input_path is None else []
         model_dir = resolve_model_dir(model)
         if model is None and not quiet:
-            console.info(f"using model {model_dir}")
+            console.info(describe_model_dir(model_dir))
         set_threads(threads)
         q = quantize.value if quantize else None
         predictor = Predictor.from_dir(model_dir, batch_size, q, dtype.value)  # type: ignore[arg-type]
@@ -330,7 +335,7 @@ def predict(
 def _explain(texts: list[str], file: Path | None, model: Path | None, fmt: str) -> None:
     from rnn_sentiment import console
     from rnn_sentiment.errors import DataError
-    from rnn_sentiment.predict import Predictor, resolve_model_dir
+    from rnn_sentiment.predict import Predictor, describe_model_dir, resolve_model_dir
 
     if fmt == "csv":
         raise DataError("--explain prints a table, json or jsonl, not csv")
@@ -339,7 +344,7 @@ def _explain(texts: list[str], file: Path | None, model: Path | None, fmt: str) 
         raise DataError("--explain needs non-empty reviews: pass texts, '-' or --file FILE")
     model_dir = resolve_model_dir(model)
     if model is None:
-        console.info(f"using model {model_dir}")
+        console.info(describe_model_dir(model_dir))
     predictor = Predictor.from_dir(model_dir)
     console.explanations_out([predictor.explain(text) for text in reviews], fmt)
 

@@ -197,7 +197,7 @@ def measure(config: Config, run_dir: Path, metrics: dict[str, Any]) -> RunOutcom
         by_length=by_length,
         by_distance=_by_distance(config, splits.test is not None, correct.tolist()),
         history=metrics["history"],
-        gradient_flow=metrics["gradient_flow"],
+        gradient_flow=metrics.get("gradient_flow", {}),
     )
 
 

@@ -59,6 +59,12 @@ class DataConfig(_Section):
     validation_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="Share of train held out for validation."
     )
+    extra_train_sources: list[str] = Field(
+        default_factory=list,
+        description="More sources whose train_split is added to the training reviews "
+        "(their text column is found automatically); a carved validation split is drawn "
+        "from all of them.",
+    )
     max_train_samples: int | None = Field(
         None, gt=0, description="Use at most this many training rows (quick experiments)."
     )
@@ -106,8 +112,10 @@ class ModelConfig(_Section):
     bidirectional: bool = Field(False, description="Also read each review right to left.")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the classifier.")
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the embeddings.")
-    pooling: Literal["last", "mean", "max"] = Field(
-        "max", description="How the hidden states over time become one vector."
+    pooling: Literal["last", "mean", "max", "maxmean"] = Field(
+        "max",
+        description="How the hidden states over time become one vector; maxmean "
+        "concatenates the max and the mean.",
     )
 
 

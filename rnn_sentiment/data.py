@@ -76,6 +76,10 @@ def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
     raw_train = read_split(cfg.source, cfg.train_split, cfg)
     label_names = infer_label_names(raw_train[1])
     train = to_reviews(raw_train, label_names, supervised=True)
+    for extra in cfg.extra_train_sources:
+        auto = cfg.model_copy(update={"text_column": None})
+        more = to_reviews(read_split(extra, cfg.train_split, auto), label_names, supervised=True)
+        train = Reviews(train.texts + more.texts, train.labels + more.labels)
     if cfg.validation_split is not None:
         raw = read_split(cfg.source, cfg.validation_split, cfg)
         validation = to_reviews(raw, label_names, supervised=True)

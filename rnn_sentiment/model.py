@@ -58,6 +58,7 @@ class SentimentRNN(nn.Module):
         self.cfg = cfg
         self.num_directions = 2 if cfg.bidirectional else 1
         width = cfg.hidden_size * self.num_directions
+        pooled = width * 2 if cfg.pooling == "maxmean" else width
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=PAD_ID)
         self.embedding_dropout = nn.Dropout(cfg.embedding_dropout)
         self.layers = nn.ModuleList(
@@ -65,7 +66,7 @@ class SentimentRNN(nn.Module):
             for i in range(cfg.num_layers)
         )
         self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(width, num_labels)
+        self.classifier = nn.Linear(pooled, num_labels)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits [batch, labels] for right-padded token ids [batch, time] of true ``lengths``."""
@@ -79,14 +80,24 @@ class SentimentRNN(nn.Module):
         return x
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The pooled review vector [batch, hidden * directions]."""
+        """The pooled review vector [batch, hidden * directions (x2 for maxmean)]."""
         states = self.hidden_states(tokens, lengths)
         lengths = lengths.to(states.device)
         if self.cfg.pooling == "last":
             return self._last_state(states, lengths)
         mask = torch.arange(states.shape[1], device=states.device)[None, :] < lengths[:, None]
         if self.cfg.pooling == "max":
-            return states.masked_fill(~mask[:, :, None], float("-inf")).amax(dim=1)
+            return self._max(states, mask)
+        if self.cfg.pooling == "mean":
+            return self._mean(states, mask, lengths)
+        return torch.cat([self._max(states, mask), self._mean(states, mask, lengths)], dim=-1)
+
+    @staticmethod
+    def _max(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return states.masked_fill(~mask[:, :, None], float("-inf")).amax(dim=1)
+
+    @staticmethod
+    def _mean(states: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         summed = (states * mask[:, :, None]).sum(dim=1)
         return summed / lengths[:, None].to(states.dtype)
 

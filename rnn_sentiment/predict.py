@@ -26,6 +26,8 @@ from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.model import SentimentRNN
 from rnn_sentiment.tokenizer import configure_truncation, encode_arrays
 
+BUNDLED_MODEL_DIR = Path(__file__).parent / "assets" / "bundled"
+
 if TYPE_CHECKING:
     from rnn_sentiment.explain import Explanation
 
@@ -209,17 +211,30 @@ def window_starts(length: int, size: int, stride: int) -> list[int]:
 
 
 def resolve_model_dir(model: str | Path | None, runs_dir: str | Path = "runs") -> Path:
-    """The model to use: the one given, else the most recent complete run under ``runs_dir``."""
+    """The model to use: the one given, else the newest complete run under ``runs_dir``, else
+    the bundled model shipped with the package."""
     if model is not None:
         return Path(model)
     root = Path(runs_dir)
     runs = [p for p in root.glob("*") if _is_complete(p)] if root.is_dir() else []
-    if not runs:
-        raise CheckpointError(
-            f"no trained model under {root}/; train one with 'rnn-sentiment train' "
-            "or pass --model RUN_DIR"
+    if runs:
+        return max(runs, key=lambda p: (p / MANIFEST_FILE).stat().st_mtime)
+    if (BUNDLED_MODEL_DIR / MANIFEST_FILE).is_file():
+        return BUNDLED_MODEL_DIR
+    raise CheckpointError(
+        f"no trained model under {root}/ and no bundled model in this installation; "
+        "train one with 'rnn-sentiment train' or pass --model RUN_DIR"
+    )
+
+
+def describe_model_dir(model_dir: Path) -> str:
+    """How to name ``model_dir`` on stderr: the bundled model is named as such."""
+    if model_dir == BUNDLED_MODEL_DIR:
+        return (
+            "using the bundled model (trained on IMDB + SST-2 reviews; see 'Bundled model' "
+            "in the README); train your own or pass --model RUN_DIR"
         )
-    return max(runs, key=lambda p: (p / MANIFEST_FILE).stat().st_mtime)
+    return f"using model {model_dir}"
 
 
 def _is_complete(run_dir: Path) -> bool:

@@ -171,3 +171,38 @@ def test_an_unlabelled_test_split_is_refused(tmp_path: Path) -> None:
     write_table(tmp_path, "test.jsonl", [{"text": "t", "label": -1}] * 3)
     with pytest.raises(DataError, match="test split .* has no labelled reviews"):
         load_splits(DataConfig(source=str(tmp_path), test_split="test"), seed=0)
+
+
+def test_extra_train_sources_add_training_reviews(tmp_path: Path) -> None:
+    long_dir, short_dir = tmp_path / "long", tmp_path / "short"
+    long_dir.mkdir()
+    short_dir.mkdir()
+    write_table(long_dir, "train.jsonl", [{"text": f"long {i}", "label": i % 2} for i in range(40)])
+    write_table(long_dir, "test.jsonl", [{"text": "t", "label": 1}, {"text": "u", "label": 0}])
+    # A different text column and label spelling: found and mapped automatically.
+    write_table(
+        short_dir,
+        "train.csv",
+        [{"sentence": f"short {i}", "label": "pos" if i % 2 else "neg"} for i in range(20)],
+    )
+    cfg = DataConfig(
+        source=str(long_dir),
+        test_split="test",
+        extra_train_sources=[str(short_dir)],
+        validation_fraction=0.5,
+    )
+    splits = load_splits(cfg, seed=0)
+    texts = splits.train.texts + splits.validation.texts
+    assert len(texts) == 60
+    assert sum(t.startswith("short") for t in texts) == 20
+    assert any(t.startswith("short") for t in splits.validation.texts)  # carved from both
+    for text, label in zip(splits.train.texts, splits.train.labels, strict=True):
+        assert label == int(text.split()[1]) % 2
+    assert splits.test is not None and len(splits.test) == 2
+
+
+def test_a_missing_extra_source_is_a_clear_error(tmp_path: Path) -> None:
+    write_table(tmp_path, "train.jsonl", [{"text": f"t{i}", "label": i % 2} for i in range(10)])
+    cfg = DataConfig(source=str(tmp_path), extra_train_sources=[str(tmp_path / "nope")])
+    with pytest.raises(DataError, match="not found"):
+        load_splits(cfg, seed=0)

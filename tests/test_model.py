@@ -10,7 +10,9 @@ from rnn_sentiment.config import ModelConfig
 from rnn_sentiment.model import build_model, count_parameters, reverse_within_length
 
 SEQUENCES = [[3, 4, 5], [6, 7, 8, 9, 10, 11, 12, 13], [2], [9, 9, 4, 3]]
-CASES = list(itertools.product(["rnn", "lstm", "gru"], [False, True], ["last", "mean", "max"]))
+CASES = list(
+    itertools.product(["rnn", "lstm", "gru"], [False, True], ["last", "mean", "max", "maxmean"])
+)
 
 
 @pytest.mark.parametrize(("cell", "bidirectional", "pooling"), CASES)
@@ -55,3 +57,18 @@ def test_parameter_count_follows_the_cell(cell: str, gates: int) -> None:
 def test_relu_nonlinearity_is_used_by_the_vanilla_cell() -> None:
     model = build_model(ModelConfig(cell="rnn", nonlinearity="relu"), 10, 2)
     assert model.layers[0].forward_rnn.nonlinearity == "relu"
+
+
+def test_maxmean_pooling_concatenates_max_and_mean() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell="gru", bidirectional=True, hidden_size=6, pooling="maxmean")
+    model = build_model(cfg, 20, 2).eval()
+    tokens, lengths = collate(SEQUENCES)
+    with torch.no_grad():
+        pooled = model.encode(tokens, lengths)
+        states = model.hidden_states(tokens, lengths)
+    assert pooled.shape == (len(SEQUENCES), 24)
+    for row, n in enumerate(lengths.tolist()):
+        real = states[row, :n]
+        torch.testing.assert_close(pooled[row, :12], real.amax(dim=0))
+        torch.testing.assert_close(pooled[row, 12:], real.mean(dim=0))

@@ -68,6 +68,7 @@ def test_predict_defaults_to_the_newest_run(
     tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("rnn_sentiment.predict.BUNDLED_MODEL_DIR", tmp_path / "no-bundle")
     code, _, err = invoke("predict", "anything")
     assert code == 2 and "no trained model under runs/" in err
     overrides = [

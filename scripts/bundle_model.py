@@ -1,0 +1,86 @@
+"""Copy a trained run into the package as the bundled default model, with fp16 weights.
+
+    python scripts/bundle_model.py runs/bundled
+    python scripts/bundle_model.py runs/bundled --check ../shared/data/imdb/test.parquet
+
+The copy is an ordinary run directory (config, tokenizer, labels, metrics, manifest) whose
+weights are stored in float16 to halve the download; they are cast back to float32 on load.
+``--check`` scores a labelled file with the original and the fp16 copy side by side and prints
+both accuracies, so the cost of the conversion is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save as save_safetensors
+
+from rnn_sentiment.checkpoint import (
+    CONFIG_FILE,
+    LABELS_FILE,
+    METRICS_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    atomic_write_bytes,
+    load_run,
+    write_manifest,
+)
+from rnn_sentiment.predict import BUNDLED_MODEL_DIR
+
+MAX_WEIGHT_BYTES = 10 * 1024 * 1024
+
+
+def bundle(run_dir: Path, dest: Path) -> Path:
+    """Write the fp16 copy of ``run_dir`` to ``dest`` (replaced as a whole) and return it."""
+    run = load_run(run_dir)  # verifies the manifest first
+    tensors = {
+        name: (t.half() if t.is_floating_point() else t).contiguous()
+        for name, t in run.model.state_dict().items()
+    }
+    staging = Path(tempfile.mkdtemp(prefix=".bundled-", dir=dest.parent))
+    for name in (CONFIG_FILE, TOKENIZER_FILE, LABELS_FILE, METRICS_FILE):
+        shutil.copyfile(run_dir / name, staging / name)
+    metadata = {"format": "rnn-sentiment", "version": "1", "dtype": "float16"}
+    atomic_write_bytes(staging / WEIGHTS_FILE, save_safetensors(tensors, metadata=metadata))
+    write_manifest(staging)
+    size = (staging / WEIGHTS_FILE).stat().st_size
+    if size > MAX_WEIGHT_BYTES:
+        shutil.rmtree(staging)
+        sys.exit(f"error: fp16 weights are {size / 2**20:.1f} MiB, over the 10 MiB limit")
+    if dest.exists():
+        shutil.rmtree(dest)
+    staging.rename(dest)
+    return dest
+
+
+def accuracy(model_dir: Path, data: Path) -> float:
+    from rnn_sentiment.evaluate import evaluate
+
+    return float(evaluate(model_dir, str(data), None, None, "label")["accuracy"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--dest", type=Path, default=BUNDLED_MODEL_DIR)
+    parser.add_argument(
+        "--check", type=Path, action="append", default=[],
+        help="labelled file to score with both copies (repeatable)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    dest = bundle(args.run_dir, args.dest)
+    size = (dest / WEIGHTS_FILE).stat().st_size
+    print(f"bundled {args.run_dir} -> {dest} ({size / 2**20:.2f} MiB of fp16 weights)")
+    for data in args.check:
+        fp32, fp16 = accuracy(args.run_dir, data), accuracy(dest, data)
+        print(f"{data}: fp32 {fp32:.4f}  fp16 {fp16:.4f}  change {100 * (fp16 - fp32):+.2f} points")
+
+
+if __name__ == "__main__":
+    main()
