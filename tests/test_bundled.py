@@ -1,0 +1,54 @@
+"""The bundled default model: shipped in the package, small, and right on clear examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors import safe_open
+
+from rnn_sentiment.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_run
+from rnn_sentiment.predict import BUNDLED_MODEL_DIR, Predictor, resolve_model_dir
+from tests.cli.test_cli import invoke
+
+ROOT = Path(__file__).resolve().parent.parent
+CLEAR = [
+    ("This movie is not good", "negative"),
+    ("This movie is not bad", "positive"),
+    ("A wonderful, moving film with brilliant performances.", "positive"),
+    ("The worst film I have seen in years: boring, stupid and far too long.", "negative"),
+    ("it 's a charming and often affecting journey .", "positive"),
+    ("unfunny and lifeless .", "negative"),
+]
+
+
+def test_the_bundled_model_is_a_small_verified_run() -> None:
+    run = load_run(BUNDLED_MODEL_DIR)  # checks every file against the manifest
+    weights = BUNDLED_MODEL_DIR / WEIGHTS_FILE
+    assert weights.stat().st_size <= 10 * 1024 * 1024
+    with safe_open(str(weights), "pt") as handle:
+        dtypes = {str(handle.get_tensor(name).dtype) for name in handle.keys()}  # noqa: SIM118
+    assert dtypes == {"torch.float16"}
+    config = yaml.safe_load((BUNDLED_MODEL_DIR / CONFIG_FILE).read_text())
+    committed = yaml.safe_load((ROOT / "configs" / "bundled.yaml").read_text())
+    assert config["model"] == {**config["model"], **committed["model"]}
+    assert run.label_names == ["negative", "positive"]
+
+
+@pytest.mark.parametrize(("text", "label"), CLEAR)
+def test_the_bundled_model_gets_clear_examples_right(text: str, label: str) -> None:
+    predictor = Predictor.from_dir(BUNDLED_MODEL_DIR)
+    [prediction] = predictor.predict([text])
+    assert prediction.label == label
+    assert prediction.score > 0.6
+
+
+def test_predict_falls_back_to_the_bundled_model_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no runs/ here
+    assert resolve_model_dir(None) == BUNDLED_MODEL_DIR
+    code, out, err = invoke("predict", "This movie is not good", "--format", "json")
+    assert code == 0 and '"label": "negative"' in out
+    assert "using the bundled model" in err
