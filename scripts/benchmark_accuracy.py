@@ -2,6 +2,7 @@
 
     python scripts/benchmark_accuracy.py --data ../shared/data
     python scripts/benchmark_accuracy.py --data ../shared/data --presets imdb-gru,sst2-gru --reuse
+    python scripts/benchmark_accuracy.py --data ../shared/data --run imdb-lstm=runs/my-lstm-run
     python scripts/benchmark_accuracy.py --data ../shared/data --presets imdb-lstm \
         --set training.max_minutes=2 --set data.max_train_samples=2000      # a quick smoke run
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from rnn_sentiment.checkpoint import METRICS_FILE, load_run
 from rnn_sentiment.compare import LENGTH_BUCKETS, measure
-from rnn_sentiment.config import Config, dump_config, load_config
+from rnn_sentiment.config import Config, load_config
 from rnn_sentiment.data import DataSplits, load_splits
 from rnn_sentiment.evaluate import evaluate
 from rnn_sentiment.train import TrainCallback, train
@@ -67,16 +68,39 @@ def preset_config(name: str, data_root: Path, runs: Path, sets: list[str]) -> Co
     return load_config(CONFIGS / f"{name}.yaml", overrides)
 
 
-def trained_run(config: Config, name: str, reuse: bool) -> tuple[Path, dict[str, Any]]:
-    """Train, or with ``reuse`` take a finished run of exactly this config."""
-    run_dir = Path(config.output.dir) / name
-    if reuse and (run_dir / METRICS_FILE).is_file():
+def recipe(config: Config) -> dict[str, Any]:
+    """What decides a run's result: the config without where it is written, how many threads it
+    used or how often it logs, and with data paths resolved."""
+    tree = config.model_dump(mode="json")
+    tree.pop("output")
+    for key in ("num_threads", "log_every", "checkpoint_every"):
+        tree["training"].pop(key)
+    data = tree["data"]
+    data["source"] = local_key(data["source"])
+    data["extra_train_sources"] = [local_key(s) for s in data["extra_train_sources"]]
+    data.pop("cache_dir")
+    return tree
+
+
+def local_key(source: str) -> str:
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
+
+
+def trained_run(
+    config: Config, name: str, reuse: bool, given: Path | None
+) -> tuple[Path, dict[str, Any]]:
+    """Train, or take a finished run of the same recipe (``given``, or with ``reuse`` the
+    preset's own run directory)."""
+    run_dir = given or Path(config.output.dir) / name
+    if (given or reuse) and (run_dir / METRICS_FILE).is_file():
         metrics = json.loads((run_dir / METRICS_FILE).read_text())
-        if metrics.get("status") == "complete" and (
-            dump_config(load_run(run_dir).config) == dump_config(config)
-        ):
+        same = recipe(load_run(run_dir).config) == recipe(config)
+        if metrics.get("status") == "complete" and same:
             print(f"{name}: reusing {run_dir}", flush=True)
             return run_dir, metrics
+    if given is not None:
+        raise SystemExit(f"error: {given} is not a finished run of configs/{name}.yaml")
     if run_dir.exists():  # another config's run: keep it, under a new name
         aside = run_dir.with_name(f"{name}.previous-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(aside)
@@ -121,7 +145,8 @@ def dataset_name(config: Config) -> str:
 
 def run_preset(name: str, args: argparse.Namespace, baselines: dict[str, Any]) -> dict[str, Any]:
     config = preset_config(name, args.data, args.runs, args.set)
-    run_dir, metrics = trained_run(config, name, args.reuse)
+    given = dict(item.split("=", 1) for item in args.run).get(name)
+    run_dir, metrics = trained_run(config, name, args.reuse, Path(given) if given else None)
     outcome = measure(config, run_dir, metrics)
     key = data_key(config)
     if key not in baselines:
