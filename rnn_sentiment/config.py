@@ -112,15 +112,6 @@ class ModelConfig(_Section):
     bidirectional: bool = Field(False, description="Also read each review right to left.")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the classifier.")
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the embeddings.")
-    ngram_buckets: int = Field(
-        0,
-        ge=0,
-        le=1 << 24,
-        description="Hash buckets of a bag of word unigrams and bigrams (fastText-style) "
-        "averaged and joined to the pooled recurrent states; 0 (default) turns it off. Not "
-        "recurrent: it gives the classifier local word-order features cheaply.",
-    )
-    ngram_dim: int = Field(16, ge=1, le=1024, description="Size of each n-gram bucket vector.")
     pooling: Literal["last", "mean", "max", "maxmean"] = Field(
         "max",
         description="How the hidden states over time become one vector; maxmean "

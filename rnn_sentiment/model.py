@@ -59,8 +59,6 @@ class SentimentRNN(nn.Module):
         self.num_directions = 2 if cfg.bidirectional else 1
         width = cfg.hidden_size * self.num_directions
         pooled = width * 2 if cfg.pooling == "maxmean" else width
-        self.ngrams = nn.Embedding(cfg.ngram_buckets, cfg.ngram_dim) if cfg.ngram_buckets else None
-        pooled += cfg.ngram_dim if self.ngrams is not None else 0
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=PAD_ID)
         self.embedding_dropout = nn.Dropout(cfg.embedding_dropout)
         self.layers = nn.ModuleList(
@@ -82,25 +80,8 @@ class SentimentRNN(nn.Module):
         return x
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The review vector: pooled states [batch, hidden * directions (x2 for maxmean)],
-        followed by the n-gram bag when there is one."""
-        pooled = self._pool(self.hidden_states(tokens, lengths), lengths.to(tokens.device))
-        if self.ngrams is None:
-            return pooled
-        bag = self._ngram_bag(tokens, lengths.to(tokens.device))
-        return torch.cat([pooled, bag.to(pooled.dtype)], dim=-1)
-
-    def _ngram_bag(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # Unigram and bigram ids hashed into one table; step 0's bigram pairs it with PAD.
-        assert self.ngrams is not None
-        buckets = self.ngrams.num_embeddings
-        previous = nn.functional.pad(tokens[:, :-1], (1, 0), value=PAD_ID)
-        bigrams = (previous * 1_000_003 + tokens + 1) % buckets
-        unigrams = (tokens * 7_919 + 17) % buckets
-        mask = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
-        vectors = self.ngrams(bigrams) + self.ngrams(unigrams)
-        summed = (vectors * mask[:, :, None]).sum(dim=1)
-        return summed / (2 * lengths[:, None].to(summed.dtype))
+        """The pooled review vector [batch, hidden * directions (x2 for maxmean)]."""
+        return self._pool(self.hidden_states(tokens, lengths), lengths.to(tokens.device))
 
     def _pool(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.cfg.pooling == "last":

@@ -20,7 +20,7 @@ def test_padding_never_changes_a_prediction(cell: str, bidirectional: bool, pool
     torch.manual_seed(0)
     cfg = ModelConfig(
         cell=cell, bidirectional=bidirectional, pooling=pooling,  # type: ignore[arg-type]
-        num_layers=2, embedding_dim=8, hidden_size=12, ngram_buckets=64 if bidirectional else 0,
+        num_layers=2, embedding_dim=8, hidden_size=12,
     )  # fmt: skip
     model = build_model(cfg, vocab_size=20, num_labels=2).eval()
     tokens, lengths = collate(SEQUENCES)
@@ -72,24 +72,3 @@ def test_maxmean_pooling_concatenates_max_and_mean() -> None:
         real = states[row, :n]
         torch.testing.assert_close(pooled[row, :12], real.amax(dim=0))
         torch.testing.assert_close(pooled[row, 12:], real.mean(dim=0))
-
-
-def test_the_ngram_bag_is_the_mean_of_hashed_unigrams_and_bigrams() -> None:
-    torch.manual_seed(0)
-    cfg = ModelConfig(cell="gru", hidden_size=4, ngram_buckets=101, ngram_dim=3)
-    model = build_model(cfg, 20, 2).eval()
-    assert model.ngrams is not None
-    table = model.ngrams.weight.detach()
-    tokens, lengths = collate(SEQUENCES)
-    with torch.no_grad():
-        bags = model.encode(tokens, lengths)[:, -3:]
-    for row, sequence in enumerate(SEQUENCES):
-        previous = [0, *sequence[:-1]]
-        ids = [(p * 1_000_003 + t + 1) % 101 for p, t in zip(previous, sequence, strict=True)]
-        ids += [(t * 7_919 + 17) % 101 for t in sequence]
-        torch.testing.assert_close(bags[row], table[ids].mean(dim=0))
-    # Word order matters to the bag through its bigrams.
-    with torch.no_grad():
-        forward = model.encode(*collate([[3, 4, 5]]))[:, -3:]
-        backward = model.encode(*collate([[5, 4, 3]]))[:, -3:]
-    assert not torch.allclose(forward, backward)
