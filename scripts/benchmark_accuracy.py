@@ -214,6 +214,10 @@ def main() -> None:
     parser.add_argument("--presets", default=DEFAULT_PRESETS)
     parser.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
     parser.add_argument(
+        "--run", action="append", default=[], metavar="PRESET=RUN_DIR",
+        help="use this finished run for a preset (its recipe must match)",
+    )  # fmt: skip
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help="take a finished run of the same config instead of retraining",
