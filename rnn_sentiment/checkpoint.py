@@ -62,6 +62,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as exc:
         raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from other users
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -73,6 +74,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             # The previous version of the file, if any, is untouched: only the temp file failed.
             raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -43,6 +43,7 @@ def bundle(run_dir: Path, dest: Path) -> Path:
         for name, t in run.model.state_dict().items()
     }
     staging = Path(tempfile.mkdtemp(prefix=".bundled-", dir=dest.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the package is read by every user
     for name in (CONFIG_FILE, TOKENIZER_FILE, LABELS_FILE, METRICS_FILE):
         shutil.copyfile(run_dir / name, staging / name)
     metadata = {"format": "rnn-sentiment", "version": "1", "dtype": "float16"}

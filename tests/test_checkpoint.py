@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -147,3 +148,12 @@ def test_a_full_disk_keeps_the_previous_checkpoint(
     assert (tiny_run / WEIGHTS_FILE).read_bytes() == before
     verify_run(tiny_run)  # still complete and intact
     assert not [p for p in tiny_run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_atomic_writes_follow_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "shared.bin", b"x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "shared.bin").stat().st_mode & 0o777 == 0o644
