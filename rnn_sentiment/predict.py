@@ -68,18 +68,26 @@ Dtype = Literal["fp32", "bf16"]
 
 
 def prepare_model(
-    model: SentimentRNN, quantize: Quantize | None = None, dtype: Dtype = "fp32"
+    model: SentimentRNN,
+    quantize: Quantize | None = None,
+    dtype: Dtype = "fp32",
+    stepwise: bool = True,
 ) -> tuple[nn.Module, list[str]]:
     """The model to run inference with, and notes on what could not be converted.
 
-    ``int8``: dynamic quantization (int8 weights, activations quantized per batch) of the LSTM,
-    GRU and linear layers; PyTorch has no dynamic-quantized ``nn.RNN``, so a vanilla RNN's
-    recurrent layers stay fp32. ``bf16``: every weight and activation in bfloat16 (CPUs with
-    AVX512-BF16 or AMX run it natively; elsewhere it is emulated and slow).
+    On CPU, ``stepwise`` (the default) scores with
+    :class:`~rnn_sentiment.stepwise.StepwiseClassifier`: a first-layer lookup table and a step
+    loop that skips finished reviews; its recurrent matrix product runs in fp32, bf16
+    (``dtype``) or int8 (``quantize``), everything else in fp32.
+    Otherwise PyTorch's own layers: ``int8`` is dynamic quantization of the LSTM, GRU and linear
+    layers (PyTorch has no dynamic-quantized ``nn.RNN``) and ``bf16`` puts every weight and
+    activation in bfloat16. bf16 is fast on CPUs with AVX512-BF16 or AMX, emulated elsewhere.
     """
-    notes: list[str] = []
     if quantize is not None and dtype != "fp32":
         raise CheckpointError("--quantize int8 and --dtype bf16 cannot be combined; pick one")
+    if stepwise and next(model.parameters()).device.type == "cpu":
+        return _stepwise(model, quantize or dtype)
+    notes: list[str] = []
     if dtype == "bf16":
         return copy.deepcopy(model).to(torch.bfloat16).eval(), notes
     if quantize == "int8":
@@ -95,6 +103,16 @@ def prepare_model(
     return model, notes
 
 
+def _stepwise(model: SentimentRNN, precision: str) -> tuple[nn.Module, list[str]]:
+    from rnn_sentiment.stepwise import StepwiseClassifier
+
+    fast = StepwiseClassifier(model, precision)  # type: ignore[arg-type]
+    notes = []
+    if fast.recurrent_precision != precision:
+        notes.append("int8: a ReLU RNN's states are unbounded; its recurrence stays fp32")
+    return fast.eval(), notes
+
+
 class Predictor:
     """A loaded model that turns review texts into labels and probabilities."""
 
@@ -104,6 +122,7 @@ class Predictor:
         batch_size: int = 256,
         quantize: Quantize | None = None,
         dtype: Dtype = "fp32",
+        stepwise: bool = True,
     ) -> None:
         self.run = run
         self.batch_size = batch_size
@@ -111,7 +130,7 @@ class Predictor:
         self.device = next(run.model.parameters()).device
         self.quantize = quantize
         self.dtype = dtype
-        self.model, self.notes = prepare_model(run.model, quantize, dtype)
+        self.model, self.notes = prepare_model(run.model, quantize, dtype, stepwise)
         self._window_tokenizer: Tokenizer | None = None
 
     @classmethod
@@ -121,9 +140,11 @@ class Predictor:
         batch_size: int = 256,
         quantize: Quantize | None = None,
         dtype: Dtype = "fp32",
+        stepwise: bool = True,
     ) -> Predictor:
-        """Load the run directory ``run_dir`` (verified against its manifest)."""
-        return cls(load_run(run_dir), batch_size, quantize, dtype)
+        """Load the run directory ``run_dir`` (verified against its manifest); ``stepwise``: see
+        :func:`prepare_model`."""
+        return cls(load_run(run_dir), batch_size, quantize, dtype, stepwise)
 
     @property
     def path(self) -> Path:

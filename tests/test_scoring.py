@@ -269,16 +269,6 @@ def test_int8_and_bf16_stay_close_to_fp32(
     assert (fast.score(texts).argmax(1) == predictor.score(texts).argmax(1)).all()
 
 
-def test_int8_keeps_a_vanilla_rnn_in_fp32_and_says_so(tmp_path: Path) -> None:
-    from rnn_sentiment.train import train
-    from tests.conftest import tiny_config
-
-    run_dir = train(tiny_config(tmp_path, **{"model.cell": "rnn", "training.epochs": 1})).run_dir
-    fast = Predictor.from_dir(run_dir, quantize="int8")
-    assert any("nn.RNN" in note for note in fast.notes)
-    assert fast.score(["a wonderful film"]).shape == (1, 2)
-
-
 def test_evaluate_streams_a_labelled_file(predictor: Predictor, tmp_path: Path) -> None:
     rows = [{"review": t, "stars": lab} for t, lab in zip(REVIEWS, "0110101", strict=True)]
     rows.append({"review": "", "stars": "1"})
