@@ -11,9 +11,9 @@ scoring only, with three savings measured on the CPU yardstick (see the README):
 - ``tanh(x)`` is written as ``2 * sigmoid(2x) - 1`` with the factor 2 folded into the weights:
   PyTorch's CPU tanh is several times slower than its sigmoid.
 
-The recurrent matrix product runs in fp32, bf16 or int8; everything else (gates, cell state,
-pooling, classifier) stays fp32. In int8, ``h`` (always in [-1, 1] for LSTM, GRU and tanh RNN
-cells) is quantized with the fixed scale 1/127 and the weights per output unit.
+The recurrent matrix product runs in fp32, bf16 or int8; everything else (input projections,
+gates, cell state, pooling, classifier) stays fp32. In int8, ``h`` (always in [-1, 1] for LSTM,
+GRU and tanh RNN cells) is quantized with the fixed scale 1/127 and the weights per output unit.
 """
 
 from __future__ import annotations
@@ -51,20 +51,21 @@ class Projection:
             dtype = torch.bfloat16 if precision == "bf16" else torch.float32
             self.weight = weight.to(dtype).T
 
-    def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``out += x @ W^T`` in place, for fp32 ``out`` and ``x``."""
+    def add_to(self, out: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
+        """``out += x[:k] @ W^T`` in place, for fp32 ``out`` [k, n] and ``x``."""
         if self.precision == "fp32":
-            return out.addmm_(x, self.weight)
+            return out.addmm_(x[:k], self.weight)
         if self.precision == "bf16":
-            return out.add_(torch.mm(x.to(torch.bfloat16), self.weight))
-        quantized = torch.round(x * 127).to(torch.int8)
+            # oneDNN keeps a primitive (and a copy of the weights) per shape it has seen, so k
+            # is rounded up to a multiple of 16: a few shapes instead of one per batch size.
+            rows = min(-(-k // 16) * 16, x.shape[0])
+            return out.add_(torch.mm(x[:rows].to(torch.bfloat16), self.weight)[:k])
+        quantized = torch.round(x[:k] * 127).to(torch.int8)
         return out.addcmul_(torch._int_mm(quantized, self.weight), self.scale)
 
     def apply(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """``bias + x @ W^T``, a new fp32 tensor."""
-        if self.precision == "fp32":
-            return torch.addmm(bias, x, self.weight)
-        return self.add_to(bias.expand(x.shape[0], -1).clone(), x)
+        return self.add_to(bias.expand(x.shape[0], -1).clone(), x, x.shape[0])
 
 
 class Cell:
@@ -109,7 +110,7 @@ class LSTMCell(Cell):
     def step(self, gates: torch.Tensor, state: list[torch.Tensor], k: int) -> torch.Tensor:
         h, c = state[0][:k], state[1][:k]
         n = self.hidden
-        gates = self.hh.add_to(gates, h).sigmoid_()
+        gates = self.hh.add_to(gates, state[0], k).sigmoid_()
         i, f, o, g = gates[:, :n], gates[:, n : 2 * n], gates[:, 2 * n : 3 * n], gates[:, 3 * n :]
         c.mul_(f).addcmul_(i, g, value=2).sub_(i)  # f * c + i * tanh(g)
         tanh_c = torch.mul(c, 2).sigmoid_()  # (tanh(c) + 1) / 2
@@ -132,7 +133,7 @@ class GRUCell(Cell):
     def step(self, gates: torch.Tensor, state: list[torch.Tensor], k: int) -> torch.Tensor:
         h = state[0][:k]
         n = self.hidden
-        hidden_gates = self.hh.apply(h, self.hh_bias)
+        hidden_gates = self.hh.add_to(self.hh_bias.expand(k, -1).clone(), state[0], k)
         rz = gates[:, : 2 * n].add_(hidden_gates[:, : 2 * n]).sigmoid_()
         r, z = rz[:, :n], rz[:, n:]
         candidate = gates[:, 2 * n :].addcmul_(r, hidden_gates[:, 2 * n :])
@@ -153,7 +154,7 @@ class RNNCell(Cell):
         self.hh = Projection(w_hh * factor, precision)
 
     def step(self, gates: torch.Tensor, state: list[torch.Tensor], k: int) -> torch.Tensor:
-        gates = self.hh.add_to(gates, state[0][:k])
+        gates = self.hh.add_to(gates, state[0], k)
         gates = gates.sigmoid_().mul_(2).sub_(1) if self.tanh else gates.relu_()
         return state[0][:k].copy_(gates)
 
@@ -216,14 +217,15 @@ class StepwiseClassifier(nn.Module):
         self.cfg = model.cfg
         self.precision = precision
         recurrent = "fp32" if precision == "int8" and self._unbounded() else precision
-        self.input_precision: Precision = "bf16" if precision == "bf16" else "fp32"
         self.layers: list[list[Cell]] = []
         for layer in cast(list[RecurrentLayer], list(model.layers)):
             rnns = [layer.forward_rnn] + ([layer.backward_rnn] if layer.backward_rnn else [])
             self.layers.append([_CELLS[self.cfg.cell](rnn, recurrent) for rnn in rnns])
         self.embedding = model.embedding.weight.detach().float()
+        # Input products of upper layers (or of a first layer too big for a table) are one large
+        # product per block of steps, kept in fp32: oneDNN would cache one bf16 primitive per shape.
         self.input_projections = [
-            [Projection(cell.w_ih, self.input_precision) for cell in cells] for cells in self.layers
+            [Projection(cell.w_ih, "fp32") for cell in cells] for cells in self.layers
         ]
         vocab, gates = self.embedding.shape[0], self.layers[0][0].bias.shape[0]
         self.lookup: list[torch.Tensor] | None = None
