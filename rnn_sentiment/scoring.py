@@ -17,9 +17,12 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -109,9 +112,32 @@ class ScoringCallback:
 
 
 class ScoringInterrupted(RnnSentimentError):
-    """Scoring stopped early; the committed rows are kept for ``--resume``."""
+    """Scoring stopped early (Ctrl-C or SIGTERM); the committed rows are kept for ``--resume``."""
 
     exit_code = 130
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the main thread is, like Ctrl-C's KeyboardInterrupt."""
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while scoring; a second SIGTERM kills at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handle(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, previous)
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -426,7 +452,7 @@ def score_file(
     Raises:
         DataError: unreadable input, a wrong column or format, an output that cannot be written,
             or ``resume`` against a changed input or settings.
-        ScoringInterrupted: Ctrl-C; the committed rows stay for ``resume``.
+        ScoringInterrupted: Ctrl-C or SIGTERM; the committed rows stay for ``resume``.
     """
     options = options or ScoringOptions()
     callback = callback or ScoringCallback()
@@ -530,20 +556,22 @@ def _run(
     started = time.perf_counter()
     callback.on_start(_total_rows(reader))
     try:
-        for chunk in _skip_rows(reader.chunks(options.chunk_size), skip):
-            scored = score_chunk(predictor, chunk, plan.text_column, plan.kept,
-                                 options.long_reviews, options.window_stride)  # fmt: skip
-            scored.columns = _stringify_for(sink, scored.columns)
-            sink.write(scored.columns)
-            sink.commit(chunk.rows)
-            _tally(summary, chunk.rows, scored)
-            callback.on_chunk(summary.rows_read, reader.fraction_read())
-    except KeyboardInterrupt:
+        with _sigterm_interrupts():
+            for chunk in _skip_rows(reader.chunks(options.chunk_size), skip):
+                scored = score_chunk(predictor, chunk, plan.text_column, plan.kept,
+                                     options.long_reviews, options.window_stride)  # fmt: skip
+                scored.columns = _stringify_for(sink, scored.columns)
+                sink.write(scored.columns)
+                sink.commit(chunk.rows)
+                _tally(summary, chunk.rows, scored)
+                callback.on_chunk(summary.rows_read, reader.fraction_read())
+    except (KeyboardInterrupt, _Terminated) as exc:
         sink.abort()
+        how = "stopped by SIGTERM" if isinstance(exc, _Terminated) else "interrupted"
         raise ScoringInterrupted(
-            f"interrupted after {sink.rows} rows; rerun the same command with --resume to continue"
+            f"{how} after {sink.rows} rows; rerun the same command with --resume to continue"
             if target != "-"
-            else f"interrupted after {sink.rows} rows"
+            else f"{how} after {sink.rows} rows"
         ) from None
     except BaseException:
         sink.abort()

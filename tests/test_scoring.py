@@ -6,6 +6,10 @@ import csv
 import gzip
 import io
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +225,39 @@ def test_output_is_atomic_and_resume_equals_an_uninterrupted_run(
         assert read_output(out) == read_output(tmp_path / whole)
         assert not partial_path(out).exists()
     assert (tmp_path / "part.csv.gz").read_bytes() == (tmp_path / "whole.csv.gz").read_bytes()
+
+
+def test_sigterm_exits_130_in_one_line_and_resume_is_byte_identical(
+    builtin_run: Path, tmp_path: Path
+) -> None:
+    texts = [f"{t} ({i})" for i, t in enumerate(REVIEWS * 3000)]
+    write_input(tmp_path / "in.csv", texts)
+    command = [sys.executable, "-m", "rnn_sentiment", "predict", "-m", str(builtin_run), "-q",
+               "-i", str(tmp_path / "in.csv"), "--chunk-size", "50", "--threads", "1"]  # fmt: skip
+    whole = subprocess.run([*command, "-o", str(tmp_path / "whole.csv")], check=False)
+    assert whole.returncode == 0
+
+    out = tmp_path / "part.csv"
+    process = subprocess.Popen(
+        [*command, "-o", str(out)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    progress = out.with_name(out.name + ".progress.json")
+    deadline = time.monotonic() + 120
+    while not progress.exists() and time.monotonic() < deadline:  # a first chunk is committed
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "stopped by SIGTERM after" in err and "--resume" in err
+    assert not out.exists() and partial_path(out).exists()
+    rows_kept = json.loads(progress.read_text())["rows"]
+    assert 0 < rows_kept < len(texts)
+
+    resumed = subprocess.run([*command, "-o", str(out), "--resume"], check=False)
+    assert resumed.returncode == 0
+    assert out.read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert not progress.exists() and not partial_path(out).exists()
 
 
 def test_resume_refuses_a_changed_input_and_restarts_without_resume(
