@@ -63,6 +63,15 @@ def predict_proba_ids(
     return out if out is not None else np.zeros((0, 2), dtype=np.float32)
 
 
+@dataclass
+class Encoded:
+    """Token ids of ``count`` texts: one sequence each, or windows with the text they belong to."""
+
+    ids: list[np.ndarray]
+    owner: np.ndarray | None
+    count: int
+
+
 Quantize = Literal["int8"]
 Dtype = Literal["fp32", "bf16"]
 
@@ -169,21 +178,38 @@ class Predictor:
         Truncation keeps the side of a long review the model was trained on; windows of the
         trained max length, ``window_stride`` tokens apart (default half of it), cover all of it.
         """
+        return self.score_encoded(self.encode(texts, long_reviews, window_stride))
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        long_reviews: str = "truncate",
+        window_stride: int | None = None,
+    ) -> Encoded:
+        """The token ids :meth:`score_encoded` scores (the first half of :meth:`score`; batch
+        scoring runs it in a background thread while the model scores the previous chunk)."""
         if long_reviews == "truncate" or not texts:
-            return self.predict_proba(texts)
+            return Encoded(encode_arrays(self.run.tokenizer, texts), None, len(texts))
         max_length = self.run.config.tokenizer.max_length
         stride = window_stride or max(max_length // 2, 1)
-        ids = encode_arrays(self._untruncated(), texts)
         windows: list[np.ndarray] = []
         owner: list[int] = []
-        for i, sequence in enumerate(ids):
+        for i, sequence in enumerate(encode_arrays(self._untruncated(), texts)):
             for start in window_starts(len(sequence), max_length, stride):
                 windows.append(sequence[start : start + max_length])
                 owner.append(i)
-        probs = predict_proba_ids(self.model, windows, self.batch_size, self.device)
-        sums = np.zeros((len(texts), probs.shape[1]), dtype=np.float64)
-        np.add.at(sums, np.asarray(owner), probs)
-        counts = np.bincount(np.asarray(owner), minlength=len(texts))[:, None]
+        return Encoded(windows, np.asarray(owner), len(texts))
+
+    def score_encoded(self, encoded: Encoded) -> np.ndarray:
+        """Probabilities [n, labels] for the texts of ``encoded``, in their order."""
+        if not encoded.count:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        probs = predict_proba_ids(self.model, encoded.ids, self.batch_size, self.device)
+        if encoded.owner is None:
+            return probs
+        sums = np.zeros((encoded.count, probs.shape[1]), dtype=np.float64)
+        np.add.at(sums, encoded.owner, probs)
+        counts = np.bincount(encoded.owner, minlength=encoded.count)[:, None]
         return (sums / counts).astype(np.float32)
 
     def _untruncated(self) -> Tokenizer:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import signal
 import sys
@@ -48,7 +49,7 @@ from rnn_sentiment.formats import (
     open_reader,
     write_parquet_part,
 )
-from rnn_sentiment.predict import Predictor
+from rnn_sentiment.predict import Encoded, Predictor
 
 PROGRESS_VERSION = 1
 FINGERPRINT_BYTES = 1 << 20
@@ -176,43 +177,63 @@ def text_values(values: Sequence[Any], clean_html: bool) -> tuple[list[str], lis
     return texts, problems
 
 
-def score_chunk(
+@dataclass
+class PreparedChunk:
+    """A chunk with its texts checked and tokenized: everything before the model."""
+
+    chunk: Chunk
+    problems: list[str]
+    scorable: list[int]
+    encoded: Encoded
+
+
+def prepare_chunk(
     predictor: Predictor,
     chunk: Chunk,
     text_column: str,
-    kept: dict[str, str],
     long_reviews: str = "truncate",
     window_stride: int | None = None,
-) -> ScoredChunk:
-    """Score the rows of ``chunk`` that have text; flag the others. Output keeps input order."""
+) -> PreparedChunk:
+    """Check each row's text and tokenize the scorable ones."""
     clean = predictor.run.config.data.clean_html
     texts, problems = text_values(chunk.columns.get(text_column, [MISSING] * chunk.rows), clean)
     problems = [read or own for read, own in zip(chunk.problems, problems, strict=True)]
     scorable = [i for i, text in enumerate(texts) if text.strip() and not _unscorable(problems[i])]
-    probs = predictor.score([texts[i] for i in scorable], long_reviews, window_stride)
+    encoded = predictor.encode([texts[i] for i in scorable], long_reviews, window_stride)
+    return PreparedChunk(chunk, problems, scorable, encoded)
+
+
+def finish_chunk(
+    predictor: Predictor, prepared: PreparedChunk, kept: dict[str, str]
+) -> ScoredChunk:
+    """Score a prepared chunk; rows without text are flagged. Output keeps input order."""
+    chunk, problems, scorable = prepared.chunk, prepared.problems, prepared.scorable
+    probs = predictor.score_encoded(prepared.encoded)
     names = predictor.label_names
     n = chunk.rows
-    label: list[Any] = [None] * n
-    score: list[Any] = [None] * n
-    per_class: list[list[Any]] = [[None] * n for _ in names]
-    predicted = [-1] * n
-    if len(scorable):
-        best = probs.argmax(axis=1)
-        rounded = np.round(probs.astype(np.float64), 6)
-        top = rounded[np.arange(len(scorable)), best].tolist()
-        columns = rounded.T.tolist()
-        for j, i in enumerate(scorable):
-            label[i] = names[best[j]]
-            score[i] = top[j]
-            predicted[i] = int(best[j])
-            for k in range(len(names)):
-                per_class[k][i] = columns[k][j]
+    best = probs.argmax(axis=1)
+    rounded = np.round(probs.astype(np.float64), 6)
+    label: list[Any] = [names[b] for b in best.tolist()]
+    score: list[Any] = rounded[np.arange(len(scorable)), best].tolist()
+    per_class: list[list[Any]] = rounded.T.tolist()
+    predicted: list[int] = best.tolist()
+    if len(scorable) < n:  # scored rows back in their place; None (class -1) for the others
+        label, score = _spread(label, scorable, n), _spread(score, scorable, n)
+        per_class = [_spread(column, scorable, n) for column in per_class]
+        predicted = _spread(predicted, scorable, n, fill=-1)
     out = {new: _fixed(chunk.columns.get(old, [MISSING] * n)) for old, new in kept.items()}
     out["label"] = label
     out["score"] = score
     out.update({f"p_{name}": per_class[k] for k, name in enumerate(names)})
     out["error"] = [p or None for p in problems]
     return ScoredChunk(out, predicted, len(scorable), problems)
+
+
+def _spread(values: list[Any], rows: list[int], n: int, fill: Any = None) -> list[Any]:
+    out = [fill] * n
+    for value, i in zip(values, rows, strict=True):
+        out[i] = value
+    return out
 
 
 def _unscorable(problem: str) -> bool:
@@ -557,9 +578,10 @@ def _run(
     callback.on_start(_total_rows(reader))
     try:
         with _sigterm_interrupts():
-            for chunk in _skip_rows(reader.chunks(options.chunk_size), skip):
-                scored = score_chunk(predictor, chunk, plan.text_column, plan.kept,
-                                     options.long_reviews, options.window_stride)  # fmt: skip
+            chunks = _skip_rows(reader.chunks(options.chunk_size), skip)
+            for prepared in prepared_ahead(predictor, chunks, plan.text_column, options):
+                chunk = prepared.chunk
+                scored = finish_chunk(predictor, prepared, plan.kept)
                 scored.columns = _stringify_for(sink, scored.columns)
                 sink.write(scored.columns)
                 sink.commit(chunk.rows)
@@ -636,6 +658,53 @@ def iter_scored(
 ) -> Iterator[tuple[Chunk, ScoredChunk]]:
     """Score a reader chunk by chunk (what ``evaluate`` streams through)."""
     kept = {name: name for name in keep}
-    for chunk in reader.chunks(options.chunk_size):
-        yield chunk, score_chunk(predictor, chunk, text_column, kept, options.long_reviews,
-                                 options.window_stride)  # fmt: skip
+    for prepared in prepared_ahead(predictor, reader.chunks(options.chunk_size), text_column,
+                                   options):  # fmt: skip
+        yield prepared.chunk, finish_chunk(predictor, prepared, kept)
+
+
+_DONE = object()
+
+
+def prepared_ahead(
+    predictor: Predictor, chunks: Iterator[Chunk], text_column: str, options: ScoringOptions
+) -> Iterator[PreparedChunk]:
+    """:func:`prepare_chunk` of each chunk, run one chunk ahead in a background thread.
+
+    Reading and tokenizing the next chunk overlaps the model scoring this one: pyarrow and the
+    Rust tokenizer release the GIL, and the step loop leaves a core idle between its small
+    kernels. An error in the thread is raised here, in the caller's thread.
+    """
+    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for chunk in chunks:
+                prepared = prepare_chunk(predictor, chunk, text_column, options.long_reviews,
+                                         options.window_stride)  # fmt: skip
+                if not put(prepared):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the caller
+            put(exc)
+
+    thread = threading.Thread(target=work, name="rnn-sentiment-prepare", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=10)  # a stalled stdin must not hold up Ctrl-C for long
