@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -260,6 +261,20 @@ def test_sigterm_exits_130_in_one_line_and_resume_is_byte_identical(
     assert not progress.exists() and not partial_path(out).exists()
 
 
+def test_a_read_error_in_a_later_chunk_is_a_data_error_and_keeps_the_committed_rows(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    # Chunks are read and tokenized one ahead in a background thread; its error must surface.
+    write_input(tmp_path / "in.csv.gz", [f"{t} ({i})" for i, t in enumerate(REVIEWS * 200)])
+    data = (tmp_path / "in.csv.gz").read_bytes()
+    (tmp_path / "in.csv.gz").write_bytes(data[: len(data) * 2 // 3])  # a truncated download
+    out = tmp_path / "out.csv"
+    with pytest.raises(DataError, match="cannot read"):
+        score_file(predictor, tmp_path / "in.csv.gz", out, ScoringOptions(chunk_size=100))
+    committed = json.loads(out.with_name("out.csv.progress.json").read_text())["rows"]
+    assert committed >= 100 and not out.exists()
+
+
 def test_resume_refuses_a_changed_input_and_restarts_without_resume(
     predictor: Predictor, tmp_path: Path
 ) -> None:
@@ -316,3 +331,23 @@ def test_evaluate_streams_a_labelled_file(predictor: Predictor, tmp_path: Path) 
     assert metrics["accuracy"] == pytest.approx(np.mean(guess == [int(c) for c in "0110101"]))
     with pytest.raises(DataError, match="did you mean --label-column stars"):
         evaluate(predictor, str(tmp_path / "labelled.jsonl"), label_column="star")
+
+
+def test_parquet_reading_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rnn_sentiment.formats import ParquetReader
+
+    rows = [{"text": os.urandom(1000).hex()} for _ in range(300)]  # 600 KB per row group
+    with pq.ParquetWriter(tmp_path / "big.parquet", pa.schema([("text", pa.string())])) as writer:
+        for _ in range(40):
+            writer.write_table(pa.Table.from_pylist(rows))
+    reader = ParquetReader(tmp_path / "big.parquet")
+    start, peak, seen = pa.total_allocated_bytes(), 0, 0
+    for chunk in reader.chunks(100):
+        seen += chunk.rows
+        peak = max(peak, pa.total_allocated_bytes() - start)
+    reader.close()
+    assert seen == 40 * 300
+    assert peak < 5 * 2**20  # a few row groups at most, not the 24 MB file
