@@ -40,14 +40,16 @@ def test_fp32_equals_the_pytorch_layers(cell: str, bidirectional: bool, pooling:
     tokens, lengths = batch()
     with torch.no_grad():
         expected = model(tokens, lengths)
-        torch.testing.assert_close(StepwiseClassifier(model)(tokens, lengths), expected)
+        torch.testing.assert_close(
+            StepwiseClassifier(model, fused_below=0)(tokens, lengths), expected
+        )
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_without_the_lookup_table_and_with_relu(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stepwise, "LOOKUP_BUDGET_BYTES", 0)  # a vocabulary too big for a table
     model = tiny_model(cell, bidirectional=True, nonlinearity="relu", pooling="maxmean")
-    fast = StepwiseClassifier(model)
+    fast = StepwiseClassifier(model, fused_below=0)
     assert fast.lookup is None
     tokens, lengths = batch()
     with torch.no_grad():
@@ -56,7 +58,7 @@ def test_without_the_lookup_table_and_with_relu(cell: str, monkeypatch: pytest.M
 
 def test_padding_and_batch_order_change_nothing() -> None:
     model = tiny_model("lstm", bidirectional=True, pooling="max")
-    fast = StepwiseClassifier(model)
+    fast = StepwiseClassifier(model, fused_below=0)
     tokens, lengths = batch()
     padded = torch.cat([tokens, torch.full((len(LENGTHS), 5), 7)], dim=1)  # garbage, not [PAD]
     reverse = torch.arange(len(LENGTHS) - 1, -1, -1)
@@ -76,7 +78,9 @@ def test_bf16_and_int8_stay_close(precision: str, cell: str) -> None:
     tokens, lengths = batch()
     with torch.no_grad():
         exact = torch.softmax(model(tokens, lengths), dim=-1)
-        fast = torch.softmax(StepwiseClassifier(model, precision)(tokens, lengths), dim=-1)  # type: ignore[arg-type]
+        fast = torch.softmax(
+            StepwiseClassifier(model, precision, fused_below=0)(tokens, lengths), dim=-1
+        )  # type: ignore[arg-type]
     assert 0 < (fast - exact).abs().max() < 0.03  # approximate, and not far off
 
 
@@ -88,3 +92,13 @@ def test_int8_keeps_a_relu_rnn_recurrence_in_fp32_and_says_so() -> None:
     assert any("ReLU" in note for note in notes)
     old, old_notes = prepare_model(tiny_model("rnn"), quantize="int8", stepwise=False)
     assert not isinstance(old, StepwiseClassifier) and any("nn.RNN" in n for n in old_notes)
+
+
+def test_small_batches_run_the_fused_fp32_layers() -> None:
+    model = tiny_model("gru", pooling="max")
+    tokens, lengths = batch()
+    fast = StepwiseClassifier(model, "int8", fused_below=len(LENGTHS) + 1)
+    with torch.no_grad():
+        assert torch.equal(fast(tokens, lengths), model(tokens, lengths))  # not int8: exact
+        fast.fused_below = len(LENGTHS)
+        assert not torch.equal(fast(tokens, lengths), model(tokens, lengths))
