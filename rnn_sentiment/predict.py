@@ -186,8 +186,7 @@ class Predictor:
         long_reviews: str = "truncate",
         window_stride: int | None = None,
     ) -> Encoded:
-        """The token ids :meth:`score_encoded` scores (the first half of :meth:`score`; batch
-        scoring runs it in a background thread while the model scores the previous chunk)."""
+        """The token ids :meth:`score_encoded` scores: the first half of :meth:`score`."""
         if long_reviews == "truncate" or not texts:
             return Encoded(encode_arrays(self.run.tokenizer, texts), None, len(texts))
         max_length = self.run.config.tokenizer.max_length

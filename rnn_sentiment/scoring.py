@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import shutil
 import signal
 import sys
@@ -234,6 +233,19 @@ def _spread(values: list[Any], rows: list[int], n: int, fill: Any = None) -> lis
     for value, i in zip(values, rows, strict=True):
         out[i] = value
     return out
+
+
+def score_chunk(
+    predictor: Predictor,
+    chunk: Chunk,
+    text_column: str,
+    kept: dict[str, str],
+    long_reviews: str = "truncate",
+    window_stride: int | None = None,
+) -> ScoredChunk:
+    """Score the rows of ``chunk`` that have text; flag the others. Output keeps input order."""
+    prepared = prepare_chunk(predictor, chunk, text_column, long_reviews, window_stride)
+    return finish_chunk(predictor, prepared, kept)
 
 
 def _unscorable(problem: str) -> bool:
@@ -578,10 +590,9 @@ def _run(
     callback.on_start(_total_rows(reader))
     try:
         with _sigterm_interrupts():
-            chunks = _skip_rows(reader.chunks(options.chunk_size), skip)
-            for prepared in prepared_ahead(predictor, chunks, plan.text_column, options):
-                chunk = prepared.chunk
-                scored = finish_chunk(predictor, prepared, plan.kept)
+            for chunk in _skip_rows(reader.chunks(options.chunk_size), skip):
+                scored = score_chunk(predictor, chunk, plan.text_column, plan.kept,
+                                     options.long_reviews, options.window_stride)  # fmt: skip
                 scored.columns = _stringify_for(sink, scored.columns)
                 sink.write(scored.columns)
                 sink.commit(chunk.rows)
@@ -658,53 +669,6 @@ def iter_scored(
 ) -> Iterator[tuple[Chunk, ScoredChunk]]:
     """Score a reader chunk by chunk (what ``evaluate`` streams through)."""
     kept = {name: name for name in keep}
-    for prepared in prepared_ahead(predictor, reader.chunks(options.chunk_size), text_column,
-                                   options):  # fmt: skip
-        yield prepared.chunk, finish_chunk(predictor, prepared, kept)
-
-
-_DONE = object()
-
-
-def prepared_ahead(
-    predictor: Predictor, chunks: Iterator[Chunk], text_column: str, options: ScoringOptions
-) -> Iterator[PreparedChunk]:
-    """:func:`prepare_chunk` of each chunk, run one chunk ahead in a background thread.
-
-    Reading and tokenizing the next chunk overlaps the model scoring this one: pyarrow and the
-    Rust tokenizer release the GIL, and the step loop leaves a core idle between its small
-    kernels. An error in the thread is raised here, in the caller's thread.
-    """
-    ready: queue.Queue[Any] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for chunk in chunks:
-                prepared = prepare_chunk(predictor, chunk, text_column, options.long_reviews,
-                                         options.window_stride)  # fmt: skip
-                if not put(prepared):
-                    return
-            put(_DONE)
-        except BaseException as exc:  # handed to the caller
-            put(exc)
-
-    thread = threading.Thread(target=work, name="rnn-sentiment-prepare", daemon=True)
-    thread.start()
-    try:
-        while (item := ready.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=10)  # a stalled stdin must not hold up Ctrl-C for long
+    for chunk in reader.chunks(options.chunk_size):
+        yield chunk, score_chunk(predictor, chunk, text_column, kept, options.long_reviews,
+                                 options.window_stride)  # fmt: skip

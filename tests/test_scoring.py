@@ -264,7 +264,6 @@ def test_sigterm_exits_130_in_one_line_and_resume_is_byte_identical(
 def test_a_read_error_in_a_later_chunk_is_a_data_error_and_keeps_the_committed_rows(
     predictor: Predictor, tmp_path: Path
 ) -> None:
-    # Chunks are read and tokenized one ahead in a background thread; its error must surface.
     write_input(tmp_path / "in.csv.gz", [f"{t} ({i})" for i, t in enumerate(REVIEWS * 200)])
     data = (tmp_path / "in.csv.gz").read_bytes()
     (tmp_path / "in.csv.gz").write_bytes(data[: len(data) * 2 // 3])  # a truncated download
