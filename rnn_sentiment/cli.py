@@ -263,11 +263,12 @@ def predict(
     chunk_size: Annotated[int, typer.Option(min=1, help="Rows read and sorted together.")] = 4096,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for PyTorch.")] = None,
     quantize: Annotated[
-        Quantize | None, typer.Option(help="int8: dynamic quantization of LSTM/GRU/linear.")
+        Quantize | None,
+        typer.Option(help="int8: the recurrent matrix product in int8 (fastest on CPU)."),
     ] = None,
-    dtype: Annotated[Dtype, typer.Option(help="fp32, or bf16 (fast on AVX512-BF16 CPUs).")] = (
-        Dtype.fp32
-    ),
+    dtype: Annotated[
+        Dtype, typer.Option(help="fp32, or bf16 recurrent products (fast on AVX512-BF16 CPUs).")
+    ] = Dtype.fp32,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Label reviews and show per-class probabilities.

@@ -395,10 +395,17 @@ class ParquetReader(Reader):
         return {name: schema.field(name).type for name in names}
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
+        # One iterator per row group: a single iter_batches over the whole file keeps the
+        # pre-buffered column chunks of every row group it has read (measured: +0.8 MiB per
+        # 1,000 IMDB reviews, without bound), one per group frees them as it goes.
         try:
-            for batch in self.file.iter_batches(batch_size=chunk_size, columns=self.wanted):
-                columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
-                yield Chunk(columns, batch.num_rows)
+            for group in range(self.file.metadata.num_row_groups):
+                batches = self.file.iter_batches(
+                    batch_size=chunk_size, columns=self.wanted, row_groups=[group]
+                )
+                for batch in batches:
+                    columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+                    yield Chunk(columns, batch.num_rows)
         except Exception as exc:
             raise DataError(f"cannot read {self.path}: {_first_line(exc)}") from None
 

@@ -63,23 +63,40 @@ def predict_proba_ids(
     return out if out is not None else np.zeros((0, 2), dtype=np.float32)
 
 
+@dataclass
+class Encoded:
+    """Token ids of ``count`` texts: one sequence each, or windows with the text they belong to."""
+
+    ids: list[np.ndarray]
+    owner: np.ndarray | None
+    count: int
+
+
 Quantize = Literal["int8"]
 Dtype = Literal["fp32", "bf16"]
 
 
 def prepare_model(
-    model: SentimentRNN, quantize: Quantize | None = None, dtype: Dtype = "fp32"
+    model: SentimentRNN,
+    quantize: Quantize | None = None,
+    dtype: Dtype = "fp32",
+    stepwise: bool = True,
 ) -> tuple[nn.Module, list[str]]:
     """The model to run inference with, and notes on what could not be converted.
 
-    ``int8``: dynamic quantization (int8 weights, activations quantized per batch) of the LSTM,
-    GRU and linear layers; PyTorch has no dynamic-quantized ``nn.RNN``, so a vanilla RNN's
-    recurrent layers stay fp32. ``bf16``: every weight and activation in bfloat16 (CPUs with
-    AVX512-BF16 or AMX run it natively; elsewhere it is emulated and slow).
+    On CPU, ``stepwise`` (the default) scores with
+    :class:`~rnn_sentiment.stepwise.StepwiseClassifier`: a first-layer lookup table and a step
+    loop that skips finished reviews; its recurrent matrix product runs in fp32, bf16
+    (``dtype``) or int8 (``quantize``), everything else in fp32.
+    Otherwise PyTorch's own layers: ``int8`` is dynamic quantization of the LSTM, GRU and linear
+    layers (PyTorch has no dynamic-quantized ``nn.RNN``) and ``bf16`` puts every weight and
+    activation in bfloat16. bf16 is fast on CPUs with AVX512-BF16 or AMX, emulated elsewhere.
     """
-    notes: list[str] = []
     if quantize is not None and dtype != "fp32":
         raise CheckpointError("--quantize int8 and --dtype bf16 cannot be combined; pick one")
+    if stepwise and next(model.parameters()).device.type == "cpu":
+        return _stepwise(model, quantize or dtype)
+    notes: list[str] = []
     if dtype == "bf16":
         return copy.deepcopy(model).to(torch.bfloat16).eval(), notes
     if quantize == "int8":
@@ -95,6 +112,16 @@ def prepare_model(
     return model, notes
 
 
+def _stepwise(model: SentimentRNN, precision: str) -> tuple[nn.Module, list[str]]:
+    from rnn_sentiment.stepwise import StepwiseClassifier
+
+    fast = StepwiseClassifier(model, precision)  # type: ignore[arg-type]
+    notes = []
+    if fast.recurrent_precision != precision:
+        notes.append("int8: a ReLU RNN's states are unbounded; its recurrence stays fp32")
+    return fast.eval(), notes
+
+
 class Predictor:
     """A loaded model that turns review texts into labels and probabilities."""
 
@@ -104,6 +131,7 @@ class Predictor:
         batch_size: int = 256,
         quantize: Quantize | None = None,
         dtype: Dtype = "fp32",
+        stepwise: bool = True,
     ) -> None:
         self.run = run
         self.batch_size = batch_size
@@ -111,7 +139,7 @@ class Predictor:
         self.device = next(run.model.parameters()).device
         self.quantize = quantize
         self.dtype = dtype
-        self.model, self.notes = prepare_model(run.model, quantize, dtype)
+        self.model, self.notes = prepare_model(run.model, quantize, dtype, stepwise)
         self._window_tokenizer: Tokenizer | None = None
 
     @classmethod
@@ -121,9 +149,11 @@ class Predictor:
         batch_size: int = 256,
         quantize: Quantize | None = None,
         dtype: Dtype = "fp32",
+        stepwise: bool = True,
     ) -> Predictor:
-        """Load the run directory ``run_dir`` (verified against its manifest)."""
-        return cls(load_run(run_dir), batch_size, quantize, dtype)
+        """Load the run directory ``run_dir`` (verified against its manifest); ``stepwise``: see
+        :func:`prepare_model`."""
+        return cls(load_run(run_dir), batch_size, quantize, dtype, stepwise)
 
     @property
     def path(self) -> Path:
@@ -148,21 +178,37 @@ class Predictor:
         Truncation keeps the side of a long review the model was trained on; windows of the
         trained max length, ``window_stride`` tokens apart (default half of it), cover all of it.
         """
+        return self.score_encoded(self.encode(texts, long_reviews, window_stride))
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        long_reviews: str = "truncate",
+        window_stride: int | None = None,
+    ) -> Encoded:
+        """The token ids :meth:`score_encoded` scores: the first half of :meth:`score`."""
         if long_reviews == "truncate" or not texts:
-            return self.predict_proba(texts)
+            return Encoded(encode_arrays(self.run.tokenizer, texts), None, len(texts))
         max_length = self.run.config.tokenizer.max_length
         stride = window_stride or max(max_length // 2, 1)
-        ids = encode_arrays(self._untruncated(), texts)
         windows: list[np.ndarray] = []
         owner: list[int] = []
-        for i, sequence in enumerate(ids):
+        for i, sequence in enumerate(encode_arrays(self._untruncated(), texts)):
             for start in window_starts(len(sequence), max_length, stride):
                 windows.append(sequence[start : start + max_length])
                 owner.append(i)
-        probs = predict_proba_ids(self.model, windows, self.batch_size, self.device)
-        sums = np.zeros((len(texts), probs.shape[1]), dtype=np.float64)
-        np.add.at(sums, np.asarray(owner), probs)
-        counts = np.bincount(np.asarray(owner), minlength=len(texts))[:, None]
+        return Encoded(windows, np.asarray(owner), len(texts))
+
+    def score_encoded(self, encoded: Encoded) -> np.ndarray:
+        """Probabilities [n, labels] for the texts of ``encoded``, in their order."""
+        if not encoded.count:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        probs = predict_proba_ids(self.model, encoded.ids, self.batch_size, self.device)
+        if encoded.owner is None:
+            return probs
+        sums = np.zeros((encoded.count, probs.shape[1]), dtype=np.float64)
+        np.add.at(sums, encoded.owner, probs)
+        counts = np.bincount(encoded.owner, minlength=encoded.count)[:, None]
         return (sums / counts).astype(np.float32)
 
     def _untruncated(self) -> Tokenizer:

@@ -17,9 +17,12 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -45,7 +48,7 @@ from rnn_sentiment.formats import (
     open_reader,
     write_parquet_part,
 )
-from rnn_sentiment.predict import Predictor
+from rnn_sentiment.predict import Encoded, Predictor
 
 PROGRESS_VERSION = 1
 FINGERPRINT_BYTES = 1 << 20
@@ -109,9 +112,32 @@ class ScoringCallback:
 
 
 class ScoringInterrupted(RnnSentimentError):
-    """Scoring stopped early; the committed rows are kept for ``--resume``."""
+    """Scoring stopped early (Ctrl-C or SIGTERM); the committed rows are kept for ``--resume``."""
 
     exit_code = 130
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the main thread is, like Ctrl-C's KeyboardInterrupt."""
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while scoring; a second SIGTERM kills at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handle(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, previous)
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,6 +176,65 @@ def text_values(values: Sequence[Any], clean_html: bool) -> tuple[list[str], lis
     return texts, problems
 
 
+@dataclass
+class PreparedChunk:
+    """A chunk with its texts checked and tokenized: everything before the model."""
+
+    chunk: Chunk
+    problems: list[str]
+    scorable: list[int]
+    encoded: Encoded
+
+
+def prepare_chunk(
+    predictor: Predictor,
+    chunk: Chunk,
+    text_column: str,
+    long_reviews: str = "truncate",
+    window_stride: int | None = None,
+) -> PreparedChunk:
+    """Check each row's text and tokenize the scorable ones."""
+    clean = predictor.run.config.data.clean_html
+    texts, problems = text_values(chunk.columns.get(text_column, [MISSING] * chunk.rows), clean)
+    problems = [read or own for read, own in zip(chunk.problems, problems, strict=True)]
+    scorable = [i for i, text in enumerate(texts) if text.strip() and not _unscorable(problems[i])]
+    encoded = predictor.encode([texts[i] for i in scorable], long_reviews, window_stride)
+    return PreparedChunk(chunk, problems, scorable, encoded)
+
+
+def finish_chunk(
+    predictor: Predictor, prepared: PreparedChunk, kept: dict[str, str]
+) -> ScoredChunk:
+    """Score a prepared chunk; rows without text are flagged. Output keeps input order."""
+    chunk, problems, scorable = prepared.chunk, prepared.problems, prepared.scorable
+    probs = predictor.score_encoded(prepared.encoded)
+    names = predictor.label_names
+    n = chunk.rows
+    best = probs.argmax(axis=1)
+    rounded = np.round(probs.astype(np.float64), 6)
+    label: list[Any] = [names[b] for b in best.tolist()]
+    score: list[Any] = rounded[np.arange(len(scorable)), best].tolist()
+    per_class: list[list[Any]] = rounded.T.tolist()
+    predicted: list[int] = best.tolist()
+    if len(scorable) < n:  # scored rows back in their place; None (class -1) for the others
+        label, score = _spread(label, scorable, n), _spread(score, scorable, n)
+        per_class = [_spread(column, scorable, n) for column in per_class]
+        predicted = _spread(predicted, scorable, n, fill=-1)
+    out = {new: _fixed(chunk.columns.get(old, [MISSING] * n)) for old, new in kept.items()}
+    out["label"] = label
+    out["score"] = score
+    out.update({f"p_{name}": per_class[k] for k, name in enumerate(names)})
+    out["error"] = [p or None for p in problems]
+    return ScoredChunk(out, predicted, len(scorable), problems)
+
+
+def _spread(values: list[Any], rows: list[int], n: int, fill: Any = None) -> list[Any]:
+    out = [fill] * n
+    for value, i in zip(values, rows, strict=True):
+        out[i] = value
+    return out
+
+
 def score_chunk(
     predictor: Predictor,
     chunk: Chunk,
@@ -159,34 +244,8 @@ def score_chunk(
     window_stride: int | None = None,
 ) -> ScoredChunk:
     """Score the rows of ``chunk`` that have text; flag the others. Output keeps input order."""
-    clean = predictor.run.config.data.clean_html
-    texts, problems = text_values(chunk.columns.get(text_column, [MISSING] * chunk.rows), clean)
-    problems = [read or own for read, own in zip(chunk.problems, problems, strict=True)]
-    scorable = [i for i, text in enumerate(texts) if text.strip() and not _unscorable(problems[i])]
-    probs = predictor.score([texts[i] for i in scorable], long_reviews, window_stride)
-    names = predictor.label_names
-    n = chunk.rows
-    label: list[Any] = [None] * n
-    score: list[Any] = [None] * n
-    per_class: list[list[Any]] = [[None] * n for _ in names]
-    predicted = [-1] * n
-    if len(scorable):
-        best = probs.argmax(axis=1)
-        rounded = np.round(probs.astype(np.float64), 6)
-        top = rounded[np.arange(len(scorable)), best].tolist()
-        columns = rounded.T.tolist()
-        for j, i in enumerate(scorable):
-            label[i] = names[best[j]]
-            score[i] = top[j]
-            predicted[i] = int(best[j])
-            for k in range(len(names)):
-                per_class[k][i] = columns[k][j]
-    out = {new: _fixed(chunk.columns.get(old, [MISSING] * n)) for old, new in kept.items()}
-    out["label"] = label
-    out["score"] = score
-    out.update({f"p_{name}": per_class[k] for k, name in enumerate(names)})
-    out["error"] = [p or None for p in problems]
-    return ScoredChunk(out, predicted, len(scorable), problems)
+    prepared = prepare_chunk(predictor, chunk, text_column, long_reviews, window_stride)
+    return finish_chunk(predictor, prepared, kept)
 
 
 def _unscorable(problem: str) -> bool:
@@ -426,7 +485,7 @@ def score_file(
     Raises:
         DataError: unreadable input, a wrong column or format, an output that cannot be written,
             or ``resume`` against a changed input or settings.
-        ScoringInterrupted: Ctrl-C; the committed rows stay for ``resume``.
+        ScoringInterrupted: Ctrl-C or SIGTERM; the committed rows stay for ``resume``.
     """
     options = options or ScoringOptions()
     callback = callback or ScoringCallback()
@@ -530,20 +589,22 @@ def _run(
     started = time.perf_counter()
     callback.on_start(_total_rows(reader))
     try:
-        for chunk in _skip_rows(reader.chunks(options.chunk_size), skip):
-            scored = score_chunk(predictor, chunk, plan.text_column, plan.kept,
-                                 options.long_reviews, options.window_stride)  # fmt: skip
-            scored.columns = _stringify_for(sink, scored.columns)
-            sink.write(scored.columns)
-            sink.commit(chunk.rows)
-            _tally(summary, chunk.rows, scored)
-            callback.on_chunk(summary.rows_read, reader.fraction_read())
-    except KeyboardInterrupt:
+        with _sigterm_interrupts():
+            for chunk in _skip_rows(reader.chunks(options.chunk_size), skip):
+                scored = score_chunk(predictor, chunk, plan.text_column, plan.kept,
+                                     options.long_reviews, options.window_stride)  # fmt: skip
+                scored.columns = _stringify_for(sink, scored.columns)
+                sink.write(scored.columns)
+                sink.commit(chunk.rows)
+                _tally(summary, chunk.rows, scored)
+                callback.on_chunk(summary.rows_read, reader.fraction_read())
+    except (KeyboardInterrupt, _Terminated) as exc:
         sink.abort()
+        how = "stopped by SIGTERM" if isinstance(exc, _Terminated) else "interrupted"
         raise ScoringInterrupted(
-            f"interrupted after {sink.rows} rows; rerun the same command with --resume to continue"
+            f"{how} after {sink.rows} rows; rerun the same command with --resume to continue"
             if target != "-"
-            else f"interrupted after {sink.rows} rows"
+            else f"{how} after {sink.rows} rows"
         ) from None
     except BaseException:
         sink.abort()

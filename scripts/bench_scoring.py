@@ -1,14 +1,16 @@
 """Throughput, accuracy and peak memory of batch scoring on the IMDB test reviews.
 
 usage: python scripts/bench_scoring.py --model RUN_DIR [--data ../shared/data/imdb/test.parquet]
-           [--batch-size 256] [--threads 2] [--single 500]
-       python scripts/bench_scoring.py --model RUN_DIR --million [--rows 1000000] [--dtype bf16]
+           [--batch-size 256] [--threads 2] [--single 500] [--limit N]
+       python scripts/bench_scoring.py --model RUN_DIR --million [--rows 1000000] [--dtype int8]
 
 The first form prints one table: reviews/s and accuracy for (a) a plain baseline that pads each
 batch to its longest review in input order, (b) the project's scoring path in fp32 (reading the
 Parquet file, length-sorted chunks, writing a CSV), (c) the same with --quantize int8, (d) with
---dtype bf16, and (e) a one-review-at-a-time loop timed on the first --single reviews; then the
-speed-ups and the peak resident memory of this process.
+--dtype bf16, and (e) a one-review-at-a-time loop timed on the first --single reviews; then
+(f) the scoring path in fp32 on PyTorch's own recurrent layers (``stepwise=False``, what the
+scoring path ran before the stepwise scorer), the speed-ups and the peak resident memory of this
+process.
 
 --million writes a file of --rows reviews (the test reviews repeated) to a temporary folder, scores
 it with the real CLI in a subprocess and reports that subprocess's peak resident memory.
@@ -47,6 +49,15 @@ def load_test(path: Path, label_names: list[str]) -> tuple[list[str], np.ndarray
     return texts, np.asarray(labels)
 
 
+def limited(data: Path, rows: int, work: Path) -> Path:
+    """The first ``rows`` reviews of ``data`` as a Parquet file in ``work`` (quick checks)."""
+    import pyarrow.parquet as pq
+
+    path = work / "limited.parquet"
+    pq.write_table(pq.read_table(data).slice(0, rows), path)
+    return path
+
+
 def baseline(predictor: Predictor, texts: list[str], batch_size: int) -> np.ndarray:
     """Tokenize, then batches in input order, each padded to its longest review."""
     cleaned = [clean_text(t) for t in texts]
@@ -60,9 +71,9 @@ def baseline(predictor: Predictor, texts: list[str], batch_size: int) -> np.ndar
     return np.concatenate(out).argmax(1)
 
 
-def project_path(predictor: Predictor, data: Path, work: Path) -> np.ndarray:
+def project_path(predictor: Predictor, data: Path, work: Path, tag: str = "") -> np.ndarray:
     """The real thing: score_file from the Parquet file to a CSV, then read the labels back."""
-    out = work / f"scored-{predictor.quantize}-{predictor.dtype}.csv"
+    out = work / f"scored-{predictor.quantize}-{predictor.dtype}{tag}.csv"
     score_file(predictor, data, out, ScoringOptions(keep_columns="none"))
     import csv
 
@@ -89,9 +100,10 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
 def bench(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     fp32 = Predictor.from_dir(args.model, args.batch_size)
-    texts, labels = load_test(args.data, fp32.label_names)
-    rows: list[tuple[str, float, float, str]] = []
     work = Path(tempfile.mkdtemp(prefix="bench-scoring-"))
+    data = limited(args.data, args.limit, work) if args.limit else args.data
+    texts, labels = load_test(data, fp32.label_names)
+    rows: list[tuple[str, float, float, str]] = []
 
     guess, seconds = timed(lambda: baseline(fp32, texts, args.batch_size))
     rows.append(("(a) baseline: input order, padded to longest", len(texts) / seconds,
@@ -103,12 +115,16 @@ def bench(args: argparse.Namespace) -> None:
     ]
     for name, quantize, dtype in variants:
         predictor = Predictor.from_dir(args.model, args.batch_size, quantize, dtype)
-        guess, seconds = timed(lambda p=predictor: project_path(p, args.data, work))
+        guess, seconds = timed(lambda p=predictor: project_path(p, data, work))
         rows.append((name, len(texts) / seconds, float((guess == labels).mean()), f"{len(texts)}"))
     subset = texts[: args.single]
     guess, seconds = timed(lambda: one_at_a_time(fp32, subset))
     accuracy = float((guess == labels[: args.single]).mean())
     rows.append(("(e) one review at a time", len(subset) / seconds, accuracy, f"{len(subset)}"))
+    layers = Predictor.from_dir(args.model, args.batch_size, stepwise=False)
+    guess, seconds = timed(lambda: project_path(layers, data, work, "layers"))
+    rows.append(("(f) fp32 length-sorted, PyTorch nn layers", len(texts) / seconds,
+                 float((guess == labels).mean()), f"{len(texts)}"))  # fmt: skip
     print_table(args, rows)
 
 
@@ -128,7 +144,8 @@ def print_table(args: argparse.Namespace, rows: list[tuple[str, float, float, st
           f"({(fastest[2] - fp32_accuracy) * 100:+.2f} points)")  # fmt: skip
     print(f"  = {fastest[1] / single:.1f}x one-at-a-time, {fastest[1] / rows[0][1]:.1f}x the "
           f"input-order baseline, {fastest[1] / rows[1][1]:.1f}x fp32 length-sorted")  # fmt: skip
-    print(f"fp32 length-sorted = {rows[1][1] / rows[0][1]:.1f}x the input-order baseline")
+    print(f"fp32 length-sorted = {rows[1][1] / rows[0][1]:.1f}x the input-order baseline, "
+          f"{rows[1][1] / rows[5][1]:.1f}x the same on PyTorch nn layers")  # fmt: skip
     print(f"peak resident memory of this process: {peak_rss_mib():,.0f} MiB")
 
 
@@ -148,7 +165,8 @@ def million(args: argparse.Namespace) -> None:
         size = big.stat().st_size / 2**20
         out = Path(folder) / "scored.csv"
         command = [sys.executable, "-m", "rnn_sentiment", "predict", "-m", str(args.model),
-                   "-i", str(big), "-o", str(out), "--dtype", args.dtype, "-q"]  # fmt: skip
+                   "-i", str(big), "-o", str(out), "-q"]  # fmt: skip
+        command += ["--quantize", "int8"] if args.dtype == "int8" else ["--dtype", args.dtype]
         if args.threads:
             command += ["--threads", str(args.threads)]
         started = time.perf_counter()
@@ -161,7 +179,7 @@ def million(args: argparse.Namespace) -> None:
         print(f"bench_scoring --million {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}, "
               f"{os.cpu_count()} CPU cores")  # fmt: skip
         print(f"input: {written:,} reviews, Parquet {size:,.0f} MiB; output rows: {lines:,}")
-        print(f"scored with --dtype {args.dtype} in {seconds:,.0f} s "
+        print(f"scored with {args.dtype} in {seconds:,.0f} s "
               f"({written / seconds:,.0f} reviews/s, process start included)")  # fmt: skip
         print(f"peak resident memory of the scoring process: "
               f"{peak_rss_mib(resource.RUSAGE_CHILDREN):,.0f} MiB")  # fmt: skip
@@ -177,9 +195,12 @@ def main() -> None:
     parser.add_argument(
         "--single", type=int, default=500, help="reviews for the one-at-a-time loop"
     )
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N reviews")
     parser.add_argument("--million", action="store_true", help="peak memory on a large file")
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--dtype", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument(
+        "--dtype", default="bf16", choices=["fp32", "bf16", "int8"], help="int8: --quantize int8"
+    )
     args = parser.parse_args()
     if not args.data.is_file():
         sys.exit(f"error: {args.data} not found; pass --data PATH/test.parquet")

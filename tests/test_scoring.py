@@ -6,6 +6,11 @@ import csv
 import gzip
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +228,52 @@ def test_output_is_atomic_and_resume_equals_an_uninterrupted_run(
     assert (tmp_path / "part.csv.gz").read_bytes() == (tmp_path / "whole.csv.gz").read_bytes()
 
 
+def test_sigterm_exits_130_in_one_line_and_resume_is_byte_identical(
+    builtin_run: Path, tmp_path: Path
+) -> None:
+    texts = [f"{t} ({i})" for i, t in enumerate(REVIEWS * 3000)]
+    write_input(tmp_path / "in.csv", texts)
+    command = [sys.executable, "-m", "rnn_sentiment", "predict", "-m", str(builtin_run), "-q",
+               "-i", str(tmp_path / "in.csv"), "--chunk-size", "50", "--threads", "1"]  # fmt: skip
+    whole = subprocess.run([*command, "-o", str(tmp_path / "whole.csv")], check=False)
+    assert whole.returncode == 0
+
+    out = tmp_path / "part.csv"
+    process = subprocess.Popen(
+        [*command, "-o", str(out)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    progress = out.with_name(out.name + ".progress.json")
+    deadline = time.monotonic() + 120
+    while not progress.exists() and time.monotonic() < deadline:  # a first chunk is committed
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "stopped by SIGTERM after" in err and "--resume" in err
+    assert not out.exists() and partial_path(out).exists()
+    rows_kept = json.loads(progress.read_text())["rows"]
+    assert 0 < rows_kept < len(texts)
+
+    resumed = subprocess.run([*command, "-o", str(out), "--resume"], check=False)
+    assert resumed.returncode == 0
+    assert out.read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert not progress.exists() and not partial_path(out).exists()
+
+
+def test_a_read_error_in_a_later_chunk_is_a_data_error_and_keeps_the_committed_rows(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    write_input(tmp_path / "in.csv.gz", [f"{t} ({i})" for i, t in enumerate(REVIEWS * 200)])
+    data = (tmp_path / "in.csv.gz").read_bytes()
+    (tmp_path / "in.csv.gz").write_bytes(data[: len(data) * 2 // 3])  # a truncated download
+    out = tmp_path / "out.csv"
+    with pytest.raises(DataError, match="cannot read"):
+        score_file(predictor, tmp_path / "in.csv.gz", out, ScoringOptions(chunk_size=100))
+    committed = json.loads(out.with_name("out.csv.progress.json").read_text())["rows"]
+    assert committed >= 100 and not out.exists()
+
+
 def test_resume_refuses_a_changed_input_and_restarts_without_resume(
     predictor: Predictor, tmp_path: Path
 ) -> None:
@@ -269,16 +320,6 @@ def test_int8_and_bf16_stay_close_to_fp32(
     assert (fast.score(texts).argmax(1) == predictor.score(texts).argmax(1)).all()
 
 
-def test_int8_keeps_a_vanilla_rnn_in_fp32_and_says_so(tmp_path: Path) -> None:
-    from rnn_sentiment.train import train
-    from tests.conftest import tiny_config
-
-    run_dir = train(tiny_config(tmp_path, **{"model.cell": "rnn", "training.epochs": 1})).run_dir
-    fast = Predictor.from_dir(run_dir, quantize="int8")
-    assert any("nn.RNN" in note for note in fast.notes)
-    assert fast.score(["a wonderful film"]).shape == (1, 2)
-
-
 def test_evaluate_streams_a_labelled_file(predictor: Predictor, tmp_path: Path) -> None:
     rows = [{"review": t, "stars": lab} for t, lab in zip(REVIEWS, "0110101", strict=True)]
     rows.append({"review": "", "stars": "1"})
@@ -289,3 +330,23 @@ def test_evaluate_streams_a_labelled_file(predictor: Predictor, tmp_path: Path) 
     assert metrics["accuracy"] == pytest.approx(np.mean(guess == [int(c) for c in "0110101"]))
     with pytest.raises(DataError, match="did you mean --label-column stars"):
         evaluate(predictor, str(tmp_path / "labelled.jsonl"), label_column="star")
+
+
+def test_parquet_reading_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rnn_sentiment.formats import ParquetReader
+
+    rows = [{"text": os.urandom(1000).hex()} for _ in range(300)]  # 600 KB per row group
+    with pq.ParquetWriter(tmp_path / "big.parquet", pa.schema([("text", pa.string())])) as writer:
+        for _ in range(40):
+            writer.write_table(pa.Table.from_pylist(rows))
+    reader = ParquetReader(tmp_path / "big.parquet")
+    start, peak, seen = pa.total_allocated_bytes(), 0, 0
+    for chunk in reader.chunks(100):
+        seen += chunk.rows
+        peak = max(peak, pa.total_allocated_bytes() - start)
+    reader.close()
+    assert seen == 40 * 300
+    assert peak < 5 * 2**20  # a few row groups at most, not the 24 MB file

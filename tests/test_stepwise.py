@@ -1,0 +1,104 @@
+"""The stepwise scorer computes what SentimentRNN does, for every cell, direction and pooling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnn_sentiment import stepwise
+from rnn_sentiment.batching import collate
+from rnn_sentiment.config import ModelConfig
+from rnn_sentiment.model import SentimentRNN, build_model
+from rnn_sentiment.predict import prepare_model
+from rnn_sentiment.stepwise import StepwiseClassifier
+
+LENGTHS = [5, 1, 9, 3, 9, 7, 2]
+
+
+def tiny_model(cell: str, **extra: object) -> SentimentRNN:
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, embedding_dim=12, hidden_size=10, **extra)  # type: ignore[arg-type]
+    model = build_model(cfg, vocab_size=60, num_labels=3).eval()
+    with torch.no_grad():  # larger recurrent weights than the init, so every gate matters
+        for layer in model.layers:
+            for name, param in layer.named_parameters():
+                if "weight_hh" in name:
+                    param.mul_(3)
+    return model
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return collate([torch.randint(2, 60, (n,), generator=generator).tolist() for n in LENGTHS])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("pooling", ["last", "max", "mean", "maxmean"])
+def test_fp32_equals_the_pytorch_layers(cell: str, bidirectional: bool, pooling: str) -> None:
+    model = tiny_model(cell, bidirectional=bidirectional, pooling=pooling, num_layers=2)
+    tokens, lengths = batch()
+    with torch.no_grad():
+        expected = model(tokens, lengths)
+        torch.testing.assert_close(
+            StepwiseClassifier(model, fused_below=0)(tokens, lengths), expected
+        )
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_without_the_lookup_table_and_with_relu(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stepwise, "LOOKUP_BUDGET_BYTES", 0)  # a vocabulary too big for a table
+    model = tiny_model(cell, bidirectional=True, nonlinearity="relu", pooling="maxmean")
+    fast = StepwiseClassifier(model, fused_below=0)
+    assert fast.lookup is None
+    tokens, lengths = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(tokens, lengths), model(tokens, lengths))
+
+
+def test_padding_and_batch_order_change_nothing() -> None:
+    model = tiny_model("lstm", bidirectional=True, pooling="max")
+    fast = StepwiseClassifier(model, fused_below=0)
+    tokens, lengths = batch()
+    padded = torch.cat([tokens, torch.full((len(LENGTHS), 5), 7)], dim=1)  # garbage, not [PAD]
+    reverse = torch.arange(len(LENGTHS) - 1, -1, -1)
+    with torch.no_grad():
+        logits = fast(tokens, lengths)
+        torch.testing.assert_close(fast(padded, lengths), logits)
+        torch.testing.assert_close(fast(tokens[reverse], lengths[reverse]), logits[reverse])
+        for row in (1, 2):
+            alone = fast(tokens[row : row + 1, : LENGTHS[row]], lengths[row : row + 1])
+            torch.testing.assert_close(alone[0], logits[row])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_bf16_and_int8_stay_close(precision: str, cell: str) -> None:
+    model = tiny_model(cell, bidirectional=True, pooling="maxmean", num_layers=2)
+    tokens, lengths = batch()
+    with torch.no_grad():
+        exact = torch.softmax(model(tokens, lengths), dim=-1)
+        fast = torch.softmax(
+            StepwiseClassifier(model, precision, fused_below=0)(tokens, lengths), dim=-1
+        )  # type: ignore[arg-type]
+    assert 0 < (fast - exact).abs().max() < 0.03  # approximate, and not far off
+
+
+def test_int8_keeps_a_relu_rnn_recurrence_in_fp32_and_says_so() -> None:
+    tanh, _ = prepare_model(tiny_model("rnn"), quantize="int8")
+    relu, notes = prepare_model(tiny_model("rnn", nonlinearity="relu"), quantize="int8")
+    assert isinstance(tanh, StepwiseClassifier) and tanh.recurrent_precision == "int8"
+    assert isinstance(relu, StepwiseClassifier) and relu.recurrent_precision == "fp32"
+    assert any("ReLU" in note for note in notes)
+    old, old_notes = prepare_model(tiny_model("rnn"), quantize="int8", stepwise=False)
+    assert not isinstance(old, StepwiseClassifier) and any("nn.RNN" in n for n in old_notes)
+
+
+def test_small_batches_run_the_fused_fp32_layers() -> None:
+    model = tiny_model("gru", pooling="max")
+    tokens, lengths = batch()
+    fast = StepwiseClassifier(model, "int8", fused_below=len(LENGTHS) + 1)
+    with torch.no_grad():
+        assert torch.equal(fast(tokens, lengths), model(tokens, lengths))  # not int8: exact
+        fast.fused_below = len(LENGTHS)
+        assert not torch.equal(fast(tokens, lengths), model(tokens, lengths))
