@@ -341,7 +341,8 @@ def _read_hub(dataset_id: str, split: str) -> dict[str, list[Any]]:
     if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
         raise DataError(
             f"cannot reach the Hugging Face hub to download '{dataset_id}'; "
-            "pass a local path with data.source=PATH (a file or a folder of split files)"
+            "pass a local file or folder of split files instead (train: data.source=PATH, "
+            "evaluate: --data PATH)"
         )
     import datasets
 

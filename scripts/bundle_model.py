@@ -4,7 +4,10 @@
     python scripts/bundle_model.py runs/bundled --check ../shared/data/imdb/test.parquet
 
 The copy is an ordinary run directory (config, tokenizer, labels, metrics, manifest) whose
-weights are stored in float16 to halve the download; they are cast back to float32 on load.
+weights are stored in float16 to halve the download; they are cast back to float32 on load. Its
+config names the data by the portable ids of ``--data-from`` (default configs/bundled.yaml, i.e.
+the hub ids) instead of the local paths it was trained from, so ``evaluate`` on a user's machine
+looks for the data where the user can have it.
 ``--check`` scores a labelled file with the original and the fp16 copy side by side and prints
 both accuracies, so the cost of the conversion is measured, not assumed.
 """
@@ -30,21 +33,29 @@ from rnn_sentiment.checkpoint import (
     load_run,
     write_manifest,
 )
+from rnn_sentiment.config import dump_config, load_config
 from rnn_sentiment.predict import BUNDLED_MODEL_DIR
+
+BUNDLED_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bundled.yaml"
 
 MAX_WEIGHT_BYTES = 10 * 1024 * 1024
 
 
-def bundle(run_dir: Path, dest: Path) -> Path:
+def bundle(run_dir: Path, dest: Path, data_from: Path = BUNDLED_CONFIG) -> Path:
     """Write the fp16 copy of ``run_dir`` to ``dest`` (replaced as a whole) and return it."""
     run = load_run(run_dir)  # verifies the manifest first
+    portable = load_config(data_from).data
+    config = run.config.model_copy(deep=True)
+    config.data.source = portable.source
+    config.data.extra_train_sources = list(portable.extra_train_sources)
     tensors = {
         name: (t.half() if t.is_floating_point() else t).contiguous()
         for name, t in run.model.state_dict().items()
     }
     staging = Path(tempfile.mkdtemp(prefix=".bundled-", dir=dest.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the package is read by every user
-    for name in (CONFIG_FILE, TOKENIZER_FILE, LABELS_FILE, METRICS_FILE):
+    (staging / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
+    for name in (TOKENIZER_FILE, LABELS_FILE, METRICS_FILE):
         shutil.copyfile(run_dir / name, staging / name)
     metadata = {"format": "rnn-sentiment", "version": "1", "dtype": "float16"}
     atomic_write_bytes(staging / WEIGHTS_FILE, save_safetensors(tensors, metadata=metadata))
@@ -69,13 +80,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--dest", type=Path, default=BUNDLED_MODEL_DIR)
+    parser.add_argument("--data-from", type=Path, default=BUNDLED_CONFIG,
+                        help="config whose data.source ids the copy records")  # fmt: skip
     parser.add_argument(
         "--check", type=Path, action="append", default=[],
         help="labelled file to score with both copies (repeatable)",
     )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    dest = bundle(args.run_dir, args.dest)
+    dest = bundle(args.run_dir, args.dest, args.data_from)
     size = (dest / WEIGHTS_FILE).stat().st_size
     print(f"bundled {args.run_dir} -> {dest} ({size / 2**20:.2f} MiB of fp16 weights)")
     for data in args.check:
