@@ -41,6 +41,8 @@ LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
+_UMASK = os.umask(0o022)  # read once: setting it back at once is the only way to read it
+os.umask(_UMASK)
 
 
 @dataclass
@@ -62,8 +64,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as exc:
         raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from other users
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)  # mkstemp's 0600 hides it from others
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -74,12 +76,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             # The previous version of the file, if any, is untouched: only the temp file failed.
             raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:

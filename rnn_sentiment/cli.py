@@ -145,7 +145,10 @@ def train(
 def evaluate(
     run_dir: Annotated[
         Path | None,
-        typer.Argument(help="A run directory written by 'train'. Default: the newest under runs/."),
+        typer.Argument(
+            help="A run directory written by 'train'. Default: the newest under runs/, "
+            "else the bundled model."
+        ),
     ] = None,
     data: Annotated[
         str | None,
@@ -212,7 +215,11 @@ def predict(
     ] = None,
     model: Annotated[
         Path | None,
-        typer.Option("--model", "-m", help="Run directory. Default: the newest run under runs/."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="Run directory. Default: the newest run under runs/, else the bundled model.",
+        ),  # fmt: skip
     ] = None,
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="A text file with one review per line.")

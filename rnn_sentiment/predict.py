@@ -278,7 +278,7 @@ def describe_model_dir(model_dir: Path) -> str:
     if model_dir == BUNDLED_MODEL_DIR:
         return (
             "using the bundled model (trained on IMDB + SST-2 reviews; see 'Bundled model' "
-            "in the README); train your own or pass --model RUN_DIR"
+            "in the README); train your own or name a run directory"
         )
     return f"using model {model_dir}"
 

@@ -34,7 +34,7 @@ from rnn_sentiment.evaluate import evaluate
 from rnn_sentiment.train import TrainCallback, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_PRESETS = "imdb-rnn,imdb-lstm,imdb-gru,imdb-bigru,sst2-lstm,sst2-gru,bundled"
+DEFAULT_PRESETS = "imdb-rnn,imdb-lstm,imdb-gru,sst2-lstm,sst2-gru,bundled"
 
 
 class EpochPrinter(TrainCallback):
@@ -238,8 +238,12 @@ def main() -> None:
     args = parser.parse_args()  # fmt: skip
     if not args.data.is_dir():
         raise SystemExit(f"error: data folder not found: {args.data} (pass --data PATH)")
+    names = [name for name in args.presets.split(",") if name]
+    missing = [name for name in names if not (CONFIGS / f"{name}.yaml").is_file()]
+    if missing:  # before hours of training, not after
+        raise SystemExit(f"error: no configs/{missing[0]}.yaml; presets are files in {CONFIGS}")
     baselines: dict[str, Any] = {}
-    rows = [run_preset(name, args, baselines) for name in args.presets.split(",") if name]
+    rows = [run_preset(name, args, baselines) for name in names]
     table = markdown(rows)
     out = args.out or args.runs / "results"
     out.parent.mkdir(parents=True, exist_ok=True)

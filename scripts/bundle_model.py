@@ -48,6 +48,7 @@ def bundle(run_dir: Path, dest: Path, data_from: Path = BUNDLED_CONFIG) -> Path:
     config = run.config.model_copy(deep=True)
     config.data.source = portable.source
     config.data.extra_train_sources = list(portable.extra_train_sources)
+    config.output = type(config.output)()  # not the dev machine's output folder
     tensors = {
         name: (t.half() if t.is_floating_point() else t).contiguous()
         for name, t in run.model.state_dict().items()
