@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the 2.13.0 CPU wheel, not a multi-gigabyte CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# compile the batch scorer's fused steps for this CPU now (cached; skipped without a compiler)
+	$(BIN)/python -m rnn_sentiment.native
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -14,11 +14,17 @@ scoring only, with three savings measured on the CPU yardstick (see the README):
 The recurrent matrix product runs in fp32, bf16 or int8; everything else (input projections,
 gates, cell state, pooling, classifier) stays fp32. In int8, ``h`` (always in [-1, 1] for LSTM,
 GRU and tanh RNN cells) is quantized with the fixed scale 1/127 and the weights per output unit.
+
+In fp32 and int8 the steps run in compiled code when it can be built (:mod:`rnn_sentiment.native`):
+per step one matrix product and one fused pass over the running rows, instead of about 14 PyTorch
+calls. Without a compiler the same steps run as PyTorch calls (``native=False`` forces that).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
 from typing import Literal, cast
 
 import torch
@@ -174,6 +180,15 @@ _CELLS: dict[str, Callable[[nn.RNNBase, Precision], Cell]] = {
 GateSource = Callable[[int, int, int], torch.Tensor]
 
 
+@dataclass
+class Inputs:
+    """A direction's input gates: ``gates_of`` blocks, or rows of ``table`` picked by ``ids``."""
+
+    gates_of: GateSource
+    table: torch.Tensor | None = None  # [vocabulary, gates], biases included
+    ids: torch.Tensor | None = None  # [steps, batch], in step order
+
+
 class Pooled:
     """What a direction's top-layer pass keeps: running max, running sum, last state."""
 
@@ -189,20 +204,28 @@ class Pooled:
 
 
 def run_direction(
-    cell: Cell, gates_of: GateSource, active: list[int], pooled: Pooled | None
+    cell: Cell,
+    inputs: Inputs,
+    active: list[int],
+    pooled: Pooled | None,
+    compiled: ModuleType | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run one direction over its steps: (final h per row, every step's h when not pooling).
 
     ``active[s]`` rows (a prefix, since rows are sorted longest first) are still running at step
     ``s``; a finished row keeps its last state, which is what ``last`` pooling reads.
+    ``compiled`` is the :mod:`rnn_sentiment.native` module, used for fp32 and int8 products.
     """
     batch, steps = active[0], len(active)
     state = cell.zero_state(batch)
     outputs = torch.zeros(steps, batch, cell.hidden) if pooled is None else None
+    if compiled is not None and cell.hh.precision != "bf16":
+        _run_compiled(compiled, cell, inputs, active, state, pooled, outputs)
+        return state[0], outputs
     block_steps = max(BLOCK_ROWS // batch, 1)
     for s0 in range(0, steps, block_steps):
         s1 = min(s0 + block_steps, steps)
-        block = gates_of(s0, s1, active[s0])
+        block = inputs.gates_of(s0, s1, active[s0])
         for s in range(s0, s1):
             k = active[s]
             h = cell.step(block[s - s0, :k], state, k)
@@ -214,12 +237,60 @@ def run_direction(
     return state[0], outputs
 
 
+def _cell_code(cell: Cell) -> int:
+    """The cell's number in csrc/stepwise.cpp: LSTM 0, GRU 1, tanh RNN 2, ReLU RNN 3."""
+    if isinstance(cell, LSTMCell):
+        return 0
+    if isinstance(cell, GRUCell):
+        return 1
+    return 2 if cast(RNNCell, cell).tanh else 3
+
+
+def _run_compiled(
+    compiled: ModuleType,
+    cell: Cell,
+    inputs: Inputs,
+    active: list[int],
+    state: list[torch.Tensor],
+    pooled: Pooled | None,
+    outputs: torch.Tensor | None,
+) -> None:
+    """:func:`run_direction` in compiled code; updates ``state``, ``pooled`` and ``outputs``."""
+    batch, gates = active[0], cell.bias.shape[0]
+    int8 = cell.hh.precision == "int8"
+    quantized = torch.zeros(batch, cell.hidden, dtype=torch.int8) if int8 else None
+    product = torch.empty(batch, gates, dtype=torch.int32 if int8 else torch.float32)
+    scale = cell.hh.scale if int8 else None
+    hh_bias = cell.hh_bias if isinstance(cell, GRUCell) else None
+    c = state[1] if len(state) > 1 else None
+    running_max = pooled.max if pooled is not None else None
+    running_sum = pooled.sum if pooled is not None else None
+
+    def run(source: torch.Tensor, ids: torch.Tensor | None, steps: list[int], first: int) -> None:
+        compiled.run_steps(_cell_code(cell), source, ids, steps, cell.hh.weight, scale, hh_bias,
+                           state[0], c, quantized, product, running_max, running_sum, outputs,
+                           first)  # fmt: skip
+
+    if inputs.table is not None:  # the kernel gathers the table's rows itself
+        run(inputs.table, inputs.ids, active, 0)
+        return
+    block_steps = max(BLOCK_ROWS // batch, 1)
+    for s0 in range(0, len(active), block_steps):
+        s1 = min(s0 + block_steps, len(active))
+        block = inputs.gates_of(s0, s1, active[s0]).contiguous()
+        run(block, None, active[s0:s1], s0)
+
+
 class StepwiseClassifier(nn.Module):
     """Scores like ``model`` (same logits up to rounding in fp32) for right-padded batches;
     batches of fewer than ``fused_below`` reviews are scored by ``model`` itself, in fp32."""
 
     def __init__(
-        self, model: SentimentRNN, precision: Precision = "fp32", fused_below: int = FUSED_BELOW
+        self,
+        model: SentimentRNN,
+        precision: Precision = "fp32",
+        fused_below: int = FUSED_BELOW,
+        native: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
@@ -246,6 +317,11 @@ class StepwiseClassifier(nn.Module):
                 ]
         self.classifier = model.classifier
         self.recurrent_precision = recurrent
+        self.compiled: ModuleType | None = None
+        if native and recurrent != "bf16":
+            from rnn_sentiment.native import kernels
+
+            self.compiled = kernels()
 
     def _unbounded(self) -> bool:
         # int8 quantizes h with a fixed scale, right for states in [-1, 1]; ReLU states are not.
@@ -274,14 +350,14 @@ class StepwiseClassifier(nn.Module):
             sources = [self._gates(index, d, tokens, x, lengths) for d in range(len(cells))]
             if index < top:
                 outs = [
-                    run_direction(c, g, active, None)[1]
+                    run_direction(c, g, active, None, self.compiled)[1]
                     for c, g in zip(cells, sources, strict=True)
                 ]
                 x = self._layer_output(outs, lengths)
                 continue
             pools = [Pooled(len(lengths), c.hidden, self.cfg.pooling) for c in cells]
             lasts = [
-                run_direction(c, g, active, p)[0]
+                run_direction(c, g, active, p, self.compiled)[0]
                 for c, g, p in zip(cells, sources, pools, strict=True)
             ]
             return self._pool(pools, lasts, lengths)
@@ -294,14 +370,14 @@ class StepwiseClassifier(nn.Module):
         tokens: torch.Tensor,
         x: torch.Tensor | None,
         lengths: torch.Tensor,
-    ) -> GateSource:
+    ) -> Inputs:
         """Input gates in step order: left to right, or each review reversed within its length."""
         if x is None:
             ids = tokens if direction == 0 else _reverse_ids(tokens, lengths)
             ids = ids.T.contiguous()  # [steps, batch]
             if self.lookup is not None:
                 table = self.lookup[direction]
-                return lambda s0, s1, k: F.embedding(ids[s0:s1, :k], table)
+                return Inputs(lambda s0, s1, k: F.embedding(ids[s0:s1, :k], table), table, ids)
             x_steps = None
         else:
             x_steps = (x if direction == 0 else reverse_within_length(x, lengths)).transpose(0, 1)
@@ -317,7 +393,7 @@ class StepwiseClassifier(nn.Module):
             flat = projection.apply(inputs.reshape(-1, inputs.shape[-1]), bias)
             return flat.view(s1 - s0, k, -1)
 
-        return gates_of
+        return Inputs(gates_of)
 
     @staticmethod
     def _layer_output(outs: list[torch.Tensor | None], lengths: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -102,3 +104,73 @@ def test_small_batches_run_the_fused_fp32_layers() -> None:
         assert torch.equal(fast(tokens, lengths), model(tokens, lengths))  # not int8: exact
         fast.fused_below = len(LENGTHS)
         assert not torch.equal(fast(tokens, lengths), model(tokens, lengths))
+
+
+def compiled_or_skip() -> None:
+    """The compiled steps must build wherever a C++ compiler is; elsewhere the test is skipped."""
+    from rnn_sentiment import native
+
+    if native.kernels() is None:
+        if shutil.which("c++") or shutil.which("g++"):
+            pytest.fail(f"a C++ compiler is here but the steps did not build: {native.failure()}")
+        pytest.skip("no C++ compiler: the scorer runs its PyTorch steps")
+
+
+SHAPES = [(1, False, "last"), (2, True, "maxmean"), (1, True, "max"), (2, False, "mean")]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "relu"])
+@pytest.mark.parametrize("layers,bidirectional,pooling", SHAPES)
+def test_compiled_steps_equal_the_pytorch_steps(
+    precision: str, cell: str, layers: int, bidirectional: bool, pooling: str
+) -> None:
+    compiled_or_skip()
+    extra = {"nonlinearity": "relu"} if cell == "relu" else {}
+    model = tiny_model(
+        "rnn" if cell == "relu" else cell, num_layers=layers, bidirectional=bidirectional,
+        pooling=pooling, **extra,
+    )  # fmt: skip
+    fast = StepwiseClassifier(model, precision, fused_below=0)  # type: ignore[arg-type]
+    slow = StepwiseClassifier(model, precision, fused_below=0, native=False)  # type: ignore[arg-type]
+    assert fast.compiled is not None and slow.compiled is None
+    tokens, lengths = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(tokens, lengths), slow(tokens, lengths))
+        if precision == "fp32":
+            torch.testing.assert_close(fast(tokens, lengths), model(tokens, lengths))
+
+
+def test_compiled_steps_without_the_lookup_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled_or_skip()
+    monkeypatch.setattr(stepwise, "LOOKUP_BUDGET_BYTES", 0)
+    monkeypatch.setattr(stepwise, "BLOCK_ROWS", 8)  # several blocks of steps per direction
+    model = tiny_model("lstm", bidirectional=True, pooling="maxmean")
+    fast = StepwiseClassifier(model, "int8", fused_below=0)
+    assert fast.lookup is None and fast.compiled is not None
+    tokens, lengths = batch()
+    with torch.no_grad():
+        expected = StepwiseClassifier(model, "int8", fused_below=0, native=False)(tokens, lengths)
+        torch.testing.assert_close(fast(tokens, lengths), expected)
+
+
+def test_without_the_compiled_steps_the_scorer_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnn_sentiment import native
+
+    def no_compiler(verbose: bool = False) -> None:
+        raise RuntimeError("error: command 'c++' failed: No such file or directory")
+
+    for turned_off in (False, True):
+        monkeypatch.setattr(native, "_loaded", None)
+        monkeypatch.setattr(native, "_failure", None)
+        monkeypatch.setattr(native, "build", no_compiler)
+        if turned_off:
+            monkeypatch.setenv("RNN_SENTIMENT_NATIVE", "0")
+        model = tiny_model("gru", bidirectional=True)
+        fast = StepwiseClassifier(model, "int8", fused_below=0)
+        assert fast.compiled is None
+        reason = native.failure() or ""
+        assert ("RNN_SENTIMENT_NATIVE=0" in reason) if turned_off else ("c++" in reason)
+        tokens, lengths = batch()
+        with torch.no_grad():
+            assert fast(tokens, lengths).shape == (len(LENGTHS), 3)

@@ -3,12 +3,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer, pre_tokenizers
 
 from rnn_sentiment.config import TokenizerConfig
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.tokenizer import (
     PAD_ID,
     UNK_ID,
+    AsciiWordLevel,
+    configure_truncation,
     encode,
     encode_cached,
     load_tokenizer,
@@ -98,3 +103,51 @@ def test_a_damaged_or_unwritable_cache_only_costs_time(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     assert encode_cached(tokenizer, TEXTS, blocker / "cache") == expected
     assert encode_cached(tokenizer, TEXTS, None) == expected
+
+
+# The ASCII fast path must give exactly the Rust tokenizer's ids; anything it cannot vouch for
+# (non-ASCII text, added tokens like "[UNK]" in the text, other pipelines) goes to Rust.
+ASCII = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=80)
+FAST_CORPUS = TEXTS + ["The plot: a mess (really)... 10/10?!", "It's 'fine' -- I guess; $5 & #1"]
+
+
+def rust_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+    return [enc.ids or [UNK_ID] for enc in encodings]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+@pytest.mark.parametrize("side", ["left", "right", None])
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(ASCII, min_size=1, max_size=8))
+def test_ascii_fast_path_gives_the_rust_ids(
+    lowercase: bool, side: str | None, texts: list[str]
+) -> None:
+    cfg = TokenizerConfig(
+        lowercase=lowercase, vocab_size=60, min_frequency=1, max_length=6,
+        truncation_side=side or "left",
+    )  # fmt: skip
+    tokenizer = train_tokenizer(FAST_CORPUS, cfg)
+    if side is None:
+        configure_truncation(tokenizer, None, "left")
+    assert AsciiWordLevel.of(tokenizer) is not None
+    assert encode(tokenizer, texts) == rust_ids(tokenizer, texts)
+
+
+def test_texts_the_fast_path_cannot_vouch_for_go_to_rust() -> None:
+    tokenizer = train_tokenizer(FAST_CORPUS, TokenizerConfig(vocab_size=60, min_frequency=1))
+    fast = AsciiWordLevel.of(tokenizer)
+    assert fast is not None
+    unusual = ["Café ﬁne", "a [UNK] b", "[PAD]", "x [unk]", "plain words"]
+    assert [fast.accepts(t) for t in unusual] == [False, False, False, True, True]
+    assert encode(tokenizer, unusual) == rust_ids(tokenizer, unusual)
+
+
+def test_other_pipelines_have_no_fast_path() -> None:
+    bpe = train_tokenizer(FAST_CORPUS, TokenizerConfig(kind="bpe", vocab_size=60, min_frequency=1))
+    assert AsciiWordLevel.of(bpe) is None
+    word = train_tokenizer(FAST_CORPUS, TokenizerConfig(vocab_size=60, min_frequency=1))
+    word.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert AsciiWordLevel.of(word) is None
+    sample = ["it's a mess...", "fine"]
+    assert encode(word, sample) == rust_ids(word, sample)
