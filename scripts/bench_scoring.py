@@ -1,7 +1,7 @@
 """Throughput, accuracy and peak memory of batch scoring on the IMDB test reviews.
 
 usage: python scripts/bench_scoring.py --model RUN_DIR [--data ../shared/data/imdb/test.parquet]
-           [--batch-size 256] [--threads 2] [--single 500] [--limit N]
+           [--batch-size 256] [--threads 2] [--single 2000] [--limit N]
        python scripts/bench_scoring.py --model RUN_DIR --million [--rows 1000000] [--dtype int8]
 
 The first form prints one table: reviews/s and accuracy for (a) a plain baseline that pads each
@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
-        "--single", type=int, default=500, help="reviews for the one-at-a-time loop"
+        "--single", type=int, default=2000, help="reviews for the one-at-a-time loop"
     )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N reviews")
     parser.add_argument("--million", action="store_true", help="peak memory on a large file")
