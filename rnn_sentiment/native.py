@@ -15,6 +15,7 @@ import importlib.util
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -46,7 +47,12 @@ def build_dir() -> Path:
                  " ".join(CFLAGS).encode(), _cpu_key().encode()):  # fmt: skip
         digest.update(part)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "rnn-sentiment" / "native" / digest.hexdigest()[:16]
+    folder = cache / "rnn-sentiment" / "native" / digest.hexdigest()[:16]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: build in the temporary folder instead
+        folder = Path(tempfile.gettempdir()) / f"rnn-sentiment-native-{os.getuid()}" / folder.name
+    return folder
 
 
 def _name(folder: Path) -> str:
