@@ -2,16 +2,18 @@
 
 The public API, imported lazily so that ``import rnn_sentiment`` stays cheap::
 
-    from rnn_sentiment import Config, load_config, train, load_model, evaluate
+    from rnn_sentiment import Config, load_config, train, load_model, evaluate, classify
 
     result = train(load_config("configs/default.yaml", ["model.cell=gru"]))
     model = load_model(result.run_dir)
     model.predict(["This movie is not good"])[0].label   # 'negative'
+    classify(["This movie is not bad"])[0].label          # newest run, else the bundled model
 """
 
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -45,7 +47,7 @@ __all__ = [
     "evaluate",
     "load_config",
     "load_model",
-    "predict",
+    "classify",
     "train",
 ]
 
@@ -72,18 +74,43 @@ def __getattr__(name: str) -> Any:
 def load_model(run_dir: str | None = None, batch_size: int = 256) -> Predictor:
     """Load a run directory as a :class:`Predictor`.
 
-    Default: the newest complete run under ``runs/``, else the bundled model (named on stderr).
+    Default: the newest complete run under ``runs/``, else the bundled model (named on stderr,
+    once per process and model).
     """
     import sys
 
     from rnn_sentiment.predict import Predictor, describe_model_dir, resolve_model_dir
 
     model_dir = resolve_model_dir(run_dir)
-    if run_dir is None:
+    if run_dir is None and model_dir not in _NAMED:
+        _NAMED.add(model_dir)
         print(describe_model_dir(model_dir), file=sys.stderr)
     return Predictor.from_dir(model_dir, batch_size)
 
 
-def predict(texts: list[str], model: str | None = None) -> list[Prediction]:
-    """Score ``texts`` with a run directory (default as in :func:`load_model`)."""
-    return load_model(model).predict(texts)
+def classify(texts: list[str], model: str | None = None) -> list[Prediction]:
+    """Score ``texts`` with a run directory (default as in :func:`load_model`).
+
+    The last model used stays loaded, so calling this in a loop does not reload it each time.
+    (Not named ``predict``: that name is the :mod:`rnn_sentiment.predict` module, which replaces
+    any package attribute of the same name once it is imported.)
+    """
+    from rnn_sentiment.predict import resolve_model_dir
+
+    model_dir = resolve_model_dir(model)
+    stamp = _manifest_stamp(model_dir)
+    if not _LAST or _LAST[0] != (model_dir, stamp):
+        _LAST[:] = [(model_dir, stamp), load_model(model)]
+    return _LAST[1].predict(texts)
+
+
+def _manifest_stamp(model_dir: Path) -> float:
+    # A run directory rewritten in place (retrained into the same folder) is loaded again.
+    try:
+        return (model_dir / "manifest.json").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+_NAMED: set[Path] = set()
+_LAST: list[Any] = []

@@ -52,3 +52,24 @@ def test_predict_falls_back_to_the_bundled_model_and_says_so(
     code, out, err = invoke("predict", "This movie is not good", "--format", "json")
     assert code == 0 and '"label": "negative"' in out
     assert "using the bundled model" in err
+
+
+def test_classify_uses_the_bundled_model_loads_it_once_and_names_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import rnn_sentiment
+    import rnn_sentiment.predict  # the submodule must not shadow the function
+
+    monkeypatch.chdir(tmp_path)  # no runs/ here
+    monkeypatch.setattr(rnn_sentiment, "_NAMED", set())
+    monkeypatch.setattr(rnn_sentiment, "_LAST", [])
+    loads: list[Path] = []
+    real = Predictor.from_dir
+    monkeypatch.setattr(
+        Predictor, "from_dir", staticmethod(lambda d, *a: loads.append(Path(d)) or real(d, *a))
+    )
+    first = rnn_sentiment.classify(["This movie is not good"])
+    second = rnn_sentiment.classify(["This movie is not bad"])
+    assert [first[0].label, second[0].label] == ["negative", "positive"]
+    assert loads == [BUNDLED_MODEL_DIR]
+    assert capsys.readouterr().err.count("using the bundled model") == 1
