@@ -77,8 +77,7 @@ def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
     label_names = infer_label_names(raw_train[1])
     train = to_reviews(raw_train, label_names, supervised=True)
     for extra in cfg.extra_train_sources:
-        auto = cfg.model_copy(update={"text_column": None})
-        more = to_reviews(read_split(extra, cfg.train_split, auto), label_names, supervised=True)
+        more = _extra_reviews(cfg, extra, label_names)
         train = Reviews(train.texts + more.texts, train.labels + more.labels)
     if cfg.validation_split is not None:
         raw = read_split(cfg.source, cfg.validation_split, cfg)
@@ -97,6 +96,26 @@ def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
                 f"use a labelled split or a larger data.validation_fraction"
             )
     return DataSplits(train, validation, test, label_names)
+
+
+def _extra_reviews(cfg: DataConfig, extra: str, label_names: list[str]) -> Reviews:
+    """The training split of one of ``data.extra_train_sources``, labelled like the primary's.
+
+    Its label set must be the primary's: with 0/1 labels next to 0/1/2, "1" would mean positive
+    in one source and neutral in the other, and nothing downstream could tell.
+    """
+    where = f"data.extra_train_sources entry {extra!r}"
+    try:
+        raw = read_split(extra, cfg.train_split, cfg.model_copy(update={"text_column": None}))
+        own = infer_label_names(raw[1])
+    except DataError as error:
+        raise DataError(f"{where}: {error}") from None
+    if own != label_names:
+        raise DataError(
+            f"{where} has the labels {own}, but {cfg.source} has {label_names}; every training "
+            "source needs the same label set (relabel it, or drop it from the list)"
+        )
+    return to_reviews(raw, label_names, supervised=True)
 
 
 def _check_single_file_splits(cfg: DataConfig) -> None:

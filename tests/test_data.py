@@ -206,3 +206,17 @@ def test_a_missing_extra_source_is_a_clear_error(tmp_path: Path) -> None:
     cfg = DataConfig(source=str(tmp_path), extra_train_sources=[str(tmp_path / "nope")])
     with pytest.raises(DataError, match="not found"):
         load_splits(cfg, seed=0)
+
+
+def test_an_extra_source_with_another_label_set_is_refused_by_name(tmp_path: Path) -> None:
+    three, two = tmp_path / "three", tmp_path / "two"
+    three.mkdir()
+    two.mkdir()
+    write_table(three, "train.jsonl", [{"text": f"t{i}", "label": i % 3} for i in range(30)])
+    write_table(two, "train.jsonl", [{"text": f"u{i}", "label": i % 2} for i in range(10)])
+    cfg = DataConfig(source=str(three), extra_train_sources=[str(two)])
+    with pytest.raises(DataError, match=r"extra_train_sources entry '.*two' has the labels"):
+        load_splits(cfg, seed=0)
+    write_table(two, "train.jsonl", [{"text": "u", "label": 1}] * 4)  # one class only
+    with pytest.raises(DataError, match=r"extra_train_sources entry '.*two': .*two classes"):
+        load_splits(cfg, seed=0)
