@@ -16,12 +16,15 @@ import os
 import platform
 import sys
 import tempfile
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
 SOURCE = Path(__file__).parent / "csrc" / "stepwise.cpp"
-CFLAGS = ["-O3", "-march=native", "-ffast-math", "-mrecip", "-fopenmp"]
+CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+if platform.machine().lower() in ("x86_64", "amd64"):
+    CFLAGS.append("-mrecip")  # approximate reciprocal + one Newton step for the sigmoids' divisions
 LDFLAGS = ["-fopenmp"]  # resolves to the libgomp torch already loaded: one OpenMP runtime
 
 _loaded: ModuleType | None = None
@@ -29,14 +32,11 @@ _failure: str | None = None
 
 
 def _cpu_key() -> str:
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "model name")):
-                flags += line
+    try:  # one line per core: deduplicated, so the key does not change with the cores online
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({x for x in lines if x.startswith(("flags", "model name"))}))
     except OSError:
-        flags = platform.processor()
-    return flags
+        return platform.machine() + platform.processor()
 
 
 def build_dir() -> Path:
@@ -51,8 +51,20 @@ def build_dir() -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:  # a read-only home: build in the temporary folder instead
-        folder = Path(tempfile.gettempdir()) / f"rnn-sentiment-native-{os.getuid()}" / folder.name
+        folder = _private_temp() / folder.name
+        folder.mkdir(exist_ok=True)
     return folder
+
+
+def _private_temp() -> Path:
+    # The temporary folder is shared with other users: the one we import code from must be ours
+    # and writable by nobody else, or someone could plant a library in it.
+    base = Path(tempfile.gettempdir()) / f"rnn-sentiment-native-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    info = base.lstat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077 or not base.is_dir() or base.is_symlink():
+        raise OSError(f"{base} is not a private folder of this user")
+    return base
 
 
 def _name(folder: Path) -> str:
@@ -69,40 +81,56 @@ def _import(path: Path, name: str) -> ModuleType:
 
 
 def build(verbose: bool = False) -> ModuleType:
-    """Compile (or reuse) the extension and import it; raises when it cannot be built."""
+    """Compile (or reuse) the extension and import it; raises when it cannot be built.
+
+    A library is imported only once a ``complete`` marker says its build finished; builds are
+    serialised by an ``flock`` (released by the kernel if the process dies), so a killed build
+    neither leaves a half-written library to import nor a lock file that blocks every later one.
+    """
     import torch  # noqa: F401  (the extension links against the loaded libtorch)
 
     folder = build_dir()
     name = _name(folder)
-    built = folder / f"{name}.so"
-    if built.is_file():
+    built, marker = folder / f"{name}.so", folder / "complete"
+    if marker.is_file() and built.is_file():
         return _import(built, name)
-    from torch.utils import cpp_extension
+    with _exclusive(folder / "build.lock"):
+        if marker.is_file() and built.is_file():  # another process built it while we waited
+            return _import(built, name)
+        (folder / "lock").unlink(missing_ok=True)  # torch's own lock file, left by a killed build
+        built.unlink(missing_ok=True)
+        from torch.utils import cpp_extension
 
-    folder.mkdir(parents=True, exist_ok=True)
-    _clear_stale_lock(folder)
-    _put_ninja_on_path()
-    print("rnn-sentiment: compiling the fast CPU scorer for this machine (once, about a minute)",
-          file=sys.stderr, flush=True)  # fmt: skip
-    return cpp_extension.load(
-        name=name,
-        sources=[str(SOURCE)],
-        extra_cflags=CFLAGS,
-        extra_ldflags=LDFLAGS,
-        build_directory=str(folder),
-        verbose=verbose,
-    )
+        _put_ninja_on_path()
+        print("rnn-sentiment: compiling the fast CPU scorer for this machine (once, about a "
+              "minute)", file=sys.stderr, flush=True)  # fmt: skip
+        module = cpp_extension.load(
+            name=name,
+            sources=[str(SOURCE)],
+            extra_cflags=CFLAGS,
+            extra_ldflags=LDFLAGS,
+            build_directory=str(folder),
+            verbose=verbose,
+        )
+        partial = folder / "complete.tmp"
+        partial.write_text("built\n")
+        os.replace(partial, marker)
+        return module
 
 
-def _clear_stale_lock(folder: Path, older_than: float = 600.0) -> None:
-    # torch waits for the lock file of a concurrent build; a build that was killed leaves it
-    # behind, and every later build would wait on it forever.
-    lock = folder / "lock"
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
     try:
-        if time.time() - lock.stat().st_mtime > older_than:
-            lock.unlink()
-    except OSError:
-        pass
+        import fcntl
+    except ImportError:  # not POSIX: no lock; torch's own lock file still serialises builds
+        yield
+        return
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _put_ninja_on_path() -> None:
@@ -126,8 +154,14 @@ def kernels() -> ModuleType | None:
     try:
         _loaded = build()
     except Exception as error:  # noqa: BLE001 - any build failure means: use the PyTorch path
-        _failure = f"{type(error).__name__}: {str(error).strip().splitlines()[-1:] or ''}"
+        _failure = f"{type(error).__name__}: {_first_error_line(error)}"
     return _loaded
+
+
+def _first_error_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    compiler = [line for line in lines if "error" in line.lower()]
+    return (compiler or lines or ["(no message)"])[0]
 
 
 def failure() -> str | None:

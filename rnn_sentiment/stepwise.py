@@ -374,7 +374,7 @@ class StepwiseClassifier(nn.Module):
         """Input gates in step order: left to right, or each review reversed within its length."""
         if x is None:
             ids = tokens if direction == 0 else _reverse_ids(tokens, lengths)
-            ids = ids.T.contiguous()  # [steps, batch]
+            ids = ids.T.contiguous().long()  # [steps, batch]
             if self.lookup is not None:
                 table = self.lookup[direction]
                 return Inputs(lambda s0, s1, k: F.embedding(ids[s0:s1, :k], table), table, ids)

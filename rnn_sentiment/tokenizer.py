@@ -75,12 +75,21 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     fast = AsciiWordLevel.of(tokenizer)
     if fast is None:
         return _rust_ids(tokenizer, texts)
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"texts must be strings, got {type(text).__name__}")
     out: list[list[int]] = [[]] * len(texts)
     rest = [i for i, text in enumerate(texts) if not fast.accepts(text)]
     rust: list[list[int]] = []
-    worker = threading.Thread(
-        target=lambda: rust.extend(_rust_ids(tokenizer, [texts[i] for i in rest]))
-    )
+    failed: list[BaseException] = []
+
+    def encode_rest() -> None:
+        try:
+            rust.extend(_rust_ids(tokenizer, [texts[i] for i in rest]))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            failed.append(error)
+
+    worker = threading.Thread(target=encode_rest)
     if rest:
         worker.start()  # the Rust tokenizer releases the GIL
     skip = set(rest)
@@ -89,8 +98,8 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
             out[i] = fast.encode(text) or [UNK_ID]
     if rest:
         worker.join()
-        if len(rust) != len(rest):
-            raise RuntimeError("the Rust tokenizer failed on a text")
+        if failed:
+            raise failed[0]
         for i, ids in zip(rest, rust, strict=True):
             out[i] = ids
     return out
@@ -106,6 +115,27 @@ def _rust_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
 _ASCII_WORDS = re.compile(r"[^ \t\n\x0b\x0c\r!-/:-@\[-`{-~]+|[!-/:-@\[-`{-~]")
 
 
+def _fingerprint(tokenizer: Tokenizer) -> tuple[object, ...]:
+    """Cheap (about a microsecond) state of everything the fast path copies from a tokenizer."""
+    parts = (tokenizer.normalizer, tokenizer.pre_tokenizer, tokenizer.post_processor)
+    return (
+        str(tokenizer.truncation),
+        str(tokenizer.padding),
+        tokenizer.get_vocab_size(with_added_tokens=True),
+        type(tokenizer.model).__name__,
+        *(None if part is None else part.__getstate__() for part in parts),
+    )
+
+
+def _plain_truncation(truncation: dict) -> bool:
+    return (
+        truncation.get("stride") == 0
+        and truncation.get("strategy") in ("LongestFirst", "OnlyFirst")
+        and isinstance(truncation.get("max_length"), int)
+        and truncation["max_length"] >= 1
+    )
+
+
 class AsciiWordLevel:
     """The Rust pipeline NFKC -> Lowercase -> BertPreTokenizer -> WordLevel -> truncation, in
     Python, for ASCII texts: NFKC leaves ASCII unchanged, so a regular expression and a dict
@@ -113,7 +143,7 @@ class AsciiWordLevel:
     an added token such as ``[UNK]`` (matched before normalization by the Rust tokenizer).
     """
 
-    _cache: dict[int, tuple[Tokenizer, AsciiWordLevel | None]] = {}
+    _cache: dict[int, tuple[Tokenizer, tuple[object, ...], AsciiWordLevel | None]] = {}
 
     def __init__(self, spec: dict) -> None:
         model = spec["model"]
@@ -132,14 +162,15 @@ class AsciiWordLevel:
     @classmethod
     def of(cls, tokenizer: Tokenizer) -> AsciiWordLevel | None:
         """The fast path for ``tokenizer``, or ``None`` when its pipeline is not the one above."""
+        state = _fingerprint(tokenizer)  # a tokenizer can be changed after it was first used
         hit = cls._cache.get(id(tokenizer))
-        if hit is not None and hit[0] is tokenizer:
-            return hit[1]
+        if hit is not None and hit[0] is tokenizer and hit[1] == state:
+            return hit[2]
         spec = json.loads(tokenizer.to_str())
         fast = cls(spec) if cls._supported(spec) else None
         if len(cls._cache) >= 8:
             cls._cache.clear()
-        cls._cache[id(tokenizer)] = (tokenizer, fast)  # holds the tokenizer, so ids stay unique
+        cls._cache[id(tokenizer)] = (tokenizer, state, fast)  # holds it: its id stays unique
         return fast
 
     @staticmethod
@@ -153,8 +184,10 @@ class AsciiWordLevel:
             and steps in ([{"type": "NFKC"}], [{"type": "NFKC"}, {"type": "Lowercase"}])
             and spec.get("post_processor") is None
             and spec.get("padding") is None
-            and (truncation is None or truncation.get("stride") == 0)
+            and (truncation is None or _plain_truncation(truncation))
             and spec["model"].get("unk_token") in spec["model"].get("vocab", {})
+            # Rust matches a normalized added token in the normalized text; keep it simple.
+            and not any(t.get("normalized") for t in spec.get("added_tokens") or [])
         )
 
     def accepts(self, text: str) -> bool:

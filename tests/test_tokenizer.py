@@ -151,3 +151,37 @@ def test_other_pipelines_have_no_fast_path() -> None:
     assert AsciiWordLevel.of(word) is None
     sample = ["it's a mess...", "fine"]
     assert encode(word, sample) == rust_ids(word, sample)
+
+
+def test_a_tokenizer_changed_after_use_is_encoded_as_it_is_now() -> None:
+    tokenizer = train_tokenizer(FAST_CORPUS, TokenizerConfig(vocab_size=60, max_length=3))
+    text = ["this movie is not good at all"]
+    assert len(encode(tokenizer, text)[0]) == 3
+    configure_truncation(tokenizer, None, "right")
+    assert encode(tokenizer, text) == rust_ids(tokenizer, text)
+    assert len(encode(tokenizer, text)[0]) == 7
+
+
+def test_normalized_added_tokens_and_odd_inputs_are_left_to_rust(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tokenizers import AddedToken
+
+    from rnn_sentiment import tokenizer as module
+
+    tokenizer = train_tokenizer(FAST_CORPUS, TokenizerConfig(vocab_size=60, min_frequency=1))
+    tokenizer.add_tokens([AddedToken("Hello", normalized=True)])
+    assert AsciiWordLevel.of(tokenizer) is None
+    sample = ["hello world", "xhellox"]
+    assert encode(tokenizer, sample) == rust_ids(tokenizer, sample)
+
+    plain = train_tokenizer(FAST_CORPUS, TokenizerConfig(vocab_size=60, min_frequency=1))
+    with pytest.raises(TypeError, match="strings"):
+        encode(plain, ["fine", None])  # type: ignore[list-item]
+
+    def broken(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+        raise ValueError("the Rust side failed")
+
+    monkeypatch.setattr(module, "_rust_ids", broken)
+    with pytest.raises(ValueError, match="Rust side"):
+        encode(plain, ["plain", "café"])  # the non-ASCII text goes to the (broken) Rust thread

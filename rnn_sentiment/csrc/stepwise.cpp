@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -37,7 +38,9 @@ inline float fast_exp(float x) {
   p = p * f + 1.0f;
   p = p * f + 1.0f;
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  return p * __builtin_bit_cast(float, bits);
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
 }
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
@@ -138,14 +141,66 @@ void run_steps(int64_t cell, const torch::Tensor& gates, const c10::optional<tor
                torch::Tensor acc, const c10::optional<torch::Tensor>& max,
                const c10::optional<torch::Tensor>& sum, const c10::optional<torch::Tensor>& out,
                int64_t first_step) {
-  TORCH_CHECK(gates.scalar_type() == torch::kFloat && gates.is_contiguous(), "gates: fp32");
-  TORCH_CHECK(h.is_contiguous() && acc.is_contiguous(), "state buffers must be contiguous");
   if (active.empty() || active[0] == 0) return;
   const bool int8 = scale.has_value() && scale->defined();
   const bool gather = ids.has_value() && ids->defined();
-  const int64_t hidden = h.size(1);
-  const int64_t width = gates.size(-1);
   const int64_t steps = static_cast<int64_t>(active.size());
+  // Every shape is checked here: a wrong one must raise, never read or write out of bounds.
+  auto is = [](const c10::optional<torch::Tensor>& t) { return t.has_value() && t->defined(); };
+  auto fp32 = [](const torch::Tensor& t) {
+    return t.scalar_type() == torch::kFloat && t.is_contiguous();
+  };
+  TORCH_CHECK(fp32(h) && h.dim() == 2, "h: contiguous fp32 [batch, hidden]");
+  const int64_t batch = h.size(0), hidden = h.size(1);
+  TORCH_CHECK(fp32(gates) && gates.dim() == (gather ? 2 : 3), "gates: contiguous fp32");
+  const int64_t width = gates.size(-1);
+  const int64_t per_cell = cell == kLSTM ? 4 : (cell == kGRU ? 3 : 1);
+  TORCH_CHECK(cell >= kLSTM && cell <= kReLU && width == per_cell * hidden, "gates: wrong width");
+  TORCH_CHECK(active[0] <= batch, "more running rows than rows");
+  for (int64_t s = 0; s < steps; ++s) {
+    TORCH_CHECK(active[s] >= 0 && (s == 0 || active[s] <= active[s - 1]),
+                "running rows must not increase from one step to the next");
+  }
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == hidden && weight.size(1) == width &&
+                  weight.scalar_type() == (int8 ? torch::kChar : torch::kFloat),
+              "weight: W_hh^T [hidden, gates], int8 or fp32");
+  TORCH_CHECK(acc.is_contiguous() && acc.dim() == 2 && acc.size(0) >= active[0] &&
+                  acc.size(1) == width &&
+                  acc.scalar_type() == (int8 ? torch::kInt : torch::kFloat),
+              "acc: contiguous [batch, gates], int32 for int8, else fp32");
+  if (int8) {
+    TORCH_CHECK(scale->scalar_type() == torch::kFloat && scale->is_contiguous() &&
+                    scale->numel() == width, "scale: fp32 [gates]");
+    TORCH_CHECK(is(q) && q->scalar_type() == torch::kChar && q->is_contiguous() &&
+                    q->sizes() == h.sizes(), "q: contiguous int8 like h");
+  }
+  if (cell == kLSTM) TORCH_CHECK(is(c) && fp32(*c) && c->sizes() == h.sizes(), "c: like h");
+  if (cell == kGRU) {
+    TORCH_CHECK(is(hh_bias) && fp32(*hh_bias) && hh_bias->numel() == width, "hh_bias: [gates]");
+  }
+  for (const auto* t : {&max, &sum}) {
+    if (is(*t)) TORCH_CHECK(fp32(**t) && (*t)->sizes() == h.sizes(), "max/sum: like h");
+  }
+  if (is(out)) {
+    TORCH_CHECK(fp32(*out) && out->dim() == 3 && out->size(0) >= first_step + steps &&
+                    first_step >= 0 && out->size(1) == batch && out->size(2) == hidden,
+                "out: contiguous fp32 [steps, batch, hidden]");
+  }
+  if (gather) {
+    TORCH_CHECK(ids->scalar_type() == torch::kLong && ids->is_contiguous() && ids->dim() == 2 &&
+                    ids->size(0) >= steps && ids->size(1) >= active[0],
+                "ids: contiguous int64 [steps, rows]");
+    const int64_t* all = ids->data_ptr<int64_t>();
+    const int64_t vocabulary = gates.size(0);
+    for (int64_t s = 0; s < steps; ++s) {
+      for (int64_t r = 0; r < active[s]; ++r) {
+        const int64_t v = all[s * ids->size(1) + r];
+        TORCH_CHECK(v >= 0 && v < vocabulary, "token id ", v, " outside the vocabulary");
+      }
+    }
+  } else {
+    TORCH_CHECK(gates.size(0) >= steps && gates.size(1) >= active[0], "gates: too few rows");
+  }
   Buffers b{h.data_ptr<float>(),
             c.has_value() && c->defined() ? c->data_ptr<float>() : nullptr,
             int8 ? q->data_ptr<int8_t>() : nullptr,
