@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import platform
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,9 +114,11 @@ def compiled_or_skip() -> None:
     from rnn_sentiment import native
 
     if native.kernels() is None:
-        if shutil.which("c++") or shutil.which("g++"):
-            pytest.fail(f"a C++ compiler is here but the steps did not build: {native.failure()}")
-        pytest.skip("no C++ compiler: the scorer runs its PyTorch steps")
+        # On Linux x86-64 with g++ (development and CI) the build must work; elsewhere the flags
+        # may not suit the compiler, and the scorer rightly falls back to its PyTorch steps.
+        if sys.platform == "linux" and platform.machine() == "x86_64" and shutil.which("g++"):
+            pytest.fail(f"g++ is here but the compiled steps did not build: {native.failure()}")
+        pytest.skip(f"compiled steps unavailable here ({native.failure()})")
 
 
 SHAPES = [(1, False, "last"), (2, True, "maxmean"), (1, True, "max"), (2, False, "mean")]
