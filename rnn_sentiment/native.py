@@ -14,8 +14,10 @@ import importlib.machinery
 import importlib.util
 import os
 import platform
+import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,7 +117,19 @@ def build(verbose: bool = False) -> ModuleType:
         partial = folder / "complete.tmp"
         partial.write_text("built\n")
         os.replace(partial, marker)
+        _prune_old_builds(folder)
         return module
+
+
+def _prune_old_builds(current: Path, days: float = 30.0) -> None:
+    # Each new source, torch or CPU gets a folder of its own; drop the ones unused for a month.
+    cutoff = time.time() - days * 86400
+    for folder in current.parent.iterdir():
+        try:
+            if folder != current and folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
 
 
 @contextmanager

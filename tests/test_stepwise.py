@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -253,6 +255,10 @@ def test_a_killed_build_neither_blocks_nor_leaves_a_library_to_import(
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     folder = native.build_dir()
+    old, recent = folder.parent / "0ld", folder.parent / "recent"
+    old.mkdir()
+    recent.mkdir()
+    os.utime(old, (0, time.time() - 40 * 86400))  # unused for 40 days: pruned after a build
     (folder / "lock").write_text("")  # torch would wait for this file for ever
     half = folder / f"{native._name(folder)}.so"
     half.write_bytes(b"\x7fELF truncated")
@@ -267,3 +273,4 @@ def test_a_killed_build_neither_blocks_nor_leaves_a_library_to_import(
     monkeypatch.setattr(cpp_extension, "load", fake_load)
     assert native.build() == "module"
     assert built == [native._name(folder)] and (folder / "complete").is_file()
+    assert not old.exists() and recent.is_dir()
