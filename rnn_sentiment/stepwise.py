@@ -317,11 +317,16 @@ class StepwiseClassifier(nn.Module):
                 ]
         self.classifier = model.classifier
         self.recurrent_precision = recurrent
-        self.compiled: ModuleType | None = None
-        if native and recurrent != "bf16":
-            from rnn_sentiment.native import kernels
+        self._native = native and recurrent != "bf16"
 
-            self.compiled = kernels()
+    @property
+    def compiled(self) -> ModuleType | None:
+        """The compiled steps, loaded on first use (a few reviews never need them), or None."""
+        if not self._native:
+            return None
+        from rnn_sentiment.native import kernels
+
+        return kernels()
 
     def _unbounded(self) -> bool:
         # int8 quantizes h with a fixed scale, right for states in [-1, 1]; ReLU states are not.
