@@ -123,7 +123,12 @@ def train(
         run_dir = prepare_run_dir(config)
 
     # 1. Data and tokenizer: the vocabulary is learned from the training split only.
-    splits = load_splits(config.data, tcfg.seed)
+    try:
+        splits = load_splits(config.data, tcfg.seed)
+    except BaseException:
+        if resume is None and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # bad data must not leave an empty run directory behind
+        raise
     cb.on_message(
         f"data: {len(splits.train)} train, {len(splits.validation)} validation"
         + (f", {len(splits.test)} test" if splits.test else "")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from rnn_sentiment.errors import CheckpointError, TrainingError
+from rnn_sentiment.errors import CheckpointError, DataError, TrainingError
 from rnn_sentiment.train import TrainCallback, train
 from tests.conftest import tiny_config
 
@@ -119,3 +119,11 @@ def test_gradient_flow_diagnostics_are_recorded_and_change_nothing(
     strip = ("seconds", "lr")
     same = [{k: v for k, v in r.items() if k not in strip} for r in with_flow["history"]]
     assert same == [{k: v for k, v in r.items() if k not in strip} for r in without["history"]]
+
+
+def test_bad_data_leaves_no_empty_run_directory(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, **{"data.source": str(tmp_path / "missing.csv")})
+    with pytest.raises(DataError, match="not found"):
+        train(config)
+    runs = Path(config.output.dir)
+    assert not runs.exists() or not any(runs.iterdir())
