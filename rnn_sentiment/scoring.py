@@ -48,7 +48,7 @@ from rnn_sentiment.formats import (
     open_reader,
     write_parquet_part,
 )
-from rnn_sentiment.predict import Encoded, Predictor
+from rnn_sentiment.predict import Predictor
 
 PROGRESS_VERSION = 1
 FINGERPRINT_BYTES = 1 << 20
@@ -176,38 +176,20 @@ def text_values(values: Sequence[Any], clean_html: bool) -> tuple[list[str], lis
     return texts, problems
 
 
-@dataclass
-class PreparedChunk:
-    """A chunk with its texts checked and tokenized: everything before the model."""
-
-    chunk: Chunk
-    problems: list[str]
-    scorable: list[int]
-    encoded: Encoded
-
-
-def prepare_chunk(
+def score_chunk(
     predictor: Predictor,
     chunk: Chunk,
     text_column: str,
+    kept: dict[str, str],
     long_reviews: str = "truncate",
     window_stride: int | None = None,
-) -> PreparedChunk:
-    """Check each row's text and tokenize the scorable ones."""
+) -> ScoredChunk:
+    """Score the rows of ``chunk`` that have text; flag the others. Output keeps input order."""
     clean = predictor.run.config.data.clean_html
     texts, problems = text_values(chunk.columns.get(text_column, [MISSING] * chunk.rows), clean)
     problems = [read or own for read, own in zip(chunk.problems, problems, strict=True)]
     scorable = [i for i, text in enumerate(texts) if text.strip() and not _unscorable(problems[i])]
-    encoded = predictor.encode([texts[i] for i in scorable], long_reviews, window_stride)
-    return PreparedChunk(chunk, problems, scorable, encoded)
-
-
-def finish_chunk(
-    predictor: Predictor, prepared: PreparedChunk, kept: dict[str, str]
-) -> ScoredChunk:
-    """Score a prepared chunk; rows without text are flagged. Output keeps input order."""
-    chunk, problems, scorable = prepared.chunk, prepared.problems, prepared.scorable
-    probs = predictor.score_encoded(prepared.encoded)
+    probs = predictor.score([texts[i] for i in scorable], long_reviews, window_stride)
     names = predictor.label_names
     n = chunk.rows
     best = probs.argmax(axis=1)
@@ -233,19 +215,6 @@ def _spread(values: list[Any], rows: list[int], n: int, fill: Any = None) -> lis
     for value, i in zip(values, rows, strict=True):
         out[i] = value
     return out
-
-
-def score_chunk(
-    predictor: Predictor,
-    chunk: Chunk,
-    text_column: str,
-    kept: dict[str, str],
-    long_reviews: str = "truncate",
-    window_stride: int | None = None,
-) -> ScoredChunk:
-    """Score the rows of ``chunk`` that have text; flag the others. Output keeps input order."""
-    prepared = prepare_chunk(predictor, chunk, text_column, long_reviews, window_stride)
-    return finish_chunk(predictor, prepared, kept)
 
 
 def _unscorable(problem: str) -> bool:
