@@ -7,8 +7,8 @@ import json
 import os
 import re
 import tempfile
-import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -75,33 +75,19 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     fast = AsciiWordLevel.of(tokenizer)
     if fast is None:
         return _rust_ids(tokenizer, texts)
-    for text in texts:
+    ours: list[int] = []
+    rest: list[int] = []
+    for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts must be strings, got {type(text).__name__}")
+        (ours if fast.accepts(text) else rest).append(i)
     out: list[list[int]] = [[]] * len(texts)
-    rest = [i for i, text in enumerate(texts) if not fast.accepts(text)]
-    rust: list[list[int]] = []
-    failed: list[BaseException] = []
-
-    def encode_rest() -> None:
-        try:
-            rust.extend(_rust_ids(tokenizer, [texts[i] for i in rest]))
-        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
-            failed.append(error)
-
-    worker = threading.Thread(target=encode_rest)
-    if rest:
-        worker.start()  # the Rust tokenizer releases the GIL
-    skip = set(rest)
-    for i, text in enumerate(texts):
-        if i not in skip:
-            out[i] = fast.encode(text) or [UNK_ID]
-    if rest:
-        worker.join()
-        if failed:
-            raise failed[0]
-        for i, ids in zip(rest, rust, strict=True):
-            out[i] = ids
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the Rust tokenizer releases the GIL
+        rust = pool.submit(_rust_ids, tokenizer, [texts[i] for i in rest]) if rest else None
+        for i in ours:
+            out[i] = fast.encode(texts[i]) or [UNK_ID]
+        for i, ids in zip(rest, rust.result() if rust else [], strict=True):
+            out[i] = ids  # result() raises here whatever the Rust side raised
     return out
 
 
