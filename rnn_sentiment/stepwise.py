@@ -222,9 +222,7 @@ def run_direction(
     if compiled is not None and cell.hh.precision != "bf16":
         _run_compiled(compiled, cell, inputs, active, state, pooled, outputs)
         return state[0], outputs
-    block_steps = max(BLOCK_ROWS // batch, 1)
-    for s0 in range(0, steps, block_steps):
-        s1 = min(s0 + block_steps, steps)
+    for s0, s1 in _blocks(steps, batch):
         block = inputs.gates_of(s0, s1, active[s0])
         for s in range(s0, s1):
             k = active[s]
@@ -235,6 +233,12 @@ def run_direction(
                 assert outputs is not None
                 outputs[s, :k] = h
     return state[0], outputs
+
+
+def _blocks(steps: int, batch: int) -> list[tuple[int, int]]:
+    """Step ranges [s0, s1) of about ``BLOCK_ROWS`` rows x steps each."""
+    size = max(BLOCK_ROWS // batch, 1)
+    return [(s0, min(s0 + size, steps)) for s0 in range(0, steps, size)]
 
 
 def _cell_code(cell: Cell) -> int:
@@ -274,9 +278,7 @@ def _run_compiled(
     if inputs.table is not None:  # the kernel gathers the table's rows itself
         run(inputs.table, inputs.ids, active, 0)
         return
-    block_steps = max(BLOCK_ROWS // batch, 1)
-    for s0 in range(0, len(active), block_steps):
-        s1 = min(s0 + block_steps, len(active))
+    for s0, s1 in _blocks(len(active), batch):
         block = inputs.gates_of(s0, s1, active[s0]).contiguous()
         run(block, None, active[s0:s1], s0)
 
