@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import platform
 import random
 import signal
 import threading
@@ -118,6 +120,7 @@ def train(
     tcfg = config.training
     seed_everything(tcfg.seed)
     torch.set_num_threads(tcfg.num_threads or available_cpus())
+    keep_freed_memory()
     device = resolve_device(tcfg.device)
     if resume is None:
         run_dir = prepare_run_dir(config)
@@ -487,6 +490,36 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no affinity API
         return os.cpu_count() or 1
+
+
+# glibc's mallopt() parameters
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> bool:
+    """Let training reuse the memory it frees instead of handing it back to the system.
+
+    With glibc's defaults every step's large activations and gradients come from fresh pages:
+    large blocks are mapped on their own and unmapped when freed, and the top of the heap is
+    trimmed, so the next step faults the same amount back in, zeroed by the kernel. For a
+    one-layer LSTM (batch 64, 230 tokens) that is about 28,000 page faults per step; for 800
+    tokens 150,000, a third of the step. Serving every block from the heap and never trimming it
+    brings that to zero from the second step on. The cost: the process keeps its peak memory
+    until it ends, which a training process reaches on every step anyway. Bit-for-bit the same
+    results. Returns whether it applied (glibc only; elsewhere it does nothing).
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    mapped = mallopt(_M_MMAP_MAX, 0)
+    trimmed = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    return bool(mapped and trimmed)
 
 
 def resolve_device(device: str) -> torch.device:

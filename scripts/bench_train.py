@@ -10,7 +10,12 @@ For each cell and direction it trains, in one process and one after another on t
   longest review, tokenized in Python for every batch, fp32.
 * ``project fp32`` and ``project bf16``: the project's path: token ids encoded once by the Rust
   tokenizer, length-bucketed batches (``batching.training_batches``) and ``train.train_step``
-  with ``training.precision`` fp32 or bf16.
+  with ``training.precision`` fp32 or bf16, after the memory-allocator setting that
+  ``rnn-sentiment train`` makes (``train.keep_freed_memory``: freed memory is reused, not
+  faulted back in every step).
+* ``plain*``: the plain loop again under that allocator setting, so the table shows how much of
+  the gain that setting alone gives. The plain loops without it run first, before it is made
+  (it cannot be undone within a process).
 
 Every figure is real (non-padding) tokens per second over ``--steps`` steps after two warm-up
 steps, so padding counts as waste. The machine's fp32 and bf16 matrix-multiply peaks are
@@ -37,7 +42,7 @@ from rnn_sentiment.config import ModelConfig, TokenizerConfig, TrainingConfig
 from rnn_sentiment.data import clean_text
 from rnn_sentiment.model import build_model
 from rnn_sentiment.tokenizer import PAD_ID, UNK_ID, encode, train_tokenizer
-from rnn_sentiment.train import available_cpus, build_optimizer, train_step
+from rnn_sentiment.train import available_cpus, build_optimizer, keep_freed_memory, train_step
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 EMBEDDING, HIDDEN = 128, 256
@@ -149,21 +154,35 @@ def project_stepper(
     return step
 
 
-def run_one(
-    cell: str, bidirectional: bool, texts: list[str], labels: torch.Tensor,
-    ids: list[list[int]], tokenize: Callable[[str], list[int]], vocab_size: int,
-    args: argparse.Namespace,
-) -> dict[str, float]:  # fmt: skip
-    """Real tokens per second of the plain loop and of the project's path in fp32 and bf16."""
-    model_cfg = ModelConfig(
+def model_config(cell: str, bidirectional: bool) -> ModelConfig:
+    return ModelConfig(
         cell=cell, embedding_dim=EMBEDDING, hidden_size=HIDDEN, bidirectional=bidirectional
     )
+
+
+def run_plain(
+    cell: str, bidirectional: bool, texts: list[str], labels: torch.Tensor,
+    tokenize: Callable[[str], list[int]], vocab_size: int, args: argparse.Namespace,
+) -> tuple[float, float]:  # fmt: skip
+    """(real tokens per second, padding fraction) of the plain loop."""
     padding = Padding()
-    plain = plain_stepper(model_cfg, texts, labels, vocab_size, tokenize, args.batch_size, padding)
-    result = {"plain": time_steps(plain, args.steps)[0], "plain_padding": padding.fraction}
+    plain = plain_stepper(
+        model_config(cell, bidirectional), texts, labels, vocab_size, tokenize,
+        args.batch_size, padding,
+    )  # fmt: skip
+    return time_steps(plain, args.steps)[0], padding.fraction
+
+
+def run_project(
+    cell: str, bidirectional: bool, ids: list[list[int]], labels: torch.Tensor,
+    vocab_size: int, args: argparse.Namespace,
+) -> dict[str, float]:  # fmt: skip
+    """Real tokens per second of the project's path in fp32 and bf16."""
+    result = {}
     for precision in ("fp32", "bf16"):
         padding = Padding()
         tcfg = TrainingConfig(batch_size=args.batch_size, precision=precision)
+        model_cfg = model_config(cell, bidirectional)
         step = project_stepper(model_cfg, ids, labels, vocab_size, tcfg, padding)
         rate, seconds = time_steps(step, args.steps)
         result[f"project_{precision}"] = rate
@@ -199,31 +218,42 @@ def main() -> None:
         "figures are real (non-padding) tokens/s"
     )
     header = (
-        f"{'cell':<9}{'plain':>9}{'pad%':>6}{'fp32':>9}{'bf16':>9}{'pad%':>6}"
-        f"{'fp32/plain':>11}{'bf16/plain':>11}{'fp32 %peak':>11}{'bf16 %peak':>11}{'data%':>7}"
+        f"{'cell':<9}{'plain':>9}{'pad%':>6}{'plain*':>9}{'fp32':>9}{'bf16':>9}{'pad%':>6}"
+        f"{'fp32/plain':>11}{'bf16/plain':>11}{'bf16/plain*':>12}{'fp32 %peak':>11}"
+        f"{'bf16 %peak':>11}{'data%':>7}"
+    )
+    cells = [(c, d == "bi") for c in args.cells.split(",") for d in args.directions.split(",")]
+    vocab_size = tokenizer.get_vocab_size()
+    # The plain loops first, with the C library's default memory allocator, as a tutorial runs;
+    # then the allocator setting that `rnn-sentiment train` makes (train.keep_freed_memory), under
+    # which the plain loop runs again (plain*) before the project's path.
+    plain = [run_plain(c, bi, texts, labels, tokenize, vocab_size, args) for c, bi in cells]
+    kept = keep_freed_memory()
+    print(
+        "plain* = the plain loop with freed memory kept, as train does "
+        f"({'on' if kept else 'not available here'})"
     )
     print(header)
     rows = []
-    for cell in args.cells.split(","):
-        for direction in args.directions.split(","):
-            r = run_one(
-                cell, direction == "bi", texts, labels, ids, tokenize,
-                tokenizer.get_vocab_size(), args,
-            )  # fmt: skip
-            flops = train_flops_per_token(cell, direction == "bi")
-            r["fp32_peak_fraction"] = r["project_fp32"] * flops / (peaks["fp32"] * 1e9)
-            r["bf16_peak_fraction"] = r["project_bf16"] * flops / (peaks["bf16"] * 1e9)
-            name = f"{'bi' if direction == 'bi' else ''}{cell}"
-            rows.append({"cell": name, **r})
-            print(
-                f"{name:<9}{r['plain']:>9,.0f}{100 * r['plain_padding']:>5.0f}%"
-                f"{r['project_fp32']:>9,.0f}{r['project_bf16']:>9,.0f}"
-                f"{100 * r['project_padding']:>5.0f}%"
-                f"{r['project_fp32'] / r['plain']:>10.2f}x{r['project_bf16'] / r['plain']:>10.2f}x"
-                f"{100 * r['fp32_peak_fraction']:>10.0f}%{100 * r['bf16_peak_fraction']:>10.0f}%"
-                f"{100 * r['data_share_bf16']:>6.1f}%",
-                flush=True,
-            )
+    for (cell, bi), (plain_rate, plain_padding) in zip(cells, plain, strict=True):
+        r = {"plain": plain_rate, "plain_padding": plain_padding}
+        r["plain_kept"] = run_plain(cell, bi, texts, labels, tokenize, vocab_size, args)[0]
+        r.update(run_project(cell, bi, ids, labels, vocab_size, args))
+        flops = train_flops_per_token(cell, bi)
+        r["fp32_peak_fraction"] = r["project_fp32"] * flops / (peaks["fp32"] * 1e9)
+        r["bf16_peak_fraction"] = r["project_bf16"] * flops / (peaks["bf16"] * 1e9)
+        name = f"{'bi' if bi else ''}{cell}"
+        rows.append({"cell": name, **r})
+        print(
+            f"{name:<9}{r['plain']:>9,.0f}{100 * r['plain_padding']:>5.0f}%{r['plain_kept']:>9,.0f}"
+            f"{r['project_fp32']:>9,.0f}{r['project_bf16']:>9,.0f}"
+            f"{100 * r['project_padding']:>5.0f}%"
+            f"{r['project_fp32'] / r['plain']:>10.2f}x{r['project_bf16'] / r['plain']:>10.2f}x"
+            f"{r['project_bf16'] / r['plain_kept']:>11.2f}x"
+            f"{100 * r['fp32_peak_fraction']:>10.0f}%{100 * r['bf16_peak_fraction']:>10.0f}%"
+            f"{100 * r['data_share_bf16']:>6.1f}%",
+            flush=True,
+        )
     if args.json:
         args.json.write_text(json.dumps({"peaks_gflops": peaks, "rows": rows}, indent=2))
 
