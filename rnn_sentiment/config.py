@@ -155,6 +155,12 @@ class TrainingConfig(_Section):
     max_minutes: float | None = Field(
         None, gt=0.0, description="Stop after the epoch that passes this wall-clock budget."
     )
+    keep_freed_memory: bool | None = Field(
+        None,
+        description="Reuse freed memory instead of faulting it back in every step (glibc): "
+        "about 1.2-1.6x faster on CPU, but the process keeps up to about 3x more memory. "
+        "None turns it on when the machine has 16 GiB of memory or more.",
+    )
     log_every: int = Field(50, ge=1, description="Steps between plain-text log lines.")
     checkpoint_every: int = Field(
         200, ge=1, description="Steps between resumable training-state checkpoints."

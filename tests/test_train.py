@@ -187,3 +187,16 @@ def test_kept_freed_memory_is_reused_without_page_faults() -> None:
 @pytest.mark.skipif(not GLIBC, reason="the allocator setting exists for glibc only")
 def test_kept_freed_memory_trains_bit_for_bit_the_same() -> None:
     assert _probe(_TRAINING_PROBE, "default") == _probe(_TRAINING_PROBE, "kept")
+
+
+def test_kept_memory_setting_follows_the_config_and_the_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rnn_sentiment import train as train_module
+
+    assert train_module.wants_kept_memory(True) and not train_module.wants_kept_memory(False)
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 8 * 2**30 // 4096}
+    monkeypatch.setattr(train_module.os, "sysconf", lambda name: pages[name])
+    assert not train_module.wants_kept_memory(None)  # 8 GiB: memory is worth more than speed
+    pages["SC_PHYS_PAGES"] = 32 * 2**30 // 4096
+    assert train_module.wants_kept_memory(None)
