@@ -230,8 +230,8 @@ def main() -> None:
     plain = [run_plain(c, bi, texts, labels, tokenize, vocab_size, args) for c, bi in cells]
     kept = keep_freed_memory()
     print(
-        "plain* = the plain loop with freed memory kept, as train does "
-        f"({'on' if kept else 'not available here'})"
+        "plain* = the plain loop with freed memory kept (training.keep_freed_memory, on in "
+        f"this benchmark: {'applied' if kept else 'not available here'})"
     )
     print(header)
     rows = []

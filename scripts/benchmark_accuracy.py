@@ -73,7 +73,7 @@ def recipe(config: Config) -> dict[str, Any]:
     used or how often it logs, and with data paths resolved."""
     tree = config.model_dump(mode="json")
     tree.pop("output")
-    for key in ("num_threads", "log_every", "checkpoint_every"):
+    for key in ("num_threads", "log_every", "checkpoint_every", "keep_freed_memory"):
         tree["training"].pop(key)
     data = tree["data"]
     data["source"] = local_key(data["source"])

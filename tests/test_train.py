@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -135,8 +136,9 @@ def test_bad_data_leaves_no_empty_run_directory(tmp_path: Path) -> None:
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 _ALLOCATION_PROBE = """
-import resource, sys, torch
+import ctypes, resource, sys, torch
 from rnn_sentiment.train import keep_freed_memory
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: count 4 KiB pages, not huge ones
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
 def step():
@@ -151,6 +153,9 @@ for _ in range(5):
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
+# Blocks of several MiB (a 64 x 120 x 256 LSTM), so the setting changes where they come from; the
+# C library fills every freed block with junk (MALLOC_PERTURB_), so a kernel that read memory it
+# had not written would give other numbers when blocks are reused.
 _TRAINING_PROBE = """
 import sys, torch
 from rnn_sentiment.config import ModelConfig, TrainingConfig
@@ -160,19 +165,28 @@ torch.set_num_threads(1)
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
 torch.manual_seed(0)
-model = build_model(ModelConfig(cell="lstm", embedding_dim=16, hidden_size=16), 50, 2).train()
-tcfg = TrainingConfig(batch_size=8, precision="bf16")
+model = build_model(ModelConfig(cell="lstm", embedding_dim=64, hidden_size=256), 500, 2).train()
+tcfg = TrainingConfig(batch_size=64, precision="bf16")
 optimizer = build_optimizer(model, tcfg)
-for _ in range(3):
-    tokens = torch.randint(1, 50, (8, 30))
-    train_step(model, optimizer, tokens, torch.full((8,), 30), torch.randint(0, 2, (8,)), tcfg)
+for width in (120, 80, 120, 100):
+    tokens = torch.randint(1, 500, (64, width))
+    train_step(model, optimizer, tokens, torch.full((64,), width), torch.randint(0, 2, (64,)), tcfg)
 print(repr([p.double().sum().item() for p in model.parameters()]))
 """
 
 
-def _probe(code: str, mode: str) -> str:
+def _probe(code: str, mode: str, **env: str) -> str:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "THP_MEM_ALLOC"))
+    }
     done = subprocess.run(
-        [sys.executable, "-c", code, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**clean, **env},
     )
     return done.stdout.strip()
 
@@ -186,17 +200,44 @@ def test_kept_freed_memory_is_reused_without_page_faults() -> None:
 
 @pytest.mark.skipif(not GLIBC, reason="the allocator setting exists for glibc only")
 def test_kept_freed_memory_trains_bit_for_bit_the_same() -> None:
-    assert _probe(_TRAINING_PROBE, "default") == _probe(_TRAINING_PROBE, "kept")
+    default = _probe(_TRAINING_PROBE, "default", MALLOC_PERTURB_="165")
+    assert default == _probe(_TRAINING_PROBE, "kept", MALLOC_PERTURB_="165")
 
 
-def test_kept_memory_setting_follows_the_config_and_the_machine(
+def test_kept_memory_setting_follows_the_config_cell_and_machine(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from rnn_sentiment import train as train_module
 
-    assert train_module.wants_kept_memory(True) and not train_module.wants_kept_memory(False)
-    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 8 * 2**30 // 4096}
-    monkeypatch.setattr(train_module.os, "sysconf", lambda name: pages[name])
-    assert not train_module.wants_kept_memory(None)  # 8 GiB: memory is worth more than speed
-    pages["SC_PHYS_PAGES"] = 32 * 2**30 // 4096
-    assert train_module.wants_kept_memory(None)
+    assert train_module.wants_kept_memory(True, "gru")
+    assert not train_module.wants_kept_memory(False, "lstm")
+    limit = {"bytes": 8 * 2**30}
+    monkeypatch.setattr(train_module, "_memory_limit", lambda: limit["bytes"])
+    assert not train_module.wants_kept_memory(None, "lstm")  # 8 GiB: memory is worth more
+    limit["bytes"] = 32 * 2**30
+    assert train_module.wants_kept_memory(None, "lstm")
+    assert not train_module.wants_kept_memory(None, "gru")  # no faster: not worth the memory
+
+
+@pytest.mark.skipif(not GLIBC, reason="the allocator setting exists for glibc only")
+def test_training_keeps_freed_memory_only_while_it_runs(
+    tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rnn_sentiment import train as train_module
+
+    calls: list[str] = []
+    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append("keep") or True)
+    monkeypatch.setattr(train_module, "release_freed_memory", lambda: calls.append("release"))
+    messages: list[str] = []
+
+    class Recorder(TrainCallback):
+        def on_message(self, message: str) -> None:
+            messages.append(message)
+
+    config = tiny_config(
+        tmp_path,
+        **{"data.source": str(jsonl_reviews), "training.keep_freed_memory": True},
+    )
+    train(config, callback=Recorder())
+    assert calls == ["keep", "release"]
+    assert any("freed memory is kept" in m for m in messages)
