@@ -399,6 +399,14 @@ def restore_state(
     return LoopState(**meta["loop"])
 
 
+# Settings that change how a run goes about its work, never its results: free to change on resume.
+_RESULT_FREE_KEYS = {
+    "training.keep_freed_memory",
+    "training.log_every",
+    "training.checkpoint_every",
+}
+
+
 def resumable_config(run_dir: Path, requested: Config | None, force: bool) -> Config:
     """The saved config of ``run_dir``; a different ``requested`` one is refused with a diff."""
     import yaml
@@ -425,9 +433,10 @@ def resumable_config(run_dir: Path, requested: Config | None, force: bool) -> Co
             [f"cannot resume {run_dir}: the saved weights, tokenizer and data split depend on "
              f"{'; '.join(fixed)}; start a new run instead"]
         )  # fmt: skip
-    if not force:
+    unforced = [c for c in changed if c.split(":")[0] not in _RESULT_FREE_KEYS]
+    if unforced and not force:
         raise ConfigError(
-            [f"cannot resume {run_dir} with a changed config ({'; '.join(changed)}); "
+            [f"cannot resume {run_dir} with a changed config ({'; '.join(unforced)}); "
              "drop the changes or pass --force"]
         )  # fmt: skip
     config = requested.model_copy(update={"output": saved.output})

@@ -76,6 +76,17 @@ def test_resume_refuses_a_changed_config_unless_forced(tmp_path: Path, jsonl_rev
     assert train(changed, resume=first.run_dir, force=True).run_dir == first.run_dir
 
 
+def test_resume_accepts_settings_that_never_change_results(
+    tmp_path: Path, jsonl_reviews: Path
+) -> None:
+    first = train(tiny_config(tmp_path, **settings(jsonl_reviews, "run")))
+    machine = {"training.keep_freed_memory": False, "training.log_every": 7}
+    changed = tiny_config(tmp_path, **{**settings(jsonl_reviews, "run"), **machine})
+    assert train(changed, resume=first.run_dir).run_dir == first.run_dir  # no --force needed
+    saved = (first.run_dir / "config.yaml").read_text()
+    assert "keep_freed_memory: false" in saved and "log_every: 7" in saved
+
+
 def test_sigterm_saves_state_and_exits_130(tmp_path: Path) -> None:
     overrides = tiny_overrides(
         tmp_path, **{"training.epochs": 200, "training.patience": 200, "model.hidden_size": 32}
