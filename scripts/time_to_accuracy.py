@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -58,10 +57,11 @@ def tfidf_baseline(data: Path) -> dict[str, float]:
 
 
 class TestWatcher(TrainCallback):
-    """Scores the test set every ``every`` steps, with the clock stopped while it does."""
+    """Scores the test set ``evals`` times an epoch, with the clock stopped while it does."""
 
-    def __init__(self, runs: Path, texts: list[str], labels: np.ndarray, every: int) -> None:
-        self.runs, self.texts, self.labels, self.every = runs, texts, labels, every
+    def __init__(self, runs: Path, texts: list[str], labels: np.ndarray, evals: int) -> None:
+        self.runs, self.texts, self.labels, self.evals = runs, texts, labels, evals
+        self.every = 1
         self.start = time.perf_counter()
         self.paused = 0.0
         self.model: nn.Module | None = None
@@ -78,7 +78,10 @@ class TestWatcher(TrainCallback):
         self.paused += time.perf_counter() - pause
 
     def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        # The run's own steps per epoch: a config with extra training sources has more than
+        # IMDB's train split alone.
         self.epoch, self.steps = epoch, steps
+        self.every = max(1, steps // self.evals)
 
     def on_step(self, step: int, loss: float, accuracy: float, grad_norm: float) -> None:
         if step % self.every == 0 or step == self.steps:
@@ -121,10 +124,7 @@ def main() -> None:
              *args.overrides],
         )  # fmt: skip
         test_texts, test_labels = read_imdb(args.data / "test.parquet")
-        train_rows = 25_000 * (1 - config.data.validation_fraction)
-        steps = math.ceil(train_rows / config.training.batch_size)
-        every = max(1, steps // args.evals_per_epoch)
-        watcher = TestWatcher(Path(runs), test_texts, test_labels, every)
+        watcher = TestWatcher(Path(runs), test_texts, test_labels, args.evals_per_epoch)
         result = train(config, watcher)
         final = evaluate(result.run_dir, str(args.data), "test")
     seconds = watcher.curve[-1]["seconds"]  # the clock without the test passes
