@@ -10,12 +10,12 @@ For each cell and direction it trains, in one process and one after another on t
   longest review, tokenized in Python for every batch, fp32.
 * ``project fp32`` and ``project bf16``: the project's path: token ids encoded once by the Rust
   tokenizer, length-bucketed batches (``batching.training_batches``) and ``train.train_step``
-  with ``training.precision`` fp32 or bf16, after the memory-allocator setting that
-  ``rnn-sentiment train`` makes (``train.keep_freed_memory``: freed memory is reused, not
-  faulted back in every step).
-* ``plain*``: the plain loop again under that allocator setting, so the table shows how much of
-  the gain that setting alone gives. The plain loops without it run first, before it is made
-  (it cannot be undone within a process).
+  with ``training.precision`` fp32 or bf16, with freed memory kept between steps
+  (``training.keep_freed_memory``, ``train.keep_freed_memory``: on here for every cell; ``train``
+  turns it on by default for LSTMs on machines with 16 GiB or more).
+* ``plain*``: the plain loop again with freed memory kept, so the table shows how much of the
+  gain that setting alone gives. The plain loops without it run first, before it is made
+  (undoing it restores glibc's limits but not the thresholds glibc had adapted on its own).
 
 Every figure is real (non-padding) tokens per second over ``--steps`` steps after two warm-up
 steps, so padding counts as waste. The machine's fp32 and bf16 matrix-multiply peaks are
