@@ -158,7 +158,7 @@ class TrainingConfig(_Section):
     keep_freed_memory: bool | None = Field(
         None,
         description="Reuse freed memory between training steps instead of faulting it back in "
-        "(glibc, CPU): LSTM training 1.4-1.6x faster, GRU/RNN about the same, about 3x the "
+        "(glibc, CPU): LSTM training 1.4-1.6x faster, GRU/RNN 1.0-1.2x, about 3x the "
         "memory in one measured run. None: on for LSTMs with 16 GiB of memory or more.",
     )
     log_every: int = Field(50, ge=1, description="Steps between plain-text log lines.")
