@@ -11,8 +11,8 @@ For each cell and direction it trains, in one process and one after another on t
 * ``project fp32`` and ``project bf16``: the project's path: token ids encoded once by the Rust
   tokenizer, length-bucketed batches (``batching.training_batches``) and ``train.train_step``
   with ``training.precision`` fp32 or bf16, with freed memory kept between steps
-  (``training.keep_freed_memory``, ``train.keep_freed_memory``: on here for every cell; ``train``
-  turns it on by default for LSTMs on machines with 16 GiB or more).
+  (``training.keep_freed_memory``, ``allocator.keep_freed_memory``: on here for every cell;
+  ``train`` turns it on by default for LSTMs on machines with 16 GiB or more).
 * ``plain*``: the plain loop again with freed memory kept, so the table shows how much of the
   gain that setting alone gives. The plain loops without it run first, before it is made
   (undoing it restores glibc's limits but not the thresholds glibc had adapted on its own).
@@ -37,12 +37,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
+from rnn_sentiment.allocator import keep_freed_memory
 from rnn_sentiment.batching import collate, training_batches
 from rnn_sentiment.config import ModelConfig, TokenizerConfig, TrainingConfig
 from rnn_sentiment.data import clean_text
 from rnn_sentiment.model import build_model
 from rnn_sentiment.tokenizer import PAD_ID, UNK_ID, encode, train_tokenizer
-from rnn_sentiment.train import available_cpus, build_optimizer, keep_freed_memory, train_step
+from rnn_sentiment.train import available_cpus, build_optimizer, train_step
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 EMBEDDING, HIDDEN = 128, 256
@@ -225,8 +226,8 @@ def main() -> None:
     cells = [(c, d == "bi") for c in args.cells.split(",") for d in args.directions.split(",")]
     vocab_size = tokenizer.get_vocab_size()
     # The plain loops first, with the C library's default memory allocator, as a tutorial runs;
-    # then the allocator setting that `rnn-sentiment train` makes (train.keep_freed_memory), under
-    # which the plain loop runs again (plain*) before the project's path.
+    # then the allocator setting that `rnn-sentiment train` makes (allocator.keep_freed_memory),
+    # under which the plain loop runs again (plain*) before the project's path.
     plain = [run_plain(c, bi, texts, labels, tokenize, vocab_size, args) for c, bi in cells]
     kept = keep_freed_memory()
     print(

@@ -137,7 +137,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 _ALLOCATION_PROBE = """
 import ctypes, resource, sys, torch
-from rnn_sentiment.train import keep_freed_memory
+from rnn_sentiment.allocator import keep_freed_memory
 ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: count 4 KiB pages, not huge ones
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
@@ -145,7 +145,7 @@ def step():
     x = torch.empty(8 * 2**20)  # 32 MiB: as large as glibc ever serves from the heap by default
     x.fill_(1.0)
     del x
-for _ in range(3):  # the heap settles over the first few steps
+for _ in range(10):  # the heap settles over the first steps (it grew for 6 in one layout)
     step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
@@ -160,7 +160,8 @@ _TRAINING_PROBE = """
 import sys, torch
 from rnn_sentiment.config import ModelConfig, TrainingConfig
 from rnn_sentiment.model import build_model
-from rnn_sentiment.train import build_optimizer, keep_freed_memory, train_step
+from rnn_sentiment.allocator import keep_freed_memory
+from rnn_sentiment.train import build_optimizer, train_step
 torch.set_num_threads(1)
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
@@ -207,27 +208,27 @@ def test_kept_freed_memory_trains_bit_for_bit_the_same() -> None:
 def test_kept_memory_setting_follows_the_config_cell_and_machine(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from rnn_sentiment import train as train_module
+    from rnn_sentiment import allocator
 
-    assert train_module.wants_kept_memory(True, "gru")
-    assert not train_module.wants_kept_memory(False, "lstm")
+    assert allocator.wants_kept_memory(True, "gru")
+    assert not allocator.wants_kept_memory(False, "lstm")
     limit = {"bytes": 8 * 2**30}
-    monkeypatch.setattr(train_module, "_memory_limit", lambda: limit["bytes"])
-    assert not train_module.wants_kept_memory(None, "lstm")  # 8 GiB: memory is worth more
+    monkeypatch.setattr(allocator, "_memory_limit", lambda: limit["bytes"])
+    assert not allocator.wants_kept_memory(None, "lstm")  # 8 GiB: memory is worth more
     limit["bytes"] = 32 * 2**30
-    assert train_module.wants_kept_memory(None, "lstm")
-    assert not train_module.wants_kept_memory(None, "gru")  # no faster: not worth the memory
+    assert allocator.wants_kept_memory(None, "lstm")
+    assert not allocator.wants_kept_memory(None, "gru")  # no faster: not worth the memory
 
 
 @pytest.mark.skipif(not GLIBC, reason="the allocator setting exists for glibc only")
 def test_training_keeps_freed_memory_only_while_it_runs(
     tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rnn_sentiment import train as train_module
+    from rnn_sentiment import allocator
 
     calls: list[str] = []
-    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append("keep") or True)
-    monkeypatch.setattr(train_module, "release_freed_memory", lambda: calls.append("release"))
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append("keep") or True)
+    monkeypatch.setattr(allocator, "release_freed_memory", lambda: calls.append("release"))
     messages: list[str] = []
 
     class Recorder(TrainCallback):
