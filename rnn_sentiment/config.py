@@ -65,6 +65,12 @@ class DataConfig(_Section):
         "(their text column is found automatically); a carved validation split is drawn "
         "from all of them.",
     )
+    unlabelled_split: str | None = Field(
+        None,
+        description="A split of data.source whose texts (labels ignored) join the unlabelled "
+        "texts that pretraining learns from, e.g. 'unsupervised' for IMDB's 50,000 unlabelled "
+        "reviews ('unsup' in a local folder is found too).",
+    )
     max_train_samples: int | None = Field(
         None, gt=0, description="Use at most this many training rows (quick experiments)."
     )
@@ -95,6 +101,11 @@ class TokenizerConfig(_Section):
     truncation_side: Literal["right", "left"] = Field(
         "right", description="'right' keeps the beginning of a long review, 'left' its end."
     )
+    learn_from_unlabelled: bool = Field(
+        False,
+        description="Learn the vocabulary from the unlabelled texts too (see "
+        "data.unlabelled_split): with pretraining, words seen only there still get vectors.",
+    )
 
 
 class ModelConfig(_Section):
@@ -116,6 +127,32 @@ class ModelConfig(_Section):
         "max",
         description="How the hidden states over time become one vector; maxmean "
         "concatenates the max and the mean.",
+    )
+
+
+class PretrainingConfig(_Section):
+    """Word vectors learned from review texts, labelled or not, before supervised training."""
+
+    method: Literal["none", "word2vec"] = Field(
+        "none",
+        description="'word2vec' learns the embedding layer's starting vectors from the training "
+        "texts plus data.unlabelled_split (gensim); 'none' starts from random vectors.",
+    )
+    epochs: int = Field(5, ge=1, le=1000, description="Passes over the texts.")
+    window: int = Field(5, ge=1, le=100, description="Context words on each side.")
+    negative: int = Field(5, ge=1, le=100, description="Negative samples per context word.")
+    skipgram: bool = Field(
+        True, description="Skip-gram (better vectors for rare words); false is CBOW (faster)."
+    )
+    sample: float = Field(
+        1e-4, ge=0.0, lt=1.0, description="Down-sampling threshold for frequent words."
+    )
+    threads: int = Field(
+        1,
+        ge=1,
+        le=4096,
+        description="Worker threads; 1 gives the same vectors on every run, more are faster "
+        "but vary slightly from run to run.",
     )
 
 
@@ -200,6 +237,7 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)  # type: ignore[arg-type]
     model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
+    pretraining: PretrainingConfig = Field(default_factory=PretrainingConfig)  # type: ignore[arg-type]
     training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)  # type: ignore[arg-type]
     output: OutputConfig = Field(default_factory=OutputConfig)  # type: ignore[arg-type]
@@ -210,10 +248,18 @@ class Config(_Section):
         splits = {
             "data.validation_split": self.data.validation_split,
             "data.test_split": self.data.test_split,
+            "data.unlabelled_split": self.data.unlabelled_split,
         }
         for key, split in splits.items():
             if split is not None and split == self.data.train_split:
                 problems.append(f"{key} must differ from data.train_split ('{split}')")
+        unlabelled = self.data.unlabelled_split
+        if unlabelled is not None and unlabelled in (self.data.validation_split,
+                                                     self.data.test_split):  # fmt: skip
+            problems.append(
+                f"data.unlabelled_split ('{unlabelled}') must not be a split the model is "
+                "scored on: pretraining would read the reviews it is later tested on"
+            )
         if problems:
             raise ValueError("\n".join(problems))
         return self

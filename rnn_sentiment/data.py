@@ -40,6 +40,8 @@ _LABEL_ALIASES = {
     "1": 1, "pos": 1, "positive": 1,
 }  # fmt: skip
 UNLABELLED = -1
+# The hub's IMDB names its unlabelled reviews 'unsupervised'; local copies often say 'unsup'.
+_SPLIT_ALIASES = {"unsupervised": ("unsup",), "unsup": ("unsupervised",)}
 DEFAULT_LABEL_NAMES = ("negative", "positive")
 _BR_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -65,16 +67,23 @@ class DataSplits:
     validation: Reviews
     test: Reviews | None
     label_names: list[str] = field(default_factory=lambda: list(DEFAULT_LABEL_NAMES))
+    # Texts without labels: the unlabelled rows of the training split (aclImdb's train/unsup)
+    # and data.unlabelled_split. Only pretraining reads them.
+    unlabelled: list[str] = field(default_factory=list)
 
 
 def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
     """Read the configured splits; carve a stratified validation split when none is given.
 
     Unlabelled rows (label -1) are left out of every split: they can neither train nor score.
+    They are kept as ``unlabelled`` texts, with every text of ``data.unlabelled_split``.
     """
     _check_single_file_splits(cfg)
     raw_train = read_split(cfg.source, cfg.train_split, cfg)
     label_names = infer_label_names(raw_train[1])
+    unlabelled = [text for text, v in zip(*raw_train, strict=True) if _label_key(v) is None]
+    if cfg.unlabelled_split is not None:
+        unlabelled += read_split(cfg.source, cfg.unlabelled_split, cfg, labelled=False)[0]
     train = to_reviews(raw_train, label_names, supervised=True)
     for extra in cfg.extra_train_sources:
         more = _extra_reviews(cfg, extra, label_names)
@@ -95,7 +104,7 @@ def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
                 f"the {name} split of {cfg.source} has no labelled reviews; "
                 f"use a labelled split or a larger data.validation_fraction"
             )
-    return DataSplits(train, validation, test, label_names)
+    return DataSplits(train, validation, test, label_names, unlabelled)
 
 
 def _extra_reviews(cfg: DataConfig, extra: str, label_names: list[str]) -> Reviews:
@@ -130,8 +139,10 @@ def _check_single_file_splits(cfg: DataConfig) -> None:
                 )
 
 
-def read_split(source: str, split: str, cfg: DataConfig) -> tuple[list[str], list[Any]]:
-    """Raw texts and raw label values of one split of a source."""
+def read_split(
+    source: str, split: str, cfg: DataConfig, labelled: bool = True
+) -> tuple[list[str], list[Any]]:
+    """Raw texts and raw label values of one split of a source (None without ``labelled``)."""
     if source == "long-range":
         from rnn_sentiment.longrange import read_split as read_long_range
 
@@ -143,7 +154,7 @@ def read_split(source: str, split: str, cfg: DataConfig) -> tuple[list[str], lis
         table = _read_review_folder(location)
     else:
         table = _read_file(location)
-    texts, labels = _pick_columns(table, cfg, str(location or source))
+    texts, labels = _pick_columns(table, cfg, str(location or source), labelled)
     if cfg.clean_html:
         texts = [clean_text(text) for text in texts]
     return texts, labels
@@ -155,10 +166,11 @@ def resolve_source(source: str, split: str) -> Path | None:
     if root.is_file():
         return root
     if root.is_dir():
-        for suffix in _FORMATS:
-            for candidate in (root / f"{split}{suffix}", root / f"{split}{suffix}.gz"):
-                if candidate.is_file():
-                    return candidate
+        for name in (split, *_SPLIT_ALIASES.get(split, ())):
+            for suffix in _FORMATS:
+                for candidate in (root / f"{name}{suffix}", root / f"{name}{suffix}.gz"):
+                    if candidate.is_file():
+                        return candidate
         if (root / split / "pos").is_dir() or (root / split / "neg").is_dir():
             return root / split
         if split == "train" and ((root / "pos").is_dir() or (root / "neg").is_dir()):
@@ -333,14 +345,16 @@ def _read_review_folder(folder: Path) -> dict[str, list[Any]]:
 
 
 def _pick_columns(
-    table: dict[str, list[Any]], cfg: DataConfig, where: str
+    table: dict[str, list[Any]], cfg: DataConfig, where: str, labelled: bool = True
 ) -> tuple[list[str], list[Any]]:
     text_column = cfg.text_column or next((c for c in TEXT_COLUMN_CANDIDATES if c in table), None)
     if text_column is None or text_column not in table:
         raise DataError(_missing_column("text", text_column, table, where, "text_column"))
+    texts = ["" if t is None else str(t) for t in table[text_column]]
+    if not labelled:
+        return texts, []
     if cfg.label_column not in table:
         raise DataError(_missing_column("label", cfg.label_column, table, where, "label_column"))
-    texts = ["" if t is None else str(t) for t in table[text_column]]
     return texts, list(table[cfg.label_column])
 
 

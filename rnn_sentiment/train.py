@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,13 +32,16 @@ from rnn_sentiment.checkpoint import (
     save_weights,
 )
 from rnn_sentiment.config import Config, TrainingConfig
-from rnn_sentiment.data import load_splits
+from rnn_sentiment.data import DataSplits, load_splits
 from rnn_sentiment.diagnostics import explosion_warning, gradient_flow, longest_reviews
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from rnn_sentiment.evaluate import compute_metrics
 from rnn_sentiment.model import SentimentRNN, build_model, count_parameters
 from rnn_sentiment.predict import predict_proba_ids
 from rnn_sentiment.tokenizer import encode_cached, load_tokenizer, train_tokenizer
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 
 class TrainCallback:
@@ -84,12 +87,17 @@ class LoopState:
     best: dict[str, Any] | None = None
     stale_epochs: int = 0
     real_tokens: int = 0
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # seconds of epochs, pretraining not included
+    pretraining: dict[str, Any] | None = None  # what pretrain_embeddings did, seconds included
     loss_sum: float = 0.0
     correct: int = 0
     seen: int = 0
     clipped: int = 0
     norms: list[float] = field(default_factory=list)
+
+    def total_seconds(self) -> float:
+        """Training time so far, pretraining included."""
+        return self.elapsed + (self.pretraining or {}).get("seconds", 0.0)
 
     def start_epoch(self, epoch: int) -> None:
         self.epoch, self.step = epoch, 0
@@ -123,7 +131,8 @@ def train(
     if resume is None:
         run_dir = prepare_run_dir(config)
 
-    # 1. Data and tokenizer: the vocabulary is learned from the training split only.
+    # 1. Data and tokenizer: the vocabulary is learned from the training split (and, if asked,
+    # the unlabelled texts), never from validation or test.
     try:
         splits = load_splits(config.data, tcfg.seed)
     except BaseException:
@@ -136,7 +145,8 @@ def train(
         + f" reviews from {config.data.source}"
     )
     if resume is None:
-        tokenizer = train_tokenizer(splits.train.texts, config.tokenizer)
+        unlabelled = splits.unlabelled if config.tokenizer.learn_from_unlabelled else []
+        tokenizer = train_tokenizer(splits.train.texts + unlabelled, config.tokenizer)
         save_run_files(run_dir, config, tokenizer, splits.label_names)
     else:
         tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
@@ -155,6 +165,8 @@ def train(
     if resume is not None:
         loop = restore_state(run_dir, model, optimizer, scheduler)
         cb.on_message(f"resuming {run_dir} at epoch {loop.epoch}, step {loop.step}")
+    if resume is None and config.pretraining.method != "none":
+        loop.pretraining = pretrain_embeddings(config, model, tokenizer, splits, cb)
     train_labels = torch.tensor(splits.train.labels)
     cb.on_message(
         f"model: {config.model.cell} with {count_parameters(model):,} parameters, "
@@ -248,7 +260,7 @@ def train(
                     f"early stopping: no better val {tcfg.metric} for {tcfg.patience} epochs"
                 )
                 loop.done = True
-            elif tcfg.max_minutes is not None and loop.elapsed > tcfg.max_minutes * 60:
+            elif tcfg.max_minutes is not None and loop.total_seconds() > tcfg.max_minutes * 60:
                 cb.on_message(f"stopping: the {tcfg.max_minutes}-minute budget is spent")
                 loop.done = True
             checkpoint()
@@ -261,10 +273,12 @@ def train(
         "best_epoch": loop.best["epoch"],
         "validation": validation_metrics(model, val_ids, splits.validation.labels, splits, device),
         "parameters": count_parameters(model),
-        "train_seconds": loop.elapsed,
+        "train_seconds": loop.total_seconds(),  # pretraining included
         "real_tokens_per_second": loop.real_tokens / max(loop.elapsed, 1e-9),
         "history": loop.history,
     }
+    if loop.pretraining is not None:
+        metrics["pretraining"] = loop.pretraining
     if splits.test is not None:
         test_ids = encode_cached(tokenizer, splits.test.texts, config.data.cache_dir)
         metrics["test"] = validation_metrics(model, test_ids, splits.test.labels, splits, device)
@@ -273,6 +287,43 @@ def train(
         metrics["gradient_flow"] = {**flow, "trained": gradient_flow(model, *longest, device)}
     save_metrics(run_dir, metrics)
     return TrainResult(run_dir, metrics, loop.history)
+
+
+def pretrain_embeddings(
+    config: Config,
+    model: SentimentRNN,
+    tokenizer: Tokenizer,
+    splits: DataSplits,
+    cb: TrainCallback,
+) -> dict[str, Any]:
+    """Start ``model``'s embeddings from word2vec vectors of the training and unlabelled texts.
+
+    The validation and test texts are never read. Returns what was done, for metrics.json.
+    """
+    from rnn_sentiment.pretrain import load_vectors, pretrain_vectors
+
+    pcfg = config.pretraining
+    texts = splits.train.texts + splits.unlabelled
+    cb.on_message(
+        f"pretraining: {pcfg.method} on {len(splits.train):,} training and "
+        f"{len(splits.unlabelled):,} unlabelled texts, {pcfg.epochs} epochs"
+    )
+    token_ids = encode_cached(tokenizer, texts, config.data.cache_dir)
+    pretrained = pretrain_vectors(
+        token_ids,
+        tokenizer.get_vocab_size(),
+        config.model.embedding_dim,
+        pcfg,
+        config.training.seed,
+        on_epoch=lambda n: cb.on_message(f"pretraining: epoch {n}/{pcfg.epochs} done"),
+    )
+    load_vectors(model.embedding, pretrained)
+    summary = {"method": pcfg.method, **pretrained.summary()}
+    cb.on_message(
+        f"pretraining: vectors for {summary['words']:,} of {tokenizer.get_vocab_size():,} "
+        f"words from {summary['tokens']:,} tokens in {summary['seconds']:.0f} s"
+    )
+    return summary
 
 
 def train_step(
@@ -424,7 +475,7 @@ def resumable_config(run_dir: Path, requested: Config | None, force: bool) -> Co
     ]
     if not changed:
         return saved
-    fixed = [c for c in changed if c.startswith(("model.", "tokenizer.", "data."))]
+    fixed = [c for c in changed if c.startswith(("model.", "tokenizer.", "data.", "pretraining."))]
     if fixed:
         raise ConfigError(
             [f"cannot resume {run_dir}: the saved weights, tokenizer and data split depend on "

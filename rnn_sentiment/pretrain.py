@@ -1,0 +1,108 @@
+"""Word vectors learned from review texts before supervised training (word2vec, via gensim).
+
+A classifier trained from scratch learns what each word means from the labelled reviews alone.
+word2vec learns it from every review text, labelled or not (IMDB ships 50,000 unlabelled ones):
+words used in the same contexts get similar vectors, so a word seen a few times in training, or
+only in unlabelled reviews' company, starts close to the words it behaves like. The vectors are
+learned over the classifier's own token ids and become the embedding layer's starting weights;
+supervised training then goes on to change them like any other weight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rnn_sentiment.config import PretrainingConfig
+from rnn_sentiment.tokenizer import PAD_ID
+
+
+@dataclass
+class PretrainedVectors:
+    """Vectors for every token id, and which ids the texts taught (the rest stay random)."""
+
+    vectors: torch.Tensor  # [vocab, dim], unit standard deviation; zero where not learned
+    learned: torch.Tensor  # [vocab] bool
+    texts: int
+    tokens: int
+    seconds: float
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "texts": self.texts,
+            "tokens": self.tokens,
+            "words": int(self.learned.sum()),
+            "seconds": self.seconds,
+        }
+
+
+def pretrain_vectors(
+    token_ids: Sequence[Sequence[int]],
+    vocab_size: int,
+    dim: int,
+    cfg: PretrainingConfig,
+    seed: int,
+    on_epoch: Callable[[int], None] | None = None,
+) -> PretrainedVectors:
+    """word2vec over tokenized texts; ``on_epoch(n)`` is called after each of ``cfg.epochs``."""
+    from gensim.models import Word2Vec
+    from gensim.models.callbacks import CallbackAny2Vec
+
+    class _Progress(CallbackAny2Vec):
+        def __init__(self) -> None:
+            self.epoch = 0
+
+        def on_epoch_end(self, model: Word2Vec) -> None:
+            self.epoch += 1
+            if on_epoch is not None:
+                on_epoch(self.epoch)
+
+    start = time.perf_counter()
+    names = [str(i) for i in range(vocab_size)]  # shared strings: one per id, not per token
+    sentences = [[names[i] for i in ids if i != PAD_ID] for ids in token_ids]
+    w2v = Word2Vec(
+        sentences,
+        vector_size=dim,
+        window=cfg.window,
+        negative=cfg.negative,
+        sg=int(cfg.skipgram),
+        sample=cfg.sample,
+        epochs=cfg.epochs,
+        min_count=1,  # the tokenizer already dropped rare words
+        workers=cfg.threads,
+        seed=seed,
+        callbacks=[_Progress()],
+    )
+    ids = np.array([int(key) for key in w2v.wv.index_to_key], dtype=np.int64)
+    found = w2v.wv.vectors
+    # nn.Embedding starts from N(0, 1); the learned vectors keep their directions at that scale.
+    scaled = torch.from_numpy(found / max(float(found.std()), 1e-12))
+    vectors = torch.zeros(vocab_size, dim)
+    learned = torch.zeros(vocab_size, dtype=torch.bool)
+    if len(ids):
+        vectors[torch.from_numpy(ids)] = scaled
+        learned[torch.from_numpy(ids)] = True
+    learned[PAD_ID] = False
+    return PretrainedVectors(
+        vectors=vectors,
+        learned=learned,
+        texts=len(token_ids),
+        tokens=sum(len(s) for s in sentences),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def load_vectors(embedding: torch.nn.Embedding, pretrained: PretrainedVectors) -> None:
+    """Copy the learned rows into ``embedding``; rows the texts never showed keep their init."""
+    if embedding.weight.shape != pretrained.vectors.shape:
+        raise ValueError(
+            f"embedding {tuple(embedding.weight.shape)} does not fit pretrained vectors "
+            f"{tuple(pretrained.vectors.shape)}"
+        )
+    with torch.no_grad():
+        rows = pretrained.learned.to(embedding.weight.device)
+        embedding.weight[rows] = pretrained.vectors.to(embedding.weight)[rows]
