@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rnn_sentiment.config import load_config
+from rnn_sentiment.data import load_splits
 from rnn_sentiment.evaluate import evaluate
 from rnn_sentiment.train import train
 from tests.conftest import SHARED_DATA
@@ -29,7 +30,8 @@ def test_imdb_preset_learns_from_a_subset(tmp_path: Path) -> None:
     config = load_config(
         CONFIGS / "imdb-lstm.yaml",
         [f"data.source={imdb}", "data.test_split=null", "data.max_train_samples=8000",
-         "tokenizer.max_length=200", "training.epochs=2", f"output.dir={tmp_path}"],
+         "tokenizer.max_length=200", "training.epochs=2", "pretraining.method=none",
+         f"output.dir={tmp_path}"],
     )  # fmt: skip
     result = train(config)
     assert result.metrics["validation"]["accuracy"] > 0.78
@@ -38,12 +40,25 @@ def test_imdb_preset_learns_from_a_subset(tmp_path: Path) -> None:
     assert "br" not in (result.run_dir / "tokenizer.json").read_text().split('"vocab"')[1][:2000]
 
 
+def test_imdb_presets_pretrain_on_the_unlabelled_reviews() -> None:
+    imdb = need(SHARED_DATA / "imdb")
+    for name in ("imdb-rnn", "imdb-lstm", "bundled", "imdb-gru"):
+        config = load_config(CONFIGS / f"{name}.yaml", [f"data.source={imdb}"])
+        assert config.pretraining.method == "word2vec"
+        assert config.data.unlabelled_split == "unsupervised"
+    # The hub calls the split 'unsupervised'; the local copy's unsup.parquet is found for it.
+    splits = load_splits(config.data, config.training.seed)
+    assert len(splits.unlabelled) == 50_000
+    assert "<br" not in "".join(splits.unlabelled[:1000])  # cleaned like the training texts
+
+
 def test_evaluate_on_a_parquet_file(tmp_path: Path) -> None:
     imdb = need(SHARED_DATA / "imdb")
     config = load_config(
         CONFIGS / "imdb-gru.yaml",
         [f"data.source={imdb}", "data.test_split=null", "data.max_train_samples=1000",
-         "training.epochs=1", "model.hidden_size=32", f"output.dir={tmp_path}"],
+         "training.epochs=1", "model.hidden_size=32", "pretraining.method=none",
+         f"output.dir={tmp_path}"],
     )  # fmt: skip
     run_dir = train(config).run_dir
     metrics = evaluate(run_dir, source=str(imdb / "test.parquet"))
