@@ -83,7 +83,13 @@ def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
     label_names = infer_label_names(raw_train[1])
     unlabelled = [text for text, v in zip(*raw_train, strict=True) if _label_key(v) is None]
     if cfg.unlabelled_split is not None:
-        unlabelled += read_split(cfg.source, cfg.unlabelled_split, cfg, labelled=False)[0]
+        try:
+            unlabelled += read_split(cfg.source, cfg.unlabelled_split, cfg, labelled=False)[0]
+        except DataError as error:
+            raise DataError(
+                f"{error} (data.unlabelled_split; set data.unlabelled_split=null to "
+                "pretrain on the training texts alone)"
+            ) from None
     train = to_reviews(raw_train, label_names, supervised=True)
     for extra in cfg.extra_train_sources:
         more = _extra_reviews(cfg, extra, label_names)

@@ -13,7 +13,7 @@ from torch import nn
 
 from rnn_sentiment.config import PretrainingConfig
 from rnn_sentiment.data import load_splits
-from rnn_sentiment.errors import ConfigError
+from rnn_sentiment.errors import ConfigError, DataError
 from rnn_sentiment.pretrain import pretrain_vectors
 from rnn_sentiment.tokenizer import encode, load_tokenizer, train_tokenizer
 from rnn_sentiment.train import TrainCallback, train
@@ -89,6 +89,16 @@ def test_unlabelled_texts_come_from_the_split_and_unlabelled_train_rows(tmp_path
     assert splits.unlabelled[0] == "an unlabelled train row"
     assert splits.unlabelled[1:] == _corpus(300, seed=2)
     assert len(splits.train) + len(splits.validation) == 200  # the unlabelled row trains nothing
+
+
+def test_a_missing_unlabelled_split_says_how_to_do_without(
+    tmp_path: Path, jsonl_reviews: Path
+) -> None:
+    config = tiny_config(
+        tmp_path, **{"data.source": str(jsonl_reviews), "data.unlabelled_split": "unsupervised"}
+    )
+    with pytest.raises(DataError, match="no split 'unsupervised'.*data.unlabelled_split=null"):
+        load_splits(config.data, config.training.seed)
 
 
 def test_unlabelled_split_may_not_be_a_scored_split(tmp_path: Path) -> None:
