@@ -72,19 +72,22 @@ class DataSplits:
     unlabelled: list[str] = field(default_factory=list)
 
 
-def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
+def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSplits:
     """Read the configured splits; carve a stratified validation split when none is given.
 
     Unlabelled rows (label -1) are left out of every split: they can neither train nor score.
-    They are kept as ``unlabelled`` texts, with every text of ``data.unlabelled_split``.
+    With ``unlabelled`` they are kept as ``unlabelled`` texts, with every text of
+    ``data.unlabelled_split``; without it that split is not read.
     """
     _check_single_file_splits(cfg)
     raw_train = read_split(cfg.source, cfg.train_split, cfg)
     label_names = infer_label_names(raw_train[1])
-    unlabelled = [text for text, v in zip(*raw_train, strict=True) if _label_key(v) is None]
-    if cfg.unlabelled_split is not None:
+    texts: list[str] = []
+    if unlabelled:
+        texts = [text for text, v in zip(*raw_train, strict=True) if _label_key(v) is None]
+    if unlabelled and cfg.unlabelled_split is not None:
         try:
-            unlabelled += read_split(cfg.source, cfg.unlabelled_split, cfg, labelled=False)[0]
+            texts += read_split(cfg.source, cfg.unlabelled_split, cfg, labelled=False)[0]
         except DataError as error:
             raise DataError(
                 f"{error} (data.unlabelled_split; set data.unlabelled_split=null to "
@@ -110,7 +113,7 @@ def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
                 f"the {name} split of {cfg.source} has no labelled reviews; "
                 f"use a labelled split or a larger data.validation_fraction"
             )
-    return DataSplits(train, validation, test, label_names, unlabelled)
+    return DataSplits(train, validation, test, label_names, texts)
 
 
 def _extra_reviews(cfg: DataConfig, extra: str, label_names: list[str]) -> Reviews:
@@ -137,7 +140,8 @@ def _check_single_file_splits(cfg: DataConfig) -> None:
     # A file is whichever split is asked for: naming a test split on it would test on train.
     if cfg.source != "builtin" and Path(cfg.source).expanduser().is_file():
         for key, split in (("validation_split", cfg.validation_split),
-                           ("test_split", cfg.test_split)):  # fmt: skip
+                           ("test_split", cfg.test_split),
+                           ("unlabelled_split", cfg.unlabelled_split)):  # fmt: skip
             if split is not None:
                 raise DataError(
                     f"data.source is a single file, so data.{key}={split} would reuse the "
@@ -148,7 +152,7 @@ def _check_single_file_splits(cfg: DataConfig) -> None:
 def read_split(
     source: str, split: str, cfg: DataConfig, labelled: bool = True
 ) -> tuple[list[str], list[Any]]:
-    """Raw texts and raw label values of one split of a source (None without ``labelled``)."""
+    """Raw texts and raw label values of one split of a source (no labels without ``labelled``)."""
     if source == "long-range":
         from rnn_sentiment.longrange import read_split as read_long_range
 

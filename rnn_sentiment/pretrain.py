@@ -5,7 +5,8 @@ word2vec learns it from every review text, labelled or not (IMDB ships 50,000 un
 words used in the same contexts get similar vectors, so a word seen a few times in training, or
 only in unlabelled reviews' company, starts close to the words it behaves like. The vectors are
 learned over the classifier's own token ids and become the embedding layer's starting weights;
-supervised training then goes on to change them like any other weight.
+supervised training then goes on to change them like any other weight. Words outside the
+vocabulary are ``[UNK]`` in the texts too, so ``[UNK]`` gets a vector like any frequent word.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from rnn_sentiment.config import PretrainingConfig
+from rnn_sentiment.errors import TrainingError
 from rnn_sentiment.tokenizer import PAD_ID
 
 
@@ -64,19 +66,29 @@ def pretrain_vectors(
     start = time.perf_counter()
     names = [str(i) for i in range(vocab_size)]  # shared strings: one per id, not per token
     sentences = [[names[i] for i in ids if i != PAD_ID] for ids in token_ids]
-    w2v = Word2Vec(
-        sentences,
-        vector_size=dim,
-        window=cfg.window,
-        negative=cfg.negative,
-        sg=int(cfg.skipgram),
-        sample=cfg.sample,
-        epochs=cfg.epochs,
-        min_count=1,  # the tokenizer already dropped rare words
-        workers=cfg.threads,
-        seed=seed,
-        callbacks=[_Progress()],
-    )
+    distinct = len({word for sentence in sentences for word in sentence})
+    if distinct < 2:
+        raise TrainingError(
+            f"pretraining needs texts with at least two different known words; these "
+            f"{len(sentences):,} texts have {distinct} (check data.unlabelled_split and the "
+            "tokenizer settings, or set pretraining.method=none)"
+        )
+    try:
+        w2v = Word2Vec(
+            sentences,
+            vector_size=dim,
+            window=cfg.window,
+            negative=cfg.negative,
+            sg=int(cfg.skipgram),
+            sample=cfg.sample,
+            epochs=cfg.epochs,
+            min_count=1,  # the tokenizer already dropped rare words
+            workers=cfg.threads,
+            seed=seed,
+            callbacks=[_Progress()],
+        )
+    except (RuntimeError, ValueError, MemoryError) as exc:  # gensim's own failures, one line
+        raise TrainingError(f"word2vec pretraining failed: {exc}") from None
     ids = np.array([int(key) for key in w2v.wv.index_to_key], dtype=np.int64)
     found = w2v.wv.vectors
     # nn.Embedding starts from N(0, 1); the learned vectors keep their directions at that scale.

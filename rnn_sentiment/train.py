@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -89,6 +90,7 @@ class LoopState:
     real_tokens: int = 0
     elapsed: float = 0.0  # seconds of epochs, pretraining not included
     pretraining: dict[str, Any] | None = None  # what pretrain_embeddings did, seconds included
+    gradient_flow_start: dict[str, Any] | None = None  # diagnostics.gradient_flow before step 1
     loss_sum: float = 0.0
     correct: int = 0
     seen: int = 0
@@ -134,7 +136,10 @@ def train(
     # 1. Data and tokenizer: the vocabulary is learned from the training split (and, if asked,
     # the unlabelled texts), never from validation or test.
     try:
-        splits = load_splits(config.data, tcfg.seed)
+        wants_unlabelled = (
+            config.pretraining.method != "none" or config.tokenizer.learn_from_unlabelled
+        )
+        splits = load_splits(config.data, tcfg.seed, unlabelled=wants_unlabelled)
     except BaseException:
         if resume is None and not any(run_dir.iterdir()):
             run_dir.rmdir()  # bad data must not leave an empty run directory behind
@@ -160,13 +165,23 @@ def train(
     steps_per_epoch = math.ceil(len(train_ids) / tcfg.batch_size)
     optimizer = build_optimizer(model, tcfg)
     scheduler = build_scheduler(optimizer, tcfg, steps_per_epoch * tcfg.epochs)
-    flow = _gradient_flow_start(config, model, val_ids, splits.validation.labels, device)
     loop = LoopState()
     if resume is not None:
+        # States saved before the start measure was kept fall back to this fresh model's.
+        flow = _gradient_flow_start(config, model, val_ids, splits.validation.labels, device)
         loop = restore_state(run_dir, model, optimizer, scheduler)
+        flow = loop.gradient_flow_start or flow
         cb.on_message(f"resuming {run_dir} at epoch {loop.epoch}, step {loop.step}")
-    if resume is None and config.pretraining.method != "none":
-        loop.pretraining = pretrain_embeddings(config, model, tokenizer, splits, cb)
+    else:
+        if config.pretraining.method != "none":
+            loop.pretraining = pretrain_embeddings(
+                config, model, tokenizer, train_ids, splits, run_dir, cb
+            )
+        # Measured on the weights training starts from, pretrained embeddings included.
+        flow = _gradient_flow_start(config, model, val_ids, splits.validation.labels, device)
+        loop.gradient_flow_start = flow
+        if loop.pretraining is not None:  # a stop from here on resumes after pretraining
+            save_state(run_dir, model, optimizer, scheduler, loop)
     train_labels = torch.tensor(splits.train.labels)
     cb.on_message(
         f"model: {config.model.cell} with {count_parameters(model):,} parameters, "
@@ -293,30 +308,47 @@ def pretrain_embeddings(
     config: Config,
     model: SentimentRNN,
     tokenizer: Tokenizer,
+    train_ids: list[list[int]],
     splits: DataSplits,
+    run_dir: Path,
     cb: TrainCallback,
 ) -> dict[str, Any]:
     """Start ``model``'s embeddings from word2vec vectors of the training and unlabelled texts.
 
-    The validation and test texts are never read. Returns what was done, for metrics.json.
+    The validation and test texts are never read. Returns what was done, for metrics.json. A
+    stop (Ctrl-C, SIGTERM) ends it after the current word2vec epoch and removes the run
+    directory, which holds nothing to resume yet.
     """
     from rnn_sentiment.pretrain import load_vectors, pretrain_vectors
 
     pcfg = config.pretraining
-    texts = splits.train.texts + splits.unlabelled
     cb.on_message(
         f"pretraining: {pcfg.method} on {len(splits.train):,} training and "
         f"{len(splits.unlabelled):,} unlabelled texts, {pcfg.epochs} epochs"
     )
-    token_ids = encode_cached(tokenizer, texts, config.data.cache_dir)
-    pretrained = pretrain_vectors(
-        token_ids,
-        tokenizer.get_vocab_size(),
-        config.model.embedding_dim,
-        pcfg,
-        config.training.seed,
-        on_epoch=lambda n: cb.on_message(f"pretraining: epoch {n}/{pcfg.epochs} done"),
-    )
+    token_ids = train_ids + encode_cached(tokenizer, splits.unlabelled, config.data.cache_dir)
+
+    def on_epoch(n: int) -> None:
+        if stop.requested:
+            raise TrainingInterrupted(
+                f"stopped by {stop.requested} during pretraining, before any training step; "
+                f"nothing to resume (the run directory {run_dir} was removed)"
+            )
+        cb.on_message(f"pretraining: epoch {n}/{pcfg.epochs} done")
+
+    try:
+        with StopSignals() as stop:
+            pretrained = pretrain_vectors(
+                token_ids,
+                tokenizer.get_vocab_size(),
+                config.model.embedding_dim,
+                pcfg,
+                config.training.seed,
+                on_epoch=on_epoch,
+            )
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     load_vectors(model.embedding, pretrained)
     summary = {"method": pcfg.method, **pretrained.summary()}
     cb.on_message(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from torch import nn
 
 from rnn_sentiment.config import PretrainingConfig
 from rnn_sentiment.data import load_splits
-from rnn_sentiment.errors import ConfigError, DataError
+from rnn_sentiment.errors import ConfigError, DataError, TrainingError, TrainingInterrupted
 from rnn_sentiment.pretrain import pretrain_vectors
 from rnn_sentiment.tokenizer import encode, load_tokenizer, train_tokenizer
 from rnn_sentiment.train import TrainCallback, train
@@ -84,7 +86,7 @@ def test_unlabelled_texts_come_from_the_split_and_unlabelled_train_rows(tmp_path
     # 'unsupervised' (the hub's name) finds a local unsup.* file.
     config = tiny_config(tmp_path, **{"data.source": str(folder), "data.test_split": "test",
                                       "data.unlabelled_split": "unsupervised"})  # fmt: skip
-    splits = load_splits(config.data, config.training.seed)
+    splits = load_splits(config.data, config.training.seed, unlabelled=True)
     assert len(splits.unlabelled) == 301
     assert splits.unlabelled[0] == "an unlabelled train row"
     assert splits.unlabelled[1:] == _corpus(300, seed=2)
@@ -98,7 +100,31 @@ def test_a_missing_unlabelled_split_says_how_to_do_without(
         tmp_path, **{"data.source": str(jsonl_reviews), "data.unlabelled_split": "unsupervised"}
     )
     with pytest.raises(DataError, match="no split 'unsupervised'.*data.unlabelled_split=null"):
-        load_splits(config.data, config.training.seed)
+        load_splits(config.data, config.training.seed, unlabelled=True)
+
+
+def test_the_unlabelled_split_is_read_only_when_asked_for(
+    tmp_path: Path, jsonl_reviews: Path
+) -> None:
+    config = tiny_config(
+        tmp_path, **{"data.source": str(jsonl_reviews), "data.unlabelled_split": "absent"}
+    )
+    assert load_splits(config.data, config.training.seed).unlabelled == []
+    single = tiny_config(
+        tmp_path,
+        **{"data.source": str(jsonl_reviews / "train.jsonl"), "data.unlabelled_split": "unsup"},
+    )
+    # One file is every split: its carved validation rows would be pretrained on.
+    with pytest.raises(DataError, match="single file.*unlabelled_split=null"):
+        load_splits(single.data, single.training.seed, unlabelled=True)
+
+
+def test_texts_without_two_known_words_cannot_be_pretrained_on() -> None:
+    cfg = PretrainingConfig(method="word2vec")
+    with pytest.raises(TrainingError, match="at least two different known words"):
+        pretrain_vectors([[1, 1], [1]], 10, 8, cfg, seed=0)
+    with pytest.raises(TrainingError, match="at least two"):
+        pretrain_vectors([], 10, 8, cfg, seed=0)
 
 
 def test_unlabelled_split_may_not_be_a_scored_split(tmp_path: Path) -> None:
@@ -127,7 +153,7 @@ def test_training_starts_from_the_pretrained_vectors(tmp_path: Path) -> None:
 
     recorder = Recorder()
     result = train(config, recorder)
-    splits = load_splits(config.data, config.training.seed)
+    splits = load_splits(config.data, config.training.seed, unlabelled=True)
     tokenizer = load_tokenizer(result.run_dir / "tokenizer.json")
     expected = pretrain_vectors(
         encode(tokenizer, splits.train.texts + splits.unlabelled),
@@ -168,3 +194,56 @@ def test_vocabulary_may_learn_from_the_unlabelled_texts(tmp_path: Path) -> None:
 
     assert "zyzzyva" in vocabulary(True)
     assert "zyzzyva" not in vocabulary(False)
+
+
+def _pretraining_config(tmp_path: Path, name: str, **extra: object) -> Any:
+    folder = tmp_path / "reviews"
+    if not folder.exists():
+        _folder(tmp_path)
+    return tiny_config(
+        tmp_path,
+        **{"data.source": str(folder), "data.unlabelled_split": "unsup",
+           "pretraining.method": "word2vec", "pretraining.epochs": 3, "training.epochs": 2,
+           "output.name": name, **extra},
+    )  # fmt: skip
+
+
+class _Messages(TrainCallback):
+    def __init__(self, stop_at: str | None = None) -> None:
+        self.messages: list[str] = []
+        self.stop_at = stop_at
+
+    def on_message(self, text: str) -> None:
+        self.messages.append(text)
+        if self.stop_at and text.startswith(self.stop_at):
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.stop_at == "epoch":
+            os.kill(os.getpid(), signal.SIGINT)  # stops after the first step
+
+
+def test_a_stop_after_pretraining_resumes_without_pretraining_again(tmp_path: Path) -> None:
+    whole = train(_pretraining_config(tmp_path, "whole"))
+    stopped = _Messages(stop_at="epoch")
+    with pytest.raises(TrainingInterrupted):
+        train(_pretraining_config(tmp_path, "stopped"), stopped)
+    resumed = _Messages()
+    result = train(None, resumed, resume=tmp_path / "runs" / "stopped")
+    assert not any(m.startswith("pretraining") for m in resumed.messages)
+    assert result.metrics["pretraining"] == {
+        **whole.metrics["pretraining"],
+        "seconds": result.metrics["pretraining"]["seconds"],
+    }
+    drop = {"seconds"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in result.history] == [
+        {k: v for k, v in r.items() if k not in drop} for r in whole.history
+    ]
+
+
+def test_a_stop_during_pretraining_leaves_no_run_directory(tmp_path: Path) -> None:
+    callback = _Messages(stop_at="pretraining: epoch 1/3")
+    with pytest.raises(TrainingInterrupted, match="during pretraining.*nothing to resume"):
+        train(_pretraining_config(tmp_path, "early"), callback)
+    assert not (tmp_path / "runs" / "early").exists()
+    assert not any(m.startswith("pretraining: epoch 2") for m in callback.messages)

@@ -47,7 +47,7 @@ def test_imdb_presets_pretrain_on_the_unlabelled_reviews() -> None:
         assert config.pretraining.method == "word2vec"
         assert config.data.unlabelled_split == "unsupervised"
     # The hub calls the split 'unsupervised'; the local copy's unsup.parquet is found for it.
-    splits = load_splits(config.data, config.training.seed)
+    splits = load_splits(config.data, config.training.seed, unlabelled=True)
     assert len(splits.unlabelled) == 50_000
     assert "<br" not in "".join(splits.unlabelled[:1000])  # cleaned like the training texts
 
