@@ -84,9 +84,9 @@ def test_the_bundled_model_keeps_its_model_card_figures(tmp_path: Path) -> None:
     sst2 = need(SHARED_DATA / "sst2")
     imdb = need(SHARED_DATA / "imdb" / "test.parquet")
     assert evaluate(BUNDLED_MODEL_DIR, str(sst2), "validation")["accuracy"] == pytest.approx(
-        0.8750, abs=0.002
+        0.8784, abs=0.002
     )
-    # A stratified 2,000-review slice of IMDB test keeps this fast; the card's 0.9012 is on 25,000.
+    # A stratified 2,000-review slice of IMDB test keeps this fast; the card's 0.9166 is on 25,000.
     import pyarrow as pa
     import pyarrow.parquet as pq
 
