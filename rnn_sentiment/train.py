@@ -136,7 +136,7 @@ def train(
     # 1. Data and tokenizer: the vocabulary is learned from the training split (and, if asked,
     # the unlabelled texts), never from validation or test.
     try:
-        wants_unlabelled = (
+        wants_unlabelled = resume is None and (  # a resumed run has done both already
             config.pretraining.method != "none" or config.tokenizer.learn_from_unlabelled
         )
         splits = load_splits(config.data, tcfg.seed, unlabelled=wants_unlabelled)
