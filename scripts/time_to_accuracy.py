@@ -142,7 +142,7 @@ def main() -> None:
         shown = f"{reached['seconds']:.0f}" if reached else "not reached"
         report["targets"][str(target)] = reached["seconds"] if reached else None
         print(f"{Path(args.config).stem + ' ' + ' '.join(args.overrides):<34}"
-              f"{target:>8.2f}{shown:>13}{best:>15.4f}")  # fmt: skip
+              f"{target:>8g}{shown:>13}{best:>15.4f}")  # fmt: skip
     print(f"{'TF-IDF + logistic regression':<34}{'':>8}{baseline['seconds']:>13.0f}"
           f"{baseline['accuracy']:>15.4f}")  # fmt: skip
     if args.json:
