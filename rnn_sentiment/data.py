@@ -145,7 +145,7 @@ def _check_single_file_splits(cfg: DataConfig) -> None:
             if split is not None:
                 raise DataError(
                     f"data.source is a single file, so data.{key}={split} would reuse the "
-                    f"training rows; use a folder with one file per split, or {key}=null"
+                    f"training rows; use a folder with one file per split, or data.{key}=null"
                 )
 
 
