@@ -82,17 +82,17 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
     _check_single_file_splits(cfg)
     raw_train = read_split(cfg.source, cfg.train_split, cfg)
     label_names = infer_label_names(raw_train[1])
-    texts: list[str] = []
+    unlabelled_texts: list[str] = []
     if unlabelled:
-        texts = [text for text, v in zip(*raw_train, strict=True) if _label_key(v) is None]
-    if unlabelled and cfg.unlabelled_split is not None:
-        try:
-            texts += read_split(cfg.source, cfg.unlabelled_split, cfg, labelled=False)[0]
-        except DataError as error:
-            raise DataError(
-                f"{error} (data.unlabelled_split; set data.unlabelled_split=null to "
-                "pretrain on the training texts alone)"
-            ) from None
+        unlabelled_texts = [t for t, v in zip(*raw_train, strict=True) if _label_key(v) is None]
+        if cfg.unlabelled_split is not None:
+            try:
+                unlabelled_texts += read_split(cfg.source, cfg.unlabelled_split, cfg, False)[0]
+            except DataError as error:
+                raise DataError(
+                    f"{error} (data.unlabelled_split; set data.unlabelled_split=null to "
+                    "pretrain on the training texts alone)"
+                ) from None
     train = to_reviews(raw_train, label_names, supervised=True)
     for extra in cfg.extra_train_sources:
         more = _extra_reviews(cfg, extra, label_names)
@@ -113,7 +113,7 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
                 f"the {name} split of {cfg.source} has no labelled reviews; "
                 f"use a labelled split or a larger data.validation_fraction"
             )
-    return DataSplits(train, validation, test, label_names, texts)
+    return DataSplits(train, validation, test, label_names, unlabelled_texts)
 
 
 def _extra_reviews(cfg: DataConfig, extra: str, label_names: list[str]) -> Reviews:

@@ -95,10 +95,8 @@ def pretrain_vectors(
     scaled = torch.from_numpy(found / max(float(found.std()), 1e-12))
     vectors = torch.zeros(vocab_size, dim)
     learned = torch.zeros(vocab_size, dtype=torch.bool)
-    if len(ids):
-        vectors[torch.from_numpy(ids)] = scaled
-        learned[torch.from_numpy(ids)] = True
-    learned[PAD_ID] = False
+    vectors[torch.from_numpy(ids)] = scaled  # at least two words: checked above; never [PAD]
+    learned[torch.from_numpy(ids)] = True
     return PretrainedVectors(
         vectors=vectors,
         learned=learned,
