@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
 	# compile the batch scorer's fused steps for this CPU now (cached; skipped without a compiler)
-	$(BIN)/python -m rnn_sentiment.native
+	$(BIN)/python -m rnn_sentiment.inference.native
 	touch $(STAMP)
 
 install: $(STAMP)

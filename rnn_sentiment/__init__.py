@@ -21,12 +21,12 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Config": "rnn_sentiment.config",
     "load_config": "rnn_sentiment.config",
-    "train": "rnn_sentiment.train",
-    "TrainCallback": "rnn_sentiment.train",
-    "TrainResult": "rnn_sentiment.train",
-    "evaluate": "rnn_sentiment.evaluate",
-    "Predictor": "rnn_sentiment.predict",
-    "Prediction": "rnn_sentiment.predict",
+    "train": "rnn_sentiment.training.loop",
+    "TrainCallback": "rnn_sentiment.training.loop",
+    "TrainResult": "rnn_sentiment.training.loop",
+    "evaluate": "rnn_sentiment.inference.evaluate",
+    "Predictor": "rnn_sentiment.inference.predictor",
+    "Prediction": "rnn_sentiment.inference.predictor",
     "RnnSentimentError": "rnn_sentiment.errors",
     "ConfigError": "rnn_sentiment.errors",
     "DataError": "rnn_sentiment.errors",
@@ -60,9 +60,9 @@ if TYPE_CHECKING:
         RnnSentimentError,
         TrainingError,
     )
-    from rnn_sentiment.evaluate import evaluate
-    from rnn_sentiment.predict import Prediction, Predictor
-    from rnn_sentiment.train import TrainCallback, TrainResult, train
+    from rnn_sentiment.inference.evaluate import evaluate
+    from rnn_sentiment.inference.predictor import Prediction, Predictor
+    from rnn_sentiment.training.loop import TrainCallback, TrainResult, train
 
 
 def __getattr__(name: str) -> Any:
@@ -79,7 +79,7 @@ def load_model(run_dir: str | None = None, batch_size: int = 256) -> Predictor:
     """
     import sys
 
-    from rnn_sentiment.predict import Predictor, describe_model_dir, resolve_model_dir
+    from rnn_sentiment.inference.predictor import Predictor, describe_model_dir, resolve_model_dir
 
     model_dir = resolve_model_dir(run_dir)
     if run_dir is None and model_dir not in _NAMED:
@@ -92,10 +92,8 @@ def classify(texts: list[str], model: str | None = None) -> list[Prediction]:
     """Score ``texts`` with a run directory (default as in :func:`load_model`).
 
     The last model used stays loaded, so calling this in a loop does not reload it each time.
-    (Not named ``predict``: that name is the :mod:`rnn_sentiment.predict` module, which replaces
-    any package attribute of the same name once it is imported.)
     """
-    from rnn_sentiment.predict import resolve_model_dir
+    from rnn_sentiment.inference.predictor import resolve_model_dir
 
     model_dir = resolve_model_dir(model)
     stamp = _manifest_stamp(model_dir)

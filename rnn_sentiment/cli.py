@@ -126,7 +126,7 @@ def train(
     def action() -> None:
         from rnn_sentiment import console
         from rnn_sentiment.config import load_config
-        from rnn_sentiment.train import train as train_model
+        from rnn_sentiment.training.loop import train as train_model
 
         # Resuming: overrides apply on top of the run's own saved config, not the defaults.
         base = path or (str(resume / "config.yaml") if resume and items else None)
@@ -176,8 +176,8 @@ def evaluate(
     def action() -> None:
         from rnn_sentiment import console
         from rnn_sentiment.checkpoint import atomic_write_json
-        from rnn_sentiment.evaluate import evaluate as evaluate_model
-        from rnn_sentiment.predict import describe_model_dir, resolve_model_dir
+        from rnn_sentiment.inference.evaluate import evaluate as evaluate_model
+        from rnn_sentiment.inference.predictor import describe_model_dir, resolve_model_dir
 
         model_dir = resolve_model_dir(run_dir)
         if run_dir is None:
@@ -294,7 +294,7 @@ def predict(
                 raise DataError("--explain takes texts, '-' or --file; not --input")
             return _explain(texts or [], file, model, fmt.value)
         from rnn_sentiment import console
-        from rnn_sentiment.predict import (
+        from rnn_sentiment.inference.predictor import (
             Predictor,
             describe_model_dir,
             resolve_model_dir,
@@ -319,7 +319,7 @@ def predict(
     def _score_input(predictor: Any, source: str) -> None:
         from rnn_sentiment import console
         from rnn_sentiment.errors import DataError
-        from rnn_sentiment.scoring import ScoringOptions, score_file
+        from rnn_sentiment.inference.scoring import ScoringOptions, score_file
 
         if texts or file:
             raise DataError("--input scores a file; do not also pass texts or --file")
@@ -343,7 +343,7 @@ def predict(
 def _explain(texts: list[str], file: Path | None, model: Path | None, fmt: str) -> None:
     from rnn_sentiment import console
     from rnn_sentiment.errors import DataError
-    from rnn_sentiment.predict import Predictor, describe_model_dir, resolve_model_dir
+    from rnn_sentiment.inference.predictor import Predictor, describe_model_dir, resolve_model_dir
 
     if fmt == "csv":
         raise DataError("--explain prints a table, json or jsonl, not csv")

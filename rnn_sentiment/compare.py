@@ -15,12 +15,12 @@ from typing import Any, cast
 import numpy as np
 
 from rnn_sentiment.config import Config, ModelConfig
-from rnn_sentiment.data import load_splits
+from rnn_sentiment.data.sources import load_splits
 from rnn_sentiment.errors import ConfigError
+from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.model import build_model, count_parameters
-from rnn_sentiment.predict import Predictor
 from rnn_sentiment.tokenizer import configure_truncation, encode
-from rnn_sentiment.train import TrainCallback, train
+from rnn_sentiment.training.loop import TrainCallback, train
 
 CELLS = ("rnn", "lstm", "gru")
 # Review length buckets in tokens (before truncation): (label, first, last); None is open-ended.
@@ -205,7 +205,7 @@ def _by_distance(
     config: Config, on_test: bool, correct: list[float]
 ) -> dict[str, dict[str, float | int | None]] | None:
     """Accuracy by verdict distance, when the data is the generated long-range task."""
-    from rnn_sentiment import longrange
+    from rnn_sentiment.data import longrange
 
     split = config.data.test_split if on_test else config.data.validation_split
     if config.data.source != longrange.SOURCE or split is None:

@@ -20,8 +20,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from rnn_sentiment.compare import CompareCallback
-from rnn_sentiment.scoring import ScoringCallback
-from rnn_sentiment.train import TrainCallback
+from rnn_sentiment.inference.scoring import ScoringCallback
+from rnn_sentiment.training.loop import TrainCallback
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnn_sentiment.batching import collate
-from rnn_sentiment.data import clean_text, to_reviews
-from rnn_sentiment.predict import Predictor, set_threads
-from rnn_sentiment.scoring import ScoringOptions, score_file
+from rnn_sentiment.data.batching import collate
+from rnn_sentiment.data.sources import clean_text, to_reviews
+from rnn_sentiment.inference.predictor import Predictor, set_threads
+from rnn_sentiment.inference.scoring import ScoringOptions, score_file
 from rnn_sentiment.tokenizer import encode
 
 

@@ -37,13 +37,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from rnn_sentiment.allocator import keep_freed_memory
-from rnn_sentiment.batching import collate, training_batches
 from rnn_sentiment.config import ModelConfig, TokenizerConfig, TrainingConfig
-from rnn_sentiment.data import clean_text
+from rnn_sentiment.data.batching import collate, training_batches
+from rnn_sentiment.data.sources import clean_text
 from rnn_sentiment.model import build_model
 from rnn_sentiment.tokenizer import PAD_ID, UNK_ID, encode, train_tokenizer
-from rnn_sentiment.train import available_cpus, build_optimizer, train_step
+from rnn_sentiment.training.allocator import keep_freed_memory
+from rnn_sentiment.training.loop import available_cpus, build_optimizer, train_step
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 EMBEDDING, HIDDEN = 128, 256

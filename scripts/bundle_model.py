@@ -34,7 +34,7 @@ from rnn_sentiment.checkpoint import (
     write_manifest,
 )
 from rnn_sentiment.config import dump_config, load_config
-from rnn_sentiment.predict import BUNDLED_MODEL_DIR
+from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR
 
 BUNDLED_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bundled.yaml"
 
@@ -72,7 +72,7 @@ def bundle(run_dir: Path, dest: Path, data_from: Path = BUNDLED_CONFIG) -> Path:
 
 
 def accuracy(model_dir: Path, data: Path) -> float:
-    from rnn_sentiment.evaluate import evaluate
+    from rnn_sentiment.inference.evaluate import evaluate
 
     return float(evaluate(model_dir, str(data), None, None, "label")["accuracy"])
 

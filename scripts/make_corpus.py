@@ -4,7 +4,7 @@ Usage: python scripts/make_corpus.py [--check] [--seed N] [--out DIR]
 
 Without --check it (re)writes train.jsonl, validation.jsonl and test.jsonl. With --check it
 generates into a temporary folder and exits 1 if the committed files differ, so CI can tell when
-someone edited rnn_sentiment/corpus.py without regenerating the corpus (or the other way round).
+someone edited rnn_sentiment/data/corpus.py without regenerating the corpus (or the reverse).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # run from a checkout even without `pip install -e .`
 
-from rnn_sentiment.corpus import SPLIT_SIZES, write_builtin_corpus  # noqa: E402
+from rnn_sentiment.data.corpus import SPLIT_SIZES, write_builtin_corpus  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "rnn_sentiment" / "assets" / "builtin"
 DEFAULT_SEED = 13  # the seed the committed corpus was generated with

@@ -27,11 +27,11 @@ import pyarrow.parquet as pq
 from torch import nn
 
 from rnn_sentiment.config import load_config
-from rnn_sentiment.data import clean_text
-from rnn_sentiment.evaluate import evaluate
-from rnn_sentiment.predict import predict_proba_ids
+from rnn_sentiment.data.sources import clean_text
+from rnn_sentiment.inference.evaluate import evaluate
+from rnn_sentiment.inference.predictor import predict_proba_ids
 from rnn_sentiment.tokenizer import encode, load_tokenizer
-from rnn_sentiment.train import TrainCallback, train
+from rnn_sentiment.training.loop import TrainCallback, train
 
 
 def read_imdb(path: Path) -> tuple[list[str], np.ndarray]:

@@ -56,7 +56,7 @@ def jsonl_reviews(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def builtin_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small LSTM trained once on the built-in corpus, shared by the tests that need a model."""
-    from rnn_sentiment.train import train
+    from rnn_sentiment.training.loop import train
 
     tmp_path = tmp_path_factory.mktemp("builtin")
     config = load_config(

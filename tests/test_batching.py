@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from rnn_sentiment.batching import collate, inference_batches, training_batches
+from rnn_sentiment.data.batching import collate, inference_batches, training_batches
 
 
 def test_training_batches_cover_every_review_once_and_are_seeded() -> None:

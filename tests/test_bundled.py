@@ -9,7 +9,7 @@ import yaml
 from safetensors import safe_open
 
 from rnn_sentiment.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_run
-from rnn_sentiment.predict import BUNDLED_MODEL_DIR, Predictor, resolve_model_dir
+from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR, Predictor, resolve_model_dir
 from tests.cli.test_cli import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def test_classify_uses_the_bundled_model_loads_it_once_and_names_it_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import rnn_sentiment
-    import rnn_sentiment.predict  # the submodule must not shadow the function
+    import rnn_sentiment.inference.predictor  # the submodule must not shadow the function
 
     monkeypatch.chdir(tmp_path)  # no runs/ here
     monkeypatch.setattr(rnn_sentiment, "_NAMED", set())

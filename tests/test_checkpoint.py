@@ -15,8 +15,8 @@ from rnn_sentiment.checkpoint import (
     verify_run,
 )
 from rnn_sentiment.errors import CheckpointError
-from rnn_sentiment.predict import Predictor
-from rnn_sentiment.train import train
+from rnn_sentiment.inference.predictor import Predictor
+from rnn_sentiment.training.loop import train
 from tests.conftest import tiny_config
 
 

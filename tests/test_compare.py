@@ -10,8 +10,8 @@ import pytest
 from rnn_sentiment.compare import compare, matched_hidden_size, parse_cells
 from rnn_sentiment.config import ModelConfig, load_config
 from rnn_sentiment.errors import ConfigError
+from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.model import build_model, count_parameters
-from rnn_sentiment.predict import Predictor
 from rnn_sentiment.report import write_report
 from tests.conftest import tiny_overrides
 

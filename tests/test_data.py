@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rnn_sentiment.config import DataConfig
-from rnn_sentiment.data import (
+from rnn_sentiment.data.sources import (
     Reviews,
     _hub_reachable,
     clean_text,

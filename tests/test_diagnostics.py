@@ -7,13 +7,13 @@ import torch
 from torch.nn import functional as F
 
 from rnn_sentiment.config import ModelConfig
-from rnn_sentiment.diagnostics import (
+from rnn_sentiment.model import build_model
+from rnn_sentiment.training.diagnostics import (
     by_distance,
     explosion_warning,
     gradient_flow,
     state_gradient_norms,
 )
-from rnn_sentiment.model import build_model
 
 
 def tiny_model(cell: str, pooling: str = "last", hidden: int = 3) -> torch.nn.Module:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from rnn_sentiment.errors import DataError
-from rnn_sentiment.explain import METHOD
-from rnn_sentiment.predict import Predictor
+from rnn_sentiment.inference.explain import METHOD
+from rnn_sentiment.inference.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from rnn_sentiment.cli import app
 from rnn_sentiment.config import load_config
 from rnn_sentiment.errors import ConfigError, DataError
-from rnn_sentiment.predict import Predictor
+from rnn_sentiment.inference.predictor import Predictor
 
 runner = CliRunner()
 SETTINGS = settings(
@@ -159,7 +159,7 @@ def test_empty_training_file_is_a_data_error(tmp_path: Path) -> None:
     (tmp_path / "train.jsonl").write_text("")
     with pytest.raises(DataError):
         from rnn_sentiment.config import DataConfig
-        from rnn_sentiment.data import load_splits
+        from rnn_sentiment.data.sources import load_splits
 
         load_splits(DataConfig(source=str(tmp_path / "train.jsonl")), seed=0)
 

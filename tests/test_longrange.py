@@ -7,8 +7,8 @@ from collections import Counter
 from tokenizers import pre_tokenizers
 
 from rnn_sentiment.config import LongRangeConfig, load_config
-from rnn_sentiment.data import load_splits
-from rnn_sentiment.longrange import NEGATIVE_VERDICTS, POSITIVE_VERDICTS, generate
+from rnn_sentiment.data.longrange import NEGATIVE_VERDICTS, POSITIVE_VERDICTS, generate
+from rnn_sentiment.data.sources import load_splits
 
 SMALL = LongRangeConfig(distances=[0, 3, 17, 40], train_size=200, validation_size=40, test_size=80)
 

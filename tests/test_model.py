@@ -5,8 +5,8 @@ import itertools
 import pytest
 import torch
 
-from rnn_sentiment.batching import collate
 from rnn_sentiment.config import ModelConfig
+from rnn_sentiment.data.batching import collate
 from rnn_sentiment.model import build_model, count_parameters, reverse_within_length
 
 SEQUENCES = [[3, 4, 5], [6, 7, 8, 9, 10, 11, 12, 13], [2], [9, 9, 4, 3]]

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from rnn_sentiment.config import PretrainingConfig
-from rnn_sentiment.data import load_splits
+from rnn_sentiment.data.sources import load_splits
 from rnn_sentiment.errors import ConfigError, DataError, TrainingError, TrainingInterrupted
-from rnn_sentiment.pretrain import pretrain_vectors
 from rnn_sentiment.tokenizer import encode, load_tokenizer, train_tokenizer
-from rnn_sentiment.train import TrainCallback, train
+from rnn_sentiment.training.loop import TrainCallback, train
+from rnn_sentiment.training.pretrain import pretrain_vectors
 from tests.conftest import tiny_config
 
 

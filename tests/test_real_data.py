@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from rnn_sentiment.config import load_config
-from rnn_sentiment.data import load_splits
-from rnn_sentiment.evaluate import evaluate
-from rnn_sentiment.train import train
+from rnn_sentiment.data.sources import load_splits
+from rnn_sentiment.inference.evaluate import evaluate
+from rnn_sentiment.training.loop import train
 from tests.conftest import SHARED_DATA
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -79,7 +79,7 @@ def test_sst2_preset_finds_the_text_column_locally(tmp_path: Path) -> None:
 
 
 def test_the_bundled_model_keeps_its_model_card_figures(tmp_path: Path) -> None:
-    from rnn_sentiment.predict import BUNDLED_MODEL_DIR
+    from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR
 
     sst2 = need(SHARED_DATA / "sst2")
     imdb = need(SHARED_DATA / "imdb" / "test.parquet")

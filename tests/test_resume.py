@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from rnn_sentiment.errors import ConfigError
-from rnn_sentiment.train import train
+from rnn_sentiment.training.loop import train
 from tests.conftest import tiny_config, tiny_overrides
 
 KILL_SCRIPT = """
 import os, signal, sys
 from rnn_sentiment.config import load_config
-from rnn_sentiment.train import TrainCallback, train
+from rnn_sentiment.training.loop import TrainCallback, train
 
 class KillAt(TrainCallback):
     def __init__(self, at):

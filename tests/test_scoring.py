@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from rnn_sentiment.errors import DataError
-from rnn_sentiment.evaluate import evaluate
-from rnn_sentiment.predict import Predictor, window_starts
-from rnn_sentiment.scoring import (
+from rnn_sentiment.inference.evaluate import evaluate
+from rnn_sentiment.inference.predictor import Predictor, window_starts
+from rnn_sentiment.inference.scoring import (
     ScoringCallback,
     ScoringInterrupted,
     ScoringOptions,
@@ -336,7 +336,7 @@ def test_parquet_reading_memory_does_not_grow_with_the_file(tmp_path: Path) -> N
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rnn_sentiment.formats import ParquetReader
+    from rnn_sentiment.data.files import ParquetReader
 
     rows = [{"text": os.urandom(1000).hex()} for _ in range(300)]  # 600 KB per row group
     with pq.ParquetWriter(tmp_path / "big.parquet", pa.schema([("text", pa.string())])) as writer:

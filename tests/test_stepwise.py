@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnn_sentiment import stepwise
-from rnn_sentiment.batching import collate
 from rnn_sentiment.config import ModelConfig
+from rnn_sentiment.data.batching import collate
+from rnn_sentiment.inference import stepwise
+from rnn_sentiment.inference.predictor import prepare_model
+from rnn_sentiment.inference.stepwise import StepwiseClassifier
 from rnn_sentiment.model import SentimentRNN, build_model
-from rnn_sentiment.predict import prepare_model
-from rnn_sentiment.stepwise import StepwiseClassifier
 
 LENGTHS = [5, 1, 9, 3, 9, 7, 2]
 
@@ -113,7 +113,7 @@ def test_small_batches_run_the_fused_fp32_layers() -> None:
 
 def compiled_or_skip() -> None:
     """The compiled steps must build wherever a C++ compiler is; elsewhere the test is skipped."""
-    from rnn_sentiment import native
+    from rnn_sentiment.inference import native
 
     if native.kernels() is None:
         # On Linux x86-64 with g++ (development and CI) the build must work; elsewhere the flags
@@ -165,7 +165,7 @@ def test_compiled_steps_without_the_lookup_table(monkeypatch: pytest.MonkeyPatch
 
 
 def test_without_the_compiled_steps_the_scorer_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rnn_sentiment import native
+    from rnn_sentiment.inference import native
 
     def no_compiler(verbose: bool = False) -> None:
         raise RuntimeError("error: command 'c++' failed: No such file or directory")
@@ -219,7 +219,7 @@ def test_bad_inputs_to_the_compiled_steps_raise_instead_of_crashing() -> None:
     tokens, lengths = batch()
     with torch.no_grad(), pytest.raises((IndexError, RuntimeError)):
         fast(tokens.masked_fill(tokens == tokens[0, 0], 10**9), lengths)  # no such token
-    from rnn_sentiment import native
+    from rnn_sentiment.inference import native
 
     compiled = native.kernels()
     assert compiled is not None
@@ -251,7 +251,7 @@ def test_a_killed_build_neither_blocks_nor_leaves_a_library_to_import(
     """torch's lock file and a library without the 'complete' marker are from a killed build."""
     from torch.utils import cpp_extension
 
-    from rnn_sentiment import native
+    from rnn_sentiment.inference import native
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     folder = native.build_dir()

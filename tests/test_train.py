@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rnn_sentiment.errors import CheckpointError, DataError, TrainingError
-from rnn_sentiment.train import TrainCallback, train
+from rnn_sentiment.training.loop import TrainCallback, train
 from tests.conftest import tiny_config
 
 
@@ -137,7 +137,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 _ALLOCATION_PROBE = """
 import ctypes, resource, sys, torch
-from rnn_sentiment.allocator import keep_freed_memory
+from rnn_sentiment.training.allocator import keep_freed_memory
 ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: count 4 KiB pages, not huge ones
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
@@ -160,8 +160,8 @@ _TRAINING_PROBE = """
 import sys, torch
 from rnn_sentiment.config import ModelConfig, TrainingConfig
 from rnn_sentiment.model import build_model
-from rnn_sentiment.allocator import keep_freed_memory
-from rnn_sentiment.train import build_optimizer, train_step
+from rnn_sentiment.training.allocator import keep_freed_memory
+from rnn_sentiment.training.loop import build_optimizer, train_step
 torch.set_num_threads(1)
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
@@ -208,7 +208,7 @@ def test_kept_freed_memory_trains_bit_for_bit_the_same() -> None:
 def test_kept_memory_setting_follows_the_config_cell_and_machine(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from rnn_sentiment import allocator
+    from rnn_sentiment.training import allocator
 
     assert allocator.wants_kept_memory(True, "gru")
     assert not allocator.wants_kept_memory(False, "lstm")
@@ -224,7 +224,7 @@ def test_kept_memory_setting_follows_the_config_cell_and_machine(
 def test_training_keeps_freed_memory_only_while_it_runs(
     tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rnn_sentiment import allocator
+    from rnn_sentiment.training import allocator
 
     calls: list[str] = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append("keep") or True)

@@ -68,7 +68,9 @@ def test_predict_defaults_to_the_newest_run(
     tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("rnn_sentiment.predict.BUNDLED_MODEL_DIR", tmp_path / "no-bundle")
+    monkeypatch.setattr(
+        "rnn_sentiment.inference.predictor.BUNDLED_MODEL_DIR", tmp_path / "no-bundle"
+    )
     code, _, err = invoke("predict", "anything")
     assert code == 2 and "no trained model under runs/" in err
     overrides = [
@@ -152,7 +154,7 @@ def test_an_unfinished_run_is_not_picked_as_the_newest(
 ) -> None:
     import shutil
 
-    from rnn_sentiment.predict import resolve_model_dir
+    from rnn_sentiment.inference.predictor import resolve_model_dir
 
     runs = tmp_path / "runs"
     shutil.copytree(builtin_run, runs / "done")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnn_sentiment.batching import collate
+from rnn_sentiment.data.batching import collate
 from rnn_sentiment.model import RecurrentLayer, SentimentRNN
 
 

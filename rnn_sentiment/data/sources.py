@@ -24,7 +24,7 @@ from typing import Any
 from rnn_sentiment.config import DataConfig
 from rnn_sentiment.errors import DataError
 
-BUILTIN_DIR = Path(__file__).parent / "assets" / "builtin"
+BUILTIN_DIR = Path(__file__).parents[1] / "assets" / "builtin"
 TEXT_COLUMN_CANDIDATES = ("text", "sentence", "review", "content")
 _FORMATS = {
     ".parquet": "parquet",
@@ -154,7 +154,7 @@ def read_split(
 ) -> tuple[list[str], list[Any]]:
     """Raw texts and raw label values of one split of a source (no labels without ``labelled``)."""
     if source == "long-range":
-        from rnn_sentiment.longrange import read_split as read_long_range
+        from rnn_sentiment.data.longrange import read_split as read_long_range
 
         return read_long_range(cfg.long_range, split)
     location = resolve_source(source, split)

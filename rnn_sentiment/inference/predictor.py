@@ -20,16 +20,16 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from rnn_sentiment.batching import TokenIds, collate, inference_batches
 from rnn_sentiment.checkpoint import MANIFEST_FILE, METRICS_FILE, LoadedRun, load_run
+from rnn_sentiment.data.batching import TokenIds, collate, inference_batches
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.model import SentimentRNN
 from rnn_sentiment.tokenizer import configure_truncation, encode_arrays
 
-BUNDLED_MODEL_DIR = Path(__file__).parent / "assets" / "bundled"
+BUNDLED_MODEL_DIR = Path(__file__).parents[1] / "assets" / "bundled"
 
 if TYPE_CHECKING:
-    from rnn_sentiment.explain import Explanation
+    from rnn_sentiment.inference.explain import Explanation
 
 
 @dataclass
@@ -85,8 +85,8 @@ def prepare_model(
     """The model to run inference with, and notes on what could not be converted.
 
     On CPU, ``stepwise`` (the default) scores with
-    :class:`~rnn_sentiment.stepwise.StepwiseClassifier`: a first-layer lookup table and a step
-    loop that skips finished reviews; its recurrent matrix product runs in fp32, bf16
+    :class:`~rnn_sentiment.inference.stepwise.StepwiseClassifier`: a first-layer lookup table and
+    a step loop that skips finished reviews; its recurrent matrix product runs in fp32, bf16
     (``dtype``) or int8 (``quantize``), everything else in fp32.
     Otherwise PyTorch's own layers: ``int8`` is dynamic quantization of the LSTM, GRU and linear
     layers (PyTorch has no dynamic-quantized ``nn.RNN``) and ``bf16`` puts every weight and
@@ -113,7 +113,7 @@ def prepare_model(
 
 
 def _stepwise(model: SentimentRNN, precision: str) -> tuple[nn.Module, list[str]]:
-    from rnn_sentiment.stepwise import StepwiseClassifier
+    from rnn_sentiment.inference.stepwise import StepwiseClassifier
 
     fast = StepwiseClassifier(model, precision)  # type: ignore[arg-type]
     notes = []
@@ -231,7 +231,7 @@ class Predictor:
 
     def explain(self, text: str) -> Explanation:
         """Per word: the running sentiment and its occlusion attribution (see ``explain.py``)."""
-        from rnn_sentiment.explain import explain
+        from rnn_sentiment.inference.explain import explain
 
         return explain(self.run, text)
 

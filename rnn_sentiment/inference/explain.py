@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from rnn_sentiment.checkpoint import LoadedRun
 from rnn_sentiment.errors import DataError
-from rnn_sentiment.predict import predict_proba_ids
+from rnn_sentiment.inference.predictor import predict_proba_ids
 from rnn_sentiment.tokenizer import UNK_ID
 
 METHOD = "occlusion (leave one word out): drop in p(label) when the word is removed"

@@ -183,7 +183,9 @@ def failure() -> str | None:
     return _failure
 
 
-if __name__ == "__main__":  # ``python -m rnn_sentiment.native``: build now (make install does)
+if (
+    __name__ == "__main__"
+):  # ``python -m rnn_sentiment.inference.native``: build now (make install does)
     module = kernels()
     if module is None:
         print(f"rnn-sentiment: the fast CPU scorer was not built ({failure()}); scoring uses "

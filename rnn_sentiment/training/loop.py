@@ -18,8 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnn_sentiment.allocator import freed_memory_kept, wants_kept_memory
-from rnn_sentiment.batching import collate, training_batches
 from rnn_sentiment.checkpoint import (
     CONFIG_FILE,
     TOKENIZER_FILE,
@@ -33,13 +31,15 @@ from rnn_sentiment.checkpoint import (
     save_weights,
 )
 from rnn_sentiment.config import Config, TrainingConfig
-from rnn_sentiment.data import DataSplits, load_splits
-from rnn_sentiment.diagnostics import explosion_warning, gradient_flow, longest_reviews
+from rnn_sentiment.data.batching import collate, training_batches
+from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
-from rnn_sentiment.evaluate import compute_metrics
+from rnn_sentiment.inference.evaluate import compute_metrics
+from rnn_sentiment.inference.predictor import predict_proba_ids
 from rnn_sentiment.model import SentimentRNN, build_model, count_parameters
-from rnn_sentiment.predict import predict_proba_ids
 from rnn_sentiment.tokenizer import encode_cached, load_tokenizer, train_tokenizer
+from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memory
+from rnn_sentiment.training.diagnostics import explosion_warning, gradient_flow, longest_reviews
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -319,7 +319,7 @@ def pretrain_embeddings(
     stop (Ctrl-C, SIGTERM) ends it after the current word2vec epoch and removes the run
     directory, which holds nothing to resume yet.
     """
-    from rnn_sentiment.pretrain import load_vectors, pretrain_vectors
+    from rnn_sentiment.training.pretrain import load_vectors, pretrain_vectors
 
     pcfg = config.pretraining
     cb.on_message(

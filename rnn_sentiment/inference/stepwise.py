@@ -15,7 +15,8 @@ The recurrent matrix product runs in fp32, bf16 or int8; everything else (input 
 gates, cell state, pooling, classifier) stays fp32. In int8, ``h`` (always in [-1, 1] for LSTM,
 GRU and tanh RNN cells) is quantized with the fixed scale 1/127 and the weights per output unit.
 
-In fp32 and int8 the steps run in compiled code when it can be built (:mod:`rnn_sentiment.native`):
+In fp32 and int8 the steps run in compiled code when it can be built
+(:mod:`rnn_sentiment.inference.native`):
 per step one matrix product and one fused pass over the running rows, instead of about 14 PyTorch
 calls. Without a compiler the same steps run as PyTorch calls (``native=False`` forces that).
 """
@@ -214,7 +215,7 @@ def run_direction(
 
     ``active[s]`` rows (a prefix, since rows are sorted longest first) are still running at step
     ``s``; a finished row keeps its last state, which is what ``last`` pooling reads.
-    ``compiled`` is the :mod:`rnn_sentiment.native` module, used for fp32 and int8 products.
+    ``compiled`` is the :mod:`~rnn_sentiment.inference.native` module (fp32 and int8 products).
     """
     batch, steps = active[0], len(active)
     state = cell.zero_state(batch)
@@ -326,7 +327,7 @@ class StepwiseClassifier(nn.Module):
         """The compiled steps, loaded on first use (a few reviews never need them), or None."""
         if not self._native:
             return None
-        from rnn_sentiment.native import kernels
+        from rnn_sentiment.inference.native import kernels
 
         return kernels()
 

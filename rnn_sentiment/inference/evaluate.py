@@ -9,17 +9,17 @@ from typing import Any
 import numpy as np
 
 from rnn_sentiment.config import DataConfig
-from rnn_sentiment.data import read_split, resolve_source, to_reviews
-from rnn_sentiment.errors import DataError
-from rnn_sentiment.formats import (
+from rnn_sentiment.data.files import (
     ParquetReader,
     choose_text_column,
     detect_format,
     did_you_mean,
     open_reader,
 )
-from rnn_sentiment.predict import Predictor
-from rnn_sentiment.scoring import ScoringOptions, iter_scored
+from rnn_sentiment.data.sources import read_split, resolve_source, to_reviews
+from rnn_sentiment.errors import DataError
+from rnn_sentiment.inference.predictor import Predictor
+from rnn_sentiment.inference.scoring import ScoringOptions, iter_scored
 
 
 def compute_metrics(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rnn_sentiment.config import LongRangeConfig
-from rnn_sentiment.corpus import ABOUT_FILLERS, ACTORS, DIRECTORS, VIEWING_FILLERS, fill_names
+from rnn_sentiment.data.corpus import ABOUT_FILLERS, ACTORS, DIRECTORS, VIEWING_FILLERS, fill_names
 from rnn_sentiment.errors import DataError
 
 SOURCE = "long-range"

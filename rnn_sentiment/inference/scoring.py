@@ -8,7 +8,7 @@ disk) can be resumed with ``resume=True``: the partial output is cut back to the
 chunk and that many input rows are skipped. The temporary file is renamed to the output only when
 every row is written, so a truncated file never looks finished.
 
-Like :mod:`rnn_sentiment.predict`, this module never imports ``datasets``.
+Like :mod:`rnn_sentiment.inference.predictor`, this module never imports ``datasets``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from rnn_sentiment.checkpoint import MANIFEST_FILE, atomic_write_json
-from rnn_sentiment.data import clean_text
-from rnn_sentiment.errors import DataError, RnnSentimentError
-from rnn_sentiment.formats import (
+from rnn_sentiment.data.files import (
     MISSING,
     Chunk,
     ParquetReader,
@@ -48,7 +46,9 @@ from rnn_sentiment.formats import (
     open_reader,
     write_parquet_part,
 )
-from rnn_sentiment.predict import Predictor
+from rnn_sentiment.data.sources import clean_text
+from rnn_sentiment.errors import DataError, RnnSentimentError
+from rnn_sentiment.inference.predictor import Predictor
 
 PROGRESS_VERSION = 1
 FINGERPRINT_BYTES = 1 << 20

@@ -1,0 +1,1 @@
+"""Data layer: reading review files and sources, the generated corpora, and batching."""

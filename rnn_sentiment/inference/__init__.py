@@ -1,0 +1,1 @@
+"""Inference layer: load a model, the scoring engines, batch scoring, evaluation, explanations."""

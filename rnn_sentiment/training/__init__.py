@@ -1,0 +1,1 @@
+"""Training layer: the training loop, its saved state, pretraining and diagnostics."""
