@@ -27,6 +27,9 @@ _EXPORTS = {
     "evaluate": "rnn_sentiment.inference.evaluate",
     "Predictor": "rnn_sentiment.inference.predictor",
     "Prediction": "rnn_sentiment.inference.predictor",
+    "score_file": "rnn_sentiment.inference.scoring",
+    "ScoringOptions": "rnn_sentiment.inference.scoring",
+    "ScoringSummary": "rnn_sentiment.inference.scoring",
     "RnnSentimentError": "rnn_sentiment.errors",
     "ConfigError": "rnn_sentiment.errors",
     "DataError": "rnn_sentiment.errors",
@@ -41,6 +44,8 @@ __all__ = [
     "Prediction",
     "Predictor",
     "RnnSentimentError",
+    "ScoringOptions",
+    "ScoringSummary",
     "TrainCallback",
     "TrainResult",
     "TrainingError",
@@ -48,6 +53,7 @@ __all__ = [
     "load_config",
     "load_model",
     "classify",
+    "score_file",
     "train",
 ]
 
@@ -62,6 +68,7 @@ if TYPE_CHECKING:
     )
     from rnn_sentiment.inference.evaluate import evaluate
     from rnn_sentiment.inference.predictor import Prediction, Predictor
+    from rnn_sentiment.inference.scoring import ScoringOptions, ScoringSummary, score_file
     from rnn_sentiment.training.loop import TrainCallback, TrainResult, train
 
 

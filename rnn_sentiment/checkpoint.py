@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from tokenizers import Tokenizer
 from rnn_sentiment.config import Config, config_from_dict, dump_config
 from rnn_sentiment.errors import CheckpointError, ConfigError
 from rnn_sentiment.model import SentimentRNN, build_model
+from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.tokenizer import load_tokenizer
 
 CONFIG_FILE = "config.yaml"
@@ -54,6 +56,11 @@ class LoadedRun:
     tokenizer: Tokenizer
     model: SentimentRNN
     label_names: list[str]
+
+    @cached_property
+    def pipeline(self) -> TextPipeline:
+        """How this model turns a raw review into token ids (every entry point uses it)."""
+        return TextPipeline(self.tokenizer, self.config.data.clean_html)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -19,7 +19,6 @@ from rnn_sentiment.data.sources import load_splits
 from rnn_sentiment.errors import ConfigError
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.model import build_model, count_parameters
-from rnn_sentiment.tokenizer import configure_truncation, encode
 from rnn_sentiment.training.loop import TrainCallback, train
 
 CELLS = ("rnn", "lstm", "gru")
@@ -176,9 +175,7 @@ def measure(config: Config, run_dir: Path, metrics: dict[str, Any]) -> RunOutcom
     reviews = splits.test if splits.test is not None else splits.validation
     guess = predictor.predict_proba(reviews.texts).argmax(axis=1)
     correct = (guess == np.asarray(reviews.labels)).astype(float)
-    tokenizer = predictor.run.tokenizer
-    configure_truncation(tokenizer, None, "right")  # bucket by the review's full length
-    lengths = [len(ids) for ids in encode(tokenizer, reviews.texts)]
+    lengths = predictor.run.pipeline.lengths(reviews.texts)  # bucket by the full length
     by_length = {
         label: _bucket([c for c, n in zip(correct, lengths, strict=True) if _within(n, lo, hi)])
         for label, lo, hi in LENGTH_BUCKETS

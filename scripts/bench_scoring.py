@@ -34,10 +34,9 @@ import numpy as np
 import torch
 
 from rnn_sentiment.data.batching import collate
-from rnn_sentiment.data.sources import clean_text, to_reviews
+from rnn_sentiment.data.sources import to_reviews
 from rnn_sentiment.inference.predictor import Predictor, set_threads
 from rnn_sentiment.inference.scoring import ScoringOptions, score_file
-from rnn_sentiment.tokenizer import encode
 
 
 def load_test(path: Path, label_names: list[str]) -> tuple[list[str], np.ndarray]:
@@ -60,8 +59,7 @@ def limited(data: Path, rows: int, work: Path) -> Path:
 
 def baseline(predictor: Predictor, texts: list[str], batch_size: int) -> np.ndarray:
     """Tokenize, then batches in input order, each padded to its longest review."""
-    cleaned = [clean_text(t) for t in texts]
-    ids = encode(predictor.run.tokenizer, cleaned)
+    ids = predictor.run.pipeline.encode(texts)
     model = predictor.run.model
     out = []
     with torch.inference_mode():
@@ -84,7 +82,7 @@ def project_path(predictor: Predictor, data: Path, work: Path, tag: str = "") ->
 
 
 def one_at_a_time(predictor: Predictor, texts: list[str]) -> np.ndarray:
-    return np.asarray([int(predictor.predict_proba([clean_text(t)])[0].argmax()) for t in texts])
+    return np.asarray([int(predictor.predict_proba([t])[0].argmax()) for t in texts])
 
 
 def timed(action: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:

@@ -39,9 +39,9 @@ import torch
 
 from rnn_sentiment.config import ModelConfig, TokenizerConfig, TrainingConfig
 from rnn_sentiment.data.batching import collate, training_batches
-from rnn_sentiment.data.sources import clean_text
 from rnn_sentiment.model import build_model
-from rnn_sentiment.tokenizer import PAD_ID, UNK_ID, encode, train_tokenizer
+from rnn_sentiment.text import TextPipeline
+from rnn_sentiment.tokenizer import PAD_ID, UNK_ID
 from rnn_sentiment.training.allocator import keep_freed_memory
 from rnn_sentiment.training.loop import available_cpus, build_optimizer, train_step
 
@@ -205,11 +205,12 @@ def main() -> None:
 
     torch.set_num_threads(available_cpus())
     table = pq.read_table(Path(args.data) / "train.parquet", columns=["text", "label"])
-    texts = [clean_text(t) for t in table.column("text").to_pylist()]
+    texts = table.column("text").to_pylist()
     labels = torch.tensor(table.column("label").to_pylist())
     tok_cfg = TokenizerConfig(max_length=args.max_length, truncation_side="left")
-    tokenizer = train_tokenizer(texts, tok_cfg)
-    ids = encode(tokenizer, texts)
+    pipeline = TextPipeline.learn(texts, tok_cfg, html=True)
+    tokenizer = pipeline.tokenizer
+    ids = pipeline.encode_lists(texts)
     tokenize = plain_tokenize(tokenizer.get_vocab(), args.max_length)
     peaks = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
     print(

@@ -27,16 +27,16 @@ import pyarrow.parquet as pq
 from torch import nn
 
 from rnn_sentiment.config import load_config
-from rnn_sentiment.data.sources import clean_text
+from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.inference.evaluate import evaluate
-from rnn_sentiment.inference.predictor import predict_proba_ids
-from rnn_sentiment.tokenizer import encode, load_tokenizer
+from rnn_sentiment.text import TextPipeline, clean_html
+from rnn_sentiment.tokenizer import load_tokenizer
 from rnn_sentiment.training.loop import TrainCallback, train
 
 
 def read_imdb(path: Path) -> tuple[list[str], np.ndarray]:
     table = pq.read_table(path, columns=["text", "label"])
-    texts = [clean_text(t) for t in table.column("text").to_pylist()]
+    texts = table.column("text").to_pylist()
     return texts, np.asarray(table.column("label").to_pylist())
 
 
@@ -47,7 +47,12 @@ def tfidf_baseline(data: Path) -> dict[str, float]:
 
     start = time.perf_counter()
     train_texts, train_labels = read_imdb(data / "train.parquet")
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    vectorizer = TfidfVectorizer(
+        ngram_range=(1, 2),
+        min_df=2,
+        sublinear_tf=True,
+        preprocessor=lambda t: clean_html(t).lower(),
+    )
     features = vectorizer.fit_transform(train_texts)
     classifier = LogisticRegression(C=4.0, max_iter=1000).fit(features, train_labels)
     seconds = time.perf_counter() - start
@@ -59,8 +64,11 @@ def tfidf_baseline(data: Path) -> dict[str, float]:
 class TestWatcher(TrainCallback):
     """Scores the test set ``evals`` times an epoch, with the clock stopped while it does."""
 
-    def __init__(self, runs: Path, texts: list[str], labels: np.ndarray, evals: int) -> None:
+    def __init__(
+        self, runs: Path, texts: list[str], labels: np.ndarray, evals: int, clean_html: bool
+    ) -> None:
         self.runs, self.texts, self.labels, self.evals = runs, texts, labels, evals
+        self.clean_html = clean_html
         self.every = 1
         self.start = time.perf_counter()
         self.paused = 0.0
@@ -73,7 +81,8 @@ class TestWatcher(TrainCallback):
         # The run's tokenizer is on disk by now: encode the test set once, clock stopped.
         pause = time.perf_counter()
         (run_dir,) = self.runs.iterdir()
-        self.ids = encode(load_tokenizer(run_dir / "tokenizer.json"), self.texts)
+        pipeline = TextPipeline(load_tokenizer(run_dir / "tokenizer.json"), self.clean_html)
+        self.ids = pipeline.encode_lists(self.texts)
         self.model = model
         self.paused += time.perf_counter() - pause
 
@@ -124,7 +133,8 @@ def main() -> None:
              *args.overrides],
         )  # fmt: skip
         test_texts, test_labels = read_imdb(args.data / "test.parquet")
-        watcher = TestWatcher(Path(runs), test_texts, test_labels, args.evals_per_epoch)
+        watcher = TestWatcher(Path(runs), test_texts, test_labels, args.evals_per_epoch,
+                              config.data.clean_html)  # fmt: skip
         result = train(config, watcher)
         final = evaluate(result.run_dir, str(args.data), "test")
     seconds = watcher.curve[-1]["seconds"]  # the clock without the test passes

@@ -1,44 +1,14 @@
-"""Shared fixtures: tiny configs and tiny data written to temporary folders."""
+"""Shared fixtures: tiny data written to temporary folders, a model trained once per session."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from rnn_sentiment.config import Config, load_config
-
-SHARED_DATA = Path(
-    os.environ.get(
-        "RNN_SENTIMENT_SHARED_DATA", Path(__file__).parents[1] / ".." / "shared" / "data"
-    )
-)
-
-POSITIVE = ["a wonderful film", "great acting and a great plot", "i loved it", "truly moving"]
-NEGATIVE = ["a terrible film", "awful acting and a dull plot", "i hated it", "boring and long"]
-
-
-def tiny_overrides(tmp_path: Path, **extra: object) -> list[str]:
-    """Overrides that make a model train in about a second."""
-    values: dict[str, object] = {
-        "model.embedding_dim": 16,
-        "model.hidden_size": 16,
-        "tokenizer.min_frequency": 1,
-        "training.epochs": 2,
-        "training.batch_size": 16,
-        "training.num_threads": 1,
-        "output.dir": str(tmp_path / "runs"),
-        "output.name": "tiny",
-        "data.cache_dir": str(tmp_path / "token-cache"),
-    }
-    values.update(extra)
-    return [f"{key}={value}" for key, value in values.items()]
-
-
-def tiny_config(tmp_path: Path, **extra: object) -> Config:
-    return load_config(None, tiny_overrides(tmp_path, **extra))
+from rnn_sentiment.config import load_config
+from tests.helpers import NEGATIVE, POSITIVE
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from rnn_sentiment.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_run
 from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR, Predictor, resolve_model_dir
-from tests.cli.test_cli import invoke
+from tests.helpers import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 CLEAR = [

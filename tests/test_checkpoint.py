@@ -17,7 +17,7 @@ from rnn_sentiment.checkpoint import (
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.training.loop import train
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 @pytest.fixture

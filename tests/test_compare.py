@@ -13,7 +13,7 @@ from rnn_sentiment.errors import ConfigError
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.model import build_model, count_parameters
 from rnn_sentiment.report import write_report
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 LONG_RANGE = {
     "data.source": "long-range",

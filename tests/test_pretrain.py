@@ -19,7 +19,7 @@ from rnn_sentiment.errors import ConfigError, DataError, TrainingError, Training
 from rnn_sentiment.tokenizer import encode, load_tokenizer, train_tokenizer
 from rnn_sentiment.training.loop import TrainCallback, train
 from rnn_sentiment.training.pretrain import pretrain_vectors
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _corpus(n: int, seed: int = 0) -> list[str]:

@@ -8,12 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
 
 from rnn_sentiment.config import load_config
 from rnn_sentiment.data.sources import load_splits
 from rnn_sentiment.inference.evaluate import evaluate
+from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training.loop import train
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 pytestmark = pytest.mark.slow
@@ -49,7 +52,11 @@ def test_imdb_presets_pretrain_on_the_unlabelled_reviews() -> None:
     # The hub calls the split 'unsupervised'; the local copy's unsup.parquet is found for it.
     splits = load_splits(config.data, config.training.seed, unlabelled=True)
     assert len(splits.unlabelled) == 50_000
-    assert "<br" not in "".join(splits.unlabelled[:1000])  # cleaned like the training texts
+    assert "<br" in "".join(splits.unlabelled[:1000])  # raw, as in the file
+    prepared = TextPipeline(Tokenizer(WordLevel()), config.data.clean_html).prepare(
+        splits.unlabelled[:1000]
+    )
+    assert "<br" not in "".join(prepared)  # the text pipeline cleans them like training texts
 
 
 def test_evaluate_on_a_parquet_file(tmp_path: Path) -> None:

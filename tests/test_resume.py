@@ -13,7 +13,7 @@ import pytest
 
 from rnn_sentiment.errors import ConfigError
 from rnn_sentiment.training.loop import train
-from tests.conftest import tiny_config, tiny_overrides
+from tests.helpers import tiny_config, tiny_overrides
 
 KILL_SCRIPT = """
 import os, signal, sys

@@ -19,7 +19,7 @@ import pytest
 
 from rnn_sentiment.errors import DataError
 from rnn_sentiment.inference.evaluate import evaluate
-from rnn_sentiment.inference.predictor import Predictor, window_starts
+from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.inference.scoring import (
     ScoringCallback,
     ScoringInterrupted,
@@ -292,12 +292,6 @@ def test_resume_refuses_a_changed_input_and_restarts_without_resume(
                    options.model_copy(update={"resume": True}))  # fmt: skip
     score_file(predictor, tmp_path / "in.csv", tmp_path / "o.csv", options)
     assert [r["text"] for r in read_output(tmp_path / "o.csv")] == REVIEWS[::-1]
-
-
-def test_window_starts_cover_the_review() -> None:
-    assert window_starts(10, 400, 200) == [0]
-    assert window_starts(1000, 400, 200) == [0, 200, 400, 600]
-    assert window_starts(401, 400, 200) == [0, 1]
 
 
 def test_long_reviews_in_windows_read_the_whole_review(predictor: Predictor) -> None:

@@ -15,28 +15,9 @@ import torch
 from rnn_sentiment.config import ModelConfig
 from rnn_sentiment.data.batching import collate
 from rnn_sentiment.inference import stepwise
-from rnn_sentiment.inference.predictor import prepare_model
 from rnn_sentiment.inference.stepwise import StepwiseClassifier
-from rnn_sentiment.model import SentimentRNN, build_model
-
-LENGTHS = [5, 1, 9, 3, 9, 7, 2]
-
-
-def tiny_model(cell: str, **extra: object) -> SentimentRNN:
-    torch.manual_seed(0)
-    cfg = ModelConfig(cell=cell, embedding_dim=12, hidden_size=10, **extra)  # type: ignore[arg-type]
-    model = build_model(cfg, vocab_size=60, num_labels=3).eval()
-    with torch.no_grad():  # larger recurrent weights than the init, so every gate matters
-        for layer in model.layers:
-            for name, param in layer.named_parameters():
-                if "weight_hh" in name:
-                    param.mul_(3)
-    return model
-
-
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    return collate([torch.randint(2, 60, (n,), generator=generator).tolist() for n in LENGTHS])
+from rnn_sentiment.model import build_model
+from tests.helpers import LENGTHS, tiny_model, token_batch
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -44,7 +25,7 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("pooling", ["last", "max", "mean", "maxmean"])
 def test_fp32_equals_the_pytorch_layers(cell: str, bidirectional: bool, pooling: str) -> None:
     model = tiny_model(cell, bidirectional=bidirectional, pooling=pooling, num_layers=2)
-    tokens, lengths = batch()
+    tokens, lengths = token_batch()
     with torch.no_grad():
         expected = model(tokens, lengths)
         torch.testing.assert_close(
@@ -58,7 +39,7 @@ def test_without_the_lookup_table_and_with_relu(cell: str, monkeypatch: pytest.M
     model = tiny_model(cell, bidirectional=True, nonlinearity="relu", pooling="maxmean")
     fast = StepwiseClassifier(model, fused_below=0)
     assert fast.lookup is None
-    tokens, lengths = batch()
+    tokens, lengths = token_batch()
     with torch.no_grad():
         torch.testing.assert_close(fast(tokens, lengths), model(tokens, lengths))
 
@@ -66,7 +47,7 @@ def test_without_the_lookup_table_and_with_relu(cell: str, monkeypatch: pytest.M
 def test_padding_and_batch_order_change_nothing() -> None:
     model = tiny_model("lstm", bidirectional=True, pooling="max")
     fast = StepwiseClassifier(model, fused_below=0)
-    tokens, lengths = batch()
+    tokens, lengths = token_batch()
     padded = torch.cat([tokens, torch.full((len(LENGTHS), 5), 7)], dim=1)  # garbage, not [PAD]
     reverse = torch.arange(len(LENGTHS) - 1, -1, -1)
     with torch.no_grad():
@@ -82,33 +63,13 @@ def test_padding_and_batch_order_change_nothing() -> None:
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_bf16_and_int8_stay_close(precision: str, cell: str) -> None:
     model = tiny_model(cell, bidirectional=True, pooling="maxmean", num_layers=2)
-    tokens, lengths = batch()
+    tokens, lengths = token_batch()
     with torch.no_grad():
         exact = torch.softmax(model(tokens, lengths), dim=-1)
         fast = torch.softmax(
             StepwiseClassifier(model, precision, fused_below=0)(tokens, lengths), dim=-1
         )  # type: ignore[arg-type]
     assert 0 < (fast - exact).abs().max() < 0.03  # approximate, and not far off
-
-
-def test_int8_keeps_a_relu_rnn_recurrence_in_fp32_and_says_so() -> None:
-    tanh, _ = prepare_model(tiny_model("rnn"), quantize="int8")
-    relu, notes = prepare_model(tiny_model("rnn", nonlinearity="relu"), quantize="int8")
-    assert isinstance(tanh, StepwiseClassifier) and tanh.recurrent_precision == "int8"
-    assert isinstance(relu, StepwiseClassifier) and relu.recurrent_precision == "fp32"
-    assert any("ReLU" in note for note in notes)
-    old, old_notes = prepare_model(tiny_model("rnn"), quantize="int8", stepwise=False)
-    assert not isinstance(old, StepwiseClassifier) and any("nn.RNN" in n for n in old_notes)
-
-
-def test_small_batches_run_the_fused_fp32_layers() -> None:
-    model = tiny_model("gru", pooling="max")
-    tokens, lengths = batch()
-    fast = StepwiseClassifier(model, "int8", fused_below=len(LENGTHS) + 1)
-    with torch.no_grad():
-        assert torch.equal(fast(tokens, lengths), model(tokens, lengths))  # not int8: exact
-        fast.fused_below = len(LENGTHS)
-        assert not torch.equal(fast(tokens, lengths), model(tokens, lengths))
 
 
 def compiled_or_skip() -> None:
@@ -141,7 +102,7 @@ def test_compiled_steps_equal_the_pytorch_steps(
     fast = StepwiseClassifier(model, precision, fused_below=0)  # type: ignore[arg-type]
     slow = StepwiseClassifier(model, precision, fused_below=0, native=False)  # type: ignore[arg-type]
     assert fast.compiled is not None and slow.compiled is None
-    tokens, lengths = batch()
+    tokens, lengths = token_batch()
     with torch.no_grad():
         if precision == "fp32":
             torch.testing.assert_close(fast(tokens, lengths), slow(tokens, lengths))
@@ -158,32 +119,10 @@ def test_compiled_steps_without_the_lookup_table(monkeypatch: pytest.MonkeyPatch
     model = tiny_model("lstm", bidirectional=True, pooling="maxmean")
     fast = StepwiseClassifier(model, "int8", fused_below=0)
     assert fast.lookup is None and fast.compiled is not None
-    tokens, lengths = batch()
+    tokens, lengths = token_batch()
     with torch.no_grad():
         expected = StepwiseClassifier(model, "int8", fused_below=0, native=False)(tokens, lengths)
         torch.testing.assert_close(fast(tokens, lengths), expected)
-
-
-def test_without_the_compiled_steps_the_scorer_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rnn_sentiment.inference import native
-
-    def no_compiler(verbose: bool = False) -> None:
-        raise RuntimeError("error: command 'c++' failed: No such file or directory")
-
-    for turned_off in (False, True):
-        monkeypatch.setattr(native, "_loaded", None)
-        monkeypatch.setattr(native, "_failure", None)
-        monkeypatch.setattr(native, "build", no_compiler)
-        if turned_off:
-            monkeypatch.setenv("RNN_SENTIMENT_NATIVE", "0")
-        model = tiny_model("gru", bidirectional=True)
-        fast = StepwiseClassifier(model, "int8", fused_below=0)
-        assert fast.compiled is None
-        reason = native.failure() or ""
-        assert ("RNN_SENTIMENT_NATIVE=0" in reason) if turned_off else ("c++" in reason)
-        tokens, lengths = batch()
-        with torch.no_grad():
-            assert fast(tokens, lengths).shape == (len(LENGTHS), 3)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -216,7 +155,7 @@ def test_bad_inputs_to_the_compiled_steps_raise_instead_of_crashing() -> None:
     compiled_or_skip()
     model = tiny_model("lstm")
     fast = StepwiseClassifier(model, "int8", fused_below=0)
-    tokens, lengths = batch()
+    tokens, lengths = token_batch()
     with torch.no_grad(), pytest.raises((IndexError, RuntimeError)):
         fast(tokens.masked_fill(tokens == tokens[0, 0], 10**9), lengths)  # no such token
     from rnn_sentiment.inference import native

@@ -12,7 +12,7 @@ import pytest
 
 from rnn_sentiment.errors import CheckpointError, DataError, TrainingError
 from rnn_sentiment.training.loop import TrainCallback, train
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

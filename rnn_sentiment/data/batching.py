@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from rnn_sentiment.tokenizer import PAD_ID
 
@@ -52,3 +53,24 @@ def collate(sequences: Sequence[TokenIds]) -> tuple[torch.Tensor, torch.Tensor]:
     for row, sequence in enumerate(sequences):
         tokens[row, : len(sequence)] = sequence
     return torch.from_numpy(tokens), torch.from_numpy(lengths)
+
+
+def predict_proba_ids(
+    model: nn.Module,
+    sequences: Sequence[TokenIds],
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Class probabilities [n, labels] for token id sequences, in their input order."""
+    model.eval()
+    lengths = [len(s) for s in sequences]
+    out: np.ndarray | None = None
+    with torch.inference_mode():
+        for batch in inference_batches(lengths, batch_size):
+            tokens, batch_lengths = collate([sequences[i] for i in batch])
+            logits = model(tokens.to(device), batch_lengths)
+            probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            if out is None:
+                out = np.zeros((len(sequences), probs.shape[1]), dtype=np.float32)
+            out[batch] = probs
+    return out if out is not None else np.zeros((0, 2), dtype=np.float32)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, cast
 
 from rnn_sentiment.errors import DataError
+from rnn_sentiment.text import fix_text
 
 InputFormat = Literal["csv", "tsv", "jsonl", "parquet", "txt", "folder"]
 OutputFormat = Literal["csv", "tsv", "jsonl", "parquet"]
@@ -86,16 +87,6 @@ def detect_format(path: str, forced: str | None, output: bool = False) -> str:
             f"or --{role}-format"
         )
     return kind
-
-
-def fix_text(value: str) -> tuple[str, bool]:
-    """``value`` with undecodable bytes (surrogate escapes) replaced; True if any were."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raw = value.encode("utf-8", "surrogateescape")
-        return raw.decode("utf-8", "replace").encode("utf-8", "replace").decode("utf-8"), True
-    return value, False
 
 
 def did_you_mean(name: str, columns: Sequence[str], where: str) -> DataError:

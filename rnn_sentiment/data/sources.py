@@ -43,7 +43,6 @@ UNLABELLED = -1
 # The hub's IMDB names its unlabelled reviews 'unsupervised'; local copies often say 'unsup'.
 _SPLIT_ALIASES = {"unsupervised": ("unsup",), "unsup": ("unsupervised",)}
 DEFAULT_LABEL_NAMES = ("negative", "positive")
-_BR_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _FASTTEXT_LABEL = re.compile(r"^__label__(\S+)\s+(.*)$", re.DOTALL)
 
@@ -152,7 +151,11 @@ def _check_single_file_splits(cfg: DataConfig) -> None:
 def read_split(
     source: str, split: str, cfg: DataConfig, labelled: bool = True
 ) -> tuple[list[str], list[Any]]:
-    """Raw texts and raw label values of one split of a source (no labels without ``labelled``)."""
+    """Raw texts and raw label values of one split of a source (no labels without ``labelled``).
+
+    Texts are returned as they are in the source: the model's text pipeline
+    (:mod:`rnn_sentiment.text`) prepares them, in training and at inference alike.
+    """
     if source == "long-range":
         from rnn_sentiment.data.longrange import read_split as read_long_range
 
@@ -164,10 +167,7 @@ def read_split(
         table = _read_review_folder(location)
     else:
         table = _read_file(location)
-    texts, labels = _pick_columns(table, cfg, str(location or source), labelled)
-    if cfg.clean_html:
-        texts = [clean_text(text) for text in texts]
-    return texts, labels
+    return _pick_columns(table, cfg, str(location or source), labelled)
 
 
 def resolve_source(source: str, split: str) -> Path | None:
@@ -193,11 +193,6 @@ def resolve_source(source: str, split: str) -> Path | None:
     if _looks_like_path(source):
         raise DataError(f"data source not found: {source} (check the path, or use data.source=...)")
     return None
-
-
-def clean_text(text: str) -> str:
-    """Turn HTML line breaks into spaces (IMDB reviews are full of ``<br /><br />``)."""
-    return _BR_TAG.sub(" ", text)
 
 
 def infer_label_names(values: Sequence[Any]) -> list[str]:

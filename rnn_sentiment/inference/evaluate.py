@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from rnn_sentiment.config import DataConfig
 from rnn_sentiment.data.files import (
@@ -20,40 +17,7 @@ from rnn_sentiment.data.sources import read_split, resolve_source, to_reviews
 from rnn_sentiment.errors import DataError
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.inference.scoring import ScoringOptions, iter_scored
-
-
-def compute_metrics(
-    labels: Sequence[int], predicted: Sequence[int], label_names: Sequence[str]
-) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix.
-
-    ``confusion_matrix[i][j]`` counts reviews of true class i predicted as class j.
-    """
-    n_classes = len(label_names)
-    truth = np.asarray(labels, dtype=np.int64)
-    guess = np.asarray(predicted, dtype=np.int64)
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (truth, guess), 1)
-    per_class: dict[str, dict[str, float]] = {}
-    for i, name in enumerate(label_names):
-        tp = confusion[i, i]
-        precision = tp / max(confusion[:, i].sum(), 1)
-        recall = tp / max(confusion[i, :].sum(), 1)
-        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-        per_class[name] = {
-            "precision": float(precision),
-            "recall": float(recall),
-            "f1": float(f1),
-            "support": int(confusion[i, :].sum()),
-        }
-    return {
-        "n": len(truth),
-        "accuracy": float((truth == guess).mean()) if len(truth) else 0.0,
-        "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
-        "per_class": per_class,
-        "labels": list(label_names),
-        "confusion_matrix": confusion.tolist(),
-    }
+from rnn_sentiment.metrics import compute_metrics
 
 
 def evaluate(

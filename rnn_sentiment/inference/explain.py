@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from rnn_sentiment.checkpoint import LoadedRun
+from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.errors import DataError
-from rnn_sentiment.inference.predictor import predict_proba_ids
 from rnn_sentiment.tokenizer import UNK_ID
 
 METHOD = "occlusion (leave one word out): drop in p(label) when the word is removed"
@@ -51,18 +51,17 @@ class Explanation:
 def explain(run: LoadedRun, text: str) -> Explanation:
     """Running sentiment and occlusion attribution for each word of ``text``.
 
-    Words are the tokenizer's pre-tokens (punctuation marks count as words); a word made of several
-    subword pieces (BPE) is removed and scored as a whole.
+    The review goes through the model's :class:`~rnn_sentiment.text.TextPipeline`, like every
+    other entry point. Words are the tokenizer's pre-tokens of the prepared review (punctuation
+    marks count as words); a word made of several subword pieces (BPE) is removed and scored as
+    a whole.
 
     Raises:
         DataError: the text has no tokens.
     """
-    encoding = run.tokenizer.encode(text, add_special_tokens=False)
-    spans = _word_spans(encoding.word_ids)
+    ids, words, spans = run.pipeline.words(text)
     if not spans:
         raise DataError("nothing to explain: the review has no words")
-    ids = list(encoding.ids)
-    words = [text[encoding.offsets[a][0] : encoding.offsets[b - 1][1]] for a, b in spans]
     prefixes = [ids[:end] for _, end in spans]
     occluded = [ids[:start] + ids[end:] or [UNK_ID] for start, end in spans]
     device = next(run.model.parameters()).device
@@ -79,19 +78,6 @@ def explain(run: LoadedRun, text: str) -> Explanation:
         running_labels=[names[int(row.argmax())] for row in running],
         attributions=[float(full[best] - row[best]) for row in without],
     )
-
-
-def _word_spans(word_ids: list[int | None]) -> list[tuple[int, int]]:
-    """(first, last + 1) token index of each word, in order."""
-    spans: list[tuple[int, int]] = []
-    previous: int | None = None
-    for index, word in enumerate(word_ids):
-        if word is not None and word == previous:
-            spans[-1] = (spans[-1][0], index + 1)
-        else:
-            spans.append((index, index + 1))
-        previous = word
-    return spans
 
 
 def _named(names: list[str], row: object) -> dict[str, float]:

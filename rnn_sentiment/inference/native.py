@@ -3,8 +3,9 @@
 It is built once per machine with the local C++ compiler and cached under
 ``$XDG_CACHE_HOME/rnn-sentiment/native`` (``~/.cache/...``), keyed by the source, the torch
 version and the CPU, because it is compiled for this CPU's instruction set. When it cannot be built
-(no compiler, no ninja) or ``RNN_SENTIMENT_NATIVE=0`` is set, :func:`kernels` returns ``None`` and
-the scorer runs the same steps as PyTorch calls, slower, with the same results up to rounding.
+(no compiler, no ninja), :func:`kernels` returns ``None`` and the scorer runs the same steps as
+PyTorch calls, slower, with the same results up to rounding. Whether it is used at all
+(``RNN_SENTIMENT_NATIVE=0`` turns it off) is decided in :mod:`rnn_sentiment.inference.engine`.
 """
 
 from __future__ import annotations
@@ -162,9 +163,6 @@ def kernels() -> ModuleType | None:
     global _loaded, _failure
     if _loaded is not None or _failure is not None:
         return _loaded
-    if os.environ.get("RNN_SENTIMENT_NATIVE", "1") == "0":
-        _failure = "turned off by RNN_SENTIMENT_NATIVE=0"
-        return None
     try:
         _loaded = build()
     except Exception as error:  # noqa: BLE001 - any build failure means: use the PyTorch path

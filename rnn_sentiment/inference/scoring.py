@@ -40,15 +40,14 @@ from rnn_sentiment.data.files import (
     detect_format,
     did_you_mean,
     encode_rows,
-    fix_text,
     is_gzip,
     merge_parquet_parts,
     open_reader,
     write_parquet_part,
 )
-from rnn_sentiment.data.sources import clean_text
 from rnn_sentiment.errors import DataError, RnnSentimentError
 from rnn_sentiment.inference.predictor import Predictor
+from rnn_sentiment.text import fix_text
 
 PROGRESS_VERSION = 1
 FINGERPRINT_BYTES = 1 << 20
@@ -154,8 +153,12 @@ class ScoredChunk:
     flagged: list[str]
 
 
-def text_values(values: Sequence[Any], clean_html: bool) -> tuple[list[str], list[str]]:
-    """The text to score for each row ('' when none) and the problem of each row ('' if none)."""
+def text_values(values: Sequence[Any]) -> tuple[list[str], list[str]]:
+    """The review of each row ('' when none) and the problem of each row ('' if none).
+
+    Only checks and flags: the model's text pipeline (``Predictor.score``) prepares the review,
+    as it does on every other path.
+    """
     texts: list[str] = []
     problems: list[str] = []
     for value in values:
@@ -163,15 +166,15 @@ def text_values(values: Sequence[Any], clean_html: bool) -> tuple[list[str], lis
         if value is MISSING:
             text, problem = "", "missing text"
         elif isinstance(value, str):
-            text, replaced = fix_text(value)
-            problem = "invalid UTF-8 replaced" if replaced else ""
+            text = value
+            problem = "invalid UTF-8 replaced" if fix_text(value)[1] else ""
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             text = str(value)
         else:
             text, problem = "", f"text is not a string ({type(value).__name__})"
         if not problem and not text.strip():
             problem = "empty text"
-        texts.append(clean_text(text) if clean_html and text else text)
+        texts.append(text)
         problems.append(problem)
     return texts, problems
 
@@ -185,8 +188,7 @@ def score_chunk(
     window_stride: int | None = None,
 ) -> ScoredChunk:
     """Score the rows of ``chunk`` that have text; flag the others. Output keeps input order."""
-    clean = predictor.run.config.data.clean_html
-    texts, problems = text_values(chunk.columns.get(text_column, [MISSING] * chunk.rows), clean)
+    texts, problems = text_values(chunk.columns.get(text_column, [MISSING] * chunk.rows))
     problems = [read or own for read, own in zip(chunk.problems, problems, strict=True)]
     scorable = [i for i, text in enumerate(texts) if text.strip() and not _unscorable(problems[i])]
     probs = predictor.score([texts[i] for i in scorable], long_reviews, window_stride)

@@ -39,11 +39,6 @@ Precision = Literal["fp32", "bf16", "int8"]
 # The lookup table costs vocabulary x gates x 4 bytes per direction; past this the first layer's
 # input projection is computed per batch instead, like that of the layers above it.
 LOOKUP_BUDGET_BYTES = 256 * 2**20
-# Batches smaller than this run on PyTorch's fused fp32 layers instead: the step loop's fixed cost
-# per step (about 14 small kernels) loses to them there (measured on the yardstick LSTM, one
-# thread: 1 review 5.3 vs 12.6 ms fp32, 10.7 ms int8; 16 reviews 35 vs 49 ms fp32, 23 ms int8;
-# 64 reviews 151 vs 126 ms fp32, 59 ms int8).
-FUSED_BELOW = 32
 # Input gates are computed (or gathered) for about this many rows x steps in one call: fewer
 # calls, and a block that stays in cache (measured: 1024 beat 4096 by 10-20% at batch 256-512).
 BLOCK_ROWS = 1024
@@ -220,7 +215,7 @@ def run_direction(
     batch, steps = active[0], len(active)
     state = cell.zero_state(batch)
     outputs = torch.zeros(steps, batch, cell.hidden) if pooled is None else None
-    if compiled is not None and cell.hh.precision != "bf16":
+    if compiled is not None:
         _run_compiled(compiled, cell, inputs, active, state, pooled, outputs)
         return state[0], outputs
     for s0, s1 in _blocks(steps, batch):
@@ -286,13 +281,15 @@ def _run_compiled(
 
 class StepwiseClassifier(nn.Module):
     """Scores like ``model`` (same logits up to rounding in fp32) for right-padded batches;
-    batches of fewer than ``fused_below`` reviews are scored by ``model`` itself, in fp32."""
+    batches of fewer than ``fused_below`` reviews are scored by ``model`` itself, in fp32.
+    Which precision, ``fused_below`` and ``native`` to use is decided in
+    :func:`~rnn_sentiment.inference.engine.choose_engine`, not here."""
 
     def __init__(
         self,
         model: SentimentRNN,
         precision: Precision = "fp32",
-        fused_below: int = FUSED_BELOW,
+        fused_below: int = 0,
         native: bool = True,
     ) -> None:
         super().__init__()

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,18 +31,15 @@ from rnn_sentiment.checkpoint import (
     save_weights,
 )
 from rnn_sentiment.config import Config, TrainingConfig
-from rnn_sentiment.data.batching import collate, training_batches
+from rnn_sentiment.data.batching import collate, predict_proba_ids, training_batches
 from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
-from rnn_sentiment.inference.evaluate import compute_metrics
-from rnn_sentiment.inference.predictor import predict_proba_ids
+from rnn_sentiment.metrics import probability_metrics
 from rnn_sentiment.model import SentimentRNN, build_model, count_parameters
-from rnn_sentiment.tokenizer import encode_cached, load_tokenizer, train_tokenizer
+from rnn_sentiment.text import TextPipeline
+from rnn_sentiment.tokenizer import load_tokenizer
 from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memory
 from rnn_sentiment.training.diagnostics import explosion_warning, gradient_flow, longest_reviews
-
-if TYPE_CHECKING:
-    from tokenizers import Tokenizer
 
 
 class TrainCallback:
@@ -133,8 +130,8 @@ def train(
     if resume is None:
         run_dir = prepare_run_dir(config)
 
-    # 1. Data and tokenizer: the vocabulary is learned from the training split (and, if asked,
-    # the unlabelled texts), never from validation or test.
+    # 1. Data and text pipeline: the vocabulary is learned from the training split (and, if
+    # asked, the unlabelled texts), never from validation or test.
     try:
         wants_unlabelled = resume is None and (  # a resumed run has done both already
             config.pretraining.method != "none" or config.tokenizer.learn_from_unlabelled
@@ -151,12 +148,14 @@ def train(
     )
     if resume is None:
         unlabelled = splits.unlabelled if config.tokenizer.learn_from_unlabelled else []
-        tokenizer = train_tokenizer(splits.train.texts + unlabelled, config.tokenizer)
-        save_run_files(run_dir, config, tokenizer, splits.label_names)
+        texts = splits.train.texts + unlabelled
+        pipeline = TextPipeline.learn(texts, config.tokenizer, config.data.clean_html)
+        save_run_files(run_dir, config, pipeline.tokenizer, splits.label_names)
     else:
-        tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
-    train_ids = encode_cached(tokenizer, splits.train.texts, config.data.cache_dir)
-    val_ids = encode_cached(tokenizer, splits.validation.texts, config.data.cache_dir)
+        pipeline = TextPipeline(load_tokenizer(run_dir / TOKENIZER_FILE), config.data.clean_html)
+    tokenizer = pipeline.tokenizer
+    train_ids = pipeline.encode_lists(splits.train.texts, config.data.cache_dir)
+    val_ids = pipeline.encode_lists(splits.validation.texts, config.data.cache_dir)
     lengths = [len(ids) for ids in train_ids]
 
     # 2. Model, optimiser and schedule; a resumed run restores them and the RNG bit for bit.
@@ -175,7 +174,7 @@ def train(
     else:
         if config.pretraining.method != "none":
             loop.pretraining = pretrain_embeddings(
-                config, model, tokenizer, train_ids, splits, run_dir, cb
+                config, model, pipeline, train_ids, splits, run_dir, cb
             )
         # Measured on the weights training starts from, pretrained embeddings included.
         flow = _gradient_flow_start(config, model, val_ids, splits.validation.labels, device)
@@ -295,7 +294,7 @@ def train(
     if loop.pretraining is not None:
         metrics["pretraining"] = loop.pretraining
     if splits.test is not None:
-        test_ids = encode_cached(tokenizer, splits.test.texts, config.data.cache_dir)
+        test_ids = pipeline.encode_lists(splits.test.texts, config.data.cache_dir)
         metrics["test"] = validation_metrics(model, test_ids, splits.test.labels, splits, device)
     if flow is not None:
         longest = longest_reviews(val_ids, splits.validation.labels, config.diagnostics.reviews)
@@ -307,7 +306,7 @@ def train(
 def pretrain_embeddings(
     config: Config,
     model: SentimentRNN,
-    tokenizer: Tokenizer,
+    pipeline: TextPipeline,
     train_ids: list[list[int]],
     splits: DataSplits,
     run_dir: Path,
@@ -326,7 +325,8 @@ def pretrain_embeddings(
         f"pretraining: {pcfg.method} on {len(splits.train):,} training and "
         f"{len(splits.unlabelled):,} unlabelled texts, {pcfg.epochs} epochs"
     )
-    token_ids = train_ids + encode_cached(tokenizer, splits.unlabelled, config.data.cache_dir)
+    token_ids = train_ids + pipeline.encode_lists(splits.unlabelled, config.data.cache_dir)
+    tokenizer = pipeline.tokenizer
 
     def on_epoch(n: int) -> None:
         if stop.requested:
@@ -556,11 +556,7 @@ def validation_metrics(
     """Metrics plus mean cross-entropy of ``model`` on encoded reviews (unlabelled ones skipped)."""
     keep = [i for i, label in enumerate(labels) if label >= 0]
     probs = predict_proba_ids(model, [ids[i] for i in keep], device=device)
-    truth = np.asarray([labels[i] for i in keep])
-    metrics = compute_metrics(truth.tolist(), probs.argmax(axis=1).tolist(), splits.label_names)
-    picked = probs[np.arange(len(truth)), truth]
-    metrics["loss"] = float(-np.log(np.clip(picked, 1e-12, None)).mean())
-    return metrics
+    return probability_metrics(probs, [labels[i] for i in keep], splits.label_names)
 
 
 def _better(record: dict[str, Any], best: dict[str, Any], metric: str) -> bool:

@@ -13,14 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from rnn_sentiment.cli import app
-from tests.conftest import tiny_overrides
+from tests.helpers import invoke, tiny_overrides
 
 runner = CliRunner()
-
-
-def invoke(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args), input=stdin)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_train_evaluate_predict_end_to_end(tmp_path: Path, jsonl_reviews: Path) -> None:

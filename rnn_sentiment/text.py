@@ -1,0 +1,150 @@
+"""How a raw review becomes token ids: the one definition every entry point goes through.
+
+A model directory owns its text preparation: its config's ``data.clean_html`` and its tokenizer.
+Training and validation, ``evaluate``, every form of ``predict``, batch scoring, ``--explain``
+and ``compare`` all call :class:`TextPipeline`, so a review gets the same ids, and so the same
+probabilities, however it reaches the model (a review scored 0.55 negative from ``predict TEXT``
+and 0.96 positive from ``predict --input`` while two paths each did their own cleaning).
+
+The steps, in order:
+
+1. :meth:`TextPipeline.prepare`: bytes that were not valid UTF-8 (kept as surrogate escapes by
+   the file readers and by Python's decoding of argv) become U+FFFD; with ``clean_html``, HTML
+   line breaks (IMDB's ``<br /><br />``) become spaces.
+2. The tokenizer: normalization, pre-tokenization, the vocabulary and truncation to the trained
+   length; an empty review becomes a single ``[UNK]``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from rnn_sentiment.config import TokenizerConfig
+from rnn_sentiment.tokenizer import (
+    configure_truncation,
+    encode,
+    encode_arrays,
+    encode_cached,
+    train_tokenizer,
+)
+
+_BR_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+def fix_text(value: str) -> tuple[str, bool]:
+    """``value`` with undecodable bytes (surrogate escapes) replaced; True if any were."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "replace").encode("utf-8", "replace").decode("utf-8"), True
+    return value, False
+
+
+def clean_html(text: str) -> str:
+    """Turn HTML line breaks into spaces (IMDB reviews are full of ``<br /><br />``)."""
+    return _BR_TAG.sub(" ", text)
+
+
+def prepare_text(text: str, html: bool) -> str:
+    """Step 1 of the pipeline for one review (see the module docstring)."""
+    if not isinstance(text, str):
+        raise TypeError(f"reviews must be strings, got {type(text).__name__}")
+    text = fix_text(text)[0]
+    return clean_html(text) if html else text
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Token id windows of several reviews; ``owner[i]`` is the review window ``i`` belongs to."""
+
+    ids: list[np.ndarray]
+    owner: np.ndarray
+    count: int
+
+
+@dataclass(frozen=True)
+class TextPipeline:
+    """A model's text preparation and tokenizer: raw review in, token ids out."""
+
+    tokenizer: Tokenizer
+    clean_html: bool
+
+    @classmethod
+    def learn(cls, texts: Iterable[str], cfg: TokenizerConfig, html: bool) -> TextPipeline:
+        """Train the tokenizer on ``texts`` as this pipeline prepares them (training data only)."""
+        return cls(train_tokenizer((prepare_text(t, html) for t in texts), cfg), html)
+
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        """Step 1 for each review: what the tokenizer reads."""
+        return [prepare_text(text, self.clean_html) for text in texts]
+
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids of each review as a small int32 array (batch scoring's memory stays flat)."""
+        return encode_arrays(self.tokenizer, self.prepare(texts))
+
+    def encode_lists(self, texts: Sequence[str], cache_dir: str | None = None) -> list[list[int]]:
+        """Token ids as lists, cached on disk under ``cache_dir`` when given (training data)."""
+        return encode_cached(self.tokenizer, self.prepare(texts), cache_dir)
+
+    def encode_windows(self, texts: Sequence[str], size: int, stride: int) -> Windows:
+        """Each whole review (not truncated) as windows of ``size`` tokens, ``stride`` apart."""
+        windows: list[np.ndarray] = []
+        owner: list[int] = []
+        for i, sequence in enumerate(self.untruncated.encode(texts)):
+            for start in window_starts(len(sequence), size, stride):
+                windows.append(sequence[start : start + size])
+                owner.append(i)
+        return Windows(windows, np.asarray(owner, dtype=np.int64), len(texts))
+
+    def words(self, text: str) -> tuple[list[int], list[str], list[tuple[int, int]]]:
+        """Token ids of one review, its words, and each word's (first, last + 1) token index.
+
+        Words are the tokenizer's pre-tokens of the prepared review (punctuation marks count
+        as words); a word the tokenizer splits into pieces (BPE) spans several tokens.
+        """
+        prepared = prepare_text(text, self.clean_html)
+        encoding = self.tokenizer.encode(prepared, add_special_tokens=False)
+        spans = _word_spans(encoding.word_ids)
+        offsets = encoding.offsets
+        words = [prepared[offsets[a][0] : offsets[b - 1][1]] for a, b in spans]
+        return list(encoding.ids), words, spans
+
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        """Each review's length in tokens before truncation."""
+        return [len(ids) for ids in encode(self.untruncated.tokenizer, self.prepare(texts))]
+
+    @cached_property
+    def untruncated(self) -> TextPipeline:
+        """The same pipeline without truncation (a copy: this one is unchanged)."""
+        tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
+        configure_truncation(tokenizer, None, "right")
+        return TextPipeline(tokenizer, self.clean_html)
+
+
+def window_starts(length: int, size: int, stride: int) -> list[int]:
+    """Start offsets of windows of ``size`` tokens, ``stride`` apart, the last one ending at the
+    end of the review; a review that fits is one window."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size, stride))
+    return [*starts, length - size]
+
+
+def _word_spans(word_ids: list[int | None]) -> list[tuple[int, int]]:
+    """(first, last + 1) token index of each word, in order."""
+    spans: list[tuple[int, int]] = []
+    previous: int | None = None
+    for index, word in enumerate(word_ids):
+        if word is not None and word == previous:
+            spans[-1] = (spans[-1][0], index + 1)
+        else:
+            spans.append((index, index + 1))
+        previous = word
+    return spans
