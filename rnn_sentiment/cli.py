@@ -207,76 +207,99 @@ class LongReviews(str, Enum):
     window = "window"
 
 
+# The options of `predict`, one alias each, so the command reads as a list of its options.
+Texts = Annotated[
+    list[str] | None,
+    typer.Argument(help="Reviews to score; '-' reads one review per line from stdin."),
+]
+ModelDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Run directory. Default: the newest run under runs/, else the bundled model.",
+    ),
+]
+ReviewFile = Annotated[
+    Path | None, typer.Option("--file", "-f", help="A text file with one review per line.")
+]
+Format = Annotated[
+    PredictFormat,
+    typer.Option("--format", help="Output format; with --input, json prints the summary."),
+]
+BatchSize = Annotated[int, typer.Option(min=1, help="Reviews per batch.")]
+Explain = Annotated[
+    bool,
+    typer.Option(
+        "--explain",
+        help="Per word: the running sentiment and its attribution (occlusion) to the label.",
+    ),
+]
+InputPath = Annotated[
+    str | None,
+    typer.Option(
+        "--input", "-i", help="Review file or folder to score in streaming chunks; '-': stdin."
+    ),
+]
+OutputPath = Annotated[
+    str, typer.Option("--output", "-o", help="With --input: scored file; '-': stdout.")
+]
+InputFormat = Annotated[
+    str | None, typer.Option(help="csv, tsv, jsonl, parquet, txt or folder (default: by name).")
+]
+OutputFormat = Annotated[
+    str | None, typer.Option(help="csv, tsv, jsonl or parquet (default: by name; '-': jsonl).")
+]
+TextColumn = Annotated[
+    str | None, typer.Option(help="Column with the review (default: text, review, ...).")
+]
+KeepColumns = Annotated[
+    str, typer.Option(help="Input columns copied to the output: all, none or a,b,c.")
+]
+Resume = Annotated[
+    bool, typer.Option(help="Continue an interrupted --input run writing to --output.")
+]
+LongReviewsOption = Annotated[
+    LongReviews,
+    typer.Option(help="truncate at the trained length, or window: overlapping, averaged."),
+]
+WindowStride = Annotated[
+    int | None, typer.Option(min=1, help="Tokens between windows (default: half the length).")
+]
+ChunkSize = Annotated[int, typer.Option(min=1, help="Rows read and sorted together.")]
+Threads = Annotated[int | None, typer.Option(min=1, help="CPU threads for PyTorch.")]
+QuantizeOption = Annotated[
+    Quantize | None,
+    typer.Option(help="int8: the recurrent matrix product in int8 (fastest on CPU)."),
+]
+DtypeOption = Annotated[
+    Dtype, typer.Option(help="fp32, or bf16 recurrent products (fast on AVX512-BF16 CPUs).")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
 @app.command()
 def predict(
-    texts: Annotated[
-        list[str] | None,
-        typer.Argument(help="Reviews to score; '-' reads one review per line from stdin."),
-    ] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Run directory. Default: the newest run under runs/, else the bundled model.",
-        ),  # fmt: skip
-    ] = None,
-    file: Annotated[
-        Path | None, typer.Option("--file", "-f", help="A text file with one review per line.")
-    ] = None,
-    fmt: Annotated[
-        PredictFormat,
-        typer.Option("--format", help="Output format; with --input, json prints the summary."),
-    ] = PredictFormat.table,
-    batch_size: Annotated[int, typer.Option(min=1, help="Reviews per batch.")] = 256,
-    explain: Annotated[
-        bool,
-        typer.Option(
-            "--explain",
-            help="Per word: the running sentiment and its attribution (occlusion) to the label.",
-        ),
-    ] = False,
-    input_path: Annotated[
-        str | None,
-        typer.Option(
-            "--input", "-i", help="Review file or folder to score in streaming chunks; '-': stdin."
-        ),
-    ] = None,
-    output: Annotated[
-        str, typer.Option("--output", "-o", help="With --input: scored file; '-': stdout.")
-    ] = "-",
-    input_format: Annotated[
-        str | None, typer.Option(help="csv, tsv, jsonl, parquet, txt or folder (default: by name).")
-    ] = None,
-    output_format: Annotated[
-        str | None, typer.Option(help="csv, tsv, jsonl or parquet (default: by name; '-': jsonl).")
-    ] = None,
-    text_column: Annotated[
-        str | None, typer.Option(help="Column with the review (default: text, review, ...).")
-    ] = None,
-    keep_columns: Annotated[
-        str, typer.Option(help="Input columns copied to the output: all, none or a,b,c.")
-    ] = "all",
-    resume: Annotated[
-        bool, typer.Option(help="Continue an interrupted --input run writing to --output.")
-    ] = False,
-    long_reviews: Annotated[
-        LongReviews,
-        typer.Option(help="truncate at the trained length, or window: overlapping, averaged."),
-    ] = LongReviews.truncate,
-    window_stride: Annotated[
-        int | None, typer.Option(min=1, help="Tokens between windows (default: half the length).")
-    ] = None,
-    chunk_size: Annotated[int, typer.Option(min=1, help="Rows read and sorted together.")] = 4096,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for PyTorch.")] = None,
-    quantize: Annotated[
-        Quantize | None,
-        typer.Option(help="int8: the recurrent matrix product in int8 (fastest on CPU)."),
-    ] = None,
-    dtype: Annotated[
-        Dtype, typer.Option(help="fp32, or bf16 recurrent products (fast on AVX512-BF16 CPUs).")
-    ] = Dtype.fp32,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    texts: Texts = None,
+    model: ModelDir = None,
+    file: ReviewFile = None,
+    fmt: Format = PredictFormat.table,
+    batch_size: BatchSize = 256,
+    explain: Explain = False,
+    input_path: InputPath = None,
+    output: OutputPath = "-",
+    input_format: InputFormat = None,
+    output_format: OutputFormat = None,
+    text_column: TextColumn = None,
+    keep_columns: KeepColumns = "all",
+    resume: Resume = False,
+    long_reviews: LongReviewsOption = LongReviews.truncate,
+    window_stride: WindowStride = None,
+    chunk_size: ChunkSize = 4096,
+    threads: Threads = None,
+    quantize: QuantizeOption = None,
+    dtype: DtypeOption = Dtype.fp32,
+    quiet: Quiet = False,
 ) -> None:
     """Label reviews and show per-class probabilities.
 
@@ -287,57 +310,71 @@ def predict(
     """
 
     def action() -> None:
-        if explain:
-            if input_path is not None:
-                from rnn_sentiment.errors import DataError
-
-                raise DataError("--explain takes texts, '-' or --file; not --input")
-            return _explain(texts or [], file, model, fmt.value)
-        from rnn_sentiment import console
-        from rnn_sentiment.inference.predictor import (
-            Predictor,
-            describe_model_dir,
-            resolve_model_dir,
-            set_threads,
-        )
-
-        reviews = _texts_to_score(texts or [], file) if input_path is None else []
-        model_dir = resolve_model_dir(model)
-        if model is None and not quiet:
-            console.info(describe_model_dir(model_dir))
-        set_threads(threads)
-        q = quantize.value if quantize else None
-        predictor = Predictor.from_dir(model_dir, batch_size, q, dtype.value)  # type: ignore[arg-type]
-        for note in predictor.notes:
-            console.info(note)
-        if input_path is not None:
-            _score_input(predictor, input_path)
-            return
-        rows = console.prediction_rows(predictor.predict(reviews), predictor.label_names)
-        console.predictions_out(rows, fmt.value)
-
-    def _score_input(predictor: Any, source: str) -> None:
-        from rnn_sentiment import console
         from rnn_sentiment.errors import DataError
-        from rnn_sentiment.inference.scoring import ScoringOptions, score_file
 
-        if texts or file:
-            raise DataError("--input scores a file; do not also pass texts or --file")
-        options = ScoringOptions(
+        if input_path is not None and (texts or file or explain):
+            what = "--explain takes texts, '-' or --file" if explain else "--input scores a file"
+            raise DataError(f"{what}; do not combine --input with texts, --file or --explain")
+        if explain:
+            return _explain(texts or [], file, model, fmt.value)
+        reviews = _texts_to_score(texts or [], file) if input_path is None else []
+        q = quantize.value if quantize else None
+        predictor = _load_predictor(model, quiet, threads, batch_size, q, dtype.value)
+        if input_path is None:
+            return _print_predictions(predictor, reviews, fmt.value)
+        options = dict(
             input_format=input_format, output_format=output_format, text_column=text_column,
             keep_columns=keep_columns, chunk_size=chunk_size, long_reviews=long_reviews.value,
             window_stride=window_stride, resume=resume,
         )  # fmt: skip
-        progress = console.ScoringProgress(quiet)
-        try:
-            summary = score_file(predictor, source, output, options, progress).to_dict()
-        finally:
-            progress.close()
-        console.scoring_summary(summary)
-        if fmt is PredictFormat.json and output != "-":
-            console.json_out(summary)
+        _score_input(predictor, input_path, output, options, quiet, fmt is PredictFormat.json)
 
     _run(action)
+
+
+def _load_predictor(
+    model: Path | None, quiet: bool, threads: int | None, batch_size: int, *precision: Any
+) -> Any:
+    """The model to score with (named on stderr when it was not given), its notes on stderr."""
+    from rnn_sentiment import console
+    from rnn_sentiment.inference.predictor import (
+        Predictor,
+        describe_model_dir,
+        resolve_model_dir,
+        set_threads,
+    )
+
+    model_dir = resolve_model_dir(model)
+    if model is None and not quiet:
+        console.info(describe_model_dir(model_dir))
+    set_threads(threads)
+    predictor = Predictor.from_dir(model_dir, batch_size, *precision)
+    for note in predictor.notes:
+        console.info(note)
+    return predictor
+
+
+def _print_predictions(predictor: Any, reviews: list[str], fmt: str) -> None:
+    from rnn_sentiment import console
+
+    rows = console.prediction_rows(predictor.predict(reviews), predictor.label_names)
+    console.predictions_out(rows, fmt)
+
+
+def _score_input(
+    predictor: Any, source: str, output: str, options: dict[str, Any], quiet: bool, summary: bool
+) -> None:
+    from rnn_sentiment import console
+    from rnn_sentiment.inference.scoring import ScoringOptions, score_file
+
+    progress = console.ScoringProgress(quiet)
+    try:
+        result = score_file(predictor, source, output, ScoringOptions(**options), progress)
+    finally:
+        progress.close()
+    console.scoring_summary(result.to_dict())
+    if summary and output != "-":
+        console.json_out(result.to_dict())
 
 
 def _explain(texts: list[str], file: Path | None, model: Path | None, fmt: str) -> None:
