@@ -294,26 +294,6 @@ def test_resume_refuses_a_changed_input_and_restarts_without_resume(
     assert [r["text"] for r in read_output(tmp_path / "o.csv")] == REVIEWS[::-1]
 
 
-def test_long_reviews_in_windows_read_the_whole_review(predictor: Predictor) -> None:
-    short = REVIEWS[:2]
-    assert np.abs(predictor.score(short, "window") - predictor.score(short)).max() < 1e-6
-    # the first 400 tokens are praise, the rest damning: truncation sees only the praise
-    long = "The story was absolutely brilliant. " * 100 + "The acting was awful. " * 300
-    truncated = predictor.score([long])[0, 1]
-    windowed = predictor.score([long], "window")[0, 1]
-    assert truncated > 0.5 > windowed
-
-
-@pytest.mark.parametrize(("quantize", "dtype"), [("int8", "fp32"), (None, "bf16")])
-def test_int8_and_bf16_stay_close_to_fp32(
-    builtin_run: Path, predictor: Predictor, quantize: Any, dtype: Any
-) -> None:
-    fast = Predictor.from_dir(builtin_run, quantize=quantize, dtype=dtype)
-    texts = REVIEWS * 2
-    assert np.abs(fast.score(texts) - predictor.score(texts)).max() < 0.05
-    assert (fast.score(texts).argmax(1) == predictor.score(texts).argmax(1)).all()
-
-
 def test_evaluate_streams_a_labelled_file(predictor: Predictor, tmp_path: Path) -> None:
     rows = [{"review": t, "stars": lab} for t, lab in zip(REVIEWS, "0110101", strict=True)]
     rows.append({"review": "", "stars": "1"})

@@ -144,20 +144,6 @@ def test_builtin_model_reads_word_order(builtin_run: Path) -> None:
     assert labels == ["negative", "positive", "positive", "negative"]
 
 
-def test_an_unfinished_run_is_not_picked_as_the_newest(
-    tmp_path: Path, builtin_run: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import shutil
-
-    from rnn_sentiment.inference.predictor import resolve_model_dir
-
-    runs = tmp_path / "runs"
-    shutil.copytree(builtin_run, runs / "done")
-    shutil.copytree(builtin_run, runs / "still-training")
-    (runs / "still-training" / "metrics.json").write_text('{"status": "training"}')
-    assert resolve_model_dir(None, runs) == runs / "done"
-
-
 def test_predict_explain_json_and_table(builtin_run: Path) -> None:
     code, out, err = invoke(
         "predict", "--model", str(builtin_run), "--explain", "This movie is not good",

@@ -1,0 +1,104 @@
+"""Loading a model and scoring texts: order, windows, precision, which model is picked."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rnn_sentiment.errors import CheckpointError
+from rnn_sentiment.inference.predictor import (
+    BUNDLED_MODEL_DIR,
+    Predictor,
+    describe_model_dir,
+    resolve_model_dir,
+)
+
+REVIEWS = [
+    "The acting was not good.",
+    "The story was absolutely brilliant.",
+    "A joy from start to end.",
+    "The plot was a total mess and the ending was awful.",
+    "I loved it",
+]
+
+
+@pytest.fixture(scope="module")
+def predictor(builtin_run: Path) -> Predictor:
+    return Predictor.from_dir(builtin_run)
+
+
+def test_results_come_back_in_input_order(predictor: Predictor) -> None:
+    one_by_one = np.concatenate([predictor.predict_proba([t]) for t in REVIEWS])
+    together = predictor.predict_proba(REVIEWS)
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    reversed_ = predictor.predict_proba(REVIEWS[::-1])
+    np.testing.assert_allclose(reversed_[::-1], together, atol=1e-5)
+    assert np.allclose(together.sum(axis=1), 1.0)
+
+
+def test_predictions_name_the_label_and_its_probability(predictor: Predictor) -> None:
+    predictions = predictor.predict(REVIEWS)
+    probs = predictor.predict_proba(REVIEWS)
+    for prediction, row in zip(predictions, probs, strict=True):
+        best = int(row.argmax())
+        assert prediction.label == predictor.label_names[best]
+        assert prediction.score == pytest.approx(float(row[best]))
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_nothing_to_score(predictor: Predictor) -> None:
+    assert predictor.predict_proba([]).shape == (0, 2)
+    assert predictor.predict([]) == []
+    assert list(predictor.iter_predict(iter([]))) == []
+
+
+def test_iter_predict_streams_in_chunks(predictor: Predictor) -> None:
+    def texts():  # type: ignore[no-untyped-def]
+        yield from REVIEWS * 3
+
+    streamed = [p.score for p in predictor.iter_predict(texts(), chunk_size=2)]
+    assert streamed == pytest.approx([p.score for p in predictor.predict(REVIEWS * 3)], abs=1e-5)
+
+
+def test_long_reviews_in_windows_read_the_whole_review(predictor: Predictor) -> None:
+    short = REVIEWS[:2]
+    assert np.abs(predictor.score(short, "window") - predictor.score(short)).max() < 1e-6
+    # the first 400 tokens are praise, the rest damning: truncation sees only the praise
+    long = "The story was absolutely brilliant. " * 100 + "The acting was awful. " * 300
+    truncated = predictor.score([long])[0, 1]
+    windowed = predictor.score([long], "window")[0, 1]
+    assert truncated > 0.5 > windowed
+
+
+@pytest.mark.parametrize(("quantize", "dtype"), [("int8", "fp32"), (None, "bf16")])
+def test_int8_and_bf16_stay_close_to_fp32(
+    builtin_run: Path, predictor: Predictor, quantize: Any, dtype: Any
+) -> None:
+    fast = Predictor.from_dir(builtin_run, quantize=quantize, dtype=dtype)
+    texts = REVIEWS * 2
+    assert np.abs(fast.score(texts) - predictor.score(texts)).max() < 0.05
+    assert (fast.score(texts).argmax(1) == predictor.score(texts).argmax(1)).all()
+
+
+def test_an_unfinished_run_is_not_picked_as_the_newest(tmp_path: Path, builtin_run: Path) -> None:
+    runs = tmp_path / "runs"
+    shutil.copytree(builtin_run, runs / "done")
+    shutil.copytree(builtin_run, runs / "still-training")
+    (runs / "still-training" / "metrics.json").write_text('{"status": "training"}')
+    assert resolve_model_dir(None, runs) == runs / "done"
+    assert resolve_model_dir("given", runs) == Path("given")
+
+
+def test_without_runs_the_bundled_model_is_used(tmp_path: Path) -> None:
+    assert resolve_model_dir(None, tmp_path / "no-runs") == BUNDLED_MODEL_DIR
+    assert "bundled model" in describe_model_dir(BUNDLED_MODEL_DIR)
+    assert describe_model_dir(tmp_path) == f"using model {tmp_path}"
+
+
+def test_a_folder_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not a complete run directory"):
+        Predictor.from_dir(tmp_path)
