@@ -9,16 +9,15 @@ A run directory holds everything ``evaluate`` and ``predict`` need::
     metrics.json       final metrics and the per-epoch history
     manifest.json      SHA-256 of every file above, written last
 
-Every file is written to a temporary name and renamed into place, so an interrupted write never
-leaves a file that looks complete; the manifest detects corrupted or tampered files.
+Every file is written to a temporary name and renamed into place (:mod:`rnn_sentiment.atomic`),
+so an interrupted write never leaves a file that looks complete; the manifest detects corrupted or
+tampered files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +29,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tokenizers import Tokenizer
 
+from rnn_sentiment import atomic
 from rnn_sentiment.config import Config, config_from_dict, dump_config
 from rnn_sentiment.errors import CheckpointError, ConfigError
 from rnn_sentiment.model import SentimentRNN, build_model
@@ -43,8 +43,6 @@ LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
-_UMASK = os.umask(0o022)  # read once: setting it back at once is the only way to read it
-os.umask(_UMASK)
 
 
 @dataclass
@@ -64,25 +62,12 @@ class LoadedRun:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    """Write ``data`` to ``path`` atomically; a failure is a :class:`CheckpointError`."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        atomic.write_bytes(path, data)
     except OSError as exc:
+        # The previous version of the file, if any, is untouched: only the temp file failed.
         raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)  # mkstemp's 0600 hides it from others
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            # The previous version of the file, if any, is untouched: only the temp file failed.
-            raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
-        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+from rnn_sentiment.atomic import atomic_open
 from rnn_sentiment.config import TokenizerConfig
 from rnn_sentiment.errors import CheckpointError
 
@@ -238,13 +237,10 @@ def _write_cached_ids(path: Path, ids: Sequence[Sequence[int]]) -> None:
     lengths = np.fromiter((len(s) for s in ids), dtype=np.int32, count=len(ids))
     body = np.fromiter((i for s in ids for i in s), dtype=np.int32, count=int(lengths.sum()))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_open(path) as handle:  # a reader sees the whole file or none
             np.save(handle, np.concatenate([lengths, body]), allow_pickle=False)
-        os.replace(tmp, path)  # a reader sees the whole file or none
     except OSError:
-        return
+        return  # an unwritable cache only costs the next run a re-encoding
 
 
 def encode_arrays(

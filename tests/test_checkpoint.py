@@ -10,7 +10,6 @@ import torch
 from rnn_sentiment.checkpoint import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
-    atomic_write_bytes,
     load_run,
     verify_run,
 )
@@ -84,22 +83,6 @@ def test_missing_manifest_means_an_incomplete_run(tmp_path: Path) -> None:
         load_run(tmp_path / "nowhere")
 
 
-def test_atomic_write_leaves_the_old_file_when_interrupted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    target = tmp_path / "file.bin"
-    target.write_bytes(b"old")
-
-    def crash(*args: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr("rnn_sentiment.checkpoint.os.replace", crash)
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write_bytes(target, b"new content")
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]  # no temporary file left
-
-
 def test_weights_do_not_fit_another_config(tiny_run: Path) -> None:
     config = tiny_run / "config.yaml"
     config.write_text(config.read_text().replace("hidden_size: 16", "hidden_size: 17"))
@@ -124,7 +107,6 @@ def test_a_full_disk_keeps_the_previous_checkpoint(
     tiny_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import errno
-    import os
 
     from rnn_sentiment.checkpoint import save_weights
 
@@ -140,7 +122,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(
         handle.write = write
         return handle
 
-    monkeypatch.setattr("rnn_sentiment.checkpoint.os.fdopen", full_disk)
+    monkeypatch.setattr("rnn_sentiment.atomic.os.fdopen", full_disk)
     model = load_run(tiny_run).model
     with pytest.raises(CheckpointError, match="No space left on device"):
         save_weights(tiny_run, model)
@@ -148,12 +130,3 @@ def test_a_full_disk_keeps_the_previous_checkpoint(
     assert (tiny_run / WEIGHTS_FILE).read_bytes() == before
     verify_run(tiny_run)  # still complete and intact
     assert not [p for p in tiny_run.iterdir() if p.name.endswith(".tmp")]
-
-
-def test_atomic_writes_follow_the_umask(tmp_path: Path) -> None:
-    previous = os.umask(0o022)
-    try:
-        atomic_write_bytes(tmp_path / "shared.bin", b"x")
-    finally:
-        os.umask(previous)
-    assert (tmp_path / "shared.bin").stat().st_mode & 0o777 == 0o644

@@ -22,12 +22,12 @@ Real work should train on real data (for example IMDB, through ``data.source``).
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from rnn_sentiment.atomic import write_text
 
 NEGATIVE = 0
 POSITIVE = 1
@@ -520,15 +520,7 @@ def split_reviews(
 def write_jsonl_atomic(path: Path, rows: Sequence[tuple[str, int]]) -> None:
     """Write rows as JSON lines via a temporary file, so readers never see half a file."""
     lines = [json.dumps({"text": text, "label": LABEL_NAMES[label]}) + "\n" for text, label in rows]
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.writelines(lines)
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600 files; shipped data must be world-readable
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_text(path, "".join(lines), mode=0o644)  # shipped data: world-readable whatever the umask
 
 
 def write_builtin_corpus(directory: Path, seed: int = 13) -> dict[str, int]:
