@@ -17,12 +17,9 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -47,6 +44,7 @@ from rnn_sentiment.data.files import (
 )
 from rnn_sentiment.errors import DataError, RnnSentimentError
 from rnn_sentiment.inference.predictor import Predictor
+from rnn_sentiment.signals import StopRequested, StopSignals
 from rnn_sentiment.text import fix_text
 
 PROGRESS_VERSION = 1
@@ -114,29 +112,6 @@ class ScoringInterrupted(RnnSentimentError):
     """Scoring stopped early (Ctrl-C or SIGTERM); the committed rows are kept for ``--resume``."""
 
     exit_code = 130
-
-
-class _Terminated(BaseException):
-    """SIGTERM, raised where the main thread is, like Ctrl-C's KeyboardInterrupt."""
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Turn SIGTERM into :class:`_Terminated` while scoring; a second SIGTERM kills at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def handle(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, previous)
-        raise _Terminated
-
-    signal.signal(signal.SIGTERM, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -560,7 +535,7 @@ def _run(
     started = time.perf_counter()
     callback.on_start(_total_rows(reader))
     try:
-        with _sigterm_interrupts():
+        with StopSignals(raise_at_once=True):  # at once: even a read blocked on stdin stops
             for chunk in _skip_rows(reader.chunks(options.chunk_size), skip):
                 scored = score_chunk(predictor, chunk, plan.text_column, plan.kept,
                                      options.long_reviews, options.window_stride)  # fmt: skip
@@ -569,9 +544,10 @@ def _run(
                 sink.commit(chunk.rows)
                 _tally(summary, chunk.rows, scored)
                 callback.on_chunk(summary.rows_read, reader.fraction_read())
-    except (KeyboardInterrupt, _Terminated) as exc:
+    except (KeyboardInterrupt, StopRequested) as exc:
         sink.abort()
-        how = "stopped by SIGTERM" if isinstance(exc, _Terminated) else "interrupted"
+        sigterm = isinstance(exc, StopRequested) and exc.signal_name == "SIGTERM"
+        how = "stopped by SIGTERM" if sigterm else "interrupted"
         raise ScoringInterrupted(
             f"{how} after {sink.rows} rows; rerun the same command with --resume to continue"
             if target != "-"
