@@ -72,6 +72,28 @@ def test_early_stopping_respects_patience(tmp_path: Path, jsonl_reviews: Path) -
     assert history[-1]["best"] is False
 
 
+def test_the_time_budget_ends_training_after_the_epoch_that_spends_it(
+    tmp_path: Path, jsonl_reviews: Path
+) -> None:
+    class Messages(TrainCallback):
+        def __init__(self) -> None:
+            self.messages: list[str] = []
+
+        def on_message(self, text: str) -> None:
+            self.messages.append(text)
+
+    config = tiny_config(
+        tmp_path, **{"data.source": str(jsonl_reviews), "training.epochs": 5,
+                     "training.max_minutes": 1e-9},
+    )  # fmt: skip
+    messages = Messages()
+    result = train(config, messages)
+    assert [r["epoch"] for r in result.history] == [1]
+    assert messages.messages[-1] == "stopping: the 1e-09-minute budget is spent"
+    assert result.metrics["status"] == "complete" and result.metrics["best_epoch"] == 1
+    assert train(None, resume=result.run_dir).history == result.history  # nothing left to do
+
+
 def test_exploding_loss_stops_with_advice(tmp_path: Path, jsonl_reviews: Path) -> None:
     config = tiny_config(
         tmp_path, **{"data.source": str(jsonl_reviews), "training.optimizer": "sgd",

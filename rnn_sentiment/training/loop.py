@@ -1,4 +1,10 @@
-"""The training loop: backpropagation through time, clipping, early stopping, checkpoints."""
+"""The training loop: backpropagation through time, clipping, early stopping, checkpoints.
+
+:func:`train` reads top to bottom: :func:`setup_run` builds everything the epochs need and
+decides, once, whether the run is fresh or resumed; :func:`run_epochs` is the loop;
+:func:`finish` measures the best weights. What a resumed run restores lives in
+:mod:`rnn_sentiment.training.state`.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,8 @@ import math
 import os
 import random
 import shutil
-import signal
-import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,15 +23,11 @@ import torch
 from torch import nn
 
 from rnn_sentiment.checkpoint import (
-    CONFIG_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
-    atomic_write_text,
-    load_training_state,
     load_weights,
     save_metrics,
     save_run_files,
-    save_training_state,
     save_weights,
 )
 from rnn_sentiment.config import Config, TrainingConfig
@@ -36,10 +36,13 @@ from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from rnn_sentiment.metrics import probability_metrics
 from rnn_sentiment.model import SentimentRNN, build_model, count_parameters
+from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.tokenizer import load_tokenizer
 from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memory
 from rnn_sentiment.training.diagnostics import explosion_warning, gradient_flow, longest_reviews
+from rnn_sentiment.training.pretrain import load_vectors, pretrain_vectors
+from rnn_sentiment.training.state import LoopState, restore_state, resumable_config, save_state
 
 
 class TrainCallback:
@@ -75,32 +78,29 @@ class TrainResult:
 
 
 @dataclass
-class LoopState:
-    """Everything about the loop's progress that a resumed run must restore exactly."""
+class Run:
+    """Everything the epochs need, built the same way for a fresh and a resumed run."""
 
-    epoch: int = 1
-    step: int = 0  # batches of ``epoch`` already trained
-    done: bool = False  # epochs are over; only the final evaluation remains
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] | None = None
-    stale_epochs: int = 0
-    real_tokens: int = 0
-    elapsed: float = 0.0  # seconds of epochs, pretraining not included
-    pretraining: dict[str, Any] | None = None  # what pretrain_embeddings did, seconds included
-    gradient_flow_start: dict[str, Any] | None = None  # diagnostics.gradient_flow before step 1
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    clipped: int = 0
-    norms: list[float] = field(default_factory=list)
+    config: Config
+    run_dir: Path
+    device: torch.device
+    splits: DataSplits
+    pipeline: TextPipeline
+    train_ids: list[list[int]]
+    val_ids: list[list[int]]
+    model: SentimentRNN
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    loop: LoopState = field(default_factory=LoopState)
+    flow: dict[str, Any] | None = None  # gradient flow of the weights training started from
 
-    def total_seconds(self) -> float:
-        """Training time so far, pretraining included."""
-        return self.elapsed + (self.pretraining or {}).get("seconds", 0.0)
+    def checkpoint(self) -> None:
+        """Save the resumable state: weights, optimiser, schedule, RNG and loop counters."""
+        save_state(self.run_dir, self.model, self.optimizer, self.scheduler, self.loop)
 
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch, self.step = epoch, 0
-        self.loss_sum, self.correct, self.seen, self.clipped, self.norms = 0.0, 0, 0, 0, []
+    def metrics_on(self, ids: list[list[int]], labels: list[int]) -> dict[str, Any]:
+        """The model's metrics on encoded, labelled reviews."""
+        return validation_metrics(self.model, ids, labels, self.splits, self.device)
 
 
 def train(
@@ -118,81 +118,181 @@ def train(
         force: resume even when ``config`` differs from the run's saved config.
     """
     cb = callback or TrainCallback()
+    run = setup_run(config, resume, force, cb)
+    run_epochs(run, cb)
+    return TrainResult(run.run_dir, finish(run), run.loop.history)
+
+
+# ----------------------------------------------------------------------------------------------
+# Setup: fresh or resumed, decided once
+
+
+def setup_run(
+    config: Config | None, resume: str | Path | None, force: bool, cb: TrainCallback
+) -> Run:
+    """Build the run the epochs continue: a new one, or ``resume``'s restored bit for bit."""
     if resume is not None:
-        run_dir = Path(resume)
-        config = resumable_config(run_dir, config, force)
+        run = _resumed_run(Path(resume), config, force, cb)
     elif config is None:
         raise ConfigError(["train needs a config unless it resumes a run"])
-    tcfg = config.training
-    seed_everything(tcfg.seed)
-    torch.set_num_threads(tcfg.num_threads or available_cpus())
-    device = resolve_device(tcfg.device)
-    if resume is None:
-        run_dir = prepare_run_dir(config)
+    else:
+        run = _fresh_run(config, cb)
+    cb.on_message(
+        f"model: {run.config.model.cell} with {count_parameters(run.model):,} parameters, "
+        f"vocabulary {run.pipeline.tokenizer.get_vocab_size():,}, device {run.device}, "
+        f"run {run.run_dir}"
+    )
+    return run
 
-    # 1. Data and text pipeline: the vocabulary is learned from the training split (and, if
-    # asked, the unlabelled texts), never from validation or test.
+
+def _fresh_run(config: Config, cb: TrainCallback) -> Run:
+    """A new run directory and text pipeline; the embeddings pretrained when asked."""
+    device = _seed_and_device(config.training)
+    run_dir = prepare_run_dir(config)
+    wants_unlabelled = config.pretraining.method != "none" or config.tokenizer.learn_from_unlabelled
     try:
-        wants_unlabelled = resume is None and (  # a resumed run has done both already
-            config.pretraining.method != "none" or config.tokenizer.learn_from_unlabelled
-        )
-        splits = load_splits(config.data, tcfg.seed, unlabelled=wants_unlabelled)
+        splits = load_splits(config.data, config.training.seed, unlabelled=wants_unlabelled)
     except BaseException:
-        if resume is None and not any(run_dir.iterdir()):
+        if not any(run_dir.iterdir()):
             run_dir.rmdir()  # bad data must not leave an empty run directory behind
         raise
-    cb.on_message(
+    cb.on_message(_data_message(config, splits))
+    # The vocabulary is learned from the training split (and, if asked, the unlabelled texts),
+    # never from validation or test.
+    unlabelled = splits.unlabelled if config.tokenizer.learn_from_unlabelled else []
+    texts = splits.train.texts + unlabelled
+    pipeline = TextPipeline.learn(texts, config.tokenizer, config.data.clean_html)
+    save_run_files(run_dir, config, pipeline.tokenizer, splits.label_names)
+    run = _assemble(config, run_dir, device, splits, pipeline)
+    if config.pretraining.method != "none":
+        run.loop.pretraining = pretrain_embeddings(run, cb)
+    # Measured on the weights training starts from, pretrained embeddings included.
+    run.flow = run.loop.gradient_flow_start = _gradient_flow_start(run)
+    if run.loop.pretraining is not None:  # a stop from here on resumes after pretraining
+        run.checkpoint()
+    return run
+
+
+def _resumed_run(run_dir: Path, config: Config | None, force: bool, cb: TrainCallback) -> Run:
+    """``run_dir``'s saved tokenizer, and its model, optimiser, schedule and RNG as last saved."""
+    config = resumable_config(run_dir, config, force)
+    device = _seed_and_device(config.training)
+    # The vocabulary was learned and the embeddings pretrained before: no unlabelled texts.
+    splits = load_splits(config.data, config.training.seed, unlabelled=False)
+    cb.on_message(_data_message(config, splits))
+    pipeline = TextPipeline(load_tokenizer(run_dir / TOKENIZER_FILE), config.data.clean_html)
+    run = _assemble(config, run_dir, device, splits, pipeline)
+    # States saved before the start measure was kept fall back to this fresh model's.
+    flow = _gradient_flow_start(run)
+    run.loop = restore_state(run_dir, run.model, run.optimizer, run.scheduler)
+    run.flow = run.loop.gradient_flow_start or flow
+    cb.on_message(f"resuming {run_dir} at epoch {run.loop.epoch}, step {run.loop.step}")
+    return run
+
+
+def _seed_and_device(tcfg: TrainingConfig) -> torch.device:
+    seed_everything(tcfg.seed)
+    torch.set_num_threads(tcfg.num_threads or available_cpus())
+    return resolve_device(tcfg.device)
+
+
+def _data_message(config: Config, splits: DataSplits) -> str:
+    return (
         f"data: {len(splits.train)} train, {len(splits.validation)} validation"
         + (f", {len(splits.test)} test" if splits.test else "")
         + f" reviews from {config.data.source}"
     )
-    if resume is None:
-        unlabelled = splits.unlabelled if config.tokenizer.learn_from_unlabelled else []
-        texts = splits.train.texts + unlabelled
-        pipeline = TextPipeline.learn(texts, config.tokenizer, config.data.clean_html)
-        save_run_files(run_dir, config, pipeline.tokenizer, splits.label_names)
-    else:
-        pipeline = TextPipeline(load_tokenizer(run_dir / TOKENIZER_FILE), config.data.clean_html)
-    tokenizer = pipeline.tokenizer
+
+
+def _assemble(
+    config: Config, run_dir: Path, device: torch.device, splits: DataSplits, pipeline: TextPipeline
+) -> Run:
+    """Encode the reviews; build model, optimiser and schedule, as a fresh run starts them."""
+    tcfg = config.training
     train_ids = pipeline.encode_lists(splits.train.texts, config.data.cache_dir)
     val_ids = pipeline.encode_lists(splits.validation.texts, config.data.cache_dir)
-    lengths = [len(ids) for ids in train_ids]
-
-    # 2. Model, optimiser and schedule; a resumed run restores them and the RNG bit for bit.
-    model = build_model(config.model, tokenizer.get_vocab_size(), len(splits.label_names))
+    model = build_model(config.model, pipeline.tokenizer.get_vocab_size(), len(splits.label_names))
     model.to(device)
     steps_per_epoch = math.ceil(len(train_ids) / tcfg.batch_size)
     optimizer = build_optimizer(model, tcfg)
     scheduler = build_scheduler(optimizer, tcfg, steps_per_epoch * tcfg.epochs)
-    loop = LoopState()
-    if resume is not None:
-        # States saved before the start measure was kept fall back to this fresh model's.
-        flow = _gradient_flow_start(config, model, val_ids, splits.validation.labels, device)
-        loop = restore_state(run_dir, model, optimizer, scheduler)
-        flow = loop.gradient_flow_start or flow
-        cb.on_message(f"resuming {run_dir} at epoch {loop.epoch}, step {loop.step}")
-    else:
-        if config.pretraining.method != "none":
-            loop.pretraining = pretrain_embeddings(
-                config, model, pipeline, train_ids, splits, run_dir, cb
-            )
-        # Measured on the weights training starts from, pretrained embeddings included.
-        flow = _gradient_flow_start(config, model, val_ids, splits.validation.labels, device)
-        loop.gradient_flow_start = flow
-        if loop.pretraining is not None:  # a stop from here on resumes after pretraining
-            save_state(run_dir, model, optimizer, scheduler, loop)
-    train_labels = torch.tensor(splits.train.labels)
-    cb.on_message(
-        f"model: {config.model.cell} with {count_parameters(model):,} parameters, "
-        f"vocabulary {tokenizer.get_vocab_size():,}, device {device}, run {run_dir}"
+    return Run(
+        config, run_dir, device, splits, pipeline, train_ids, val_ids, model, optimizer, scheduler
     )
 
-    def checkpoint() -> None:
-        save_state(run_dir, model, optimizer, scheduler, loop)
 
-    # 3. Epochs: train, validate, keep the best weights, stop when patience runs out.
-    keep = device.type == "cpu" and wants_kept_memory(tcfg.keep_freed_memory, config.model.cell)
-    cb.on_train_start(model)
+def _gradient_flow_start(run: Run) -> dict[str, Any] | None:
+    """Gradient flow of the model as it is now, when ``diagnostics.gradient_flow`` is on."""
+    diagnostics = run.config.diagnostics
+    if not diagnostics.gradient_flow:
+        return None
+    batch = longest_reviews(run.val_ids, run.splits.validation.labels, diagnostics.reviews)
+    return {
+        "measure": "mean ||d loss / d h_t|| by distance from the end (top layer, left-to-right)",
+        "reviews": len(batch[0]),
+        "init": gradient_flow(run.model, *batch, run.device),
+    }
+
+
+def pretrain_embeddings(run: Run, cb: TrainCallback) -> dict[str, Any]:
+    """Start the model's embeddings from word2vec vectors of the training and unlabelled texts.
+
+    The validation and test texts are never read. Returns what was done, for metrics.json. A
+    stop (Ctrl-C, SIGTERM) ends it after the current word2vec epoch and removes the run
+    directory, which holds nothing to resume yet.
+    """
+    config, splits, tokenizer = run.config, run.splits, run.pipeline.tokenizer
+    pcfg = config.pretraining
+    cb.on_message(
+        f"pretraining: {pcfg.method} on {len(splits.train):,} training and "
+        f"{len(splits.unlabelled):,} unlabelled texts, {pcfg.epochs} epochs"
+    )
+    unlabelled_ids = run.pipeline.encode_lists(splits.unlabelled, config.data.cache_dir)
+
+    def on_epoch(n: int) -> None:
+        if stop.requested:
+            raise TrainingInterrupted(
+                f"stopped by {stop.requested} during pretraining, before any training step; "
+                f"nothing to resume (the run directory {run.run_dir} was removed)"
+            )
+        cb.on_message(f"pretraining: epoch {n}/{pcfg.epochs} done")
+
+    try:
+        with StopSignals() as stop:
+            pretrained = pretrain_vectors(
+                run.train_ids + unlabelled_ids,
+                tokenizer.get_vocab_size(),
+                config.model.embedding_dim,
+                pcfg,
+                config.training.seed,
+                on_epoch=on_epoch,
+            )
+    except BaseException:
+        shutil.rmtree(run.run_dir, ignore_errors=True)
+        raise
+    load_vectors(run.model.embedding, pretrained)
+    summary = {"method": pcfg.method, **pretrained.summary()}
+    cb.on_message(
+        f"pretraining: vectors for {summary['words']:,} of {tokenizer.get_vocab_size():,} "
+        f"words from {summary['tokens']:,} tokens in {summary['seconds']:.0f} s"
+    )
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def run_epochs(run: Run, cb: TrainCallback) -> None:
+    """Train from where ``run.loop`` stands until the epochs, the patience or the budget run out.
+
+    Ctrl-C or SIGTERM stops at the next step boundary, after saving a state to resume from.
+    """
+    config, loop, tcfg = run.config, run.loop, run.config.training
+    lengths = [len(ids) for ids in run.train_ids]
+    labels = torch.tensor(run.splits.train.labels)
+    keep = run.device.type == "cpu" and wants_kept_memory(tcfg.keep_freed_memory, config.model.cell)
+    cb.on_train_start(run.model)
     clock = time.perf_counter() - loop.elapsed
     # Freed memory is kept only while the epochs run: not during data loading, whose many
     # short-lived blocks it would keep too, and not after training in this process.
@@ -203,90 +303,119 @@ def train(
                 + ("faster, more memory" if kept else "not available with this C library")
             )
         while not loop.done and loop.epoch <= tcfg.epochs:
+            # 1. Train the epoch's batches, from the first one a resumed run has not trained.
             epoch = loop.epoch
-            model.train()
+            run.model.train()
             batches = training_batches(lengths, tcfg.batch_size, tcfg.seed, epoch)
             cb.on_epoch_start(epoch, tcfg.epochs, len(batches))
             epoch_start = time.perf_counter()
             for step in range(loop.step + 1, len(batches) + 1):
                 batch = batches[step - 1]
-                tokens, batch_lengths = collate([train_ids[i] for i in batch])
-                targets = train_labels[batch].to(device)
-                loss, batch_correct, grad_norm = train_step(
-                    model, optimizer, tokens.to(device), batch_lengths, targets, tcfg
-                )
-                if not math.isfinite(loss):
-                    raise TrainingError(
-                        f"the loss became {loss} at epoch {epoch}, step {step}: exploding "
-                        "gradients; lower training.lr or set training.grad_clip (now "
-                        f"{tcfg.grad_clip}); the last good checkpoint is in {run_dir}"
-                    )
-                scheduler.step()
-                loop.step = step
-                loop.loss_sum += loss * len(batch)
-                loop.correct += batch_correct
-                loop.seen += len(batch)
-                loop.clipped += int(tcfg.grad_clip is not None and grad_norm > tcfg.grad_clip)
-                loop.real_tokens += int(batch_lengths.sum())
-                loop.norms.append(grad_norm)
+                loss, correct, grad_norm = _train_batch(run, batch, labels, step)
                 loop.elapsed = time.perf_counter() - clock
-                cb.on_step(step, loss, batch_correct / len(batch), grad_norm)
-                if stop.requested:
-                    checkpoint()
+                cb.on_step(step, loss, correct / len(batch), grad_norm)
+                if stop.requested:  # only between steps: the saved state is consistent
+                    run.checkpoint()
                     raise TrainingInterrupted(
                         f"stopped by {stop.requested} at epoch {epoch}, step {step}; continue "
-                        f"with: rnn-sentiment train --resume {run_dir}"
+                        f"with: rnn-sentiment train --resume {run.run_dir}"
                     )
                 if step % tcfg.checkpoint_every == 0 and step < len(batches):
-                    checkpoint()
-
-            val = validation_metrics(model, val_ids, splits.validation.labels, splits, device)
-            record = {
-                "epoch": epoch,
-                "train_loss": loop.loss_sum / loop.seen,
-                "train_accuracy": loop.correct / loop.seen,
-                "val_loss": val["loss"],
-                "val_accuracy": val["accuracy"],
-                "val_macro_f1": val["macro_f1"],
-                "grad_norm_mean": float(np.mean(loop.norms)),
-                "grad_norm_max": float(np.max(loop.norms)),
-                "clipped_fraction": loop.clipped / len(batches),
-                "lr": scheduler.get_last_lr()[0],
-                "seconds": time.perf_counter() - epoch_start,
-            }
-            record["best"] = loop.best is None or _better(record, loop.best, tcfg.metric)
-            loop.history.append(record)
-            if record["best"]:
-                loop.best, loop.stale_epochs = record, 0
-                save_weights(run_dir, model)
-            else:
-                loop.stale_epochs += 1
-            save_metrics(run_dir, {"history": loop.history, "status": "training"})
-            cb.on_epoch_end(record)
+                    run.checkpoint()
+            # 2. Validate, keep the best weights, warn when the gradient exploded.
+            cb.on_epoch_end(_end_epoch(run, len(batches), epoch_start))
             warning = explosion_warning(
                 loop.norms, config.diagnostics.explode_ratio, tcfg.grad_clip
             )
             if warning:
                 cb.on_warning(f"epoch {epoch}: {warning}")
+            # 3. Stop when patience or the time budget runs out; checkpoint either way.
             loop.start_epoch(epoch + 1)
-            if loop.stale_epochs >= tcfg.patience:
-                cb.on_message(
-                    f"early stopping: no better val {tcfg.metric} for {tcfg.patience} epochs"
-                )
+            reason = _stop_reason(loop, tcfg)
+            if reason is not None:
+                cb.on_message(reason)
                 loop.done = True
-            elif tcfg.max_minutes is not None and loop.total_seconds() > tcfg.max_minutes * 60:
-                cb.on_message(f"stopping: the {tcfg.max_minutes}-minute budget is spent")
-                loop.done = True
-            checkpoint()
+            run.checkpoint()
 
-    # 4. Final metrics of the best weights, on the test split when there is one.
-    model.load_state_dict(load_weights(run_dir / WEIGHTS_FILE))
+
+def _train_batch(
+    run: Run, batch: list[int], labels: torch.Tensor, step: int
+) -> tuple[float, int, float]:
+    """Train one batch, step the schedule and count it; a non-finite loss stops training."""
+    tcfg, loop = run.config.training, run.loop
+    tokens, lengths = collate([run.train_ids[i] for i in batch])
+    targets = labels[batch].to(run.device)
+    loss, correct, grad_norm = train_step(
+        run.model, run.optimizer, tokens.to(run.device), lengths, targets, tcfg
+    )
+    if not math.isfinite(loss):
+        raise TrainingError(
+            f"the loss became {loss} at epoch {loop.epoch}, step {step}: exploding "
+            "gradients; lower training.lr or set training.grad_clip (now "
+            f"{tcfg.grad_clip}); the last good checkpoint is in {run.run_dir}"
+        )
+    run.scheduler.step()
+    loop.step = step
+    loop.loss_sum += loss * len(batch)
+    loop.correct += correct
+    loop.seen += len(batch)
+    loop.clipped += int(tcfg.grad_clip is not None and grad_norm > tcfg.grad_clip)
+    loop.real_tokens += int(lengths.sum())
+    loop.norms.append(grad_norm)
+    return loss, correct, grad_norm
+
+
+def _end_epoch(run: Run, steps: int, epoch_start: float) -> dict[str, Any]:
+    """Validate and record the epoch; save the weights when they are the best so far."""
+    loop, tcfg = run.loop, run.config.training
+    val = run.metrics_on(run.val_ids, run.splits.validation.labels)
+    record = {
+        "epoch": loop.epoch,
+        "train_loss": loop.loss_sum / loop.seen,
+        "train_accuracy": loop.correct / loop.seen,
+        "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"],
+        "val_macro_f1": val["macro_f1"],
+        "grad_norm_mean": float(np.mean(loop.norms)),
+        "grad_norm_max": float(np.max(loop.norms)),
+        "clipped_fraction": loop.clipped / steps,
+        "lr": run.scheduler.get_last_lr()[0],
+        "seconds": time.perf_counter() - epoch_start,
+    }
+    record["best"] = loop.best is None or _better(record, loop.best, tcfg.metric)
+    loop.history.append(record)
+    if record["best"]:
+        loop.best, loop.stale_epochs = record, 0
+        save_weights(run.run_dir, run.model)
+    else:
+        loop.stale_epochs += 1
+    save_metrics(run.run_dir, {"history": loop.history, "status": "training"})
+    return record
+
+
+def _stop_reason(loop: LoopState, tcfg: TrainingConfig) -> str | None:
+    """Why training ends after this epoch, if it does: patience or the time budget ran out."""
+    if loop.stale_epochs >= tcfg.patience:
+        return f"early stopping: no better val {tcfg.metric} for {tcfg.patience} epochs"
+    if tcfg.max_minutes is not None and loop.total_seconds() > tcfg.max_minutes * 60:
+        return f"stopping: the {tcfg.max_minutes}-minute budget is spent"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# The end: metrics of the best weights
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """Final metrics of the best weights, on the test split too when there is one; saved."""
+    config, loop, splits = run.config, run.loop, run.splits
+    run.model.load_state_dict(load_weights(run.run_dir / WEIGHTS_FILE))
     assert loop.best is not None
     metrics: dict[str, Any] = {
         "status": "complete",
         "best_epoch": loop.best["epoch"],
-        "validation": validation_metrics(model, val_ids, splits.validation.labels, splits, device),
-        "parameters": count_parameters(model),
+        "validation": run.metrics_on(run.val_ids, splits.validation.labels),
+        "parameters": count_parameters(run.model),
         "train_seconds": loop.total_seconds(),  # pretraining included
         "real_tokens_per_second": loop.real_tokens / max(loop.elapsed, 1e-9),
         "history": loop.history,
@@ -294,68 +423,20 @@ def train(
     if loop.pretraining is not None:
         metrics["pretraining"] = loop.pretraining
     if splits.test is not None:
-        test_ids = pipeline.encode_lists(splits.test.texts, config.data.cache_dir)
-        metrics["test"] = validation_metrics(model, test_ids, splits.test.labels, splits, device)
-    if flow is not None:
-        longest = longest_reviews(val_ids, splits.validation.labels, config.diagnostics.reviews)
-        metrics["gradient_flow"] = {**flow, "trained": gradient_flow(model, *longest, device)}
-    save_metrics(run_dir, metrics)
-    return TrainResult(run_dir, metrics, loop.history)
+        test_ids = run.pipeline.encode_lists(splits.test.texts, config.data.cache_dir)
+        metrics["test"] = run.metrics_on(test_ids, splits.test.labels)
+    if run.flow is not None:
+        reviews = longest_reviews(run.val_ids, splits.validation.labels, config.diagnostics.reviews)
+        metrics["gradient_flow"] = {
+            **run.flow,
+            "trained": gradient_flow(run.model, *reviews, run.device),
+        }
+    save_metrics(run.run_dir, metrics)
+    return metrics
 
 
-def pretrain_embeddings(
-    config: Config,
-    model: SentimentRNN,
-    pipeline: TextPipeline,
-    train_ids: list[list[int]],
-    splits: DataSplits,
-    run_dir: Path,
-    cb: TrainCallback,
-) -> dict[str, Any]:
-    """Start ``model``'s embeddings from word2vec vectors of the training and unlabelled texts.
-
-    The validation and test texts are never read. Returns what was done, for metrics.json. A
-    stop (Ctrl-C, SIGTERM) ends it after the current word2vec epoch and removes the run
-    directory, which holds nothing to resume yet.
-    """
-    from rnn_sentiment.training.pretrain import load_vectors, pretrain_vectors
-
-    pcfg = config.pretraining
-    cb.on_message(
-        f"pretraining: {pcfg.method} on {len(splits.train):,} training and "
-        f"{len(splits.unlabelled):,} unlabelled texts, {pcfg.epochs} epochs"
-    )
-    token_ids = train_ids + pipeline.encode_lists(splits.unlabelled, config.data.cache_dir)
-    tokenizer = pipeline.tokenizer
-
-    def on_epoch(n: int) -> None:
-        if stop.requested:
-            raise TrainingInterrupted(
-                f"stopped by {stop.requested} during pretraining, before any training step; "
-                f"nothing to resume (the run directory {run_dir} was removed)"
-            )
-        cb.on_message(f"pretraining: epoch {n}/{pcfg.epochs} done")
-
-    try:
-        with StopSignals() as stop:
-            pretrained = pretrain_vectors(
-                token_ids,
-                tokenizer.get_vocab_size(),
-                config.model.embedding_dim,
-                pcfg,
-                config.training.seed,
-                on_epoch=on_epoch,
-            )
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    load_vectors(model.embedding, pretrained)
-    summary = {"method": pcfg.method, **pretrained.summary()}
-    cb.on_message(
-        f"pretraining: vectors for {summary['words']:,} of {tokenizer.get_vocab_size():,} "
-        f"words from {summary['tokens']:,} tokens in {summary['seconds']:.0f} s"
-    )
-    return summary
+# ----------------------------------------------------------------------------------------------
+# Steps and building blocks
 
 
 def train_step(
@@ -382,168 +463,6 @@ def train_step(
     optimizer.step()
     correct = int((logits.argmax(dim=-1) == targets).sum())
     return loss.item(), correct, grad_norm
-
-
-def _gradient_flow_start(
-    config: Config, model: SentimentRNN, ids: list[list[int]], labels: list[int], device: Any
-) -> dict[str, Any] | None:
-    """Gradient flow of the freshly initialised model, when ``diagnostics.gradient_flow`` is on."""
-    if not config.diagnostics.gradient_flow:
-        return None
-    batch = longest_reviews(ids, labels, config.diagnostics.reviews)
-    return {
-        "measure": "mean ||d loss / d h_t|| by distance from the end (top layer, left-to-right)",
-        "reviews": len(batch[0]),
-        "init": gradient_flow(model, *batch, device),
-    }
-
-
-class StopSignals:
-    """Turn Ctrl-C and SIGTERM into a request to stop at the next step boundary.
-
-    Stopping between steps (never inside ``optimizer.step``) is what makes the saved state
-    consistent. A second Ctrl-C stops at once.
-    """
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.requested = signal.Signals(signum).name
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-
-
-def save_state(
-    run_dir: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loop: LoopState,
-) -> None:
-    """Checkpoint weights, optimiser moments, schedule, RNG and loop counters in one file."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    optim = optimizer.state_dict()
-    optim_meta: dict[str, dict[str, Any]] = {}
-    for index, slots in optim["state"].items():
-        optim_meta[str(index)] = {}
-        for key, value in slots.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim.{index}.{key}"] = value
-            else:
-                optim_meta[str(index)][key] = value
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = {
-        "loop": asdict(loop),
-        "optimizer": {"param_groups": optim["param_groups"], "scalars": optim_meta},
-        "scheduler": scheduler.state_dict(),
-        "rng": {"python": _jsonable(random.getstate())},
-    }
-    save_training_state(run_dir, tensors, meta)
-
-
-def restore_state(
-    run_dir: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-) -> LoopState:
-    """Load what :func:`save_state` wrote into fresh objects; return the loop counters."""
-    tensors, meta = load_training_state(run_dir)
-    try:
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"the training state in {run_dir} does not fit: {first}") from None
-    state: dict[int, dict[str, Any]] = {}
-    for index, scalars in meta["optimizer"]["scalars"].items():
-        state[int(index)] = dict(scalars)
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, slot = key.split(".", 2)
-            state.setdefault(int(index), {})[slot] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
-    scheduler.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
-    random.setstate(_tupled(meta["rng"]["python"]))
-    return LoopState(**meta["loop"])
-
-
-# Settings that change how a run goes about its work, never its results: free to change on resume.
-_RESULT_FREE_KEYS = {
-    "training.keep_freed_memory",
-    "training.log_every",
-    "training.checkpoint_every",
-}
-
-
-def resumable_config(run_dir: Path, requested: Config | None, force: bool) -> Config:
-    """The saved config of ``run_dir``; a different ``requested`` one is refused with a diff."""
-    import yaml
-
-    from rnn_sentiment.config import config_from_dict, config_to_dict
-
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    saved = config_from_dict(yaml.safe_load(path.read_text("utf-8")) or {})
-    if requested is None:
-        return saved
-    before, after = _flatten(config_to_dict(saved)), _flatten(config_to_dict(requested))
-    changed = [
-        f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
-        for key in sorted(before.keys() | after.keys())
-        if before.get(key) != after.get(key) and not key.startswith("output.")
-    ]
-    if not changed:
-        return saved
-    fixed = [c for c in changed if c.startswith(("model.", "tokenizer.", "data.", "pretraining."))]
-    if fixed:
-        raise ConfigError(
-            [f"cannot resume {run_dir}: the saved weights, tokenizer and data split depend on "
-             f"{'; '.join(fixed)}; start a new run instead"]
-        )  # fmt: skip
-    unforced = [c for c in changed if c.split(":")[0] not in _RESULT_FREE_KEYS]
-    if unforced and not force:
-        raise ConfigError(
-            [f"cannot resume {run_dir} with a changed config ({'; '.join(unforced)}); "
-             "drop the changes or pass --force"]
-        )  # fmt: skip
-    config = requested.model_copy(update={"output": saved.output})
-    from rnn_sentiment.checkpoint import write_manifest
-    from rnn_sentiment.config import dump_config
-
-    atomic_write_text(path, dump_config(config))  # the run directory describes itself
-    write_manifest(run_dir)
-    return config
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _jsonable(value: Any) -> Any:
-    return [_jsonable(v) for v in value] if isinstance(value, tuple) else value
-
-
-def _tupled(value: Any) -> Any:
-    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
 
 
 def validation_metrics(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ import torch
 from rnn_sentiment.config import PretrainingConfig
 from rnn_sentiment.errors import TrainingError
 from rnn_sentiment.tokenizer import PAD_ID
+
+if TYPE_CHECKING:
+    from gensim.models import KeyedVectors
 
 
 @dataclass
@@ -51,6 +55,42 @@ def pretrain_vectors(
     on_epoch: Callable[[int], None] | None = None,
 ) -> PretrainedVectors:
     """word2vec over tokenized texts; ``on_epoch(n)`` is called after each of ``cfg.epochs``."""
+    start = time.perf_counter()
+    names = [str(i) for i in range(vocab_size)]  # shared strings: one per id, not per token
+    sentences = [[names[i] for i in ids if i != PAD_ID] for ids in token_ids]
+    distinct = len({word for sentence in sentences for word in sentence})
+    if distinct < 2:
+        raise TrainingError(
+            f"pretraining needs texts with at least two different known words; these "
+            f"{len(sentences):,} texts have {distinct} (check data.unlabelled_split and the "
+            "tokenizer settings, or set pretraining.method=none)"
+        )
+    wv = _word2vec(sentences, dim, cfg, seed, on_epoch)
+    ids = torch.from_numpy(np.array([int(key) for key in wv.index_to_key], dtype=np.int64))
+    found = wv.vectors
+    # nn.Embedding starts from N(0, 1); the learned vectors keep their directions at that scale.
+    scaled = torch.from_numpy(found / max(float(found.std()), 1e-12))
+    vectors = torch.zeros(vocab_size, dim)
+    learned = torch.zeros(vocab_size, dtype=torch.bool)
+    vectors[ids] = scaled  # at least two words: checked above; never [PAD]
+    learned[ids] = True
+    return PretrainedVectors(
+        vectors=vectors,
+        learned=learned,
+        texts=len(token_ids),
+        tokens=sum(len(s) for s in sentences),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _word2vec(
+    sentences: list[list[str]],
+    dim: int,
+    cfg: PretrainingConfig,
+    seed: int,
+    on_epoch: Callable[[int], None] | None,
+) -> KeyedVectors:
+    """The word vectors gensim learns from ``sentences``; its failures become one-line errors."""
     from gensim.models import Word2Vec
     from gensim.models.callbacks import CallbackAny2Vec
 
@@ -63,16 +103,6 @@ def pretrain_vectors(
             if on_epoch is not None:
                 on_epoch(self.epoch)
 
-    start = time.perf_counter()
-    names = [str(i) for i in range(vocab_size)]  # shared strings: one per id, not per token
-    sentences = [[names[i] for i in ids if i != PAD_ID] for ids in token_ids]
-    distinct = len({word for sentence in sentences for word in sentence})
-    if distinct < 2:
-        raise TrainingError(
-            f"pretraining needs texts with at least two different known words; these "
-            f"{len(sentences):,} texts have {distinct} (check data.unlabelled_split and the "
-            "tokenizer settings, or set pretraining.method=none)"
-        )
     try:
         w2v = Word2Vec(
             sentences,
@@ -89,21 +119,7 @@ def pretrain_vectors(
         )
     except (RuntimeError, ValueError, MemoryError) as exc:  # gensim's own failures, one line
         raise TrainingError(f"word2vec pretraining failed: {exc}") from None
-    ids = np.array([int(key) for key in w2v.wv.index_to_key], dtype=np.int64)
-    found = w2v.wv.vectors
-    # nn.Embedding starts from N(0, 1); the learned vectors keep their directions at that scale.
-    scaled = torch.from_numpy(found / max(float(found.std()), 1e-12))
-    vectors = torch.zeros(vocab_size, dim)
-    learned = torch.zeros(vocab_size, dtype=torch.bool)
-    vectors[torch.from_numpy(ids)] = scaled  # at least two words: checked above; never [PAD]
-    learned[torch.from_numpy(ids)] = True
-    return PretrainedVectors(
-        vectors=vectors,
-        learned=learned,
-        texts=len(token_ids),
-        tokens=sum(len(s) for s in sentences),
-        seconds=time.perf_counter() - start,
-    )
+    return w2v.wv
 
 
 def load_vectors(embedding: torch.nn.Embedding, pretrained: PretrainedVectors) -> None:

@@ -1,0 +1,171 @@
+"""A run's resumable state: loop counters, optimiser, schedule and RNG, saved in one file.
+
+:func:`save_state` writes everything a resumed run needs to continue bit for bit where the
+checkpoint was taken; :func:`restore_state` loads it into freshly built objects, and
+:func:`resumable_config` decides whether a run may resume under the config it is given.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from rnn_sentiment.checkpoint import (
+    CONFIG_FILE,
+    atomic_write_text,
+    load_training_state,
+    save_training_state,
+    write_manifest,
+)
+from rnn_sentiment.config import Config, config_from_dict, config_to_dict, dump_config
+from rnn_sentiment.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class LoopState:
+    """Everything about the loop's progress that a resumed run must restore exactly."""
+
+    epoch: int = 1
+    step: int = 0  # batches of ``epoch`` already trained
+    done: bool = False  # epochs are over; only the final evaluation remains
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    stale_epochs: int = 0
+    real_tokens: int = 0
+    elapsed: float = 0.0  # seconds of epochs, pretraining not included
+    pretraining: dict[str, Any] | None = None  # what pretrain_embeddings did, seconds included
+    gradient_flow_start: dict[str, Any] | None = None  # diagnostics.gradient_flow before step 1
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    clipped: int = 0
+    norms: list[float] = field(default_factory=list)
+
+    def total_seconds(self) -> float:
+        """Training time so far, pretraining included."""
+        return self.elapsed + (self.pretraining or {}).get("seconds", 0.0)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch, self.step = epoch, 0
+        self.loss_sum, self.correct, self.seen, self.clipped, self.norms = 0.0, 0, 0, 0, []
+
+
+def save_state(
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loop: LoopState,
+) -> None:
+    """Checkpoint weights, optimiser moments, schedule, RNG and loop counters in one file."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optim = optimizer.state_dict()
+    optim_meta: dict[str, dict[str, Any]] = {}
+    for index, slots in optim["state"].items():
+        optim_meta[str(index)] = {}
+        for key, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                optim_meta[str(index)][key] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {
+        "loop": asdict(loop),
+        "optimizer": {"param_groups": optim["param_groups"], "scalars": optim_meta},
+        "scheduler": scheduler.state_dict(),
+        "rng": {"python": _jsonable(random.getstate())},
+    }
+    save_training_state(run_dir, tensors, meta)
+
+
+def restore_state(
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> LoopState:
+    """Load what :func:`save_state` wrote into fresh objects; return the loop counters."""
+    tensors, meta = load_training_state(run_dir)
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"the training state in {run_dir} does not fit: {first}") from None
+    state: dict[int, dict[str, Any]] = {}
+    for index, scalars in meta["optimizer"]["scalars"].items():
+        state[int(index)] = dict(scalars)
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, slot = key.split(".", 2)
+            state.setdefault(int(index), {})[slot] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    random.setstate(_tupled(meta["rng"]["python"]))
+    return LoopState(**meta["loop"])
+
+
+# Settings that change how a run goes about its work, never its results: free to change on resume.
+_RESULT_FREE_KEYS = {
+    "training.keep_freed_memory",
+    "training.log_every",
+    "training.checkpoint_every",
+}
+
+
+def resumable_config(run_dir: Path, requested: Config | None, force: bool) -> Config:
+    """The saved config of ``run_dir``; a different ``requested`` one is refused with a diff."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    saved = config_from_dict(yaml.safe_load(path.read_text("utf-8")) or {})
+    if requested is None:
+        return saved
+    before, after = _flatten(config_to_dict(saved)), _flatten(config_to_dict(requested))
+    changed = [
+        f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key) and not key.startswith("output.")
+    ]
+    if not changed:
+        return saved
+    fixed = [c for c in changed if c.startswith(("model.", "tokenizer.", "data.", "pretraining."))]
+    if fixed:
+        raise ConfigError(
+            [f"cannot resume {run_dir}: the saved weights, tokenizer and data split depend on "
+             f"{'; '.join(fixed)}; start a new run instead"]
+        )  # fmt: skip
+    unforced = [c for c in changed if c.split(":")[0] not in _RESULT_FREE_KEYS]
+    if unforced and not force:
+        raise ConfigError(
+            [f"cannot resume {run_dir} with a changed config ({'; '.join(unforced)}); "
+             "drop the changes or pass --force"]
+        )  # fmt: skip
+    config = requested.model_copy(update={"output": saved.output})
+    atomic_write_text(path, dump_config(config))  # the run directory describes itself
+    write_manifest(run_dir)
+    return config
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _tupled(value: Any) -> Any:
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
