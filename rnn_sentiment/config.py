@@ -6,14 +6,13 @@ silently ignored setting.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rnn_sentiment.errors import ConfigError
+from rnn_sentiment.errors import ConfigError, did_you_mean
 
 
 class _Section(BaseModel):
@@ -365,8 +364,6 @@ def _suggest(loc: tuple[Any, ...]) -> str:
             return ""
         section = annotation
     names = list(section.model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
-    prefix = ".".join(str(part) for part in loc[:-1])
-    if close:
-        return f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?"
-    return f"; valid keys here: {', '.join(names)}"
+    prefix = "".join(f"{part}." for part in loc[:-1])
+    hint = did_you_mean(str(loc[-1]), names, shown=f"'{prefix}{{}}'")
+    return f"; {hint.rstrip()}" if hint else f"; valid keys here: {', '.join(names)}"

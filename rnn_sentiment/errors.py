@@ -6,6 +6,9 @@ carries; anything else is an internal error.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class RnnSentimentError(Exception):
     """Base class of every error the package raises on purpose."""
@@ -45,3 +48,13 @@ class TrainingInterrupted(RnnSentimentError):
     """Training was stopped by Ctrl-C or SIGTERM after saving a resumable state."""
 
     exit_code = 130
+
+
+def did_you_mean(name: str, choices: Iterable[str], shown: str = "{}") -> str:
+    """``'did you mean X? '`` for the choice closest to ``name``, or ``''`` when none is close.
+
+    ``shown`` formats the suggestion the way the user would type it (``"data.text_column={}"``,
+    ``"--text-column {}"``), so the hint can be pasted as is.
+    """
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {shown.replace('{}', close[0])}? " if close else ""
