@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import gzip
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +49,52 @@ def test_every_table_format_reads_with_named_columns(tmp_path: Path, suffix: str
     texts, labels = read_split(cfg.source, "train", cfg)
     assert texts[:2] == ["review number 0", "review number 1"]
     assert to_reviews((texts, labels), ["negative", "positive"]).labels[:4] == [0, 1, 0, 1]
+
+
+def test_the_same_rows_from_every_format(tmp_path: Path) -> None:
+    # One reader stack: CSV cells are strings, Parquet keeps numbers; the labels still agree.
+    rows = [{"text": f"review {i}", "label": float(i % 2)} for i in range(6)]
+    read = {}
+    for suffix in (".csv", ".parquet", ".jsonl"):
+        path = write_table(tmp_path, f"train{suffix}", rows)
+        read[suffix] = read_split(str(path), "train", DataConfig(source=str(path)))
+    assert read[".csv"][1][:2] == ["0.0", "1.0"] and read[".parquet"][1][:2] == [0.0, 1.0]
+    reviews = {k: to_reviews(v, infer_label_names(v[1])) for k, v in read.items()}
+    assert reviews[".csv"] == reviews[".parquet"] == reviews[".jsonl"]
+    assert reviews[".csv"].labels == [0, 1, 0, 1, 0, 1]
+
+
+def test_review_is_chosen_before_sentence(tmp_path: Path) -> None:
+    # The order every command uses (data/files.py): text, review, sentence, content, body.
+    rows = [{"sentence": "short", "review": "the long review", "label": 1}]
+    path = write_table(tmp_path, "train.jsonl", rows)
+    assert read_split(str(path), "train", DataConfig(source=str(path)))[0] == ["the long review"]
+
+
+def test_local_files_never_import_datasets(tmp_path: Path) -> None:
+    path = write_table(tmp_path, "train.csv", ROWS)
+    probe = (
+        "import sys\n"
+        "from rnn_sentiment.config import DataConfig\n"
+        "from rnn_sentiment.data.sources import read_split\n"
+        "cfg = DataConfig(source=sys.argv[1], text_column='review', label_column='sentiment')\n"
+        "assert len(read_split(cfg.source, 'train', cfg)[0]) == 20\n"
+        "assert 'datasets' not in sys.modules, 'datasets was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_gzip_tsv_and_json_array_files(tmp_path: Path) -> None:
+    lines = "text\tlabel\n" + "".join(f"t{i}\t{i % 2}\n" for i in range(4))
+    (tmp_path / "train.tsv.gz").write_bytes(gzip.compress(lines.encode()))
+    (tmp_path / "test.json").write_text(json.dumps([{"text": "a", "label": "neg"}]))
+    cfg = DataConfig(source=str(tmp_path))
+    assert read_split(str(tmp_path), "train", cfg) == (
+        ["t0", "t1", "t2", "t3"],
+        ["0", "1", "0", "1"],
+    )
+    assert read_split(str(tmp_path), "test", cfg) == (["a"], ["neg"])
 
 
 def test_plain_text_with_fasttext_labels(tmp_path: Path) -> None:
@@ -125,6 +174,12 @@ def test_missing_column_suggests_the_real_ones(tmp_path: Path) -> None:
     cfg = DataConfig(source=str(path), text_column="reveiw", label_column="sentiment")
     with pytest.raises(DataError, match="did you mean data.text_column=review"):
         read_split(cfg.source, "train", cfg)
+    cfg = DataConfig(source=str(path), label_column="sentimant")
+    with pytest.raises(DataError, match="did you mean data.label_column=sentiment"):
+        read_split(cfg.source, "train", cfg)
+    (tmp_path / "two.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="no text column .* pass data.text_column=NAME"):
+        read_split(str(tmp_path / "two.csv"), "train", DataConfig())
 
 
 def test_missing_path_and_missing_split_are_clear_errors(tmp_path: Path) -> None:
@@ -137,9 +192,41 @@ def test_missing_path_and_missing_split_are_clear_errors(tmp_path: Path) -> None
 
 def test_invalid_utf8_text_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "train.txt"
-    path.write_bytes(b"__label__pos caf\xe9\n")
-    with pytest.raises(DataError, match="not valid UTF-8"):
+    path.write_bytes(b"__label__pos fine\n__label__pos caf\xe9\n")
+    with pytest.raises(DataError, match=r"train.txt, row 2: not valid UTF-8"):
         read_split(str(path), "train", DataConfig())
+    (tmp_path / "acl" / "train" / "pos").mkdir(parents=True)
+    (tmp_path / "acl" / "train" / "pos" / "0_9.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(DataError, match=r"train/pos/0_9.txt: not valid UTF-8"):  # names the file
+        read_split(str(tmp_path / "acl"), "train", DataConfig())
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("train.csv", "text,label\nok,1\nbad,1,extra\n", "train.csv, row 2: 3 fields, expected 2"),
+        (
+            "train.jsonl",
+            '{"text": "ok", "label": 1}\n\n{nope\n',
+            "train.jsonl, row 2: invalid JSON",
+        ),
+        ("train.jsonl", '{"text": ["a"], "label": 1}\n', "row 1: the text is a list, not a string"),
+        ("train.jsonl", "\n", "train.jsonl names no columns: it is empty"),
+        ("train.csv", "", "train.csv is empty"),
+    ],
+)
+def test_rows_training_cannot_use_are_named(
+    tmp_path: Path, name: str, content: str, message: str
+) -> None:
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=message):
+        read_split(str(tmp_path / name), "train", DataConfig())
+
+
+def test_missing_text_is_an_empty_review_and_numbers_are_text(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": null, "label": 1}\n{"label": 0}\n{"text": 42, "label": 1}\n')
+    assert read_split(str(path), "train", DataConfig()) == (["", "", "42"], [1, 0, 1])
 
 
 @pytest.mark.skipif(_hub_reachable(), reason="the hub is reachable from here")
@@ -168,6 +255,17 @@ def test_a_single_file_cannot_also_be_the_test_split(tmp_path: Path) -> None:
                      test_split="test")  # fmt: skip
     with pytest.raises(DataError, match="single file.*test_split=test"):
         load_splits(cfg, seed=0)
+
+
+def test_a_pos_neg_folder_is_one_split_like_a_file(tmp_path: Path) -> None:
+    for label in ("pos", "neg"):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            (tmp_path / label / f"{i}_1.txt").write_text(f"{label} {i}")
+    texts, labels = read_split(str(tmp_path), "test", DataConfig())  # any split: the folder
+    assert texts[:2] == ["neg 0", "neg 1"] and labels.count("pos") == 3
+    with pytest.raises(DataError, match="single pos/neg folder.*test_split=test"):
+        load_splits(DataConfig(source=str(tmp_path), test_split="test"), seed=0)
 
 
 def test_an_unlabelled_test_split_is_refused(tmp_path: Path) -> None:

@@ -1,8 +1,25 @@
 """Streaming readers and writers for review files: CSV, TSV, JSONL, Parquet, text, folders.
 
+The one place that reads local files, for every command: training (``sources.read_split``),
+``evaluate`` and batch scoring (``predict --input``) all open their input with :func:`open_reader`,
+so a file has the same columns, the same text column (:data:`TEXT_COLUMN_CANDIDATES`) and the same
+rows whichever command reads it.
+
 Readers yield :class:`Chunk` objects of at most ``chunk_size`` rows, so memory stays flat for any
 file size. Bytes that are not valid UTF-8 are kept as surrogate escapes while reading and replaced
-(U+FFFD) when a row is fixed, so the row is still scored and flagged instead of lost.
+(U+FFFD) when a row is fixed, so the row is still scored and flagged instead of lost. Texts are
+returned raw: the model's text pipeline (:mod:`rnn_sentiment.text`) prepares them.
+
+Two shapes are recognised from a file's first bytes:
+
+* a ``.txt`` file whose first line starts with fastText's ``__label__NAME `` is labelled: each
+  line's ``__label__NAME`` goes to a ``label`` column and the rest of the line is its text;
+* a JSON file whose first character is ``[`` is one JSON array of objects (a ``.json`` export);
+  it is parsed whole, so it is refused above :data:`JSON_ARRAY_LIMIT` characters (JSON Lines,
+  one object a line, is read in chunks at any size).
+
+A UTF-8 byte-order mark at the start of a file (Excel's CSV exports) is skipped.
+
 Writers turn a chunk of output rows into bytes (text formats; gzip members concatenate into one
 valid gzip file) or into a Parquet part, so output can be committed chunk by chunk and resumed.
 
@@ -12,11 +29,12 @@ This module never imports ``datasets``; pyarrow is imported only for Parquet.
 from __future__ import annotations
 
 import csv
-import difflib
 import gzip
 import io
+import itertools
 import json
 import os
+import re
 import sys
 import zlib
 from collections.abc import Iterator, Sequence
@@ -24,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
+from rnn_sentiment import errors
 from rnn_sentiment.errors import DataError
 from rnn_sentiment.text import fix_text
 
@@ -31,16 +50,26 @@ InputFormat = Literal["csv", "tsv", "jsonl", "parquet", "txt", "folder"]
 OutputFormat = Literal["csv", "tsv", "jsonl", "parquet"]
 INPUT_FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet", "txt", "folder")
 OUTPUT_FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet")
-_EXTENSIONS = {
+# The file formats, by extension (each may end in .gz, but Parquet). A folder holding several
+# files of one split tries them in this order, so Parquet wins over a CSV copy of it.
+EXTENSIONS = {
+    ".parquet": "parquet",
     ".csv": "csv",
     ".tsv": "tsv",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".json": "jsonl",
-    ".parquet": "parquet",
     ".txt": "txt",
 }
+# The column holding the review, when none is named: the first of these a file has.
 TEXT_COLUMN_CANDIDATES = ("text", "review", "sentence", "content", "body")
+# A JSON array is parsed whole (json cannot stream one), so its size is capped. Measured, the
+# parsed rows take 1.1x (IMDB-length reviews) to 3.1x (12-word reviews with an id and a label)
+# the memory of the text, held with it while parsing: 64 Mi characters peak at 140-265 MiB.
+# JSON Lines has no cap.
+JSON_ARRAY_LIMIT = 64 * 2**20
+_FASTTEXT_LABEL = re.compile(r"__label__(\S+)\s+(.*)", re.DOTALL)
+_BOM = b"\xef\xbb\xbf"
 # What a damaged file (truncated or corrupt gzip, a broken CSV quote) raises while it is read.
 _READ_ERRORS = (OSError, EOFError, zlib.error, csv.Error, UnicodeError)
 # A missing cell: distinct from an empty string, so "missing text" and "empty text" differ.
@@ -77,9 +106,7 @@ def detect_format(path: str, forced: str | None, output: bool = False) -> str:
         return "jsonl" if output else "txt"
     if not output and Path(path).is_dir():
         return "folder"
-    name = path.lower().removesuffix(".gz")
-    suffix = Path(name).suffix
-    kind = _EXTENSIONS.get(suffix)
+    kind = format_of(path)
     if kind is None or kind not in allowed:
         raise DataError(
             f"cannot tell the {role} format of {path} from its extension; use "
@@ -89,19 +116,40 @@ def detect_format(path: str, forced: str | None, output: bool = False) -> str:
     return kind
 
 
-def did_you_mean(name: str, columns: Sequence[str], where: str) -> DataError:
-    """The error for a column that is not there, with the closest real column."""
-    close = difflib.get_close_matches(name, list(columns), n=1, cutoff=0.5)
-    hint = f"did you mean --text-column {close[0]}? " if close else ""
+def format_of(path: str | Path) -> str | None:
+    """The format named by a file's extension (``.gz`` looked through), or None."""
+    name = str(path).lower().removesuffix(".gz")
+    return EXTENSIONS.get(Path(name).suffix)
+
+
+def missing_column(
+    name: str, columns: Sequence[str], where: str, option: str = "--text-column "
+) -> DataError:
+    """The error for a column that is not there, with the closest real column.
+
+    ``option`` is how the user names a column where the error is shown: ``--text-column `` on the
+    command line, ``data.text_column=`` in a training config.
+    """
+    hint = errors.did_you_mean(name, columns, shown=option + "{}")
     listed = ", ".join(columns) or "none"
     return DataError(f"no column '{name}' in {where}; {hint}columns are: {listed}")
 
 
-def choose_text_column(columns: Sequence[str], wanted: str | None, where: str) -> str:
-    """``wanted`` if it is a column, else the first usual name for a review column."""
+def did_you_mean(name: str, columns: Sequence[str], where: str) -> DataError:
+    """Former name of :func:`missing_column`, kept while ``inference/scoring.py`` imports it."""
+    return missing_column(name, columns, where)
+
+
+def choose_text_column(
+    columns: Sequence[str], wanted: str | None, where: str, option: str = "--text-column "
+) -> str:
+    """``wanted`` if it is a column, else the first usual name for a review column.
+
+    A file with one column needs no name. ``option`` is as in :func:`missing_column`.
+    """
     if wanted is not None:
         if wanted not in columns:
-            raise did_you_mean(wanted, columns, where)
+            raise missing_column(wanted, columns, where, option)
         return wanted
     found = next((c for c in TEXT_COLUMN_CANDIDATES if c in columns), None)
     if found is None:
@@ -109,7 +157,7 @@ def choose_text_column(columns: Sequence[str], wanted: str | None, where: str) -
             return columns[0]
         raise DataError(
             f"no text column ({', '.join(TEXT_COLUMN_CANDIDATES)}) in {where}; pass "
-            f"--text-column NAME; columns are: {', '.join(columns) or 'none'}"
+            f"{option}NAME; columns are: {', '.join(columns) or 'none'}"
         )
     return found
 
@@ -118,6 +166,7 @@ class Reader:
     """A streaming source of rows. ``columns`` is known after construction (the header)."""
 
     columns: list[str]
+    where: str = "input"  # the file or folder, as error messages name it
     raw: IO[bytes] | None = None  # the file under a text or gzip stream, for progress
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
@@ -155,7 +204,7 @@ def open_reader(path: str, kind: str) -> Reader:
         elif kind == "jsonl":
             reader = JsonlReader(handle, path)
         else:
-            reader = TextLineReader(handle)
+            reader = TextLineReader(handle, "stdin" if path == "-" else path)
     except BaseException:
         if raw is not None:
             raw.close()
@@ -184,7 +233,8 @@ def _open_binary(path: str) -> tuple[IO[bytes], IO[bytes] | None]:
 
 def _text_stream(handle: IO[bytes]) -> io.TextIOWrapper:
     # surrogateescape: a bad byte never stops the read; fix_text flags and replaces it per row.
-    return io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape", newline="")
+    # utf-8-sig: a byte-order mark is skipped, not glued to the first column's name.
+    return io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 class CsvReader(Reader):
@@ -232,16 +282,28 @@ class CsvReader(Reader):
 
 
 class JsonlReader(Reader):
-    """One JSON object per line; a line that is not one is a flagged row. Blank lines skipped."""
+    """One JSON object per line; a line that is not one is a flagged row. Blank lines skipped.
+
+    A file whose first character is ``[`` is one JSON array instead, read whole (up to
+    :data:`JSON_ARRAY_LIMIT` characters); its elements are the rows.
+    """
 
     def __init__(self, handle: IO[bytes], where: str) -> None:
         self.stream = _text_stream(handle)
         self.where = where
         self.pending: list[str] = []
+        self.array: list[Any] | None = None
         self.columns = []
         # The first objects name the columns; they are read now and replayed by chunks().
         try:
-            for line in self.stream:
+            head = _first_character(self.stream)
+            if head == "[":
+                self.array = self._read_array(head)
+                first = next((v for v in self.array if isinstance(v, dict)), {})
+                self.columns = [fix_text(str(k))[0] for k in first]
+                return
+            lines = itertools.chain([head + self.stream.readline()] if head else [], self.stream)
+            for line in lines:
                 if line.strip():
                     self.pending.append(line)
                     value = _loads(line)
@@ -253,13 +315,31 @@ class JsonlReader(Reader):
         except _READ_ERRORS as exc:
             raise DataError(f"cannot read {where}: {exc}") from None
 
-    def _lines(self) -> Iterator[str]:
-        yield from self.pending
+    def _read_array(self, head: str) -> list[Any]:
+        text = head + self.stream.read(JSON_ARRAY_LIMIT)
+        if len(text) > JSON_ARRAY_LIMIT:
+            raise DataError(
+                f"{self.where} is a JSON array of more than {JSON_ARRAY_LIMIT >> 20} MiB, too "
+                "large to read whole; write it as JSON Lines (one object a line), read in chunks"
+            )
+        value = _loads(text)
+        if not isinstance(value, list):
+            raise DataError(
+                f"{self.where} starts with '[' but is not a valid JSON array; use one JSON "
+                "array of objects, or JSON Lines (one object a line)"
+            )
+        return value
+
+    def _values(self) -> Iterator[Any]:
+        if self.array is not None:
+            yield from self.array
+            return
+        yield from map(_loads, self.pending)
         self.pending = []
         try:
             for line in self.stream:
                 if line.strip():
-                    yield line
+                    yield _loads(line)
         except _READ_ERRORS as exc:
             raise DataError(f"cannot read {self.where}: {exc}") from None
 
@@ -267,8 +347,7 @@ class JsonlReader(Reader):
         names = list(self.columns)
         rows: list[dict[str, Any]] = []
         problems: list[str] = []
-        for line in self._lines():
-            value = _loads(line)
+        for value in self._values():
             if isinstance(value, dict):
                 rows.append(value)
                 problems.append("")
@@ -287,6 +366,13 @@ class JsonlReader(Reader):
         super().close()
 
 
+def _first_character(stream: IO[str]) -> str:
+    """The first character that is not white space ('' at the end of the stream)."""
+    while (char := stream.read(1)).isspace():
+        pass
+    return char
+
+
 _BAD_JSON = object()
 
 
@@ -303,24 +389,55 @@ def _columnar(rows: list[dict[str, Any]], names: list[str], problems: list[str])
 
 
 class TextLineReader(Reader):
-    """One review per line (``\\n`` or ``\\r\\n`` endings); every line is a row, blank ones too."""
+    """One review per line (``\\n`` or ``\\r\\n`` endings); every line is a row, blank ones too.
 
-    def __init__(self, handle: IO[bytes]) -> None:
+    When the first line starts with ``__label__NAME `` (fastText), the file is labelled: columns
+    ``text`` and ``label``, a line without the prefix being an unlabelled row.
+    """
+
+    def __init__(self, handle: IO[bytes], where: str = "input") -> None:
         self.handle = handle
-        self.columns = ["text"]
+        self.where = where
+        try:
+            first = handle.readline()
+        except _READ_ERRORS as exc:
+            raise DataError(f"cannot read {where}: {exc}") from None
+        self.first = first.removeprefix(_BOM)
+        self.fasttext = _FASTTEXT_LABEL.match(self._decode(self.first)) is not None
+        self.columns = ["text", "label"] if self.fasttext else ["text"]
+
+    @staticmethod
+    def _decode(line: bytes) -> str:
+        return line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+
+    def _lines(self) -> Iterator[bytes]:
+        if self.first:
+            yield self.first
+            self.first = b""
+        try:
+            yield from self.handle
+        except _READ_ERRORS as exc:
+            raise DataError(f"cannot read {self.where}: {exc}") from None
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         texts: list[Any] = []
-        try:
-            for raw in self.handle:
-                texts.append(raw.rstrip(b"\r\n").decode("utf-8", "surrogateescape"))
-                if len(texts) == chunk_size:
-                    yield Chunk({"text": texts}, len(texts))
-                    texts = []
-        except _READ_ERRORS as exc:
-            raise DataError(f"cannot read input: {exc}") from None
+        labels: list[Any] = []
+        for raw in self._lines():
+            text = self._decode(raw)
+            if self.fasttext:
+                match = _FASTTEXT_LABEL.match(text)
+                labels.append(match.group(1) if match else MISSING)
+                text = match.group(2) if match else text
+            texts.append(text)
+            if len(texts) == chunk_size:
+                yield self._chunk(texts, labels)
+                texts, labels = [], []
         if texts:
-            yield Chunk({"text": texts}, len(texts))
+            yield self._chunk(texts, labels)
+
+    def _chunk(self, texts: list[Any], labels: list[Any]) -> Chunk:
+        columns = {"text": texts, "label": labels} if self.fasttext else {"text": texts}
+        return Chunk(columns, len(texts))
 
     def close(self) -> None:
         if self.raw is not None:  # not stdin
@@ -345,6 +462,7 @@ class FolderReader(Reader):
         if not self.files:
             raise DataError(f"no .txt reviews in {folder} (nor in its pos/, neg/, unsup/)")
         self.folder = folder
+        self.where = str(folder)
         self.columns = ["id", "text", "label"]
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
@@ -377,6 +495,7 @@ class ParquetReader(Reader):
         except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
             raise DataError(f"cannot read {path} as Parquet: {_first_line(exc)}") from None
         self.path = path
+        self.where = str(path)
         self.columns = list(self.file.schema_arrow.names)
         self.wanted: list[str] | None = None
 
@@ -402,6 +521,21 @@ class ParquetReader(Reader):
 
     def close(self) -> None:
         self.file.close()
+
+
+class TableReader(Reader):
+    """Columns already in memory (a hub split, a generated corpus), handed out in chunks."""
+
+    def __init__(self, table: dict[str, list[Any]], where: str) -> None:
+        self.table = table
+        self.where = where
+        self.columns = list(table)
+        self.rows = len(next(iter(table.values()), []))
+
+    def chunks(self, chunk_size: int) -> Iterator[Chunk]:
+        for start in range(0, self.rows, chunk_size):
+            part = {name: values[start : start + chunk_size] for name, values in self.table.items()}
+            yield Chunk(part, min(chunk_size, self.rows - start))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,7 +6,13 @@ Sources, in the order they are tried:
 * ``long-range``: the generated long-range task (``longrange.py``), sized by ``data.long_range``.
 * a local file (Parquet, CSV, TSV, JSON/JSONL, plain text): it is the split asked for.
 * a local folder holding ``<split>.<ext>`` files or ``aclImdb``-style ``<split>/pos|neg/*.txt``.
-* anything else is taken as a hub dataset id.
+* anything else is taken as a hub dataset id (the only use of ``datasets``).
+
+Local files and folders are read in chunks by the readers of :mod:`rnn_sentiment.data.files`, the
+same ones ``evaluate`` and ``predict --input`` use, so every command sees the same columns and
+picks the same text column. Training is stricter than scoring about what it reads: a row the
+reader flags (a CSV row with the wrong number of fields, a JSON line that is not an object) or a
+text that is not valid UTF-8 stops it with the row named, where scoring keeps and marks the row.
 """
 
 from __future__ import annotations
@@ -22,18 +28,21 @@ from pathlib import Path
 from typing import Any
 
 from rnn_sentiment.config import DataConfig
+from rnn_sentiment.data.files import (
+    EXTENSIONS,
+    Chunk,
+    FolderReader,
+    ParquetReader,
+    Reader,
+    TableReader,
+    choose_text_column,
+    format_of,
+    missing_column,
+    open_reader,
+)
 from rnn_sentiment.errors import DataError
 
 BUILTIN_DIR = Path(__file__).parents[1] / "assets" / "builtin"
-TEXT_COLUMN_CANDIDATES = ("text", "sentence", "review", "content")
-_FORMATS = {
-    ".parquet": "parquet",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".jsonl": "json",
-    ".json": "json",
-    ".txt": "text",
-}
 # Spellings of the two classes found in public sentiment datasets.
 _LABEL_ALIASES = {
     "0": 0, "neg": 0, "negative": 0,
@@ -44,7 +53,10 @@ UNLABELLED = -1
 _SPLIT_ALIASES = {"unsupervised": ("unsup",), "unsup": ("unsupervised",)}
 DEFAULT_LABEL_NAMES = ("negative", "positive")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-_FASTTEXT_LABEL = re.compile(r"^__label__(\S+)\s+(.*)$", re.DOTALL)
+# Rows read at a time: a split ends up in memory (training needs it all), the file's other
+# columns and its raw bytes do not.
+_CHUNK_ROWS = 4096
+_WHOLE_NUMBER = re.compile(r"^-?\d+\.0*$")
 
 
 @dataclass
@@ -137,15 +149,31 @@ def _extra_reviews(cfg: DataConfig, extra: str, label_names: list[str]) -> Revie
 
 def _check_single_file_splits(cfg: DataConfig) -> None:
     # A file is whichever split is asked for: naming a test split on it would test on train.
-    if cfg.source != "builtin" and Path(cfg.source).expanduser().is_file():
+    single = single_source(cfg.source)
+    if single is not None:
         for key, split in (("validation_split", cfg.validation_split),
                            ("test_split", cfg.test_split),
                            ("unlabelled_split", cfg.unlabelled_split)):  # fmt: skip
             if split is not None:
                 raise DataError(
-                    f"data.source is a single file, so data.{key}={split} would reuse the "
+                    f"data.source is a single {single}, so data.{key}={split} would reuse the "
                     f"training rows; use a folder with one file per split, or data.{key}=null"
                 )
+
+
+def single_source(source: str) -> str | None:
+    """'file' or 'pos/neg folder' when ``source`` holds one split only (whichever is asked for),
+    else None."""
+    if source in ("builtin", "long-range"):
+        return None
+    root = Path(source).expanduser()
+    if root.is_file():
+        return "file"
+    return "pos/neg folder" if _is_review_folder(root) else None
+
+
+def _is_review_folder(folder: Path) -> bool:
+    return (folder / "pos").is_dir() or (folder / "neg").is_dir()
 
 
 def read_split(
@@ -156,38 +184,105 @@ def read_split(
     Texts are returned as they are in the source: the model's text pipeline
     (:mod:`rnn_sentiment.text`) prepares them, in training and at inference alike.
     """
+    reader = open_split(source, split, cfg)
+    try:
+        return _collect(reader, cfg, labelled)
+    finally:
+        reader.close()
+
+
+def open_split(source: str, split: str, cfg: DataConfig) -> Reader:
+    """A reader over one split: local files and folders stream from disk; a hub split and the
+    generated long-range task are built in memory and handed out in chunks the same way."""
     if source == "long-range":
         from rnn_sentiment.data.longrange import read_split as read_long_range
 
-        return read_long_range(cfg.long_range, split)
+        texts, labels = read_long_range(cfg.long_range, split)
+        return TableReader({"text": texts, "label": labels}, f"long-range split '{split}'")
     location = resolve_source(source, split)
     if location is None:
-        table = _read_hub(source, split)
-    elif location.is_dir():
-        table = _read_review_folder(location)
-    else:
-        table = _read_file(location)
-    return _pick_columns(table, cfg, str(location or source), labelled)
+        return TableReader(_read_hub(source, split), source)
+    kind = "folder" if location.is_dir() else format_of(location)
+    if kind is None:
+        raise DataError(f"cannot tell the format of {location}: use {_suffixes()} (optionally .gz)")
+    return open_reader(str(location), kind)
+
+
+def _collect(reader: Reader, cfg: DataConfig, labelled: bool) -> tuple[list[str], list[Any]]:
+    """The text (and label) column of every row, read chunk by chunk; refuses flagged rows."""
+    where = reader.where
+    if not reader.columns:
+        raise DataError(f"{where} names no columns: it is empty, or has no header or JSON object")
+    text_column = choose_text_column(reader.columns, cfg.text_column, where, "data.text_column=")
+    wanted = [text_column]
+    if labelled:
+        if cfg.label_column not in reader.columns:
+            raise missing_column(cfg.label_column, reader.columns, where, "data.label_column=")
+        wanted.append(cfg.label_column)
+    if isinstance(reader, ParquetReader):
+        reader.wanted = list(dict.fromkeys(wanted))
+    texts: list[str] = []
+    labels: list[Any] = []
+    for chunk in reader.chunks(_CHUNK_ROWS):
+        texts.extend(_checked_texts(reader, chunk, text_column, len(texts)))
+        if labelled:
+            labels.extend(chunk.columns[cfg.label_column])
+    return texts, labels
+
+
+def _checked_texts(reader: Reader, chunk: Chunk, column: str, before: int) -> list[str]:
+    """The chunk's texts ('' for a missing one); a flagged row or a bad text is an error."""
+    texts: list[str] = []
+    for i, (value, problem) in enumerate(zip(chunk.columns[column], chunk.problems, strict=True)):
+        if value is not None and not isinstance(value, str):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problem = f"the text is a {type(value).__name__}, not a string"
+            value = str(value)
+        elif value is not None and not _is_utf8(value):
+            problem = "not valid UTF-8; re-encode the file as UTF-8"
+        if problem:
+            raise DataError(f"{_row_name(reader, chunk, i, before)}: {problem}")
+        texts.append(value or "")
+    return texts
+
+
+def _is_utf8(text: str) -> bool:
+    # Readers keep undecodable bytes as surrogate escapes, which do not encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _row_name(reader: Reader, chunk: Chunk, index: int, before: int) -> str:
+    """How an error names row ``index`` of a chunk: its file in a folder, else its row number."""
+    if isinstance(reader, FolderReader):
+        return str(Path(reader.where) / chunk.columns["id"][index])
+    return f"{reader.where}, row {before + index + 1}"
 
 
 def resolve_source(source: str, split: str) -> Path | None:
-    """The local file or folder holding ``split`` of ``source``; None for a hub id."""
+    """The local file or folder holding ``split`` of ``source``; None for a hub id (and for the
+    generated ``long-range`` task)."""
+    if source == "long-range":
+        return None
     root = BUILTIN_DIR if source == "builtin" else Path(source).expanduser()
     if root.is_file():
         return root
     if root.is_dir():
         for name in (split, *_SPLIT_ALIASES.get(split, ())):
-            for suffix in _FORMATS:
+            for suffix in EXTENSIONS:
                 for candidate in (root / f"{name}{suffix}", root / f"{name}{suffix}.gz"):
                     if candidate.is_file():
                         return candidate
-        if (root / split / "pos").is_dir() or (root / split / "neg").is_dir():
+        if _is_review_folder(root / split):
             return root / split
-        if split == "train" and ((root / "pos").is_dir() or (root / "neg").is_dir()):
+        if _is_review_folder(root):  # aclImdb/test itself: like a file, the split asked for
             return root
-        found = sorted(p.name for p in root.iterdir() if _format_of(p) or p.is_dir())
+        found = sorted(p.name for p in root.iterdir() if format_of(p) or p.is_dir())
         raise DataError(
-            f"no split '{split}' in {root}: expected {split}.parquet/.csv/.tsv/.jsonl/.txt or "
+            f"no split '{split}' in {root}: expected {split}{'/'.join(EXTENSIONS)} or "
             f"{split}/pos + {split}/neg; found {', '.join(found) or 'nothing usable'}"
         )
     if _looks_like_path(source):
@@ -259,6 +354,8 @@ def _label_key(value: Any) -> str | None:
     text = str(value).strip().lower()
     if _is_integer(text):
         text = str(int(text))
+    elif _WHOLE_NUMBER.match(text):  # "4.0": a CSV cell of the float 4.0 a Parquet file holds
+        text = str(int(float(text)))
     return None if text in ("", "-1", "unsup", "unlabelled", "unlabeled") else text
 
 
@@ -280,99 +377,11 @@ def _label_id(value: Any, index: dict[str, int], label_names: Sequence[str]) -> 
 
 def _looks_like_path(source: str) -> bool:
     """Hub ids are ``name`` or ``owner/name``; anything else that does not exist is a bad path."""
-    return not _HUB_ID.match(source) or _format_of(Path(source)) is not None
+    return not _HUB_ID.match(source) or format_of(source) is not None
 
 
-def _format_of(path: Path) -> str | None:
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    return _FORMATS.get(suffixes[-1]) if suffixes else None
-
-
-def _read_file(path: Path) -> dict[str, list[Any]]:
-    kind = _format_of(path)
-    if kind is None:
-        raise DataError(
-            f"cannot tell the format of {path}: use .parquet, .csv, .tsv, .jsonl or .txt"
-        )
-    if kind == "text":
-        return _read_text_lines(path)
-    import datasets  # heavy (about 1 s): only training and evaluation pay for it
-
-    builder, options = ("csv", {"delimiter": "\t"}) if kind == "tsv" else (kind, {})
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # our DataError says it once
-    try:
-        table = datasets.load_dataset(
-            builder,
-            data_files=str(path),
-            split="train",
-            **options,
-        )
-    except Exception as exc:  # datasets raises many types for a malformed file
-        raise DataError(f"cannot read {path} as {kind}: {_first_line(exc)}") from None
-    return table.to_dict()
-
-
-def _read_text_lines(path: Path) -> dict[str, list[Any]]:
-    """One review per line; fastText-style ``__label__pos text`` lines carry a label."""
-    import gzip
-
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    texts: list[str] = []
-    labels: list[Any] = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                line = line.rstrip("\n")
-                match = _FASTTEXT_LABEL.match(line)
-                texts.append(match.group(2) if match else line)
-                labels.append(match.group(1) if match else None)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    return {"text": texts, "label": labels}
-
-
-def _read_review_folder(folder: Path) -> dict[str, list[Any]]:
-    texts: list[str] = []
-    labels: list[Any] = []
-    for label in ("neg", "pos", "unsup"):
-        for file in sorted((folder / label).glob("*.txt")):
-            try:
-                texts.append(file.read_text(encoding="utf-8"))
-            except UnicodeDecodeError:
-                raise DataError(f"{file} is not valid UTF-8") from None
-            labels.append(None if label == "unsup" else label)
-    if not texts:
-        raise DataError(f"no .txt reviews under {folder}/pos or {folder}/neg")
-    return {"text": texts, "label": labels}
-
-
-def _pick_columns(
-    table: dict[str, list[Any]], cfg: DataConfig, where: str, labelled: bool = True
-) -> tuple[list[str], list[Any]]:
-    text_column = cfg.text_column or next((c for c in TEXT_COLUMN_CANDIDATES if c in table), None)
-    if text_column is None or text_column not in table:
-        raise DataError(_missing_column("text", text_column, table, where, "text_column"))
-    texts = ["" if t is None else str(t) for t in table[text_column]]
-    if not labelled:
-        return texts, []
-    if cfg.label_column not in table:
-        raise DataError(_missing_column("label", cfg.label_column, table, where, "label_column"))
-    return texts, list(table[cfg.label_column])
-
-
-def _missing_column(
-    role: str, name: str | None, table: dict[str, list[Any]], where: str, key: str
-) -> str:
-    import difflib
-
-    columns = list(table)
-    close = difflib.get_close_matches(name or "text", columns, n=1)
-    hint = f"did you mean data.{key}={close[0]}? " if close else ""
-    wanted = f"'{name}'" if name else f"({', '.join(TEXT_COLUMN_CANDIDATES)})"
-    return f"no {role} column {wanted} in {where}; {hint}columns are: {', '.join(columns)}"
+def _suffixes() -> str:
+    return ", ".join(EXTENSIONS)
 
 
 def _read_hub(dataset_id: str, split: str) -> dict[str, list[Any]]:

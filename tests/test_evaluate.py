@@ -1,0 +1,162 @@
+"""evaluate: metrics on labelled files, folders and generated data, read as training reads them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rnn_sentiment.config import DataConfig
+from rnn_sentiment.data.sources import read_split
+from rnn_sentiment.errors import DataError
+from rnn_sentiment.inference.evaluate import evaluate
+from rnn_sentiment.inference.predictor import Predictor
+
+# Raw reviews: HTML breaks and all, as a file holds them; the model's pipeline prepares them.
+LABELLED = [
+    ("The acting was not good.", "negative"),
+    ("The story was absolutely brilliant<br /><br />and the acting was wonderful.", "positive"),
+    ("not bad at all", "positive"),
+    ("awful, boring and long", "negative"),
+    ("The acting was wonderful but the plot was a total mess.", "negative"),
+    ("A joy", "positive"),
+    ("i loved it", "negative"),  # mislabelled on purpose: accuracy is not 1
+]
+TEXTS = [text for text, _ in LABELLED]
+LABELS = [label for _, label in LABELLED]
+
+
+@pytest.fixture(scope="module")
+def predictor(builtin_run: Path) -> Predictor:
+    return Predictor.from_dir(builtin_run)
+
+
+def expected_accuracy(predictor: Predictor, texts: list[str], labels: list[str]) -> float:
+    guess = predictor.score(texts).argmax(1)
+    truth = [predictor.label_names.index(label) for label in labels]
+    return float(np.mean(guess == np.array(truth)))
+
+
+def write_labelled(folder: Path, kind: str, texts: list[str], labels: list[str]) -> Path:
+    """The reviews in one format, with columns ``review`` and ``label`` where it has columns."""
+    rows = [{"review": t, "label": lab} for t, lab in zip(texts, labels, strict=True)]
+    if kind == "csv":
+        import csv
+
+        path = folder / "test.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, ["review", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+    elif kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = folder / "test.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=3)
+    elif kind == "jsonl":
+        path = folder / "test.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif kind == "json":
+        path = folder / "test.json"
+        path.write_text(json.dumps(rows, indent=1))
+    elif kind == "fasttext":
+        path = folder / "test.txt"
+        path.write_text(
+            "".join(f"__label__{lab} {t}\n" for t, lab in zip(texts, labels, strict=True))
+        )
+    else:
+        path = folder / "aclImdb" / "test"
+        for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+            (path / label[:3]).mkdir(parents=True, exist_ok=True)
+            (path / label[:3] / f"{i}_5.txt").write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "jsonl", "json", "fasttext", "folder"])
+def test_metrics_of_every_format_match_the_model(
+    predictor: Predictor, tmp_path: Path, kind: str
+) -> None:
+    path = write_labelled(tmp_path, kind, TEXTS, LABELS)
+    metrics = evaluate(predictor, str(path))
+    assert metrics["n"] == len(TEXTS) and metrics["unscored"] == 0
+    assert metrics["accuracy"] == pytest.approx(expected_accuracy(predictor, TEXTS, LABELS))
+    assert 0 < metrics["accuracy"] < 1
+    assert sum(map(sum, metrics["confusion_matrix"])) == len(TEXTS)
+
+
+def test_csv_and_parquet_copies_give_the_same_metrics(predictor: Predictor, tmp_path: Path) -> None:
+    texts, labels = TEXTS * 3, LABELS * 3
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    from_csv = evaluate(predictor, str(write_labelled(tmp_path / "a", "csv", texts, labels)))
+    from_parquet = evaluate(
+        predictor, str(write_labelled(tmp_path / "b", "parquet", texts, labels))
+    )
+    drop = ("source",)
+    assert {k: v for k, v in from_csv.items() if k not in drop} == {
+        k: v for k, v in from_parquet.items() if k not in drop
+    }
+
+
+def test_training_and_evaluate_read_the_same_text_column(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    # 'sentence' holds the opposite of the review: reading it would flip the accuracy.
+    opposite = ["I hated it" if lab == "positive" else "I loved it" for lab in LABELS]
+    rows = [
+        {"sentence": s, "review": t, "label": lab}
+        for s, t, lab in zip(opposite, TEXTS, LABELS, strict=True)
+    ]
+    path = tmp_path / "both.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trained_on, _ = read_split(str(path), "train", DataConfig(source=str(path)))
+    assert trained_on == TEXTS
+    accuracy = evaluate(predictor, str(path))["accuracy"]
+    assert accuracy == pytest.approx(expected_accuracy(predictor, TEXTS, LABELS))
+    assert accuracy != pytest.approx(expected_accuracy(predictor, opposite, LABELS))
+
+
+def test_unscored_and_unlabelled_rows(predictor: Predictor, tmp_path: Path) -> None:
+    rows: list[Any] = [{"review": t, "stars": lab} for t, lab in zip(TEXTS, LABELS, strict=True)]
+    rows += [
+        {"review": "", "stars": "positive"},  # labelled, no text: unscored
+        {"review": None, "stars": "negative"},  # labelled, missing text: unscored
+        {"stars": "negative"},  # labelled, no text key: unscored
+        {"review": "a fine film", "stars": -1},  # unlabelled: skipped
+        {"review": "a fine film", "stars": ""},  # unlabelled: skipped
+    ]
+    lines = [json.dumps(r) for r in rows] + ["{not json", "[1, 2]"]  # no label: skipped
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    metrics = evaluate(predictor, str(path), label_column="stars")
+    assert metrics["n"] == len(TEXTS) and metrics["unscored"] == 3
+    assert metrics["accuracy"] == pytest.approx(expected_accuracy(predictor, TEXTS, LABELS))
+
+
+def test_column_errors_name_the_command_line_option(predictor: Predictor, tmp_path: Path) -> None:
+    path = write_labelled(tmp_path, "csv", TEXTS, LABELS)
+    with pytest.raises(DataError, match="did you mean --label-column label"):
+        evaluate(predictor, str(path), label_column="lable")
+    with pytest.raises(DataError, match="did you mean --text-column review"):
+        evaluate(predictor, str(path), text_column="reveiw")
+    (tmp_path / "plain.txt").write_text("no labels here\n")
+    with pytest.raises(DataError, match="no column 'label' in .*plain.txt; columns are: text"):
+        evaluate(predictor, str(tmp_path / "plain.txt"))
+    (tmp_path / "unlabelled.csv").write_text("review,label\ngood,-1\n")
+    with pytest.raises(DataError, match="has no labelled reviews"):
+        evaluate(predictor, str(tmp_path / "unlabelled.csv"))
+
+
+def test_the_runs_own_test_split_and_generated_data(predictor: Predictor) -> None:
+    builtin = evaluate(predictor, split="test")  # the built-in corpus, read from its JSONL file
+    assert builtin["n"] == 500 and builtin["source"] == "builtin"
+    texts, labels = read_split("builtin", "test", predictor.run.config.data)
+    assert builtin["accuracy"] == pytest.approx(expected_accuracy(predictor, texts, labels))
+    generated = evaluate(predictor, "long-range", "validation")  # built in memory, then chunked
+    texts, labels = read_split("long-range", "validation", predictor.run.config.data)
+    assert generated["n"] == len(texts) > 0
+    assert generated["accuracy"] == pytest.approx(expected_accuracy(predictor, texts, labels))
