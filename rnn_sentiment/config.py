@@ -52,7 +52,8 @@ class DataConfig(_Section):
     )
     test_split: str | None = Field(None, description="Split evaluated after training, if any.")
     text_column: str | None = Field(
-        None, description="Column with the review text; None tries text, sentence, review."
+        None,
+        description="Column with the review text; None: text, review, sentence, content, body.",
     )
     label_column: str = Field("label", description="Column with the label.")
     validation_fraction: float = Field(

@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -268,3 +269,21 @@ def test_parquet_parts_merge_into_one_file_one_row_group_each(tmp_path: Path) ->
         {"text": "b", "score": 0.25},
         {"text": "c", "score": None},
     ]
+
+
+def test_parquet_reading_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"text": os.urandom(1000).hex()} for _ in range(300)]  # 600 KB per row group
+    with pq.ParquetWriter(tmp_path / "big.parquet", pa.schema([("text", pa.string())])) as writer:
+        for _ in range(40):
+            writer.write_table(pa.Table.from_pylist(rows))
+    reader = ParquetReader(tmp_path / "big.parquet")
+    start, peak, seen = pa.total_allocated_bytes(), 0, 0
+    for chunk in reader.chunks(100):
+        seen += chunk.rows
+        peak = max(peak, pa.total_allocated_bytes() - start)
+    reader.close()
+    assert seen == 40 * 300
+    assert peak < 5 * 2**20  # a few row groups at most, not the 24 MB file

@@ -6,7 +6,6 @@ import csv
 import gzip
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,6 @@ import numpy as np
 import pytest
 
 from rnn_sentiment.errors import DataError
-from rnn_sentiment.inference.evaluate import evaluate
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.inference.scoring import (
     ScoringCallback,
@@ -292,35 +290,3 @@ def test_resume_refuses_a_changed_input_and_restarts_without_resume(
                    options.model_copy(update={"resume": True}))  # fmt: skip
     score_file(predictor, tmp_path / "in.csv", tmp_path / "o.csv", options)
     assert [r["text"] for r in read_output(tmp_path / "o.csv")] == REVIEWS[::-1]
-
-
-def test_evaluate_streams_a_labelled_file(predictor: Predictor, tmp_path: Path) -> None:
-    rows = [{"review": t, "stars": lab} for t, lab in zip(REVIEWS, "0110101", strict=True)]
-    rows.append({"review": "", "stars": "1"})
-    (tmp_path / "labelled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    metrics = evaluate(predictor, str(tmp_path / "labelled.jsonl"), label_column="stars")
-    assert metrics["n"] == 7 and metrics["unscored"] == 1
-    guess = predictor.score(REVIEWS).argmax(1)
-    assert metrics["accuracy"] == pytest.approx(np.mean(guess == [int(c) for c in "0110101"]))
-    with pytest.raises(DataError, match="did you mean --label-column stars"):
-        evaluate(predictor, str(tmp_path / "labelled.jsonl"), label_column="star")
-
-
-def test_parquet_reading_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from rnn_sentiment.data.files import ParquetReader
-
-    rows = [{"text": os.urandom(1000).hex()} for _ in range(300)]  # 600 KB per row group
-    with pq.ParquetWriter(tmp_path / "big.parquet", pa.schema([("text", pa.string())])) as writer:
-        for _ in range(40):
-            writer.write_table(pa.Table.from_pylist(rows))
-    reader = ParquetReader(tmp_path / "big.parquet")
-    start, peak, seen = pa.total_allocated_bytes(), 0, 0
-    for chunk in reader.chunks(100):
-        seen += chunk.rows
-        peak = max(peak, pa.total_allocated_bytes() - start)
-    reader.close()
-    assert seen == 40 * 300
-    assert peak < 5 * 2**20  # a few row groups at most, not the 24 MB file

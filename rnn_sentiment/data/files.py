@@ -135,11 +135,6 @@ def missing_column(
     return DataError(f"no column '{name}' in {where}; {hint}columns are: {listed}")
 
 
-def did_you_mean(name: str, columns: Sequence[str], where: str) -> DataError:
-    """Former name of :func:`missing_column`, kept while ``inference/scoring.py`` imports it."""
-    return missing_column(name, columns, where)
-
-
 def choose_text_column(
     columns: Sequence[str], wanted: str | None, where: str, option: str = "--text-column "
 ) -> str:

@@ -35,10 +35,10 @@ from rnn_sentiment.data.files import (
     Reader,
     choose_text_column,
     detect_format,
-    did_you_mean,
     encode_rows,
     is_gzip,
     merge_parquet_parts,
+    missing_column,
     open_reader,
     write_parquet_part,
 )
@@ -220,8 +220,7 @@ def output_columns(
         chosen = [c.strip() for c in keep.split(",") if c.strip()]
         for name in chosen:
             if name not in input_columns:
-                error = did_you_mean(name, input_columns, where)
-                raise DataError(str(error).replace("--text-column", "--keep-columns"))
+                raise missing_column(name, input_columns, where, "--keep-columns ")
     added = {"label", "score", "error", *(f"p_{n}" for n in label_names)}
     return {c: f"input_{c}" if c in added else c for c in chosen}
 
