@@ -44,9 +44,14 @@ with StopSignals() as stop:
 """
 
 
+# A shell starts a background job (CI under nohup, `make test &`) with SIGINT ignored, and Python
+# then installs no KeyboardInterrupt handler: give the child the usual one, as a terminal would.
+_USUAL_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
 def _start(script: str, *args: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-c", script, *args],
+        [sys.executable, "-c", _USUAL_SIGINT + script, *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stdout is not None and process.stdout.readline() == "ready\n"
