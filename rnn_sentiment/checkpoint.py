@@ -61,6 +61,11 @@ class LoadedRun:
         return TextPipeline(self.tokenizer, self.config.data.clean_html)
 
 
+def load_pipeline(run_dir: Path, config: Config) -> TextPipeline:
+    """The text pipeline of a run directory whose config is already read (resuming training)."""
+    return TextPipeline(load_tokenizer(run_dir / TOKENIZER_FILE), config.data.clean_html)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically; a failure is a :class:`CheckpointError`."""
     try:

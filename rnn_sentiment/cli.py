@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage or input, 130 interrupted.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -313,15 +312,19 @@ def predict(
         from rnn_sentiment.errors import DataError
 
         if input_path is not None and (texts or file or explain):
-            what = "--explain takes texts, '-' or --file" if explain else "--input scores a file"
-            raise DataError(f"{what}; do not combine --input with texts, --file or --explain")
-        if explain:
-            return _explain(texts or [], file, model, fmt.value)
-        reviews = _texts_to_score(texts or [], file) if input_path is None else []
+            raise DataError(
+                "--input scores a file; do not combine it with texts, --file or --explain"
+            )
+        if explain and fmt is PredictFormat.csv:
+            raise DataError("--explain prints a table, json or jsonl, not csv")
+        reviews = _texts_to_score(texts or [], file, explain) if input_path is None else []
         q = quantize.value if quantize else None
         predictor = _load_predictor(model, quiet, threads, batch_size, q, dtype.value)
+        if explain:
+            return _explain(predictor, reviews, fmt.value)
         if input_path is None:
-            return _print_predictions(predictor, reviews, fmt.value)
+            return _print_predictions(predictor, reviews, fmt.value, long_reviews.value,
+                                      window_stride)  # fmt: skip
         options = dict(
             input_format=input_format, output_format=output_format, text_column=text_column,
             keep_columns=keep_columns, chunk_size=chunk_size, long_reviews=long_reviews.value,
@@ -354,11 +357,13 @@ def _load_predictor(
     return predictor
 
 
-def _print_predictions(predictor: Any, reviews: list[str], fmt: str) -> None:
+def _print_predictions(
+    predictor: Any, reviews: list[str], fmt: str, long_reviews: str, stride: int | None
+) -> None:
     from rnn_sentiment import console
 
-    rows = console.prediction_rows(predictor.predict(reviews), predictor.label_names)
-    console.predictions_out(rows, fmt)
+    predictions = predictor.predict(reviews, long_reviews, stride)
+    console.predictions_out(console.prediction_rows(predictions, predictor.label_names), fmt)
 
 
 def _score_input(
@@ -377,20 +382,9 @@ def _score_input(
         console.json_out(result.to_dict())
 
 
-def _explain(texts: list[str], file: Path | None, model: Path | None, fmt: str) -> None:
+def _explain(predictor: Any, reviews: list[str], fmt: str) -> None:
     from rnn_sentiment import console
-    from rnn_sentiment.errors import DataError
-    from rnn_sentiment.inference.predictor import Predictor, describe_model_dir, resolve_model_dir
 
-    if fmt == "csv":
-        raise DataError("--explain prints a table, json or jsonl, not csv")
-    reviews = _gather_texts(texts, file)
-    if not reviews or not all(text.strip() for text in reviews):
-        raise DataError("--explain needs non-empty reviews: pass texts, '-' or --file FILE")
-    model_dir = resolve_model_dir(model)
-    if model is None:
-        console.info(describe_model_dir(model_dir))
-    predictor = Predictor.from_dir(model_dir)
     console.explanations_out([predictor.explain(text) for text in reviews], fmt)
 
 
@@ -453,10 +447,12 @@ def compare(
     _run(action)
 
 
-def _texts_to_score(texts: list[str], file: Path | None) -> list[str]:
+def _texts_to_score(texts: list[str], file: Path | None, explain: bool = False) -> list[str]:
     from rnn_sentiment.errors import DataError
 
     reviews = _gather_texts(texts, file)
+    if not reviews and explain:
+        raise DataError("--explain needs non-empty reviews: pass texts, '-' or --file FILE")
     if not reviews:
         raise DataError("no reviews given: pass texts, '-' for stdin, --file FILE or --input FILE")
     empty = [i + 1 for i, text in enumerate(reviews) if not text.strip()]
@@ -466,34 +462,43 @@ def _texts_to_score(texts: list[str], file: Path | None) -> list[str]:
 
 
 def _gather_texts(texts: list[str], file: Path | None) -> list[str]:
+    """The reviews of the arguments, of stdin for ``-`` and of ``--file``, one per line.
+
+    stdin and ``--file`` are read by the same line reader as ``--input`` (``\\n`` or ``\\r\\n``
+    endings, a byte-order mark skipped, fastText ``__label__`` prefixes taken off), so a line
+    gets the same review, and the same probabilities, whichever way it comes in.
+    """
     from rnn_sentiment.errors import DataError
 
+    if file is not None and file.is_dir():
+        raise DataError(f"{file} is a directory; --file takes a text file, one review a line")
+    if file is not None and not file.is_file():
+        raise DataError(f"review file not found: {file}")
     reviews: list[str] = []
     for text in texts:
-        if text == "-":
-            reviews.extend(line.rstrip("\r\n") for line in _read_stdin_lines())
-        else:
-            reviews.append(text)
+        reviews.extend(_read_lines("-", "stdin") if text == "-" else [text])
     if file is not None:
-        if file.is_dir():
-            raise DataError(f"{file} is a directory; --file takes a text file, one review a line")
-        if not file.is_file():
-            raise DataError(f"review file not found: {file}")
-        try:
-            reviews.extend(file.read_text(encoding="utf-8").splitlines())
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{file} is not valid UTF-8 (byte {exc.start}); re-encode it") from None
+        reviews.extend(_read_lines(str(file), str(file)))
     return reviews
 
 
-def _read_stdin_lines() -> list[str]:
+def _read_lines(path: str, where: str) -> list[str]:
+    from rnn_sentiment.data.files import open_reader
     from rnn_sentiment.errors import DataError
+    from rnn_sentiment.text import fix_text
 
-    data = sys.stdin.buffer.read()
+    reader = open_reader(path, "txt")
     try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"stdin is not valid UTF-8 (byte {exc.start})") from None
+        lines = [text for chunk in reader.chunks(4096) for text in chunk.columns["text"]]
+    finally:
+        reader.close()
+    bad = next((i for i, text in enumerate(lines) if fix_text(text)[1]), None)
+    if bad is not None:
+        raise DataError(
+            f"{where} is not valid UTF-8 (line {bad + 1}); re-encode it, or score it with "
+            "--input, which replaces and flags such lines"
+        )
+    return lines
 
 
 def main() -> Any:

@@ -9,8 +9,9 @@ and 0.96 positive from ``predict --input`` while two paths each did their own cl
 The steps, in order:
 
 1. :meth:`TextPipeline.prepare`: bytes that were not valid UTF-8 (kept as surrogate escapes by
-   the file readers and by Python's decoding of argv) become U+FFFD; with ``clean_html``, HTML
-   line breaks (IMDB's ``<br /><br />``) become spaces.
+   the file readers and by Python's decoding of argv) and lone surrogates become U+FFFD; a
+   byte-order mark (U+FEFF) is dropped; with ``clean_html``, HTML line breaks (IMDB's
+   ``<br /><br />``) become spaces.
 2. The tokenizer: normalization, pre-tokenization, the vocabulary and truncation to the trained
    length; an empty review becomes a single ``[UNK]``.
 """
@@ -35,15 +36,19 @@ from rnn_sentiment.tokenizer import (
 )
 
 _BR_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def fix_text(value: str) -> tuple[str, bool]:
-    """``value`` with undecodable bytes (surrogate escapes) replaced; True if any were."""
+    """``value`` with every lone surrogate replaced by U+FFFD; True if there was one.
+
+    Surrogates are what the readers keep of bytes that are not UTF-8 (surrogate escapes), and what
+    a JSON escape such as ``"\\ud83d"`` (half of a cut emoji) gives; UTF-8 cannot hold either.
+    """
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raw = value.encode("utf-8", "surrogateescape")
-        return raw.decode("utf-8", "replace").encode("utf-8", "replace").decode("utf-8"), True
+        return _SURROGATES.sub("\ufffd", value), True
     return value, False
 
 
@@ -56,7 +61,9 @@ def prepare_text(text: str, html: bool) -> str:
     """Step 1 of the pipeline for one review (see the module docstring)."""
     if not isinstance(text, str):
         raise TypeError(f"reviews must be strings, got {type(text).__name__}")
-    text = fix_text(text)[0]
+    # U+FEFF: a byte-order mark that an editor left at the start of a file or line; invisible,
+    # it would otherwise glue itself to the first word and make it unknown.
+    text = fix_text(text)[0].replace("\ufeff", "")
     return clean_html(text) if html else text
 
 

@@ -26,11 +26,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from torch import nn
 
-from rnn_sentiment.config import load_config
+from rnn_sentiment.checkpoint import load_pipeline
+from rnn_sentiment.config import Config, load_config
 from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.inference.evaluate import evaluate
-from rnn_sentiment.text import TextPipeline, clean_html
-from rnn_sentiment.tokenizer import load_tokenizer
+from rnn_sentiment.text import clean_html
 from rnn_sentiment.training.loop import TrainCallback, train
 
 
@@ -65,10 +65,10 @@ class TestWatcher(TrainCallback):
     """Scores the test set ``evals`` times an epoch, with the clock stopped while it does."""
 
     def __init__(
-        self, runs: Path, texts: list[str], labels: np.ndarray, evals: int, clean_html: bool
+        self, runs: Path, texts: list[str], labels: np.ndarray, evals: int, config: Config
     ) -> None:
         self.runs, self.texts, self.labels, self.evals = runs, texts, labels, evals
-        self.clean_html = clean_html
+        self.config = config
         self.every = 1
         self.start = time.perf_counter()
         self.paused = 0.0
@@ -81,8 +81,7 @@ class TestWatcher(TrainCallback):
         # The run's tokenizer is on disk by now: encode the test set once, clock stopped.
         pause = time.perf_counter()
         (run_dir,) = self.runs.iterdir()
-        pipeline = TextPipeline(load_tokenizer(run_dir / "tokenizer.json"), self.clean_html)
-        self.ids = pipeline.encode_lists(self.texts)
+        self.ids = load_pipeline(run_dir, self.config).encode_lists(self.texts)
         self.model = model
         self.paused += time.perf_counter() - pause
 
@@ -134,7 +133,7 @@ def main() -> None:
         )  # fmt: skip
         test_texts, test_labels = read_imdb(args.data / "test.parquet")
         watcher = TestWatcher(Path(runs), test_texts, test_labels, args.evals_per_epoch,
-                              config.data.clean_html)  # fmt: skip
+                              config)  # fmt: skip
         result = train(config, watcher)
         final = evaluate(result.run_dir, str(args.data), "test")
     seconds = watcher.curve[-1]["seconds"]  # the clock without the test passes

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rnn_sentiment.config import load_config
+from rnn_sentiment.inference.predictor import Predictor
 from tests.helpers import NEGATIVE, POSITIVE
 
 
@@ -34,3 +35,9 @@ def builtin_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [f"output.dir={tmp_path}", "output.name=builtin", f"data.cache_dir={tmp_path / 'cache'}"],
     )
     return train(config).run_dir
+
+
+@pytest.fixture(scope="session")
+def predictor(builtin_run: Path) -> Predictor:
+    """The :func:`builtin_run` model, loaded once, as the tests that score texts use it."""
+    return Predictor.from_dir(builtin_run)

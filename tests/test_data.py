@@ -322,3 +322,24 @@ def test_an_extra_source_with_another_label_set_is_refused_by_name(tmp_path: Pat
     write_table(two, "train.jsonl", [{"text": "u", "label": 1}] * 4)  # one class only
     with pytest.raises(DataError, match=r"extra_train_sources entry '.*two': .*two classes"):
         load_splits(cfg, seed=0)
+
+
+def test_blank_reviews_do_not_train_or_validate(tmp_path: Path) -> None:
+    # evaluate and batch scoring leave an empty review unscored; training leaves it out alike.
+    rows = [("good", 1), ("", 1), ("   ", 0), ("bad", 0)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    reviews = to_reviews(
+        read_split(str(path), "train", DataConfig()), ["negative", "positive"], True
+    )
+    assert (reviews.texts, reviews.labels) == (["good", "bad"], [1, 0])
+    with_blanks = to_reviews(read_split(str(path), "train", DataConfig()), ["negative", "positive"])
+    assert len(with_blanks) == 4  # not supervised: every row is kept
+
+
+def test_a_trailing_blank_line_in_a_training_csv(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("text,label\ngood movie,1\nbad movie,0\n\n")
+    assert read_split(str(tmp_path / "t.csv"), "train", DataConfig()) == (
+        ["good movie", "bad movie"],
+        ["1", "0"],
+    )

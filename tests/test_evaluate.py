@@ -29,11 +29,6 @@ TEXTS = [text for text, _ in LABELLED]
 LABELS = [label for _, label in LABELLED]
 
 
-@pytest.fixture(scope="module")
-def predictor(builtin_run: Path) -> Predictor:
-    return Predictor.from_dir(builtin_run)
-
-
 def expected_accuracy(predictor: Predictor, texts: list[str], labels: list[str]) -> float:
     guess = predictor.score(texts).argmax(1)
     truth = [predictor.label_names.index(label) for label in labels]

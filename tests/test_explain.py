@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from rnn_sentiment.errors import DataError
 from rnn_sentiment.inference.explain import METHOD
 from rnn_sentiment.inference.predictor import Predictor
-
-
-@pytest.fixture(scope="module")
-def predictor(builtin_run: Path) -> Predictor:
-    return Predictor.from_dir(builtin_run)
 
 
 def test_one_score_per_word(predictor: Predictor) -> None:

@@ -166,7 +166,7 @@ def test_text_lines_keep_every_line_and_raw_bytes(tmp_path: Path) -> None:
     assert got["sizes"] == [2, 2]
 
 
-def test_fasttext_labels_are_detected_from_the_first_line(tmp_path: Path) -> None:
+def test_fasttext_labels_are_detected_from_the_first_lines(tmp_path: Path) -> None:
     path = tmp_path / "in.txt.gz"
     path.write_bytes(gzip.compress(b"__label__pos loved it\n__label__neg hated\tit\nno prefix\n"))
     got = read_all(path)
@@ -174,10 +174,15 @@ def test_fasttext_labels_are_detected_from_the_first_line(tmp_path: Path) -> Non
         "text": ["loved it", "hated\tit", "no prefix"],
         "label": ["pos", "neg", MISSING],
     }
-    (tmp_path / "plain.txt").write_text("no prefix\n__label__pos later lines stay text\n")
-    assert read_all(tmp_path / "plain.txt")["columns"] == {
-        "text": ["no prefix", "__label__pos later lines stay text"]
+    (tmp_path / "mixed.txt").write_text("no prefix\n__label__pos on the second line\n")
+    assert read_all(tmp_path / "mixed.txt")["columns"] == {
+        "text": ["no prefix", "on the second line"],
+        "label": [MISSING, "pos"],
     }
+    late = "".join(f"line {i}\n" for i in range(files.FASTTEXT_PEEK)) + "__label__pos late\n"
+    (tmp_path / "late.txt").write_text(late)
+    got = read_all(tmp_path / "late.txt")["columns"]
+    assert list(got) == ["text"] and got["text"][-1] == "__label__pos late"  # past the peek
 
 
 def test_folder_reader_aclimdb_layout_and_plain_folder(tmp_path: Path) -> None:
@@ -287,3 +292,10 @@ def test_parquet_reading_memory_does_not_grow_with_the_file(tmp_path: Path) -> N
     reader.close()
     assert seen == 40 * 300
     assert peak < 5 * 2**20  # a few row groups at most, not the 24 MB file
+
+
+def test_blank_csv_lines_are_not_rows(tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("text,label\ngood movie,1\n\nbad movie,0\n\n")
+    got = read_all(tmp_path / "in.csv")
+    assert got["columns"] == {"text": ["good movie", "bad movie"], "label": ["1", "0"]}
+    assert got["problems"] == ["", ""]

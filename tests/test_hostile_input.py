@@ -22,11 +22,6 @@ SETTINGS = settings(
 )
 
 
-@pytest.fixture(scope="module")
-def predictor(builtin_run: Path) -> Predictor:
-    return Predictor.from_dir(builtin_run)
-
-
 @SETTINGS
 @given(texts=st.lists(st.text(max_size=300), min_size=1, max_size=8))
 def test_any_unicode_gets_a_valid_probability(predictor: Predictor, texts: list[str]) -> None:

@@ -244,3 +244,62 @@ def test_the_bundled_model_scores_the_reported_review_alike(tmp_path: Path) -> N
     from_file = json.loads(out.read_text(encoding="utf-8"))
     assert from_argv["label"] == from_file["label"] == "positive"
     assert from_argv["p_positive"] == pytest.approx(from_file["p_positive"], abs=TOLERANCE)
+
+
+LINES = (
+    b"\xef\xbb\xbfgreat film\n__label__pos this movie was not good\ngreat film\x0cawful plot\r\n"
+)
+SAME_LINES = ["great film", "this movie was not good", "great film\x0cawful plot"]
+
+
+def test_line_inputs_read_alike(awkward_run: tuple[Path, dict], tmp_path: Path) -> None:
+    # A byte-order mark, a fastText prefix, a form feed and a CRLF ending: --file, stdin and
+    # --input read each line the same way, and the Python API agrees on the texts they read.
+    run = str(awkward_run[0])
+    (tmp_path / "lines.txt").write_bytes(LINES)
+    expected = Predictor.from_dir(run).predict_proba(["\ufeff" + SAME_LINES[0], *SAME_LINES[1:]])
+    code, out, err = invoke("predict", "-m", run, "--format", "json", "--file",
+                            str(tmp_path / "lines.txt"))  # fmt: skip
+    assert code == 0, err
+    from_file = json.loads(out)
+    assert [row["text"] for row in from_file] == ["great film", *SAME_LINES[1:]]
+    code, out, err = invoke("predict", "-m", run, "--format", "json", "-", stdin=LINES)
+    assert code == 0, err
+    from_stdin = json.loads(out)
+    target = tmp_path / "out.jsonl"
+    code, _, err = invoke("predict", "-m", run, "--input", str(tmp_path / "lines.txt"),
+                          "--output", str(target), "-q")  # fmt: skip
+    assert code == 0, err
+    from_input = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert [row["input_label"] for row in from_input] == [None, "pos", None]
+    for rows in (from_file, from_stdin, from_input):
+        np.testing.assert_allclose(positive(rows), expected[:, 1], atol=TOLERANCE)
+
+
+def test_a_lone_surrogate_from_a_json_escape_is_replaced_everywhere(
+    awkward_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    # "\ud83d" is half of a cut emoji: valid JSON, valid UTF-8 file, not a valid character.
+    (tmp_path / "cut.jsonl").write_text('{"text": "a wonderful film \\ud83d"}\n', encoding="utf-8")
+    target = tmp_path / "out.jsonl"
+    code, _, err = invoke("predict", "-m", str(awkward_run[0]), "--input",
+                          str(tmp_path / "cut.jsonl"), "--output", str(target))  # fmt: skip
+    assert code == 0, err
+    row = json.loads(target.read_text(encoding="utf-8"))
+    predictor = Predictor.from_dir(awkward_run[0])
+    probs = predictor.predict_proba(["a wonderful film \ud83d", "a wonderful film \ufffd"])
+    assert probs[0, 1] == pytest.approx(probs[1, 1], abs=1e-6)
+    assert row["p_positive"] == pytest.approx(float(probs[0, 1]), abs=TOLERANCE)
+    assert row["error"] == "invalid UTF-8 replaced"
+
+
+def test_window_mode_is_honoured_for_texts_too(awkward_run: tuple[Path, dict]) -> None:
+    run = str(awkward_run[0])
+    long = AWKWARD[3]
+    predictor = Predictor.from_dir(run)
+    expected = predictor.score([long], "window")[0, 1]
+    assert abs(expected - predictor.score([long])[0, 1]) > 1e-4  # windows read more of it
+    code, out, err = invoke("predict", "-m", run, "--format", "json", "--long-reviews",
+                            "window", long)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)[0]["p_positive"] == pytest.approx(float(expected), abs=TOLERANCE)

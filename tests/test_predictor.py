@@ -26,11 +26,6 @@ REVIEWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def predictor(builtin_run: Path) -> Predictor:
-    return Predictor.from_dir(builtin_run)
-
-
 def test_results_come_back_in_input_order(predictor: Predictor) -> None:
     one_by_one = np.concatenate([predictor.predict_proba([t]) for t in REVIEWS])
     together = predictor.predict_proba(REVIEWS)

@@ -37,11 +37,6 @@ REVIEWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def predictor(builtin_run: Path) -> Predictor:
-    return Predictor.from_dir(builtin_run)
-
-
 def write_input(path: Path, texts: list[str]) -> None:
     """``texts`` with ids in the format named by ``path``'s extension."""
     name = path.name.removesuffix(".gz")

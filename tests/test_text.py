@@ -35,6 +35,13 @@ def test_undecodable_bytes_become_replacement_characters() -> None:
     assert prepare_text(broken, html=True) == "caf\ufffd good"
 
 
+def test_lone_surrogates_and_byte_order_marks() -> None:
+    # "\ud83d": half an emoji from a JSON escape; not a byte the reader escaped, still no text.
+    assert fix_text("cut \ud83d emoji") == ("cut \ufffd emoji", True)
+    assert fix_text("\udce9\ud800") == ("\ufffd\ufffd", True)
+    assert prepare_text("\ufeffgreat", html=True) == "great"
+
+
 def test_reviews_must_be_strings() -> None:
     with pytest.raises(TypeError, match="strings"):
         prepare_text(3, html=True)  # type: ignore[arg-type]

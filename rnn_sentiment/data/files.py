@@ -10,10 +10,11 @@ file size. Bytes that are not valid UTF-8 are kept as surrogate escapes while re
 (U+FFFD) when a row is fixed, so the row is still scored and flagged instead of lost. Texts are
 returned raw: the model's text pipeline (:mod:`rnn_sentiment.text`) prepares them.
 
-Two shapes are recognised from a file's first bytes:
+Two shapes are recognised from the start of a file:
 
-* a ``.txt`` file whose first line starts with fastText's ``__label__NAME `` is labelled: each
-  line's ``__label__NAME`` goes to a ``label`` column and the rest of the line is its text;
+* a ``.txt`` file with fastText's ``__label__NAME `` at the start of one of its first
+  :data:`FASTTEXT_PEEK` lines is labelled: each line's ``__label__NAME`` goes to a ``label``
+  column and the rest of the line is its text (a line without it is unlabelled);
 * a JSON file whose first character is ``[`` is one JSON array of objects (a ``.json`` export);
   it is parsed whole, so it is refused above :data:`JSON_ARRAY_LIMIT` characters (JSON Lines,
   one object a line, is read in chunks at any size).
@@ -68,6 +69,8 @@ TEXT_COLUMN_CANDIDATES = ("text", "review", "sentence", "content", "body")
 # the memory of the text, held with it while parsing: 64 Mi characters peak at 140-265 MiB.
 # JSON Lines has no cap.
 JSON_ARRAY_LIMIT = 64 * 2**20
+# A .txt file is fastText-labelled when one of its first this many lines has a __label__ prefix.
+FASTTEXT_PEEK = 1000
 _FASTTEXT_LABEL = re.compile(r"__label__(\S+)\s+(.*)", re.DOTALL)
 _BOM = b"\xef\xbb\xbf"
 # What a damaged file (truncated or corrupt gzip, a broken CSV quote) raises while it is read.
@@ -257,6 +260,8 @@ class CsvReader(Reader):
             problems: list[str] = []
             try:
                 for row in self.rows:
+                    if not row:
+                        continue  # a blank line is no row (a trailing one is common)
                     problem = "" if len(row) == width else f"{len(row)} fields, expected {width}"
                     row = row[:width] + [MISSING] * (width - len(row))
                     for column, value in zip(cells, row, strict=True):
@@ -314,8 +319,9 @@ class JsonlReader(Reader):
         text = head + self.stream.read(JSON_ARRAY_LIMIT)
         if len(text) > JSON_ARRAY_LIMIT:
             raise DataError(
-                f"{self.where} is a JSON array of more than {JSON_ARRAY_LIMIT >> 20} MiB, too "
-                "large to read whole; write it as JSON Lines (one object a line), read in chunks"
+                f"{self.where} is a JSON array of more than {JSON_ARRAY_LIMIT >> 20} Mi "
+                "characters, too large to read whole; write it as JSON Lines (one object a line), "
+                "which is read in chunks"
             )
         value = _loads(text)
         if not isinstance(value, list):
@@ -386,19 +392,27 @@ def _columnar(rows: list[dict[str, Any]], names: list[str], problems: list[str])
 class TextLineReader(Reader):
     """One review per line (``\\n`` or ``\\r\\n`` endings); every line is a row, blank ones too.
 
-    When the first line starts with ``__label__NAME `` (fastText), the file is labelled: columns
-    ``text`` and ``label``, a line without the prefix being an unlabelled row.
+    When one of the first :data:`FASTTEXT_PEEK` lines starts with ``__label__NAME `` (fastText),
+    the file is labelled: columns ``text`` and ``label``, the prefix is taken off every line that
+    has one, and a line without it is an unlabelled row.
     """
 
     def __init__(self, handle: IO[bytes], where: str = "input") -> None:
         self.handle = handle
         self.where = where
+        self.pending: list[bytes] = []
         try:
-            first = handle.readline()
+            for line in handle:
+                self.pending.append(line)
+                if len(self.pending) == FASTTEXT_PEEK:
+                    break
         except _READ_ERRORS as exc:
             raise DataError(f"cannot read {where}: {exc}") from None
-        self.first = first.removeprefix(_BOM)
-        self.fasttext = _FASTTEXT_LABEL.match(self._decode(self.first)) is not None
+        if self.pending:
+            self.pending[0] = self.pending[0].removeprefix(_BOM)
+        self.fasttext = any(
+            _FASTTEXT_LABEL.match(self._decode(line)) is not None for line in self.pending
+        )
         self.columns = ["text", "label"] if self.fasttext else ["text"]
 
     @staticmethod
@@ -406,9 +420,8 @@ class TextLineReader(Reader):
         return line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
 
     def _lines(self) -> Iterator[bytes]:
-        if self.first:
-            yield self.first
-            self.first = b""
+        yield from self.pending
+        self.pending = []
         try:
             yield from self.handle
         except _READ_ERRORS as exc:

@@ -310,14 +310,15 @@ def infer_label_names(values: Sequence[Any]) -> list[str]:
 def to_reviews(
     raw: tuple[list[str], list[Any]], label_names: Sequence[str], supervised: bool = False
 ) -> Reviews:
-    """Map raw labels to ids; with ``supervised``, drop unlabelled rows (label -1)."""
+    """Map raw labels to ids; with ``supervised``, drop unlabelled rows (label -1) and rows
+    whose text is empty or blank, which ``evaluate`` and batch scoring leave unscored too."""
     texts, values = raw
     index = {name.lower(): i for i, name in enumerate(label_names)}
     if list(label_names) == list(DEFAULT_LABEL_NAMES):
         index.update(_LABEL_ALIASES)
     labels = [_label_id(v, index, label_names) for v in values]
     if supervised:
-        keep = [i for i, label in enumerate(labels) if label != UNLABELLED]
+        keep = [i for i, label in enumerate(labels) if label != UNLABELLED and texts[i].strip()]
         return Reviews([texts[i] for i in keep], [labels[i] for i in keep])
     return Reviews(list(texts), labels)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.inference.engine import Dtype, Quantize, choose_engine
 from rnn_sentiment.text import Windows
 
+LongReviews = Literal["truncate", "window"]
 BUNDLED_MODEL_DIR = Path(__file__).parents[1] / "assets" / "bundled"
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Predictor:
     def score(
         self,
         texts: Sequence[str],
-        long_reviews: str = "truncate",
+        long_reviews: LongReviews = "truncate",
         window_stride: int | None = None,
     ) -> np.ndarray:
         """Probabilities [n, labels]; ``window``: long reviews as overlapping windows, averaged.
@@ -111,9 +112,15 @@ class Predictor:
         counts = np.bincount(windows.owner, minlength=windows.count)[:, None]
         return (sums / counts).astype(np.float32)
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """Label, score and per-class probabilities for each text."""
-        probs = self.predict_proba(texts)
+    def predict(
+        self,
+        texts: Sequence[str],
+        long_reviews: LongReviews = "truncate",
+        window_stride: int | None = None,
+    ) -> list[Prediction]:
+        """Label, score and per-class probabilities for each text (``long_reviews``: as in
+        :meth:`score`)."""
+        probs = self.score(texts, long_reviews, window_stride)
         return [self._prediction(text, row) for text, row in zip(texts, probs, strict=True)]
 
     def iter_predict(self, texts: Iterable[str], chunk_size: int = 4096) -> Iterator[Prediction]:

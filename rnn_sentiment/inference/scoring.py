@@ -43,7 +43,7 @@ from rnn_sentiment.data.files import (
     write_parquet_part,
 )
 from rnn_sentiment.errors import DataError, RnnSentimentError
-from rnn_sentiment.inference.predictor import Predictor
+from rnn_sentiment.inference.predictor import LongReviews, Predictor
 from rnn_sentiment.signals import StopRequested, StopSignals
 from rnn_sentiment.text import fix_text
 
@@ -159,7 +159,7 @@ def score_chunk(
     chunk: Chunk,
     text_column: str,
     kept: dict[str, str],
-    long_reviews: str = "truncate",
+    long_reviews: LongReviews = "truncate",
     window_stride: int | None = None,
 ) -> ScoredChunk:
     """Score the rows of ``chunk`` that have text; flag the others. Output keeps input order."""

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from rnn_sentiment.checkpoint import (
-    TOKENIZER_FILE,
     WEIGHTS_FILE,
+    load_pipeline,
     load_weights,
     save_metrics,
     save_run_files,
@@ -38,7 +38,6 @@ from rnn_sentiment.metrics import probability_metrics
 from rnn_sentiment.model import SentimentRNN, build_model, count_parameters
 from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
-from rnn_sentiment.tokenizer import load_tokenizer
 from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memory
 from rnn_sentiment.training.diagnostics import explosion_warning, gradient_flow, longest_reviews
 from rnn_sentiment.training.pretrain import load_vectors, pretrain_vectors
@@ -180,7 +179,7 @@ def _resumed_run(run_dir: Path, config: Config | None, force: bool, cb: TrainCal
     # The vocabulary was learned and the embeddings pretrained before: no unlabelled texts.
     splits = load_splits(config.data, config.training.seed, unlabelled=False)
     cb.on_message(_data_message(config, splits))
-    pipeline = TextPipeline(load_tokenizer(run_dir / TOKENIZER_FILE), config.data.clean_html)
+    pipeline = load_pipeline(run_dir, config)
     run = _assemble(config, run_dir, device, splits, pipeline)
     # States saved before the start measure was kept fall back to this fresh model's.
     flow = _gradient_flow_start(run)

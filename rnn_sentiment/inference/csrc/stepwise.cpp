@@ -1,4 +1,4 @@
-// Fused recurrent steps for batch scoring on CPU (see rnn_sentiment/native.py).
+// Fused recurrent steps for batch scoring on CPU (see rnn_sentiment/inference/native.py).
 //
 // One call advances one direction of one layer over a run of steps. Per step it does what
 // rnn_sentiment/stepwise.py does in about 14 PyTorch calls, in two: the recurrent product
