@@ -120,3 +120,15 @@ def build_model(cfg: ModelConfig, vocab_size: int, num_labels: int) -> Sentiment
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def parameter_shapes(cfg: ModelConfig, vocab_size: int, num_labels: int) -> dict[str, torch.Size]:
+    """The shape of every tensor in :func:`build_model`'s state dict, with nothing allocated.
+
+    The model is built on PyTorch's meta device, so a config asking for billions of parameters
+    can be measured and refused before it costs memory (a hidden size of 16,384 in 8
+    bidirectional layers reached 4.4 GB while being built for real).
+    """
+    with torch.device("meta"):
+        model = build_model(cfg, vocab_size, num_labels)
+    return {name: tensor.shape for name, tensor in model.state_dict().items()}

@@ -20,6 +20,9 @@ PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
 PAD_ID = 0  # the embedding's padding_idx relies on [PAD] being the first special token
 UNK_ID = 1
+# A 2-million-word vocabulary fits; the bundled model's 25,000 words take 383 KiB.
+MAX_TOKENIZER_BYTES = 32 * 2**20
+MAX_TRUNCATION = 1_000_000  # the largest tokenizer.max_length a config accepts
 
 
 def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
@@ -264,11 +267,116 @@ def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
-    """Read a tokenizer saved by :func:`save_tokenizer`."""
+    """Read a tokenizer saved by :func:`save_tokenizer`, checked as :func:`parse_tokenizer` does."""
     try:
-        tokenizer = Tokenizer.from_str(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, Exception) as exc:
-        raise CheckpointError(f"cannot load tokenizer {path}: {exc}") from None
-    if tokenizer.token_to_id(PAD_TOKEN) != PAD_ID:
-        raise CheckpointError(f"{path} is not an rnn-sentiment tokenizer ([PAD] must be id 0)")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TOKENIZER_BYTES + 1)
+    except OSError as exc:
+        raise CheckpointError(f"cannot load tokenizer {path}: {exc.strerror}") from None
+    if len(data) > MAX_TOKENIZER_BYTES:
+        raise CheckpointError(
+            f"cannot load tokenizer {path}: over the {MAX_TOKENIZER_BYTES:,}-byte limit"
+        )
+    return parse_tokenizer(data, path)
+
+
+def parse_tokenizer(data: bytes, where: Path | str) -> Tokenizer:
+    """A tokenizer from the bytes of a ``tokenizer.json``, checked before the library sees them.
+
+    Only what :func:`train_tokenizer` writes is accepted: a word-level or BPE vocabulary whose ids
+    are 0, 1, 2, ... without gaps, ``[PAD]`` at id 0, the NFKC (+ lowercase) normalizer, the BERT
+    pre-tokenizer, plain truncation and no padding. The tokenizers library allocates a table as
+    long as the largest id (an id of 2**31 - 1 took 8 GiB and aborted the process), pads every
+    review to a fixed length when told to, and panics on a bad regular expression; none of that
+    can reach it. Messages never quote the file.
+    """
+    try:
+        spec = json.loads(data)
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"cannot load tokenizer {where}: it is not JSON text") from None
+    problem = _spec_problem(spec)
+    if problem is not None:
+        raise CheckpointError(f"{where} is not a tokenizer rnn-sentiment writes: {problem}")
+    try:
+        tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+    except Exception:
+        raise CheckpointError(
+            f"cannot load tokenizer {where}: the tokenizers library refused it"
+        ) from None
+    except BaseException as exc:  # a Rust panic is a pyo3 PanicException, a BaseException
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise CheckpointError(
+            f"cannot load tokenizer {where}: the tokenizers library refused it"
+        ) from None
+    if tokenizer.get_vocab_size() != len(spec["model"]["vocab"]):
+        raise CheckpointError(f"{where} is not a tokenizer rnn-sentiment writes: its added tokens")
     return tokenizer
+
+
+_NORMALIZERS = (
+    {"type": "Sequence", "normalizers": [{"type": "NFKC"}]},
+    {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]},
+)
+
+
+def _spec_problem(spec: object) -> str | None:
+    """What makes ``spec`` other than a tokenizer :func:`train_tokenizer` writes, if anything."""
+    if not isinstance(spec, dict):
+        return "not a JSON object"
+    model = spec.get("model")
+    if not isinstance(model, dict) or model.get("type") not in ("WordLevel", "BPE"):
+        return "its model is neither word-level nor BPE"
+    problem = _vocab_problem(model.get("vocab"), spec.get("added_tokens"))
+    if problem is not None:
+        return problem
+    if model.get("unk_token") not in model["vocab"]:
+        return "its unknown-word token is not in its vocabulary"
+    if model["type"] == "BPE" and not _plain_merges(model.get("merges"), len(model["vocab"])):
+        return "its merges are not pairs of tokens"
+    if spec.get("normalizer") not in _NORMALIZERS:
+        return "its normalizer is not NFKC (and lower-casing)"
+    if spec.get("pre_tokenizer") != {"type": "BertPreTokenizer"}:
+        return "its pre-tokenizer is not the BERT one"
+    if spec.get("post_processor") is not None or spec.get("decoder") is not None:
+        return "it has a post-processor or a decoder"
+    if spec.get("padding") is not None:
+        return "it pads (batches are padded to their longest review instead)"
+    truncation = spec.get("truncation")
+    if truncation is not None and not (
+        isinstance(truncation, dict)
+        and _plain_truncation(truncation)
+        and truncation["max_length"] <= MAX_TRUNCATION
+        and truncation.get("direction") in ("Left", "Right")
+    ):
+        return f"its truncation is not to 1 to {MAX_TRUNCATION:,} tokens from one side"
+    return None
+
+
+def _vocab_problem(vocab: object, added: object) -> str | None:
+    if not isinstance(vocab, dict) or not all(type(i) is int for i in vocab.values()):
+        return "its vocabulary is not a map of tokens to ids"
+    if len(vocab) < 2 or set(vocab.values()) != set(range(len(vocab))):
+        return "its vocabulary ids are not 0, 1, 2, ... without gaps"
+    if vocab.get(PAD_TOKEN) != PAD_ID:
+        return f"{PAD_TOKEN} must be id {PAD_ID}"
+    tokens = added if isinstance(added, list) else [] if added is None else None
+    if tokens is None or not all(
+        isinstance(t, dict) and isinstance(t.get("content"), str) and type(t.get("id")) is int
+        and vocab.get(t["content"]) == t["id"]
+        for t in tokens
+    ):  # fmt: skip
+        return "its added tokens are not tokens of its vocabulary"
+    return None
+
+
+def _plain_merges(merges: object, vocab_size: int) -> bool:
+    return (
+        isinstance(merges, list)
+        and len(merges) <= vocab_size
+        and all(
+            isinstance(m, str)
+            or (isinstance(m, list) and len(m) == 2 and all(isinstance(p, str) for p in m))
+            for m in merges
+        )
+    )
