@@ -3,27 +3,33 @@
 :func:`save_state` writes everything a resumed run needs to continue bit for bit where the
 checkpoint was taken; :func:`restore_state` loads it into freshly built objects, and
 :func:`resumable_config` decides whether a run may resume under the config it is given.
+
+A run directory to resume is checked as one to load (:mod:`rnn_sentiment.checkpoint`): its
+config and tokenizer against the manifest, the model's size before it is built. The state file,
+rewritten every few hundred steps, is not in the manifest (a kill between the two renames would
+leave them disagreeing); it carries its own SHA-256, and every tensor in it must have the name
+and shape the freshly built model and optimiser give it, every setting the type they give it.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from rnn_sentiment.checkpoint import (
-    CONFIG_FILE,
-    atomic_write_text,
+    STATE_FILE,
+    check_model_size,
     load_training_state,
+    read_config,
+    save_config,
     save_training_state,
-    write_manifest,
 )
-from rnn_sentiment.config import Config, config_from_dict, config_to_dict, dump_config
+from rnn_sentiment.config import Config, config_to_dict
 from rnn_sentiment.errors import CheckpointError, ConfigError
 
 
@@ -91,24 +97,85 @@ def restore_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> LoopState:
     """Load what :func:`save_state` wrote into fresh objects; return the loop counters."""
-    tensors, meta = load_training_state(run_dir)
+    expected = _state_shapes(model)
+    required = [name for name in expected if name.startswith(("model.", "rng."))]
+    tensors, meta = load_training_state(run_dir, expected, required)
     try:
+        _check_settings(meta, optimizer, scheduler)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"the training state in {run_dir} does not fit: {first}") from None
-    state: dict[int, dict[str, Any]] = {}
-    for index, scalars in meta["optimizer"]["scalars"].items():
-        state[int(index)] = dict(scalars)
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, slot = key.split(".", 2)
-            state.setdefault(int(index), {})[slot] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
-    scheduler.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
-    random.setstate(_tupled(meta["rng"]["python"]))
-    return LoopState(**meta["loop"])
+        state: dict[int, dict[str, Any]] = {}
+        for index, scalars in meta["optimizer"]["scalars"].items():
+            state[int(index)] = dict(scalars)
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, slot = key.split(".", 2)
+                state.setdefault(int(index), {})[slot] = value
+        param_groups = meta["optimizer"]["param_groups"]
+        optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+        scheduler.load_state_dict(meta["scheduler"])
+        torch.set_rng_state(tensors["rng.torch"])
+        random.setstate(_tupled(meta["rng"]["python"]))
+        return LoopState(**meta["loop"])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError,
+            RuntimeError):  # fmt: skip
+        raise CheckpointError(
+            f"{run_dir / STATE_FILE} does not hold a training state this version can resume "
+            "with this config"
+        ) from None
+
+
+# Optimiser slots that hold a tensor per parameter (AdamW, SGD with momentum) or a step count.
+_PER_PARAMETER_SLOTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
+
+
+def _state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Every tensor name :func:`save_state` may write for ``model``, with its shape."""
+    shapes = {f"model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+    for index, param in enumerate(model.parameters()):
+        for slot in _PER_PARAMETER_SLOTS:
+            shapes[f"optim.{index}.{slot}"] = tuple(param.shape)
+        shapes[f"optim.{index}.step"] = ()
+    shapes["rng.torch"] = tuple(torch.get_rng_state().shape)
+    return shapes
+
+
+def _check_settings(
+    meta: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
+    """Raise ``ValueError`` unless the saved settings have the layout fresh objects give them."""
+    fresh_loop = asdict(LoopState())
+    loop = meta["loop"]
+    if not isinstance(loop, dict) or loop.keys() != {f.name for f in fields(LoopState)}:
+        raise ValueError("loop counters")
+    for key, value in loop.items():
+        if fresh_loop[key] is not None and type(value) is not type(fresh_loop[key]):
+            raise ValueError(key)
+        if fresh_loop[key] is None and not isinstance(value, dict | None):
+            raise ValueError(key)
+    groups = meta["optimizer"]["param_groups"]
+    if not _same_layout(groups, optimizer.state_dict()["param_groups"]):
+        raise ValueError("optimizer")
+    if not _same_layout(meta["scheduler"], scheduler.state_dict()):
+        raise ValueError("scheduler")
+
+
+def _same_layout(saved: Any, fresh: Any) -> bool:
+    """Whether ``saved`` has ``fresh``'s keys, lengths and scalar types, all the way down."""
+    if isinstance(fresh, dict):
+        return (
+            isinstance(saved, dict)
+            and saved.keys() == fresh.keys()
+            and all(_same_layout(saved[k], fresh[k]) for k in fresh)
+        )
+    if isinstance(fresh, list | tuple):
+        return (
+            isinstance(saved, list)
+            and len(saved) == len(fresh)
+            and all(_same_layout(s, f) for s, f in zip(saved, fresh, strict=True))
+        )
+    return type(saved) is type(fresh) or (type(fresh) is float and type(saved) is int)
 
 
 # Settings that change how a run goes about its work, never its results: free to change on resume.
@@ -120,11 +187,13 @@ _RESULT_FREE_KEYS = {
 
 
 def resumable_config(run_dir: Path, requested: Config | None, force: bool) -> Config:
-    """The saved config of ``run_dir``; a different ``requested`` one is refused with a diff."""
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    saved = config_from_dict(yaml.safe_load(path.read_text("utf-8")) or {})
+    """The saved config of ``run_dir``; a different ``requested`` one is refused with a diff.
+
+    The run directory is checked first: its config against the manifest, and the size of the
+    model it describes before anything builds it.
+    """
+    saved = read_config(run_dir)
+    check_model_size(run_dir, saved)
     if requested is None:
         return saved
     before, after = _flatten(config_to_dict(saved)), _flatten(config_to_dict(requested))
@@ -148,8 +217,7 @@ def resumable_config(run_dir: Path, requested: Config | None, force: bool) -> Co
              "drop the changes or pass --force"]
         )  # fmt: skip
     config = requested.model_copy(update={"output": saved.output})
-    atomic_write_text(path, dump_config(config))  # the run directory describes itself
-    write_manifest(run_dir)
+    save_config(run_dir, config)  # the run directory describes itself
     return config
 
 
