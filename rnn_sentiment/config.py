@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rnn_sentiment.errors import ConfigError, did_you_mean
 
@@ -176,7 +183,12 @@ class TrainingConfig(_Section):
     metric: Literal["accuracy", "macro_f1", "loss"] = Field(
         "accuracy", description="Validation metric for early stopping and the best checkpoint."
     )
-    seed: int = Field(42, description="Seed for data order, initialisation and dropout.")
+    seed: int = Field(
+        42,
+        ge=0,
+        le=2**32 - 1,  # NumPy's range; torch.manual_seed overflows past 2**64 - 1
+        description="Seed for data order, initialisation and dropout (0 to 4294967295).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
@@ -227,8 +239,22 @@ class OutputConfig(_Section):
 
     dir: str = Field("runs", description="Parent folder of run directories.")
     name: str | None = Field(
-        None, description="Run directory name; default is '<cell>-<date>-<time>'."
+        None,
+        description="Run directory name, a plain folder name inside output.dir; default is "
+        "'<cell>-<date>-<time>'.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        # A separator or '..' would put the run, and everything it writes, outside output.dir.
+        if name is None:
+            return name
+        if name.strip() in ("", ".", "..") or any(c in name for c in "/\\\0"):
+            raise ValueError(
+                "must be a plain folder name inside output.dir (no '/', '\\', '..' or empty name)"
+            )
+        return name
 
 
 class Config(_Section):
@@ -317,6 +343,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise ConfigError([f"{path} is not valid YAML: {first_line}"]) from None
+    except RecursionError:  # the YAML parser recurses once per level: [[[[...]]]]
+        raise ConfigError([f"{path} is not valid YAML: nested too deeply"]) from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -333,6 +361,8 @@ def _apply_override(tree: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    except RecursionError:  # the YAML parser recurses once per level: [[[[...]]]]
+        raise ValueError(f"override '{key}': the value is nested too deeply") from None
     node = tree
     parts = key.split(".")
     for part in parts[:-1]:

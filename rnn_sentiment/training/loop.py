@@ -514,21 +514,51 @@ def resolve_device(device: str) -> torch.device:
 
 
 def prepare_run_dir(config: Config) -> Path:
-    """Create the run directory up front, so an unwritable location fails before any work."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = config.output.name or f"{config.model.cell}-{stamp}"
-    run_dir = Path(config.output.dir) / name
+    """Claim a new run directory up front, so an unwritable location fails before any work.
+
+    The directory is created exclusively: of two trainings given the same ``output.name`` at the
+    same moment, exactly one gets it and the other is refused, instead of both writing into it
+    (an LSTM's config next to a GRU's weights). An existing directory, even an empty one, is
+    never reused; an interrupted run is continued with ``train --resume``. Without a name, runs
+    started in the same second get ``-2``, ``-3``, ... appended.
+    """
+    parent = Path(config.output.dir)
     try:
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write to {parent}: {exc.strerror}") from None
+    if config.output.name is not None:
+        try:
+            return _claim(parent / config.output.name)
+        except FileExistsError:
+            run_dir = parent / config.output.name
             raise CheckpointError(
-                f"{run_dir} already exists and is not an empty folder; "
-                "choose another output.name or remove it"
-            )
-        run_dir.mkdir(parents=True, exist_ok=True)
+                f"{run_dir} already exists; choose another output.name or remove it (an "
+                f"interrupted run continues with: train --resume {run_dir})"
+            ) from None
+    stamp = f"{config.model.cell}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    for suffix in ["", *(f"-{n}" for n in range(2, 100))]:
+        try:
+            return _claim(parent / f"{stamp}{suffix}")
+        except FileExistsError:
+            continue
+    raise CheckpointError(f"{parent} already holds {stamp} and 98 more; set output.name")
+
+
+def _claim(run_dir: Path) -> Path:
+    """Create ``run_dir`` (``mkdir`` is atomic: FileExistsError when it exists) and probe it."""
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise CheckpointError(f"cannot write to {run_dir}: {exc.strerror}") from None
+    try:
         probe = run_dir / ".write-test"
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as exc:
+        shutil.rmtree(run_dir, ignore_errors=True)
         raise CheckpointError(f"cannot write to {run_dir}: {exc.strerror}") from None
     return run_dir
 
