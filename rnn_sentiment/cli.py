@@ -1,11 +1,15 @@
 """The ``rnn-sentiment`` command line: parse, call the library, render.
 
 Heavy modules (torch, datasets, rich) are imported inside the commands, so ``--help`` is instant.
-Exit codes: 0 success, 1 runtime failure, 2 bad usage or input, 130 interrupted.
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or input, 130 interrupted, 141 stdout's
+reader went away (`| head`).
 """
 
 from __future__ import annotations
 
+import os
+import select
+import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -62,12 +66,26 @@ def _config_and_overrides(args: list[str] | None) -> tuple[str | None, list[str]
     return path, items
 
 
-def _run(action: Callable[[], T]) -> T:
-    """Call ``action``; turn the package's errors into one line on stderr and an exit code."""
-    from rnn_sentiment.errors import RnnSentimentError
+def _run(action: Callable[[], T], stdout: bool = True) -> T:
+    """Call ``action``; turn the package's errors into one line on stderr and an exit code.
+
+    ``stdout``: the command writes its result to stdout, so a closed stdout (``>&-``) is refused
+    before any work rather than found, or silently lost, at the end.
+    """
+    from rnn_sentiment.errors import DataError, OutputClosed, RnnSentimentError
 
     try:
-        return action()
+        if stdout and sys.stdout is None:
+            raise DataError(
+                "stdout is closed; redirect it instead (> FILE, or > /dev/null to discard it)"
+            )
+        result = action()
+        if stdout:
+            sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return result
+    except OutputClosed:
+        _silence_stdout()
+        raise typer.Exit(OutputClosed.exit_code) from None
     except RnnSentimentError as exc:
         if _state["debug"]:
             raise
@@ -83,13 +101,41 @@ def _run(action: Callable[[], T]) -> T:
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort):
         raise
-    except Exception as exc:
-        if _state["debug"]:
+    except BaseException as exc:
+        # Not only Exception: a Rust panic in the tokenizers library (a regex that runs out of
+        # backtracking, say) arrives as pyo3's PanicException, a BaseException.
+        if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
+            _silence_stdout()
+            raise typer.Exit(OutputClosed.exit_code) from None
+        if _state["debug"] or isinstance(exc, (SystemExit, GeneratorExit)):
             raise
         from rnn_sentiment import console
 
         console.error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
         raise typer.Exit(1) from None
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe or socket nobody reads any more (not some other closed pipe)."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests), or no poll()
+        return False
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _silence_stdout() -> None:
+    # stdout's reader went away (| head): a normal end for a pipe, so no message (see
+    # OutputClosed); stdout now leads to /dev/null, so Python's flush at exit cannot fail again.
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file: nothing flushes it at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 @app.command()
@@ -266,6 +312,14 @@ WindowStride = Annotated[
     int | None, typer.Option(min=1, help="Tokens between windows (default: half the length).")
 ]
 ChunkSize = Annotated[int, typer.Option(min=1, help="Rows read and sorted together.")]
+MaxReviewChars = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="With --input: the longest review (or other field) read, in characters; a longer "
+        "one flags its row. Default: 1,000,000.",
+    ),
+]
 Threads = Annotated[int | None, typer.Option(min=1, help="CPU threads for PyTorch.")]
 QuantizeOption = Annotated[
     Quantize | None,
@@ -295,6 +349,7 @@ def predict(
     long_reviews: LongReviewsOption = LongReviews.truncate,
     window_stride: WindowStride = None,
     chunk_size: ChunkSize = 4096,
+    max_review_chars: MaxReviewChars = None,
     threads: Threads = None,
     quantize: QuantizeOption = None,
     dtype: DtypeOption = Dtype.fp32,
@@ -309,14 +364,7 @@ def predict(
     """
 
     def action() -> None:
-        from rnn_sentiment.errors import DataError
-
-        if input_path is not None and (texts or file or explain):
-            raise DataError(
-                "--input scores a file; do not combine it with texts, --file or --explain"
-            )
-        if explain and fmt is PredictFormat.csv:
-            raise DataError("--explain prints a table, json or jsonl, not csv")
+        _check_predict_options(input_path, bool(texts or file), explain, fmt)
         reviews = _texts_to_score(texts or [], file, explain) if input_path is None else []
         q = quantize.value if quantize else None
         predictor = _load_predictor(model, quiet, threads, batch_size, q, dtype.value)
@@ -328,11 +376,24 @@ def predict(
         options = dict(
             input_format=input_format, output_format=output_format, text_column=text_column,
             keep_columns=keep_columns, chunk_size=chunk_size, long_reviews=long_reviews.value,
-            window_stride=window_stride, resume=resume,
+            window_stride=window_stride, resume=resume, max_review_chars=max_review_chars,
         )  # fmt: skip
         _score_input(predictor, input_path, output, options, quiet, fmt is PredictFormat.json)
 
-    _run(action)
+    _run(action, stdout=input_path is None or output == "-" or fmt is PredictFormat.json)
+
+
+def _check_predict_options(
+    input_path: str | None, texts: bool, explain: bool, fmt: PredictFormat
+) -> None:
+    from rnn_sentiment.errors import DataError
+
+    if input_path is not None and (texts or explain):
+        raise DataError("--input scores a file; do not combine it with texts, --file or --explain")
+    if explain and fmt is PredictFormat.csv:
+        raise DataError("--explain prints a table, json or jsonl, not csv")
+    if input_path == "-":
+        _check_stdin()
 
 
 def _load_predictor(
@@ -372,9 +433,10 @@ def _score_input(
     from rnn_sentiment import console
     from rnn_sentiment.inference.scoring import ScoringOptions, score_file
 
+    given = {key: value for key, value in options.items() if value is not None}  # else defaults
     progress = console.ScoringProgress(quiet)
     try:
-        result = score_file(predictor, source, output, ScoringOptions(**options), progress)
+        result = score_file(predictor, source, output, ScoringOptions(**given), progress)
     finally:
         progress.close()
     console.scoring_summary(result.to_dict())
@@ -476,10 +538,20 @@ def _gather_texts(texts: list[str], file: Path | None) -> list[str]:
         raise DataError(f"review file not found: {file}")
     reviews: list[str] = []
     for text in texts:
+        if text == "-":
+            _check_stdin()
         reviews.extend(_read_lines("-", "stdin") if text == "-" else [text])
     if file is not None:
         reviews.extend(_read_lines(str(file), str(file)))
     return reviews
+
+
+def _check_stdin() -> None:
+    from rnn_sentiment.errors import DataError
+
+    if sys.stdin is None:  # started with stdin closed (<&-), not merely empty
+        raise DataError("'-' reads stdin, but stdin is closed; pipe reviews in or pass them as "
+                        "arguments")  # fmt: skip
 
 
 def _read_lines(path: str, where: str) -> list[str]:
@@ -503,4 +575,25 @@ def _read_lines(path: str, where: str) -> list[str]:
 
 def main() -> Any:
     """Console-script entry point."""
+    bad = next((arg for arg in sys.argv[1:] if _undecodable(arg)), None)
+    if bad is not None:
+        from rnn_sentiment import console
+
+        # Python hands undecodable bytes over as lone surrogates, which would reach file names,
+        # configs and UTF-8 output; refused here, once, for every command and argument.
+        shown = bad.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        console.error(
+            f"argument '{shown[:80]}' is not valid UTF-8; pass texts, paths and values as UTF-8 "
+            "(rename such a file, or score reviews in another encoding with --input, which "
+            "replaces and flags invalid bytes)"
+        )
+        raise SystemExit(2)
     return app()
+
+
+def _undecodable(arg: str) -> bool:
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -44,6 +44,15 @@ class TrainingError(RnnSentimentError):
     exit_code = 1
 
 
+class OutputClosed(RnnSentimentError):
+    """Stdout's reader went away (``| head``): a normal end for a pipe, so the CLI says nothing.
+
+    ``exit_code`` 141 is 128 + SIGPIPE, what a shell reports for ``cat big | head``'s cat.
+    """
+
+    exit_code = 141
+
+
 class TrainingInterrupted(RnnSentimentError):
     """Training was stopped by Ctrl-C or SIGTERM after saving a resumable state."""
 
