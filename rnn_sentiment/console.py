@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -23,18 +24,37 @@ from rnn_sentiment.compare import CompareCallback
 from rnn_sentiment.inference.scoring import ScoringCallback
 from rnn_sentiment.training.loop import TrainCallback
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# No emoji codes: a review or label ":thumbs_up:" is printed as typed.
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+
+# What a terminal would act on instead of print: C0 and C1 control characters (ESC starts ANSI and
+# OSC sequences that recolour, retitle or hide text) and DEL; lone surrogates cannot be encoded.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LAYOUT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def shown(text: object, layout: bool = False) -> str:
+    """``text`` as rich markup that prints literally, on one line unless ``layout``.
+
+    Markup is escaped (a label ``[pos]`` stays visible, ``[/]`` cannot end a style) and control
+    characters become visible ``\\x1b`` escapes; ``layout`` keeps tabs and newlines, for a review
+    in a table cell. Machine output (json, jsonl, csv) never goes through this: it stays exact.
+    """
+    control = _CONTROL_BUT_LAYOUT if layout else _CONTROL
+    visible = control.sub(lambda m: f"\\x{ord(m[0]):02x}", str(text))
+    return escape(_SURROGATE.sub("\ufffd", visible))
 
 
 def error(message: str) -> None:
     """One red line on stderr."""
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    err.print(f"[bold red]error:[/] {shown(message)}")
 
 
 def info(message: str) -> None:
     """One dim status line on stderr."""
-    err.print(f"[dim]{escape(message)}[/]")
+    err.print(f"[dim]{shown(message)}[/]")
 
 
 class TrainProgress(TrainCallback):
@@ -87,7 +107,7 @@ class TrainProgress(TrainCallback):
             info(f"{self.epoch_label} step {step}/{self.steps} {stats} ({rate:.1f} steps/s)")
 
     def on_warning(self, text: str) -> None:
-        err.print(f"[bold yellow]warning:[/] {escape(text)}")  # shown even with --quiet
+        err.print(f"[bold yellow]warning:[/] {shown(text)}")  # shown even with --quiet
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
         if self.progress is not None:
@@ -106,7 +126,7 @@ class TrainProgress(TrainCallback):
 
 def train_summary(run_dir: str, metrics: dict[str, Any]) -> None:
     """The final table of a training run, on stdout."""
-    table = Table(title=f"trained {run_dir}", show_header=True)
+    table = Table(title=f"trained {shown(run_dir)}", show_header=True)
     table.add_column("split")
     for column in ("accuracy", "macro-F1", "loss", "reviews"):
         table.add_column(column, justify="right")
@@ -131,7 +151,7 @@ def train_summary(run_dir: str, metrics: dict[str, Any]) -> None:
 def metrics_table(metrics: dict[str, Any]) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix, on stdout."""
     out.print(
-        f"[bold]{metrics['model']}[/] on {escape(str(metrics['source']))} "
+        f"[bold]{shown(metrics['model'])}[/] on {shown(metrics['source'])} "
         f"({metrics['split']}, {metrics['n']} reviews)"
     )
     out.print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}")
@@ -140,15 +160,19 @@ def metrics_table(metrics: dict[str, Any]) -> None:
         per_class.add_column(column, justify="left" if column == "class" else "right")
     for name, m in metrics["per_class"].items():
         per_class.add_row(
-            name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])
+            shown(name),
+            f"{m['precision']:.4f}",
+            f"{m['recall']:.4f}",
+            f"{m['f1']:.4f}",
+            str(m["support"]),
         )
     out.print(per_class)
     confusion = Table(title="confusion (rows: true, columns: predicted)", show_header=True)
     confusion.add_column("")
     for name in metrics["labels"]:
-        confusion.add_column(name, justify="right")
+        confusion.add_column(shown(name), justify="right")
     for name, row in zip(metrics["labels"], metrics["confusion_matrix"], strict=True):
-        confusion.add_row(name, *(str(v) for v in row))
+        confusion.add_row(shown(name), *(str(v) for v in row))
     out.print(confusion)
 
 
@@ -187,11 +211,12 @@ def predictions_out(rows: list[dict[str, Any]], fmt: str) -> None:
         table.add_column("review", overflow="fold", ratio=3)
         table.add_column("label")
         for column in list(rows[0])[2:] if rows else []:
-            table.add_column(column, justify="right")
+            table.add_column(shown(column), justify="right")
         for row in rows:
             colour = "green" if row["label"] == "positive" else "red"
             values = [f"{v:.4f}" for v in list(row.values())[2:]]
-            table.add_row(escape(row["text"]), f"[{colour}]{row['label']}[/]", *values)
+            table.add_row(shown(row["text"], layout=True), f"[{colour}]{shown(row['label'])}[/]",
+                          *values)  # fmt: skip
         out.print(table)
 
 
@@ -284,7 +309,7 @@ def compare_out(summary: list[dict[str, Any]], files: dict[str, Any]) -> None:
                 name = row["cell"].upper()
                 out.print(f"  {name:5} {when:8} {line}  at the far end {curve[-1]:.1e}")
     for name, path in files.items():
-        err.print(f"[dim]{name}: {path}[/]")
+        err.print(f"[dim]{name}: {shown(path)}[/]")
 
 
 def explanations_out(explanations: Sequence[Any], fmt: str) -> None:
@@ -298,18 +323,19 @@ def explanations_out(explanations: Sequence[Any], fmt: str) -> None:
     for e in explanations:
         words = " ".join(_attributed(w, a) for w, a in zip(e.words, e.attributions, strict=True))
         colour = _label_colour(e.label)
-        out.print(f"{words}  ->  [bold {colour}]{e.label}[/] ({e.probabilities[e.label]:.3f})")
-        table = Table(show_header=True, caption=f"attribution: {e.method}")
+        label = shown(e.label)
+        out.print(f"{words}  ->  [bold {colour}]{label}[/] ({e.probabilities[e.label]:.3f})")
+        table = Table(show_header=True, caption=f"attribution: {shown(e.method)}")
         table.add_column("word")
         table.add_column("running sentiment")
-        table.add_column(f"attribution to {e.label}", justify="right")
+        table.add_column(f"attribution to {label}", justify="right")
         for word, running, label, score in zip(
             e.words, e.running, e.running_labels, e.attributions, strict=True
         ):
             bar = "█" * round(abs(score) * 20)
             table.add_row(
-                escape(word),
-                f"[{_label_colour(label)}]{label} {running[label]:.3f}[/]",
+                shown(word),
+                f"[{_label_colour(label)}]{shown(label)} {running[label]:.3f}[/]",
                 f"[{'green' if score >= 0 else 'red'}]{score:+.3f} {bar}[/]",
             )
         out.print(table)
@@ -322,7 +348,7 @@ def _label_colour(label: str) -> str:
 def _attributed(word: str, score: float) -> str:
     colour = "green" if score >= 0 else "red"
     style = f"bold {colour}" if abs(score) >= 0.2 else colour if abs(score) >= 0.05 else "dim"
-    return f"[{style}]{escape(word)}[/]"
+    return f"[{style}]{shown(word)}[/]"
 
 
 class ScoringProgress(ScoringCallback):
@@ -393,7 +419,7 @@ def scoring_summary(summary: dict[str, Any]) -> None:
     )
     err.print(
         f"read {summary['rows_read']:,} rows{resumed}, scored {summary['rows_scored']:,}, "
-        f"flagged {summary['rows_flagged']:,}{f' ({escape(reasons)})' if reasons else ''} "
+        f"flagged {summary['rows_flagged']:,}{f' ({shown(reasons)})' if reasons else ''} "
         f"in {summary['seconds']:.1f}s ({summary['rows_per_second']:,.0f} rows/s) "
-        f"-> {escape(summary['output'])}"
+        f"-> {shown(summary['output'])}"
     )
