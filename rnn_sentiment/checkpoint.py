@@ -310,9 +310,12 @@ def load_training_state(
     with _open_dir(run_dir) as dir_fd, _open_file(dir_fd, path, missing) as (handle, size):
         blob, header = _read_safetensors(handle, size, path, _exactly(expected, required))
     metadata = header.metadata
-    if metadata.get("format") != _STATE_FORMAT or metadata.get("sha256") != _state_digest(
-        header.table, memoryview(blob)[header.data_start :]
-    ):
+    if metadata.get("format") != _STATE_FORMAT or "sha256" not in metadata:
+        raise CheckpointError(
+            f"{path} has no checksum: an older version wrote it, or it is not a training "
+            "state; start a new run"
+        )
+    if metadata["sha256"] != _state_digest(header.table, memoryview(blob)[header.data_start :]):
         raise CheckpointError(
             f"{path} is corrupted or was modified (checksum mismatch); it cannot be resumed"
         )

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -415,6 +417,11 @@ def test_the_training_state_carries_its_own_checksum_and_layout(run: Path) -> No
     assert tampered != good
     (run / STATE_FILE).write_bytes(tampered)
     assert "corrupted" in one_line_error(restore_state, run, *fresh_objects(run))
+
+    (run / STATE_FILE).write_bytes(  # as an older version wrote it: no checksum
+        save_safetensors(load_safetensors(good), {"format": "rnn-sentiment-state", "state": "{}"})
+    )
+    assert "has no checksum" in one_line_error(restore_state, run, *fresh_objects(run))
 
     # sealed anew by someone who knows the format: every setting must still have its type
     save_state(run, model, optimizer, scheduler, LoopState(epoch="2"))  # type: ignore[arg-type]
