@@ -8,6 +8,13 @@ disk) can be resumed with ``resume=True``: the partial output is cut back to the
 chunk and that many input rows are skipped. The temporary file is renamed to the output only when
 every row is written, so a truncated file never looks finished.
 
+``--output`` naming a directory is refused before anything is read. When stdout's reader goes
+away (``predict --input big.csv | head``), :class:`~rnn_sentiment.errors.OutputClosed` stops the
+run (the CLI ends quietly with exit code 141, what a shell reports for a tool that a closed pipe
+ended). A resume must use the same input, model and settings, ``chunk_size`` included (the
+batches of a chunk set the sixth decimal of a probability); a resume of a run that was stopped
+after its output was complete says so and succeeds.
+
 Like :mod:`rnn_sentiment.inference.predictor`, this module never imports ``datasets``.
 """
 
@@ -42,12 +49,12 @@ from rnn_sentiment.data.files import (
     open_reader,
     write_parquet_part,
 )
-from rnn_sentiment.errors import DataError, RnnSentimentError
+from rnn_sentiment.errors import DataError, OutputClosed, RnnSentimentError
 from rnn_sentiment.inference.predictor import LongReviews, Predictor
 from rnn_sentiment.signals import StopRequested, StopSignals
 from rnn_sentiment.text import fix_text
 
-PROGRESS_VERSION = 1
+PROGRESS_VERSION = 2  # 2: chunk_size is part of the identity
 FINGERPRINT_BYTES = 1 << 20
 
 
@@ -253,13 +260,20 @@ class StdoutSink(Sink):
     def __init__(self, kind: str, stream: IO[bytes] | None = None) -> None:
         if kind == "parquet":
             raise DataError("Parquet output needs a file: pass --output FILE.parquet")
+        if stream is None and sys.stdout is None:
+            raise DataError("stdout is closed; pass --output FILE")
         self.kind = kind
         self.stream = stream or sys.stdout.buffer
         self.header = True
 
     def write(self, columns: dict[str, list[Any]]) -> None:
-        self.stream.write(encode_rows(columns, self.kind, self.header, compress=False))
-        self.stream.flush()
+        try:
+            self.stream.write(encode_rows(columns, self.kind, self.header, compress=False))
+            self.stream.flush()
+        except BrokenPipeError:  # the reader went away (| head): the CLI ends quietly, 141
+            raise OutputClosed(f"stdout was closed after {self.rows} rows") from None
+        except OSError as exc:
+            raise DataError(f"cannot write to stdout: {exc.strerror}") from None
         self.header = False
 
 
@@ -301,8 +315,11 @@ class FileSink(Sink):
         self.progress.save(self.rows, offset=self.handle.tell())
 
     def finish(self) -> None:
-        self.handle.close()
-        os.replace(self.partial, self.output)
+        try:
+            self.handle.close()
+            os.replace(self.partial, self.output)
+        except OSError as exc:
+            raise DataError(f"cannot write {self.output}: {exc.strerror}") from None
         self.progress.remove()
 
     def abort(self) -> None:
@@ -348,8 +365,11 @@ class ParquetSink(Sink):
     def finish(self) -> None:
         merged = self.parts_dir.with_name(self.parts_dir.name + ".merge")
         parts = [self._part(i) for i in range(self.parts)]
-        merge_parquet_parts(parts, self.schema, merged)
-        os.replace(merged, self.output)
+        try:
+            merge_parquet_parts(parts, self.schema, merged)
+            os.replace(merged, self.output)
+        except OSError as exc:
+            raise DataError(f"cannot write {self.output}: {exc}") from None
         shutil.rmtree(self.parts_dir)
         self.progress.remove()
 
@@ -382,10 +402,19 @@ class Progress:
 
     def check(self, state: dict[str, Any]) -> None:
         """Refuse to resume when the input, the model or a setting changed."""
+        if state.get("version") != PROGRESS_VERSION or not isinstance(state.get("rows"), int):
+            raise DataError(
+                f"cannot resume: {self.path} was written by another version of rnn-sentiment; "
+                "run without --resume to start over"
+            )
         saved = state.get("identity", {})
         changed = [k for k in self.identity if saved.get(k) != self.identity[k]]
         if changed:
             what = ", ".join(changed)
+            settings = saved.get("settings")
+            if "settings" in changed and isinstance(settings, dict):
+                names = [k for k, v in self.identity["settings"].items() if settings.get(k) != v]
+                what = what.replace("settings", f"settings ({', '.join(names)})")
             raise DataError(
                 f"cannot resume: the {what} changed since the interrupted run "
                 f"({self.path}); run without --resume to start over"
@@ -428,27 +457,46 @@ def score_file(
     """Score every review of ``input_path`` into ``output_path`` (``-``: stdin / stdout).
 
     Raises:
-        DataError: unreadable input, a wrong column or format, an output that cannot be written,
-            or ``resume`` against a changed input or settings.
+        DataError: unreadable input, a wrong column or format, an output that cannot be written
+            (a directory, say), or ``resume`` against a changed input or settings.
         ScoringInterrupted: Ctrl-C or SIGTERM; the committed rows stay for ``resume``.
+        OutputClosed: stdout's reader went away (``| head``).
     """
     options = options or ScoringOptions()
     callback = callback or ScoringCallback()
     source, target = str(input_path), str(output_path)
+    _check_paths(source, target, options)
     in_kind = detect_format(source, options.input_format)
     out_kind = detect_format(target, options.output_format, output=True)
-    if target != "-" and source != "-" and Path(target).resolve() == Path(source).resolve():
-        raise DataError(f"--output {target} is the input file; choose another output path")
-    if options.resume and "-" in (source, target):
-        raise DataError("--resume needs a file input and a file output (not stdin / stdout)")
     reader = open_reader(source, in_kind)
     try:
         plan = _plan(predictor, reader, source, options)
-        sink, skip = _open_sink(predictor, reader, plan, source, target, in_kind, out_kind,
-                                options, callback, stdout)  # fmt: skip
-        return _run(predictor, reader, plan, sink, skip, target, options, callback)
+        if target == "-":
+            sink: Sink = StdoutSink(out_kind, stdout)
+            return _run(predictor, reader, plan, sink, target, options, callback)
+        output = Path(target)
+        identity = _identity(predictor, reader, source, in_kind, out_kind, options)
+        progress = Progress(output, identity)
+        state = _resume_state(progress, output, options, callback)
+        if state is not None and not partial_path(output).exists():
+            return _already_complete(progress, state, output, out_kind, callback)
+        if out_kind == "parquet":
+            sink = ParquetSink(output, _parquet_schema(predictor, reader, plan), progress, state)
+        else:
+            sink = FileSink(output, out_kind, progress, state)
+        return _run(predictor, reader, plan, sink, target, options, callback)
     finally:
         reader.close()
+
+
+def _check_paths(source: str, target: str, options: ScoringOptions) -> None:
+    """Refuse an output that cannot be written before anything is read or scored."""
+    if target != "-" and source != "-" and Path(target).resolve() == Path(source).resolve():
+        raise DataError(f"--output {target} is the input file; choose another output path")
+    if target != "-" and Path(target).is_dir():
+        raise DataError(f"--output {target} is a directory; name a file, such as {target}/out.csv")
+    if options.resume and "-" in (source, target):
+        raise DataError("--resume needs a file input and a file output (not stdin / stdout)")
 
 
 @dataclass
@@ -465,42 +513,71 @@ def _plan(predictor: Predictor, reader: Reader, where: str, options: ScoringOpti
     return _Plan(text_column, kept)
 
 
-def _open_sink(
+def _identity(
     predictor: Predictor,
     reader: Reader,
-    plan: _Plan,
     source: str,
-    target: str,
     in_kind: str,
     out_kind: str,
     options: ScoringOptions,
-    callback: ScoringCallback,
-    stdout: IO[bytes] | None,
-) -> tuple[Sink, int]:
-    if target == "-":
-        return StdoutSink(out_kind, stdout), 0
-    output = Path(target)
-    identity = {
+) -> dict[str, Any]:
+    """What a resume must find unchanged: the input, the model and every setting but resume."""
+    return {
         "input": fingerprint(source, in_kind, reader),
         "model": _model_identity(predictor),
-        "settings": {**options.model_dump(exclude={"resume", "chunk_size"}), "output": out_kind},
+        "settings": {**options.model_dump(exclude={"resume"}), "output": out_kind},
     }
-    progress = Progress(output, identity)
+
+
+def _resume_state(
+    progress: Progress, output: Path, options: ScoringOptions, callback: ScoringCallback
+) -> dict[str, Any] | None:
+    """The state to resume from (checked), or None to start over."""
     state = progress.load()
-    if state is not None and options.resume:
-        progress.check(state)
-        callback.on_message(f"resuming {target}: {state['rows']} rows already scored")
-    elif options.resume:
-        callback.on_message(f"nothing to resume for {target}; scoring from the start")
-    elif state is not None or partial_path(output).exists():
-        callback.on_message(f"discarding the unfinished output of an earlier run ({target})")
-        state = None
     if not options.resume:
-        state = None
-    if out_kind == "parquet":
-        schema = _parquet_schema(predictor, reader, plan)
-        return ParquetSink(output, schema, progress, state), int(state["rows"]) if state else 0
-    return FileSink(output, out_kind, progress, state), int(state["rows"]) if state else 0
+        if state is not None or partial_path(output).exists():
+            callback.on_message(f"discarding the unfinished output of an earlier run ({output})")
+        return None
+    if state is None:
+        callback.on_message(f"nothing to resume for {output}; scoring from the start")
+        return None
+    progress.check(state)
+    if partial_path(output).exists():
+        callback.on_message(f"resuming {output}: {state['rows']} rows already scored")
+    return state
+
+
+def _already_complete(
+    progress: Progress,
+    state: dict[str, Any],
+    output: Path,
+    kind: str,
+    callback: ScoringCallback,
+) -> ScoringSummary:
+    """Resume of a run stopped after its output was published, before its progress file went."""
+    rows = int(state["rows"])
+    if not _is_published(output, kind, state):
+        raise DataError(
+            f"cannot resume: the unfinished output {partial_path(output)} is gone; "
+            "run without --resume to start over"
+        )
+    progress.remove()
+    callback.on_message(f"{output} is already complete ({rows} rows); nothing left to resume")
+    return ScoringSummary(rows_read=rows, rows_resumed=rows, output=str(output))
+
+
+def _is_published(output: Path, kind: str, state: dict[str, Any]) -> bool:
+    """Whether ``output`` is what the run of ``state`` renamed into place."""
+    if not output.is_file():
+        return False
+    if kind != "parquet":
+        return output.stat().st_size == state.get("offset")
+    import pyarrow.parquet as pq
+
+    try:
+        return bool(pq.ParquetFile(output).metadata.num_rows == state["rows"])
+    except Exception:  # pyarrow raises several types for a file that is not Parquet
+        return False
 
 
 def _model_identity(predictor: Predictor) -> dict[str, Any]:
@@ -525,11 +602,11 @@ def _run(
     reader: Reader,
     plan: _Plan,
     sink: Sink,
-    skip: int,
     target: str,
     options: ScoringOptions,
     callback: ScoringCallback,
 ) -> ScoringSummary:
+    skip = sink.rows  # committed by the interrupted run being resumed
     summary = ScoringSummary(output=target, rows_read=skip, rows_resumed=skip)
     started = time.perf_counter()
     callback.on_start(_total_rows(reader))
