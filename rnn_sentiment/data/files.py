@@ -21,6 +21,21 @@ Two shapes are recognised from the start of a file:
 
 A UTF-8 byte-order mark at the start of a file (Excel's CSV exports) is skipped.
 
+Memory stays flat for any input, however hostile, because every read is bounded:
+
+* a field (a review, or any other column) holds at most ``max_chars`` characters
+  (:data:`MAX_FIELD_CHARS` unless the caller names another cap). A longer one is never held
+  whole: the row is flagged (``field 'text' longer than 1,000,000 characters``) and the value
+  is missing. The readers stop at the cap: CSV through the csv module's field size limit, text
+  lines and folder files by reading at most the cap (in bytes: four per character);
+* a row (a CSV record, a JSON line) holds at most :data:`ROW_CHARS_PER_FIELD_CHAR` times the cap
+  (room for other columns and for JSON escapes); a longer one is read on in bounded pieces to
+  its end, and is one flagged row with every value missing (``row longer than ...``);
+* a chunk ends at ``chunk_size`` rows or once it holds :data:`CHUNK_CHARS` characters.
+
+Parquet values are decoded by pyarrow a page at a time before the cap can be checked, so there
+the cap flags a row but bounds memory only through the file's own page sizes.
+
 Writers turn a chunk of output rows into bytes (text formats; gzip members concatenate into one
 valid gzip file) or into a Parquet part, so output can be committed chunk by chunk and resumed.
 
@@ -29,16 +44,20 @@ This module never imports ``datasets``; pyarrow is imported only for Parquet.
 
 from __future__ import annotations
 
+import base64
 import csv
+import datetime
+import decimal
 import gzip
 import io
 import itertools
 import json
+import math
 import os
 import re
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, cast
@@ -69,6 +88,19 @@ TEXT_COLUMN_CANDIDATES = ("text", "review", "sentence", "content", "body")
 # the memory of the text, held with it while parsing: 64 Mi characters peak at 140-265 MiB.
 # JSON Lines has no cap.
 JSON_ARRAY_LIMIT = 64 * 2**20
+# The longest field (a review, or any other column) a reader hands out, in characters, unless
+# the caller names another cap: far above any real review (IMDB's longest is 13,704 characters)
+# and small enough that a chunk of such rows still fits in memory.
+MAX_FIELD_CHARS = 1_000_000
+# A row (CSV record, JSON line) may hold this many times the field cap: a few other columns, and
+# JSON's escapes (one character of an ensure_ascii export can take six).
+ROW_CHARS_PER_FIELD_CHAR = 8
+# A chunk ends at chunk_size rows or once its rows hold this many characters (read as text, or
+# as bytes for text lines and folders): 4096 IMDB reviews are about 5 Mi characters, so only
+# rows near the cap end a chunk early.
+CHUNK_CHARS = 32 * 2**20
+# UTF-8 spends at most four bytes on a character.
+_BYTES_PER_CHAR = 4
 # A .txt file is fastText-labelled when one of its first this many lines has a __label__ prefix.
 FASTTEXT_PEEK = 1000
 _FASTTEXT_LABEL = re.compile(r"__label__(\S+)\s+(.*)", re.DOTALL)
@@ -81,15 +113,27 @@ MISSING: Any = None
 
 @dataclass
 class Chunk:
-    """Up to ``chunk_size`` input rows, column-wise; ``problems[i]`` is a read error or ''."""
+    """Up to ``chunk_size`` input rows, column-wise; ``problems[i]`` is a read error or ''.
+
+    ``notes[i]`` says what the reader left out of a row that is otherwise whole (JSON keys the
+    first object lacks): batch scoring flags it, training has no use for it.
+    """
 
     columns: dict[str, list[Any]]
     rows: int
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.problems:
             self.problems = [""] * self.rows
+        if not self.notes:
+            self.notes = [""] * self.rows
+
+
+def too_long(what: str, limit: int) -> str:
+    """The problem of a row with a field (or as a whole) over its limit; never scored."""
+    return f"{what} longer than {limit:,} characters"
 
 
 def is_gzip(path: str | Path) -> bool:
@@ -149,6 +193,12 @@ def choose_text_column(
         if wanted not in columns:
             raise missing_column(wanted, columns, where, option)
         return wanted
+    if not columns:
+        raise DataError(
+            f"{where} names no columns: it is empty, or none of its first rows is a JSON object "
+            f"(or a readable one: a row may hold {ROW_CHARS_PER_FIELD_CHAR} times the longest "
+            "review)"
+        )
     found = next((c for c in TEXT_COLUMN_CANDIDATES if c in columns), None)
     if found is None:
         if len(columns) == 1:
@@ -166,6 +216,12 @@ class Reader:
     columns: list[str]
     where: str = "input"  # the file or folder, as error messages name it
     raw: IO[bytes] | None = None  # the file under a text or gzip stream, for progress
+    max_chars: int = MAX_FIELD_CHARS  # the longest field handed out
+
+    @property
+    def row_limit(self) -> int:
+        """The most characters one row (a CSV record, a JSON line) may hold."""
+        return ROW_CHARS_PER_FIELD_CHAR * self.max_chars
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         raise NotImplementedError
@@ -186,23 +242,24 @@ class Reader:
             return None
 
 
-def open_reader(path: str, kind: str) -> Reader:
-    """A reader for ``path`` (``-`` for stdin) in format ``kind``."""
+def open_reader(path: str, kind: str, max_chars: int = MAX_FIELD_CHARS) -> Reader:
+    """A reader for ``path`` (``-`` for stdin) in format ``kind``; fields hold at most
+    ``max_chars`` characters (a longer one flags its row)."""
     if kind == "folder":
-        return FolderReader(Path(path))
+        return FolderReader(Path(path), max_chars)
     if kind == "parquet":
         if path == "-" or is_gzip(path):
             raise DataError("Parquet input must be an uncompressed file, not stdin or .gz")
-        return ParquetReader(Path(path))
+        return ParquetReader(Path(path), max_chars)
     handle, raw = _open_binary(path)
     reader: Reader
     try:
         if kind in ("csv", "tsv"):
-            reader = CsvReader(handle, "\t" if kind == "tsv" else ",", path)
+            reader = CsvReader(handle, "\t" if kind == "tsv" else ",", path, max_chars)
         elif kind == "jsonl":
-            reader = JsonlReader(handle, path)
+            reader = JsonlReader(handle, path, max_chars)
         else:
-            reader = TextLineReader(handle, "stdin" if path == "-" else path)
+            reader = TextLineReader(handle, "stdin" if path == "-" else path, max_chars)
     except BaseException:
         if raw is not None:
             raw.close()
@@ -235,42 +292,147 @@ def _text_stream(handle: IO[bytes]) -> io.TextIOWrapper:
     return io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
+class _RecordTooLong(Exception):
+    """Raised through the csv module when a record passes the row limit."""
+
+
+# Where the csv module's parser (default dialect, not strict) is, to find the end of a record
+# that was cut short: at a field start, in an unquoted field, in a quoted one, just after a quote
+# in a quoted one, or just after a record's end.
+_START, _UNQUOTED, _QUOTED, _AFTER_QUOTE, _END = range(5)
+
+
+def _csv_state(line: str, delimiter: str, state: int) -> int:
+    """The parser state after ``line``, starting in ``state``.
+
+    ``line`` is one piece of a ``readline`` (newline="" mode), so a line ending can only be its
+    last character(s); that lets each step jump with ``str.find``, fast on a huge field.
+    """
+    i, n = 0, len(line)
+    while i < n:
+        if state == _QUOTED:
+            j = line.find('"', i)
+            if j < 0:
+                return _QUOTED
+            state, i = _AFTER_QUOTE, j + 1
+        elif state == _UNQUOTED:
+            j = line.find(delimiter, i)
+            if j < 0:
+                return _END if line[-1] in "\r\n" else _UNQUOTED
+            state, i = _START, j + 1
+        else:  # a field starts, or a quote ended: the next character decides
+            char, i = line[i], i + 1
+            if char == '"':
+                state = _QUOTED  # a quoted field opens, or "" inside one is a quote
+            elif char == delimiter:
+                state = _START
+            elif char in "\r\n":
+                state = _END
+            else:
+                state = _UNQUOTED
+    return state
+
+
+class _CsvLines:
+    """The lines of a CSV stream for the csv module, at most ``limit`` characters per record.
+
+    Each line is read with a bounded ``readline``; when a record passes the limit,
+    :class:`_RecordTooLong` goes up through the csv module (which starts a new record on the next
+    call) and :meth:`skip_record` reads on to the record's end without holding it.
+    """
+
+    def __init__(self, stream: IO[str], delimiter: str, limit: int) -> None:
+        self.stream = stream
+        self.delimiter = delimiter
+        self.limit = limit
+        self.record: list[str] = []  # the lines of the record being parsed
+        self.size = 0
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.stream.readline(self.limit + 1 - self.size)
+        if not line:
+            raise StopIteration
+        self.record.append(line)
+        self.size += len(line)
+        if self.size > self.limit:
+            raise _RecordTooLong
+        return line
+
+    def next_record(self) -> int:
+        """Start a new record; returns the size of the one that ended."""
+        size, self.record, self.size = self.size, [], 0
+        return size
+
+    def skip_record(self) -> None:
+        """Read on to the end of a record the csv module gave up on, in bounded pieces."""
+        state = _START
+        for line in self.record:
+            state = _csv_state(line, self.delimiter, state)
+        self.next_record()
+        while state != _END and (piece := self.stream.readline(self.limit + 1)):
+            state = _csv_state(piece, self.delimiter, state)
+
+
 class CsvReader(Reader):
     """CSV or TSV with a header row; a short or long row is flagged, never dropped."""
 
-    def __init__(self, handle: IO[bytes], delimiter: str, where: str) -> None:
-        csv.field_size_limit(2**31 - 1)  # one huge review is a row, not an error
+    def __init__(
+        self, handle: IO[bytes], delimiter: str, where: str, max_chars: int = MAX_FIELD_CHARS
+    ) -> None:
+        self.max_chars = max_chars
         self.stream = _text_stream(handle)
-        self.rows = csv.reader(self.stream, delimiter=delimiter)
+        self.lines = _CsvLines(self.stream, delimiter, self.row_limit)
+        self.rows = csv.reader(self.lines, delimiter=delimiter)
         self.where = where
-        try:
-            header = next(self.rows, None)
-        except _READ_ERRORS as exc:
-            raise DataError(f"cannot read {where}: {exc}") from None
+        header, problem = self._next_record()
+        if problem:
+            raise DataError(f"cannot read {where}: the header row has a problem ({problem})")
         if header is None:
             raise DataError(f"{where} is empty: a header row naming the columns is needed")
         self.columns = [fix_text(c)[0] for c in header]
         if len(set(self.columns)) != len(self.columns):
             raise DataError(f"{where} has duplicate column names: {', '.join(self.columns)}")
 
+    def _next_record(self) -> tuple[list[str] | None, str]:
+        """The next non-blank record and its problem ('' or too long); (None, '') at the end."""
+        while True:
+            csv.field_size_limit(self.max_chars)  # module-wide: set for this reader each time
+            try:
+                row = next(self.rows, None)
+            except _RecordTooLong:
+                self.lines.skip_record()
+                return [], too_long("row", self.row_limit)
+            except csv.Error as exc:
+                if "field limit" not in str(exc):
+                    raise DataError(f"cannot read {self.where}: {exc}") from None
+                self.lines.skip_record()
+                return [], too_long("a field", self.max_chars)
+            except _READ_ERRORS as exc:
+                raise DataError(f"cannot read {self.where}: {exc}") from None
+            self.lines.next_record()
+            if row != []:  # a blank line is no row (a trailing one is common)
+                return row, ""
+
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         width = len(self.columns)
         while True:
             cells: list[list[Any]] = [[] for _ in range(width)]
             problems: list[str] = []
-            try:
-                for row in self.rows:
-                    if not row:
-                        continue  # a blank line is no row (a trailing one is common)
-                    problem = "" if len(row) == width else f"{len(row)} fields, expected {width}"
-                    row = row[:width] + [MISSING] * (width - len(row))
-                    for column, value in zip(cells, row, strict=True):
-                        column.append(value)
-                    problems.append(problem)
-                    if len(problems) == chunk_size:
-                        break
-            except _READ_ERRORS as exc:
-                raise DataError(f"cannot read {self.where}: {exc}") from None
+            chars = 0
+            while len(problems) < chunk_size and chars < CHUNK_CHARS:
+                row, problem = self._next_record()
+                if row is None:
+                    break
+                chars += sum(map(len, row))
+                if not problem and len(row) != width:
+                    problem = f"{len(row)} fields, expected {width}"
+                row = row[:width] + [MISSING] * (width - len(row))
+                for column, value in zip(cells, row, strict=True):
+                    column.append(value)
+                problems.append(problem)
             if not problems:
                 return
             yield Chunk(dict(zip(self.columns, cells, strict=True)), len(problems), problems)
@@ -281,42 +443,96 @@ class CsvReader(Reader):
         super().close()
 
 
+def _bounded_lines(
+    readline: Callable[[int], Any], limit: int, ends: Any, first: Any = None
+) -> Iterator[Any]:
+    """The lines of a stream (str or bytes, with their endings), each read with at most
+    ``limit`` + 2 characters; None stands for a longer line, whose rest is read and dropped in
+    pieces of that size. ``ends`` holds the line-ending characters; ``first`` is a piece already
+    read."""
+    line = readline(limit + 2) if first is None else first
+    while line:
+        if line[-1:] in ends or len(line) < limit + 2:
+            yield line
+        else:
+            while (piece := readline(limit + 2)) and piece[-1:] not in ends:
+                pass
+            yield None
+        line = readline(limit + 2)
+
+
+def _cap_fields(
+    row: dict[str, Any], names: Sequence[str], max_chars: int
+) -> tuple[dict[str, Any], str]:
+    """``row`` with any text or bytes value longer than ``max_chars`` missing, and the problem."""
+    problem = ""
+    for name in names:
+        value = row.get(name)
+        if isinstance(value, (str, bytes)) and len(value) > max_chars:
+            row = {**row, name: MISSING}
+            problem = problem or too_long(f"field '{name}'", max_chars)
+    return row, problem
+
+
 class JsonlReader(Reader):
     """One JSON object per line; a line that is not one is a flagged row. Blank lines skipped.
 
-    A file whose first character is ``[`` is one JSON array instead, read whole (up to
-    :data:`JSON_ARRAY_LIMIT` characters); its elements are the rows.
+    The first object names the columns, as a header row does; a later object's keys that it lacks
+    are left out (noted in :attr:`Chunk.notes`). A file whose first character is ``[`` is one JSON
+    array instead, read whole (up to :data:`JSON_ARRAY_LIMIT` characters); its elements are the
+    rows.
     """
 
-    def __init__(self, handle: IO[bytes], where: str) -> None:
+    def __init__(self, handle: IO[bytes], where: str, max_chars: int = MAX_FIELD_CHARS) -> None:
+        self.max_chars = max_chars
         self.stream = _text_stream(handle)
         self.where = where
-        self.pending: list[str] = []
+        self.pending: list[str | None] = []
         self.array: list[Any] | None = None
+        self.keys: dict[str, str] = {}  # column name -> the key it is read from
+        self.known: set[str] = set()
         self.columns = []
         # The first objects name the columns; they are read now and replayed by chunks().
         try:
-            head = _first_character(self.stream)
-            if head == "[":
-                self.array = self._read_array(head)
-                first = next((v for v in self.array if isinstance(v, dict)), {})
-                self.columns = [fix_text(str(k))[0] for k in first]
+            first = self._skip_blank()
+            if first.lstrip().startswith("["):
+                self.array = self._read_array(first.lstrip())
+                self._name_columns(next((v for v in self.array if isinstance(v, dict)), {}))
                 return
-            lines = itertools.chain([head + self.stream.readline()] if head else [], self.stream)
-            for line in lines:
-                if line.strip():
-                    self.pending.append(line)
-                    value = _loads(line)
-                    if isinstance(value, dict):
-                        self.columns = [fix_text(str(k))[0] for k in value]
-                        break
-                    if len(self.pending) >= 1000:
-                        break
+            self.lines = _bounded_lines(self.stream.readline, self.row_limit, "\r\n", first)
+            self._peek()
         except _READ_ERRORS as exc:
             raise DataError(f"cannot read {where}: {exc}") from None
 
+    def _skip_blank(self) -> str:
+        """The first piece of the stream that is not white space ('' at the end)."""
+        while (piece := self.stream.readline(self.row_limit + 2)) and not piece.strip():
+            pass
+        return piece
+
+    def _peek(self) -> None:
+        held = 0
+        for line in self.lines:
+            if line is None or not line.strip():
+                self.pending.append(line)
+                continue
+            self.pending.append(line)
+            held += len(line)
+            value = _loads(line)
+            if isinstance(value, dict):
+                self._name_columns(value)
+                return
+            if len(self.pending) >= FASTTEXT_PEEK or held >= CHUNK_CHARS:
+                return
+
+    def _name_columns(self, first: dict[str, Any]) -> None:
+        for key in first:  # a key with a lone surrogate is named fixed, read as it is
+            self.keys.setdefault(fix_text(key)[0], key)
+        self.columns = list(self.keys)
+        self.known = set(self.keys.values())
+
     def _read_array(self, head: str) -> list[Any]:
-        text = head + self.stream.read(JSON_ARRAY_LIMIT)
+        text = head + self.stream.read(max(0, JSON_ARRAY_LIMIT + 1 - len(head)))  # never -1: all
         if len(text) > JSON_ARRAY_LIMIT:
             raise DataError(
                 f"{self.where} is a JSON array of more than {JSON_ARRAY_LIMIT >> 20} Mi "
@@ -331,35 +547,53 @@ class JsonlReader(Reader):
             )
         return value
 
-    def _values(self) -> Iterator[Any]:
+    def _values(self) -> Iterator[tuple[Any, int]]:
+        """Each row's JSON value (:data:`_TOO_LONG` for an over-long line) and its size."""
         if self.array is not None:
-            yield from self.array
+            yield from ((value, 0) for value in self.array)
             return
-        yield from map(_loads, self.pending)
+        lines = itertools.chain(self.pending, self.lines)
         self.pending = []
         try:
-            for line in self.stream:
-                if line.strip():
-                    yield _loads(line)
+            for line in lines:
+                if line is None or len(line.rstrip("\r\n")) > self.row_limit:
+                    yield _TOO_LONG, 0
+                elif line.strip():
+                    yield _loads(line), len(line)
         except _READ_ERRORS as exc:
             raise DataError(f"cannot read {self.where}: {exc}") from None
 
+    def _row(self, value: Any) -> tuple[dict[Any, Any], str, str]:
+        """The row of one JSON value, its problem and its note."""
+        if value is _TOO_LONG:
+            return {}, too_long("row", self.row_limit), ""
+        if not isinstance(value, dict):
+            return {}, "not a JSON object" if value is not _BAD_JSON else "invalid JSON", ""
+        extra = [fix_text(k)[0] for k in value if k not in self.known]
+        note = f"keys not in the first object: {', '.join(extra)}" if extra else ""
+        row, problem = _cap_fields(value, list(self.keys.values()), self.max_chars)
+        return row, problem, note
+
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
-        names = list(self.columns)
-        rows: list[dict[str, Any]] = []
+        rows: list[dict[Any, Any]] = []
         problems: list[str] = []
-        for value in self._values():
-            if isinstance(value, dict):
-                rows.append(value)
-                problems.append("")
-            else:
-                rows.append({})
-                problems.append("not a JSON object" if value is not _BAD_JSON else "invalid JSON")
-            if len(rows) == chunk_size:
-                yield _columnar(rows, names, problems)
-                rows, problems = [], []
+        notes: list[str] = []
+        chars = 0
+        for value, size in self._values():
+            row, problem, note = self._row(value)
+            rows.append(row)
+            problems.append(problem)
+            notes.append(note)
+            chars += size
+            if len(rows) == chunk_size or chars >= CHUNK_CHARS:
+                yield self._columnar(rows, problems, notes)
+                rows, problems, notes, chars = [], [], [], 0
         if rows:
-            yield _columnar(rows, names, problems)
+            yield self._columnar(rows, problems, notes)
+
+    def _columnar(self, rows: list[dict[Any, Any]], problems: list[str], notes: list[str]) -> Chunk:
+        columns = {name: [row.get(key, MISSING) for row in rows] for name, key in self.keys.items()}
+        return Chunk(columns, len(rows), problems, notes)
 
     def close(self) -> None:
         if self.raw is not None:  # not stdin
@@ -367,14 +601,8 @@ class JsonlReader(Reader):
         super().close()
 
 
-def _first_character(stream: IO[str]) -> str:
-    """The first character that is not white space ('' at the end of the stream)."""
-    while (char := stream.read(1)).isspace():
-        pass
-    return char
-
-
 _BAD_JSON = object()
+_TOO_LONG = object()
 
 
 def _loads(line: str) -> Any:
@@ -382,11 +610,6 @@ def _loads(line: str) -> Any:
         return json.loads(line)
     except (ValueError, RecursionError):
         return _BAD_JSON
-
-
-def _columnar(rows: list[dict[str, Any]], names: list[str], problems: list[str]) -> Chunk:
-    columns = {name: [row.get(name, MISSING) for row in rows] for name in names}
-    return Chunk(columns, len(rows), problems)
 
 
 class TextLineReader(Reader):
@@ -397,21 +620,33 @@ class TextLineReader(Reader):
     has one, and a line without it is an unlabelled row.
     """
 
-    def __init__(self, handle: IO[bytes], where: str = "input") -> None:
+    # Bytes read for one line: the longest review in UTF-8, and room for a fastText label.
+    _LABEL_ROOM = 4096
+
+    def __init__(
+        self, handle: IO[bytes], where: str = "input", max_chars: int = MAX_FIELD_CHARS
+    ) -> None:
         self.handle = handle
         self.where = where
-        self.pending: list[bytes] = []
+        self.max_chars = max_chars
+        limit = _BYTES_PER_CHAR * max_chars + self._LABEL_ROOM
+        self.lines = _bounded_lines(handle.readline, limit, b"\n")
+        self.pending: list[bytes | None] = []
+        held = 0
         try:
-            for line in handle:
+            for line in self.lines:
                 self.pending.append(line)
-                if len(self.pending) == FASTTEXT_PEEK:
+                held += len(line or b"")
+                if len(self.pending) == FASTTEXT_PEEK or held >= CHUNK_CHARS:
                     break
         except _READ_ERRORS as exc:
             raise DataError(f"cannot read {where}: {exc}") from None
-        if self.pending:
+        if self.pending and self.pending[0] is not None:
             self.pending[0] = self.pending[0].removeprefix(_BOM)
         self.fasttext = any(
-            _FASTTEXT_LABEL.match(self._decode(line)) is not None for line in self.pending
+            _FASTTEXT_LABEL.match(self._decode(line)) is not None
+            for line in self.pending
+            if line is not None
         )
         self.columns = ["text", "label"] if self.fasttext else ["text"]
 
@@ -419,33 +654,45 @@ class TextLineReader(Reader):
     def _decode(line: bytes) -> str:
         return line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
 
-    def _lines(self) -> Iterator[bytes]:
+    def _lines(self) -> Iterator[bytes | None]:
         yield from self.pending
         self.pending = []
         try:
-            yield from self.handle
+            yield from self.lines
         except _READ_ERRORS as exc:
             raise DataError(f"cannot read {self.where}: {exc}") from None
+
+    def _row(self, raw: bytes | None) -> tuple[Any, Any, str]:
+        """The text, label and problem of one line."""
+        if raw is None:
+            return MISSING, MISSING, too_long("field 'text'", self.max_chars)
+        text, label = self._decode(raw), MISSING
+        if self.fasttext and (match := _FASTTEXT_LABEL.match(text)):
+            text, label = match.group(2), match.group(1)
+        if len(text) > self.max_chars:
+            return MISSING, label, too_long("field 'text'", self.max_chars)
+        return text, label, ""
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         texts: list[Any] = []
         labels: list[Any] = []
+        problems: list[str] = []
+        held = 0
         for raw in self._lines():
-            text = self._decode(raw)
-            if self.fasttext:
-                match = _FASTTEXT_LABEL.match(text)
-                labels.append(match.group(1) if match else MISSING)
-                text = match.group(2) if match else text
+            text, label, problem = self._row(raw)
             texts.append(text)
-            if len(texts) == chunk_size:
-                yield self._chunk(texts, labels)
-                texts, labels = [], []
+            labels.append(label)
+            problems.append(problem)
+            held += len(raw or b"")
+            if len(texts) == chunk_size or held >= CHUNK_CHARS:
+                yield self._chunk(texts, labels, problems)
+                texts, labels, problems, held = [], [], [], 0
         if texts:
-            yield self._chunk(texts, labels)
+            yield self._chunk(texts, labels, problems)
 
-    def _chunk(self, texts: list[Any], labels: list[Any]) -> Chunk:
+    def _chunk(self, texts: list[Any], labels: list[Any], problems: list[str]) -> Chunk:
         columns = {"text": texts, "label": labels} if self.fasttext else {"text": texts}
-        return Chunk(columns, len(texts))
+        return Chunk(columns, len(texts), problems)
 
     def close(self) -> None:
         if self.raw is not None:  # not stdin
@@ -455,9 +702,13 @@ class TextLineReader(Reader):
 
 class FolderReader(Reader):
     """``aclImdb``-style ``pos/``, ``neg/`` (and ``unsup/``) folders of .txt reviews, or a
-    folder of .txt files; columns ``id`` (the relative path), ``text`` and ``label``."""
+    folder of .txt files; columns ``id`` (the relative path), ``text`` and ``label``.
 
-    def __init__(self, folder: Path) -> None:
+    At most the cap of each file is read; a file that is not a regular one (a FIFO, a device) is
+    a flagged row, never opened.
+    """
+
+    def __init__(self, folder: Path, max_chars: int = MAX_FIELD_CHARS) -> None:
         if not folder.is_dir():
             raise DataError(f"input folder not found: {folder}")
         labelled = [d for d in ("neg", "pos", "unsup") if (folder / d).is_dir()]
@@ -471,29 +722,52 @@ class FolderReader(Reader):
             raise DataError(f"no .txt reviews in {folder} (nor in its pos/, neg/, unsup/)")
         self.folder = folder
         self.where = str(folder)
+        self.max_chars = max_chars
         self.columns = ["id", "text", "label"]
 
+    def _review(self, file: Path) -> tuple[Any, str]:
+        """The text of one file and its problem."""
+        if not file.is_file():
+            return MISSING, "cannot read file: not a regular file"
+        limit = _BYTES_PER_CHAR * (self.max_chars + 1)  # a BOM and the cap, in any characters
+        try:
+            with file.open("rb") as handle:
+                data = handle.read(limit)
+        except OSError as exc:
+            return MISSING, f"cannot read file: {exc.strerror}"
+        text = data.decode("utf-8", "surrogateescape")
+        if len(data) == limit or len(text.removeprefix("\ufeff")) > self.max_chars:
+            return MISSING, too_long("field 'text'", self.max_chars)
+        return text, ""
+
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
-        for start in range(0, len(self.files), chunk_size):
-            part = self.files[start : start + chunk_size]
+        start = 0
+        while start < len(self.files):
             texts: list[Any] = []
             problems: list[str] = []
-            for file, _ in part:
-                try:
-                    texts.append(file.read_bytes().decode("utf-8", "surrogateescape"))
-                    problems.append("")
-                except OSError as exc:
-                    texts.append(MISSING)
-                    problems.append(f"cannot read file: {exc.strerror}")
+            held = 0
+            for file, _ in self.files[start : start + chunk_size]:
+                text, problem = self._review(file)
+                texts.append(text)
+                problems.append(problem)
+                held += len(text or "")
+                if held >= CHUNK_CHARS:
+                    break
+            part = self.files[start : start + len(texts)]
+            start += len(texts)
             ids = [str(f.relative_to(self.folder)) for f, _ in part]
             columns = {"id": ids, "text": texts, "label": [label for _, label in part]}
             yield Chunk(columns, len(part), problems)
 
 
 class ParquetReader(Reader):
-    """Parquet read batch by batch with pyarrow; only the needed columns are decoded."""
+    """Parquet read batch by batch with pyarrow; only the needed columns are decoded.
 
-    def __init__(self, path: Path) -> None:
+    A value pyarrow cannot turn into a Python one (a string that is not UTF-8 is kept as a
+    surrogate-escaped string instead; a date out of Python's range) is missing and flags its row.
+    """
+
+    def __init__(self, path: Path, max_chars: int = MAX_FIELD_CHARS) -> None:
         import pyarrow.parquet as pq
 
         if not path.is_file():
@@ -504,6 +778,7 @@ class ParquetReader(Reader):
             raise DataError(f"cannot read {path} as Parquet: {_first_line(exc)}") from None
         self.path = path
         self.where = str(path)
+        self.max_chars = max_chars
         self.columns = list(self.file.schema_arrow.names)
         self.wanted: list[str] | None = None
 
@@ -512,6 +787,17 @@ class ParquetReader(Reader):
         schema = self.file.schema_arrow
         return {name: schema.field(name).type for name in names}
 
+    def _batch_rows(self, group: int, chunk_size: int) -> int:
+        """Rows per batch in a row group: ``chunk_size``, fewer if its rows are large."""
+        meta = self.file.metadata.row_group(group)
+        names = set(self.wanted or self.columns)
+        size = sum(
+            meta.column(i).total_uncompressed_size
+            for i in range(meta.num_columns)
+            if meta.column(i).path_in_schema.split(".")[0] in names
+        )
+        return max(1, min(chunk_size, meta.num_rows * CHUNK_CHARS // max(size, 1)))
+
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         # One iterator per row group: a single iter_batches over the whole file keeps the
         # pre-buffered column chunks of every row group it has read (measured: +0.8 MiB per
@@ -519,16 +805,49 @@ class ParquetReader(Reader):
         try:
             for group in range(self.file.metadata.num_row_groups):
                 batches = self.file.iter_batches(
-                    batch_size=chunk_size, columns=self.wanted, row_groups=[group]
+                    batch_size=self._batch_rows(group, chunk_size),
+                    columns=self.wanted,
+                    row_groups=[group],
                 )
                 for batch in batches:
-                    columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
-                    yield Chunk(columns, batch.num_rows)
+                    yield self._chunk(batch)
         except Exception as exc:
             raise DataError(f"cannot read {self.path}: {_first_line(exc)}") from None
 
-    def close(self) -> None:
-        self.file.close()
+    def _chunk(self, batch: Any) -> Chunk:
+        problems = [""] * batch.num_rows
+        columns = {}
+        for name in batch.schema.names:
+            values = columns[name] = _python_values(batch.column(name), name, problems)
+            for i, value in enumerate(values):
+                if isinstance(value, (str, bytes)) and len(value) > self.max_chars:
+                    values[i] = MISSING
+                    problems[i] = problems[i] or too_long(f"field '{name}'", self.max_chars)
+        return Chunk(columns, batch.num_rows, problems)
+
+
+def _python_values(column: Any, name: str, problems: list[str]) -> list[Any]:
+    """A pyarrow column as Python values; one that cannot be converted is missing and flagged."""
+    import pyarrow as pa
+
+    try:
+        return list(column.to_pylist())
+    except Exception:  # pyarrow raises several types for one bad value
+        pass
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):  # not UTF-8: keep the bytes
+        binary = column.cast(pa.large_binary())
+        return [
+            v if v is None else v.decode("utf-8", "surrogateescape") for v in binary.to_pylist()
+        ]
+    values: list[Any] = []
+    for i in range(len(column)):
+        try:
+            values.append(column[i].as_py())
+        except Exception as exc:
+            values.append(MISSING)
+            problems[i] = problems[i] or f"field '{name}' cannot be read: {_first_line(exc)}"
+    return values
 
 
 class TableReader(Reader):
@@ -552,6 +871,150 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# Values for output: what each format holds (the table is in rnn_sentiment.inference.scoring)
+
+# Deeper values are not written (json's encoder would run out of stack): null, row flagged.
+MAX_DEPTH = 64
+REPAIRED = "invalid UTF-8 replaced"
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def output_column(
+    values: Sequence[Any], kind: str, arrow_type: Any = None
+) -> tuple[Any, list[str]]:
+    """Input values as output format ``kind`` holds them, and each value's problem ('' if none).
+
+    ``arrow_type``: the Parquet type to keep (a Parquet input's column); without it a Parquet
+    column holds text, as a CSV cell does. A value that cannot be kept is None, with its problem.
+    """
+    if kind == "parquet" and arrow_type is not None and not _is_text_type(arrow_type):
+        return _arrow_column(values, arrow_type)
+    convert = json_value if kind == "jsonl" else cell_value
+    pairs = [convert(value) for value in values]
+    return [value for value, _ in pairs], [problem for _, problem in pairs]
+
+
+def json_value(value: Any) -> tuple[Any, str]:
+    """``value`` as JSON holds it, and its problem ('' if none)."""
+    repaired: list[bool] = []
+    try:
+        converted = _json(value, repaired, 0)
+    except _TooDeep:
+        return None, f"nested more than {MAX_DEPTH} levels deep"
+    return converted, REPAIRED if repaired else ""
+
+
+def cell_value(value: Any) -> tuple[str | None, str]:
+    """``value`` as a CSV cell (None: empty): a string as it is, others as their JSON text."""
+    if isinstance(value, str):
+        fixed, bad = fix_text(value)
+        return fixed, REPAIRED if bad else ""
+    converted, problem = json_value(value)
+    if converted is None or isinstance(converted, str):
+        return converted, problem
+    return json.dumps(converted, ensure_ascii=False), problem
+
+
+def _json(value: Any, repaired: list[bool], depth: int) -> Any:
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # NaN and Infinity are not JSON
+    if isinstance(value, str):
+        return _repaired(value, repaired)
+    if depth >= MAX_DEPTH:
+        raise _TooDeep
+    if isinstance(value, dict):
+        return {
+            _repaired(str(k), repaired): _json(v, repaired, depth + 1) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):  # a Parquet map is a list of (key, value) tuples
+        return [_json(v, repaired, depth + 1) for v in value]
+    return _repaired(_scalar_text(value), repaired)
+
+
+def _scalar_text(value: Any) -> str:
+    """The text of a value JSON has no type for."""
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, decimal.Decimal):
+        return str(value)  # exact, unlike a float: "1.50"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()  # a datetime too: 2020-01-02T03:04:05+00:00
+    if isinstance(value, datetime.timedelta):
+        return _iso_duration(value)
+    return str(value)
+
+
+def _iso_duration(value: datetime.timedelta) -> str:
+    """ISO 8601, as pandas writes one: P1DT2H3M4.5S."""
+    if hasattr(value, "isoformat"):  # pandas' Timedelta (pyarrow's nanosecond durations)
+        return str(value.isoformat())
+    sign = "-" if value < datetime.timedelta(0) else ""
+    value = abs(value)
+    minutes, seconds = divmod(value.seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    fraction = f".{value.microseconds:06d}".rstrip("0") if value.microseconds else ""
+    return f"{sign}P{value.days}DT{hours}H{minutes}M{seconds}{fraction}S"
+
+
+def _repaired(text: str, repaired: list[bool]) -> str:
+    fixed, bad = fix_text(text)
+    if bad:
+        repaired.append(True)
+    return fixed
+
+
+def _is_text_type(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type))
+
+
+def _arrow_value(value: Any, repaired: list[bool], depth: int) -> Any:
+    """``value`` with its text repaired, its type kept (NaN stays NaN: Parquet holds it)."""
+    if isinstance(value, str):
+        return _repaired(value, repaired)
+    if isinstance(value, (dict, list, tuple)) and depth >= MAX_DEPTH:
+        raise _TooDeep
+    if isinstance(value, dict):
+        return {k: _arrow_value(v, repaired, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_arrow_value(v, repaired, depth + 1) for v in value)
+    return value
+
+
+def _arrow_column(values: Sequence[Any], arrow_type: Any) -> tuple[Any, list[str]]:
+    """A pyarrow array of ``arrow_type``; a value that does not fit it is null, and flagged."""
+    import pyarrow as pa
+
+    cleaned: list[Any] = []
+    problems: list[str] = []
+    for value in values:
+        repaired: list[bool] = []
+        try:
+            cleaned.append(_arrow_value(value, repaired, 0))
+            problems.append(REPAIRED if repaired else "")
+        except _TooDeep:
+            cleaned.append(None)
+            problems.append(f"nested more than {MAX_DEPTH} levels deep")
+    try:
+        return pa.array(cleaned, type=arrow_type), problems
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        pass  # find the values that do not fit, one by one (rare)
+    for i, value in enumerate(cleaned):
+        try:
+            pa.array([value], type=arrow_type)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            cleaned[i] = None
+            problems[i] = problems[i] or f"value not writable as Parquet {arrow_type}"
+    return pa.array(cleaned, type=arrow_type), problems
+
+
+# ----------------------------------------------------------------------------------------------
 # Writers
 
 
@@ -559,21 +1022,36 @@ def encode_rows(rows: dict[str, list[Any]], kind: str, header: bool, compress: b
     """One chunk of output rows as bytes of a text format (a gzip member when ``compress``)."""
     names = list(rows)
     n = len(next(iter(rows.values()))) if rows else 0
-    if kind == "jsonl":
-        records = (
+    if kind == "jsonl":  # values are JSON-safe (json_value): no NaN, no surrogates
+        lines = (
             json.dumps(dict(zip(names, values, strict=True)), ensure_ascii=False) + "\n"
             for values in zip(*rows.values(), strict=True)
         )
-        text = "".join(records)
+        text = "".join(lines)
     else:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, delimiter="\t" if kind == "tsv" else ",", lineterminator="\n")
-        if header:
-            writer.writerow(names)
-        writer.writerows(zip(*(rows[name] for name in names), strict=True) if n else [])
-        text = buffer.getvalue()
-    data = text.encode("utf-8", "replace")
+        records: list[Sequence[Any]] = [names] if header else []
+        records += zip(*(rows[name] for name in names), strict=True) if n else []
+        text = _csv_text(records, "\t" if kind == "tsv" else ",")
+    data = text.encode("utf-8", "replace")  # a last guard: values come repaired
     return gzip.compress(data, compresslevel=6, mtime=0) if compress else data
+
+
+def _csv_text(records: list[Sequence[Any]], delimiter: str) -> str:
+    buffer = io.StringIO()
+    plain = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
+    # With a "\n" line terminator the csv module leaves a lone "\r" unquoted, which every reader
+    # takes for a line end; a record holding one is written with every field quoted.
+    quoted = csv.writer(buffer, delimiter=delimiter, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    if any(map(_has_cr, records)):
+        for record in records:
+            (quoted if _has_cr(record) else plain).writerow(record)
+    else:
+        plain.writerows(records)
+    return buffer.getvalue()
+
+
+def _has_cr(record: Sequence[Any]) -> bool:
+    return any(isinstance(value, str) and "\r" in value for value in record)
 
 
 def write_parquet_part(rows: dict[str, list[Any]], schema: Any, path: Path) -> None:

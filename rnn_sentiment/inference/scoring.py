@@ -6,8 +6,48 @@ to a temporary output file. After each chunk the output is flushed to disk and a
 file records how many rows and bytes are committed, so an interrupted run (Ctrl-C, a kill, a full
 disk) can be resumed with ``resume=True``: the partial output is cut back to the last committed
 chunk and that many input rows are skipped. The temporary file is renamed to the output only when
-every row is written, so a truncated file never looks finished.
+every row is written, so a truncated file never looks finished. A row that cannot be scored or
+kept as it is, is flagged (the ``error`` column says why), never the end of the run.
 
+What each output format holds
+-----------------------------
+Every value of every input format reaches every output format; kept input columns are converted
+(the added ``label``, ``score``, ``p_*`` and ``error`` columns are plain strings and numbers):
+
+* **JSON Lines**: strings, integers, booleans and null as they are; a float as it is, but NaN
+  and Infinity, which JSON cannot hold, as null; dates, times and timestamps as ISO 8601 strings
+  (``"2020-01-02"``, ``"2020-01-02T03:04:05+00:00"``), durations as ISO 8601 durations
+  (``"P0DT0H0M5S"``); decimals as strings, exactly (``"1.50"``); binary as base64 strings;
+  lists, structs and maps as JSON arrays and objects, converted by the same rules inside (a map
+  is an array of ``[key, value]`` pairs).
+* **CSV and TSV**: a string as it is, null (and NaN) as an empty cell, any other value as the
+  JSON text of its JSON Lines value (``true``, ``1.5``, ``"2020-01-02"`` without quotes,
+  ``[1, 2]``).
+* **Parquet**: a column of a Parquet input keeps its type (an integer id stays an integer, a
+  timestamp a timestamp, NaN stays NaN); a column of any other input is a string column holding
+  the CSV cell.
+
+A value that cannot be kept as it is flags its row (the row is still scored): a lone surrogate
+(half of a cut emoji escaped in JSON, ``"\\ud83d"``, or bytes that are not UTF-8) becomes U+FFFD,
+``invalid UTF-8 replaced in column 'x'``; a value nested more than
+:data:`~rnn_sentiment.data.files.MAX_DEPTH` levels deep, one that does not fit its Parquet type,
+or a Parquet value pyarrow cannot turn into a Python one (a date past the year 9999) is null.
+
+JSON Lines input names its columns after its first object, as a CSV header row does; with
+``keep_columns="all"`` a later object with keys the first one lacks is flagged (``keys not in the
+first object: a, b``), scored, and written without them.
+
+Memory and the longest review
+-----------------------------
+A review, and any other field, may hold at most ``max_review_chars`` characters (default
+1,000,000, about 70 times IMDB's longest review). A longer one is not read whole: its row is
+flagged (``field 'text' longer than 1,000,000 characters``), not scored, and the value is written
+as null. A CSV record or JSON line may hold 8 times that (other columns, JSON escapes); a longer
+one is a flagged row with every value null. So memory stays flat and the output small for any
+input, however it was made (see :mod:`rnn_sentiment.data.files` for how each reader stops).
+
+Output and resume
+-----------------
 ``--output`` naming a directory is refused before anything is read. When stdout's reader goes
 away (``predict --input big.csv | head``), :class:`~rnn_sentiment.errors.OutputClosed` stops the
 run (the CLI ends quietly with exit code 141, what a shell reports for a tool that a closed pipe
@@ -36,6 +76,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rnn_sentiment.checkpoint import MANIFEST_FILE, atomic_write_json
 from rnn_sentiment.data.files import (
+    MAX_FIELD_CHARS,
     MISSING,
     Chunk,
     ParquetReader,
@@ -47,6 +88,7 @@ from rnn_sentiment.data.files import (
     merge_parquet_parts,
     missing_column,
     open_reader,
+    output_column,
     write_parquet_part,
 )
 from rnn_sentiment.errors import DataError, OutputClosed, RnnSentimentError
@@ -54,7 +96,7 @@ from rnn_sentiment.inference.predictor import LongReviews, Predictor
 from rnn_sentiment.signals import StopRequested, StopSignals
 from rnn_sentiment.text import fix_text
 
-PROGRESS_VERSION = 2  # 2: chunk_size is part of the identity
+PROGRESS_VERSION = 2  # 2: chunk_size and max_review_chars are part of the identity
 FINGERPRINT_BYTES = 1 << 20
 
 
@@ -73,6 +115,8 @@ class ScoringOptions(BaseModel):
     """Input columns copied to the output: 'all', 'none' or a comma-separated list."""
     chunk_size: int = Field(default=4096, ge=1)
     """Rows read, sorted by length and scored together; memory grows with it."""
+    max_review_chars: int = Field(default=MAX_FIELD_CHARS, ge=1)
+    """Longest review (and other field) read, in characters; a longer one flags its row."""
     long_reviews: Literal["truncate", "window"] = "truncate"
     """'truncate' at the trained max length, or 'window': overlapping windows, mean probability."""
     window_stride: int | None = Field(default=None, ge=1)
@@ -169,12 +213,20 @@ def score_chunk(
     long_reviews: LongReviews = "truncate",
     window_stride: int | None = None,
 ) -> ScoredChunk:
-    """Score the rows of ``chunk`` that have text; flag the others. Output keeps input order."""
+    """Score the rows of ``chunk`` that have text; flag the others. Output keeps input order.
+
+    Kept columns hold their values as read (:func:`format_kept` converts them for a format).
+    """
     texts, problems = text_values(chunk.columns.get(text_column, [MISSING] * chunk.rows))
     problems = [read or own for read, own in zip(chunk.problems, problems, strict=True)]
     scorable = [i for i, text in enumerate(texts) if text.strip() and not _unscorable(problems[i])]
     probs = predictor.score([texts[i] for i in scorable], long_reviews, window_stride)
-    names = predictor.label_names
+    finite = np.isfinite(probs).all(axis=1)
+    if not finite.all():  # a broken model: NaN is no probability, and not JSON either
+        for i in np.asarray(scorable)[~finite].tolist():
+            problems[i] = "the model gave no probability (NaN)"
+        scorable, probs = np.asarray(scorable)[finite].tolist(), probs[finite]
+    names = [fix_text(name)[0] for name in predictor.label_names]
     n = chunk.rows
     best = probs.argmax(axis=1)
     rounded = np.round(probs.astype(np.float64), 6)
@@ -186,12 +238,33 @@ def score_chunk(
         label, score = _spread(label, scorable, n), _spread(score, scorable, n)
         per_class = [_spread(column, scorable, n) for column in per_class]
         predicted = _spread(predicted, scorable, n, fill=-1)
-    out = {new: _fixed(chunk.columns.get(old, [MISSING] * n)) for old, new in kept.items()}
+    out = {new: chunk.columns.get(old, [MISSING] * n) for old, new in kept.items()}
     out["label"] = label
     out["score"] = score
     out.update({f"p_{name}": per_class[k] for k, name in enumerate(names)})
     out["error"] = [p or None for p in problems]
     return ScoredChunk(out, predicted, len(scorable), problems)
+
+
+def format_kept(
+    scored: ScoredChunk, kept: Sequence[str], kind: str, types: dict[str, Any] | None = None
+) -> None:
+    """Convert the kept columns of ``scored`` in place for output format ``kind`` (see the module
+    docstring); a value that had to change flags its row. ``types``: Parquet types to keep."""
+    for name in kept:
+        arrow_type = (types or {}).get(name)
+        values, problems = output_column(scored.columns[name], kind, arrow_type)
+        scored.columns[name] = values
+        for i, problem in enumerate(problems):
+            if problem:
+                _flag(scored, i, f"{problem} in column '{name}'")
+
+
+def _flag(scored: ScoredChunk, row: int, problem: str) -> None:
+    """Give a row its first problem; a later one is not shown."""
+    if not scored.flagged[row]:
+        scored.flagged[row] = problem
+        scored.columns["error"][row] = problem
 
 
 def _spread(values: list[Any], rows: list[int], n: int, fill: Any = None) -> list[Any]:
@@ -202,17 +275,9 @@ def _spread(values: list[Any], rows: list[int], n: int, fill: Any = None) -> lis
 
 
 def _unscorable(problem: str) -> bool:
-    return problem.startswith(("missing", "empty", "text is not", "invalid JSON", "not a JSON"))
-
-
-def _fixed(values: list[Any]) -> list[Any]:
-    """Kept column values with undecodable bytes replaced, checked a column at a time."""
-    strings = [v for v in values if isinstance(v, str)]
-    try:
-        "".join(strings).encode("utf-8")
-        return values
-    except UnicodeEncodeError:
-        return [fix_text(v)[0] if isinstance(v, str) else v for v in values]
+    return "longer than" in problem or problem.startswith(
+        ("missing", "empty", "text is not", "invalid JSON", "not a JSON")
+    )
 
 
 def output_columns(
@@ -228,7 +293,7 @@ def output_columns(
         for name in chosen:
             if name not in input_columns:
                 raise missing_column(name, input_columns, where, "--keep-columns ")
-    added = {"label", "score", "error", *(f"p_{n}" for n in label_names)}
+    added = {"label", "score", "error", *(f"p_{fix_text(n)[0]}" for n in label_names)}
     return {c: f"input_{c}" if c in added else c for c in chosen}
 
 
@@ -468,9 +533,9 @@ def score_file(
     _check_paths(source, target, options)
     in_kind = detect_format(source, options.input_format)
     out_kind = detect_format(target, options.output_format, output=True)
-    reader = open_reader(source, in_kind)
+    reader = open_reader(source, in_kind, options.max_review_chars)
     try:
-        plan = _plan(predictor, reader, source, options)
+        plan = _plan(predictor, reader, source, out_kind, options)
         if target == "-":
             sink: Sink = StdoutSink(out_kind, stdout)
             return _run(predictor, reader, plan, sink, target, options, callback)
@@ -481,7 +546,7 @@ def score_file(
         if state is not None and not partial_path(output).exists():
             return _already_complete(progress, state, output, out_kind, callback)
         if out_kind == "parquet":
-            sink = ParquetSink(output, _parquet_schema(predictor, reader, plan), progress, state)
+            sink = ParquetSink(output, _parquet_schema(predictor, plan), progress, state)
         else:
             sink = FileSink(output, out_kind, progress, state)
         return _run(predictor, reader, plan, sink, target, options, callback)
@@ -502,15 +567,23 @@ def _check_paths(source: str, target: str, options: ScoringOptions) -> None:
 @dataclass
 class _Plan:
     text_column: str
-    kept: dict[str, str]
+    kept: dict[str, str]  # input column -> output column
+    out_kind: str
+    keep_all: bool  # every column: a JSON key the first object lacks is flagged
+    types: dict[str, Any]  # output column -> Parquet type kept from a Parquet input
 
 
-def _plan(predictor: Predictor, reader: Reader, where: str, options: ScoringOptions) -> _Plan:
+def _plan(
+    predictor: Predictor, reader: Reader, where: str, out_kind: str, options: ScoringOptions
+) -> _Plan:
     text_column = choose_text_column(reader.columns, options.text_column, where)
     kept = output_columns(reader.columns, options.keep_columns, predictor.label_names, where)
+    types: dict[str, Any] = {}
     if isinstance(reader, ParquetReader):
         reader.wanted = list(dict.fromkeys([*kept, text_column]))
-    return _Plan(text_column, kept)
+        if out_kind == "parquet":
+            types = {kept[old]: kind for old, kind in reader.schema_of(list(kept)).items()}
+    return _Plan(text_column, kept, out_kind, options.keep_columns == "all", types)
 
 
 def _identity(
@@ -586,13 +659,12 @@ def _model_identity(predictor: Predictor) -> dict[str, Any]:
     return {"manifest_sha256": digest, "quantize": predictor.quantize, "dtype": predictor.dtype}
 
 
-def _parquet_schema(predictor: Predictor, reader: Reader, plan: _Plan) -> Any:
+def _parquet_schema(predictor: Predictor, plan: _Plan) -> Any:
     import pyarrow as pa
 
-    types = reader.schema_of(list(plan.kept)) if isinstance(reader, ParquetReader) else {}
-    fields = [pa.field(new, types.get(old, pa.string())) for old, new in plan.kept.items()]
+    fields = [pa.field(new, plan.types.get(new, pa.string())) for new in plan.kept.values()]
     fields += [pa.field("label", pa.string()), pa.field("score", pa.float64())]
-    fields += [pa.field(f"p_{name}", pa.float64()) for name in predictor.label_names]
+    fields += [pa.field(f"p_{fix_text(n)[0]}", pa.float64()) for n in predictor.label_names]
     fields.append(pa.field("error", pa.string()))
     return pa.schema(fields)
 
@@ -615,7 +687,7 @@ def _run(
             for chunk in _skip_rows(reader.chunks(options.chunk_size), skip):
                 scored = score_chunk(predictor, chunk, plan.text_column, plan.kept,
                                      options.long_reviews, options.window_stride)  # fmt: skip
-                scored.columns = _stringify_for(sink, scored.columns)
+                _for_output(scored, chunk, plan)
                 sink.write(scored.columns)
                 sink.commit(chunk.rows)
                 _tally(summary, chunk.rows, scored)
@@ -637,20 +709,14 @@ def _run(
     return summary
 
 
-def _stringify_for(sink: Sink, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    # Text formats write any value; Parquet parts need one type per column (see _parquet_schema).
-    if isinstance(sink, ParquetSink):
-        for name in columns:
-            field_type = sink.schema.field(name).type
-            if str(field_type) == "string":
-                columns[name] = [_as_string(v) for v in columns[name]]
-    return columns
-
-
-def _as_string(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+def _for_output(scored: ScoredChunk, chunk: Chunk, plan: _Plan) -> None:
+    """Kept values as the output format holds them; what had to change, or was left out, flags
+    its row."""
+    format_kept(scored, list(plan.kept.values()), plan.out_kind, plan.types)
+    if plan.keep_all:
+        for i, note in enumerate(chunk.notes):
+            if note:
+                _flag(scored, i, note)
 
 
 def _tally(summary: ScoringSummary, rows: int, scored: ScoredChunk) -> None:
@@ -678,7 +744,7 @@ def _skip_rows(chunks: Iterator[Chunk], skip: int) -> Iterator[Chunk]:
             continue
         if skip:
             columns = {k: v[skip:] for k, v in chunk.columns.items()}
-            chunk = Chunk(columns, chunk.rows - skip, chunk.problems[skip:])
+            chunk = Chunk(columns, chunk.rows - skip, chunk.problems[skip:], chunk.notes[skip:])
             skip = 0
         yield chunk
 

@@ -8,16 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tests.helpers import invoke
 
 runner = CliRunner()
-SETTINGS = settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
 
 
 def test_csv_to_parquet_with_summary_json(builtin_run: Path, tmp_path: Path) -> None:
@@ -98,63 +93,3 @@ def test_resume_without_an_interrupted_run_scores_from_the_start(
     code, _, err = invoke(*args, "--resume", "-o", str(tmp_path / "out.jsonl"))
     assert code == 0 and "nothing to resume" in err
     assert (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
-
-
-hostile_cells = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40
-) | st.sampled_from(['"', '""', "\n", "\r", ",", "\t", "\x00", "{", "}", "\\"])
-
-
-@SETTINGS
-@given(
-    data=st.one_of(
-        st.binary(max_size=300),
-        st.lists(hostile_cells, max_size=12).map(lambda c: ("text,id\n" + ",".join(c)).encode()),
-    ),
-    kind=st.sampled_from(["csv", "jsonl", "txt", "tsv", "parquet", "csv.gz"]),
-)
-def test_any_bytes_in_any_format_score_every_record_or_fail_cleanly(
-    builtin_run: Path, tmp_path: Path, data: bytes, kind: str
-) -> None:
-    path = tmp_path / f"in.{kind}"
-    path.write_bytes(data)
-    out = tmp_path / "out.jsonl"
-    out.unlink(missing_ok=True)
-    code, _, err = invoke("predict", "-m", str(builtin_run), "-i", str(path), "-o", str(out), "-q")
-    assert "Traceback" not in err
-    if code != 0:
-        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
-        assert not out.exists()
-        return
-    # JSON lines end at "\n" only: str.splitlines() would also split inside a text at U+0085.
-    lines = out.read_text(encoding="utf-8").split("\n")
-    rows = [json.loads(line) for line in lines if line]
-    text = data.decode("utf-8", "surrogateescape")
-    if kind in ("parquet", "csv.gz"):  # arbitrary bytes are neither; text rows were scored
-        assert all(row["label"] is not None or row["error"] for row in rows)
-        return
-    if kind == "txt":
-        expected = len(data.splitlines()) if b"\r" not in data else len(rows)
-        assert len(rows) == expected
-    elif kind == "jsonl":
-        assert len(rows) == len([line for line in data.split(b"\n") if line.strip()])
-    else:
-        records = list(
-            csv.reader(io.StringIO(text, newline=""), delimiter="," if kind == "csv" else "\t")
-        )
-        assert len(rows) == len(records) - 1  # every record after the header, exactly once
-    for row in rows:
-        assert (row["label"] is None) == (row["score"] is None)
-        assert row["label"] is not None or row["error"]
-
-
-def test_a_huge_review_in_a_csv(builtin_run: Path, tmp_path: Path) -> None:
-    huge = "The acting was not good. " * 200_000  # five megabytes in one cell
-    (tmp_path / "in.csv").write_text(f'text\n"{huge}"\nThe story was absolutely brilliant.\n')
-    code, _, err = invoke(
-        "predict", "-m", str(builtin_run), "-i", str(tmp_path / "in.csv"),
-        "-o", str(tmp_path / "o.csv"), "--keep-columns", "none",
-    )  # fmt: skip
-    assert code == 0, err
-    rows = list(csv.DictReader((tmp_path / "o.csv").open()))
-    assert [r["label"] for r in rows] == ["negative", "positive"]
