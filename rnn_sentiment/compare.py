@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from rnn_sentiment.config import Config, ModelConfig
+from rnn_sentiment.config import MAX_SEED, Config, ModelConfig
 from rnn_sentiment.data.sources import load_splits
 from rnn_sentiment.errors import ConfigError
 from rnn_sentiment.inference.predictor import Predictor
@@ -142,6 +142,10 @@ def compare(
     """
     if seeds < 1:
         raise ConfigError([f"--seeds must be at least 1, not {seeds}"])
+    last = config.training.seed + seeds - 1
+    if last > MAX_SEED:  # checked now, not after the first runs have trained
+        raise ConfigError([f"--seeds {seeds} from training.seed={config.training.seed} reaches "
+                           f"{last}, over the largest seed {MAX_SEED}; start lower"])  # fmt: skip
     cb = callback or CompareCallback()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(out_dir) if out_dir is not None else Path(config.output.dir) / f"compare-{stamp}"

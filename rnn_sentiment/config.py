@@ -21,6 +21,8 @@ from pydantic import (
 
 from rnn_sentiment.errors import ConfigError, did_you_mean
 
+MAX_SEED = 2**32 - 1  # the largest training.seed
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -186,7 +188,7 @@ class TrainingConfig(_Section):
     seed: int = Field(
         42,
         ge=0,
-        le=2**32 - 1,  # NumPy's range; torch.manual_seed overflows past 2**64 - 1
+        le=MAX_SEED,  # NumPy's range; torch.manual_seed overflows past 2**64 - 1
         description="Seed for data order, initialisation and dropout (0 to 4294967295).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")

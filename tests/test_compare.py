@@ -73,3 +73,13 @@ def test_compare_writes_ordinary_runs_and_a_report(tmp_path: Path) -> None:
     assert "| RNN |" in report and "gradient_flow.png" in report
     saved = json.loads(files["json"].read_text())
     assert len(saved["runs"]) == 4 and saved["summary"][0]["cell"] == "rnn"
+
+
+def test_seeds_past_the_largest_are_refused_before_training(tmp_path: Path) -> None:
+    from rnn_sentiment.config import MAX_SEED, load_config
+    from rnn_sentiment.errors import ConfigError
+
+    config = load_config(None, tiny_overrides(tmp_path, **{"training.seed": MAX_SEED}))
+    with pytest.raises(ConfigError, match="over the largest seed"):
+        compare(config, ["rnn"], seeds=2, out_dir=tmp_path / "cmp")
+    assert not (tmp_path / "cmp").exists()

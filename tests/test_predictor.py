@@ -97,3 +97,14 @@ def test_without_runs_the_bundled_model_is_used(tmp_path: Path) -> None:
 def test_a_folder_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not a complete run directory"):
         Predictor.from_dir(tmp_path)
+
+
+def test_a_planted_metrics_file_cannot_hang_picking_the_default(
+    tmp_path: Path, builtin_run: Path
+) -> None:
+    runs = tmp_path / "runs"
+    shutil.copytree(builtin_run, runs / "good")
+    shutil.copytree(builtin_run, runs / "planted")
+    (runs / "planted" / "metrics.json").unlink()
+    (runs / "planted" / "metrics.json").symlink_to("/dev/zero")
+    assert resolve_model_dir(None, runs) == runs / "good"

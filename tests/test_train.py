@@ -264,3 +264,12 @@ def test_training_keeps_freed_memory_only_while_it_runs(
     train(config, callback=Recorder())
     assert calls == ["keep", "release"]
     assert any("freed memory is kept" in m for m in messages)
+
+
+def test_a_model_too_big_to_load_is_refused_before_any_work(tmp_path: Path) -> None:
+    from rnn_sentiment.errors import ConfigError
+
+    config = tiny_config(tmp_path, **{"model.hidden_size": 8000, "model.num_layers": 2})
+    with pytest.raises(ConfigError, match="parameters, over the"):
+        train(config)
+    assert not (tmp_path / "runs").exists()  # no run directory was made

@@ -6,7 +6,6 @@ torch.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
-from rnn_sentiment.checkpoint import MANIFEST_FILE, METRICS_FILE, LoadedRun, load_run
+from rnn_sentiment.checkpoint import MANIFEST_FILE, LoadedRun, load_run, read_metrics
 from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.inference.engine import Dtype, Quantize, choose_engine
@@ -175,9 +174,12 @@ def describe_model_dir(model_dir: Path) -> str:
 
 
 def _is_complete(run_dir: Path) -> bool:
-    """A finished run: training that is still going or was interrupted does not count."""
+    """A finished run: training that is still going or was interrupted does not count.
+
+    Its metrics are read as any run file is (checked against the manifest, no links, a size
+    cap), so a planted ``metrics.json -> /dev/zero`` cannot hang picking the default model.
+    """
     try:
-        metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_metrics(run_dir).get("status") == "complete"
+    except CheckpointError:
         return False
-    return (run_dir / MANIFEST_FILE).is_file() and metrics.get("status") == "complete"

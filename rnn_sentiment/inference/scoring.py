@@ -74,7 +74,7 @@ from typing import IO, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from rnn_sentiment.checkpoint import MANIFEST_FILE, atomic_write_json
+from rnn_sentiment.checkpoint import atomic_write_json
 from rnn_sentiment.data.files import (
     MAX_FIELD_CHARS,
     MISSING,
@@ -654,8 +654,8 @@ def _is_published(output: Path, kind: str, state: dict[str, Any]) -> bool:
 
 
 def _model_identity(predictor: Predictor) -> dict[str, Any]:
-    manifest = predictor.path / MANIFEST_FILE
-    digest = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else ""
+    # The hash of the manifest bytes that were checked when the model was loaded.
+    digest = predictor.run.manifest_sha256
     return {"manifest_sha256": digest, "quantize": predictor.quantize, "dtype": predictor.dtype}
 
 

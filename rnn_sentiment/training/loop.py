@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from rnn_sentiment.checkpoint import (
+    MAX_PARAMETERS,
     WEIGHTS_FILE,
     load_pipeline,
     load_weights,
@@ -35,7 +36,7 @@ from rnn_sentiment.data.batching import collate, predict_proba_ids, training_bat
 from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from rnn_sentiment.metrics import probability_metrics
-from rnn_sentiment.model import SentimentRNN, build_model, count_parameters
+from rnn_sentiment.model import SentimentRNN, build_model, count_parameters, parameter_shapes
 from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memory
@@ -146,6 +147,7 @@ def setup_run(
 
 def _fresh_run(config: Config, cb: TrainCallback) -> Run:
     """A new run directory and text pipeline; the embeddings pretrained when asked."""
+    _check_model_size(config)
     device = _seed_and_device(config.training)
     run_dir = prepare_run_dir(config)
     wants_unlabelled = config.pretraining.method != "none" or config.tokenizer.learn_from_unlabelled
@@ -170,6 +172,18 @@ def _fresh_run(config: Config, cb: TrainCallback) -> Run:
     if run.loop.pretraining is not None:  # a stop from here on resumes after pretraining
         run.checkpoint()
     return run
+
+
+def _check_model_size(config: Config) -> None:
+    """Refuse a model that could train but never load (over the run directory's cap), before any
+    work: measured without allocating, at the largest vocabulary the tokenizer may learn."""
+    shapes = parameter_shapes(config.model, config.tokenizer.vocab_size, 2)
+    count = sum(math.prod(shape) for shape in shapes.values())
+    if count > MAX_PARAMETERS:
+        raise ConfigError([
+            f"the model would have {count:,} parameters, over the {MAX_PARAMETERS:,} a run "
+            "directory may hold; lower model.hidden_size, model.num_layers or tokenizer.vocab_size"
+        ])  # fmt: skip
 
 
 def _resumed_run(run_dir: Path, config: Config | None, force: bool, cb: TrainCallback) -> Run:
