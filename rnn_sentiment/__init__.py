@@ -111,7 +111,7 @@ def classify(texts: list[str], model: str | None = None) -> list[Prediction]:
 
 def _manifest_stamp(model_dir: Path) -> float:
     # A run directory rewritten in place (retrained into the same folder) is loaded again.
-    from rnn_sentiment.checkpoint import MANIFEST_FILE
+    from rnn_sentiment.runfiles import MANIFEST_FILE
 
     try:
         return (model_dir / MANIFEST_FILE).stat().st_mtime

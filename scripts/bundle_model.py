@@ -23,18 +23,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as save_safetensors
 
-from rnn_sentiment.checkpoint import (
+from rnn_sentiment.checkpoint import atomic_write_bytes, load_run, write_manifest
+from rnn_sentiment.config import dump_config, load_config
+from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR
+from rnn_sentiment.runfiles import (
     CONFIG_FILE,
     LABELS_FILE,
     METRICS_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
-    atomic_write_bytes,
-    load_run,
-    write_manifest,
 )
-from rnn_sentiment.config import dump_config, load_config
-from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR
 
 BUNDLED_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bundled.yaml"
 

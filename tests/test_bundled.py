@@ -8,8 +8,9 @@ import pytest
 import yaml
 from safetensors import safe_open
 
-from rnn_sentiment.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_run
+from rnn_sentiment.checkpoint import load_run
 from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR, Predictor, resolve_model_dir
+from rnn_sentiment.runfiles import CONFIG_FILE, WEIGHTS_FILE
 from tests.helpers import invoke
 
 ROOT = Path(__file__).resolve().parent.parent

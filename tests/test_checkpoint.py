@@ -7,14 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnn_sentiment.checkpoint import (
-    MANIFEST_FILE,
-    WEIGHTS_FILE,
-    load_run,
-    verify_run,
-)
+from rnn_sentiment.checkpoint import load_run, verify_run
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.inference.predictor import Predictor
+from rnn_sentiment.runfiles import MANIFEST_FILE, WEIGHTS_FILE
 from rnn_sentiment.training.loop import train
 from tests.helpers import tiny_config
 

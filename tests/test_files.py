@@ -1,4 +1,4 @@
-"""The streaming readers and writers of data/files.py: formats, columns, flagged rows, writers."""
+"""Review files (data/files.py, readers.py, writers.py): formats, columns, flagged rows, writers."""
 
 from __future__ import annotations
 
@@ -12,21 +12,16 @@ from typing import Any
 
 import pytest
 
-from rnn_sentiment.data import files
+from rnn_sentiment.data import readers
 from rnn_sentiment.data.files import (
-    MISSING,
-    FolderReader,
-    ParquetReader,
-    TableReader,
     choose_text_column,
     detect_format,
-    encode_rows,
     format_of,
-    merge_parquet_parts,
     missing_column,
     open_reader,
-    write_parquet_part,
 )
+from rnn_sentiment.data.readers import MISSING, FolderReader, ParquetReader, TableReader
+from rnn_sentiment.data.writers import encode_rows, merge_parquet_parts, write_parquet_part
 from rnn_sentiment.errors import DataError
 
 
@@ -147,10 +142,10 @@ def test_json_array_above_the_cap_or_broken_is_a_clear_error(
 ) -> None:
     rows = [{"text": "x" * 50}] * 10
     (tmp_path / "big.json").write_text(json.dumps(rows))
-    monkeypatch.setattr(files, "JSON_ARRAY_LIMIT", 300)
+    monkeypatch.setattr(readers, "JSON_ARRAY_LIMIT", 300)
     with pytest.raises(DataError, match="big.json is a JSON array of more than .*JSON Lines"):
         open_reader(str(tmp_path / "big.json"), "jsonl")
-    monkeypatch.setattr(files, "JSON_ARRAY_LIMIT", 1000)
+    monkeypatch.setattr(readers, "JSON_ARRAY_LIMIT", 1000)
     assert read_all(tmp_path / "big.json")["columns"]["text"] == ["x" * 50] * 10
     (tmp_path / "cut.json").write_text('[{"text": "a"}, {"text": ')
     with pytest.raises(DataError, match="cut.json starts with '\\[' but is not a valid JSON array"):
@@ -179,7 +174,7 @@ def test_fasttext_labels_are_detected_from_the_first_lines(tmp_path: Path) -> No
         "text": ["no prefix", "on the second line"],
         "label": [MISSING, "pos"],
     }
-    late = "".join(f"line {i}\n" for i in range(files.FASTTEXT_PEEK)) + "__label__pos late\n"
+    late = "".join(f"line {i}\n" for i in range(readers.FASTTEXT_PEEK)) + "__label__pos late\n"
     (tmp_path / "late.txt").write_text(late)
     got = read_all(tmp_path / "late.txt")["columns"]
     assert list(got) == ["text"] and got["text"][-1] == "__label__pos late"  # past the peek

@@ -27,12 +27,6 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from rnn_sentiment.atomic import write_bytes
 from rnn_sentiment.checkpoint import (
-    CONFIG_FILE,
-    LABELS_FILE,
-    MANIFEST_FILE,
-    STATE_FILE,
-    TOKENIZER_FILE,
-    WEIGHTS_FILE,
     load_run,
     read_metrics,
     save_metrics,
@@ -43,6 +37,14 @@ from rnn_sentiment.checkpoint import (
 )
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.model import build_model
+from rnn_sentiment.runfiles import (
+    CONFIG_FILE,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    STATE_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+)
 from rnn_sentiment.tokenizer import train_tokenizer
 from rnn_sentiment.training.loop import build_optimizer, build_scheduler, train
 from rnn_sentiment.training.state import LoopState, restore_state, resumable_config, save_state
@@ -319,7 +321,7 @@ def test_each_file_is_opened_once_and_what_was_checked_is_what_is_used(
     run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No check-then-reopen: a file replaced right after it was opened changes nothing."""
-    import rnn_sentiment.checkpoint as checkpoint
+    import rnn_sentiment.runfiles as runfiles
 
     opened: list[str] = []
     real_open = os.open
@@ -335,7 +337,7 @@ def test_each_file_is_opened_once_and_what_was_checked_is_what_is_used(
             write_manifest(run)
         return fd
 
-    monkeypatch.setattr(checkpoint.os, "open", open_then_swap)
+    monkeypatch.setattr(runfiles.os, "open", open_then_swap)
     loaded = load_run(run)
     monkeypatch.undo()
     assert loaded.config.model.hidden_size == 16  # the bytes checked, not the file swapped in

@@ -25,18 +25,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnn_sentiment.data import files
+from rnn_sentiment.data import readers
 from rnn_sentiment.data.files import detect_format, open_reader
 from rnn_sentiment.errors import DataError, OutputClosed
-from rnn_sentiment.inference import scoring
+from rnn_sentiment.inference import sinks
 from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR, Predictor
 from rnn_sentiment.inference.scoring import (
     ScoringCallback,
     ScoringInterrupted,
     ScoringOptions,
-    partial_path,
     score_file,
 )
+from rnn_sentiment.inference.sinks import partial_path
 from rnn_sentiment.text import fix_text
 from tests.helpers import invoke
 
@@ -57,7 +57,7 @@ def model() -> Iterator[Predictor]:
     torch.set_num_threads(threads)
 
 
-def read_rows(path: Path, max_chars: int = files.MAX_FIELD_CHARS) -> list[dict[str, Any]]:
+def read_rows(path: Path, max_chars: int = readers.MAX_FIELD_CHARS) -> list[dict[str, Any]]:
     """Every row of an output file, read back by the package's own reader for its format."""
     reader = open_reader(str(path), detect_format(str(path), None), max_chars)
     try:
@@ -286,7 +286,7 @@ def test_a_huge_review_under_a_raised_cap_is_scored(model: Predictor, tmp_path: 
 def test_a_chunk_of_long_rows_ends_before_chunk_size(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(files, "CHUNK_CHARS", 250)
+    monkeypatch.setattr(readers, "CHUNK_CHARS", 250)
     texts = ["x" * 100] * 7
     for kind in ("csv", "jsonl", "txt", "folder"):
         write_input(tmp_path / f"in.{kind}", kind, texts)
@@ -495,7 +495,7 @@ def test_resume_after_a_kill_between_publish_and_cleanup_says_complete(
     write_input(tmp_path / "in.csv", "csv", [f"review {i} was good" for i in range(5)])
     out = tmp_path / name
     with monkeypatch.context() as patch:  # the kill: the progress file outlives the rename
-        patch.setattr(scoring.Progress, "remove", lambda self: None)
+        patch.setattr(sinks.Progress, "remove", lambda self: None)
         score_file(model, tmp_path / "in.csv", out, ScoringOptions(chunk_size=2))
     progress = out.with_name(out.name + ".progress.json")
     assert progress.exists() and not partial_path(out).exists()
@@ -662,7 +662,7 @@ def expected_text(text: str, kind: str) -> str:
 @given(
     texts=st.lists(hostile_text, min_size=1, max_size=6),
     extra=extra_columns,
-    cap=st.sampled_from([files.MAX_FIELD_CHARS, 12]),
+    cap=st.sampled_from([readers.MAX_FIELD_CHARS, 12]),
 )
 def test_every_input_format_to_every_output_format_keeps_every_row(
     model: Predictor,

@@ -22,9 +22,9 @@ from rnn_sentiment.inference.scoring import (
     ScoringCallback,
     ScoringInterrupted,
     ScoringOptions,
-    partial_path,
     score_file,
 )
+from rnn_sentiment.inference.sinks import partial_path
 
 REVIEWS = [
     "The acting was not good.",

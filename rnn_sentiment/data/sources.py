@@ -8,7 +8,7 @@ Sources, in the order they are tried:
 * a local folder holding ``<split>.<ext>`` files or ``aclImdb``-style ``<split>/pos|neg/*.txt``.
 * anything else is taken as a hub dataset id (the only use of ``datasets``).
 
-Local files and folders are read in chunks by the readers of :mod:`rnn_sentiment.data.files`, the
+Local files and folders are read in chunks by the readers of :mod:`rnn_sentiment.data.readers`, the
 same ones ``evaluate`` and ``predict --input`` use, so every command sees the same columns and
 picks the same text column. Training is stricter than scoring about what it reads: a row the
 reader flags (a CSV row with the wrong number of fields, a JSON line that is not an object) or a
@@ -30,16 +30,12 @@ from typing import Any
 from rnn_sentiment.config import DataConfig
 from rnn_sentiment.data.files import (
     EXTENSIONS,
-    Chunk,
-    FolderReader,
-    ParquetReader,
-    Reader,
-    TableReader,
     choose_text_column,
     format_of,
     missing_column,
     open_reader,
 )
+from rnn_sentiment.data.readers import Chunk, FolderReader, ParquetReader, Reader, TableReader
 from rnn_sentiment.errors import DataError
 
 BUILTIN_DIR = Path(__file__).parents[1] / "assets" / "builtin"

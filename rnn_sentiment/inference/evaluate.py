@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from rnn_sentiment.config import DataConfig
-from rnn_sentiment.data.files import ParquetReader, Reader, choose_text_column, missing_column
+from rnn_sentiment.data.files import choose_text_column, missing_column
+from rnn_sentiment.data.readers import ParquetReader, Reader
 from rnn_sentiment.data.sources import open_split, single_source, to_reviews
 from rnn_sentiment.errors import DataError
 from rnn_sentiment.inference.predictor import Predictor

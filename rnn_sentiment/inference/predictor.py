@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
-from rnn_sentiment.checkpoint import MANIFEST_FILE, LoadedRun, load_run, read_metrics
+from rnn_sentiment.checkpoint import LoadedRun, load_run, read_metrics
 from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.inference.engine import Dtype, Quantize, choose_engine
+from rnn_sentiment.runfiles import MANIFEST_FILE
 from rnn_sentiment.text import Windows
 
 LongReviews = Literal["truncate", "window"]

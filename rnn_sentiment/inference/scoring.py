@@ -6,8 +6,9 @@ to a temporary output file. After each chunk the output is flushed to disk and a
 file records how many rows and bytes are committed, so an interrupted run (Ctrl-C, a kill, a full
 disk) can be resumed with ``resume=True``: the partial output is cut back to the last committed
 chunk and that many input rows are skipped. The temporary file is renamed to the output only when
-every row is written, so a truncated file never looks finished. A row that cannot be scored or
-kept as it is, is flagged (the ``error`` column says why), never the end of the run.
+every row is written, so a truncated file never looks finished (the outputs and the progress file
+are :mod:`rnn_sentiment.inference.sinks`). A row that cannot be scored or kept as it is, is
+flagged (the ``error`` column says why), never the end of the run.
 
 What each output format holds
 -----------------------------
@@ -30,7 +31,7 @@ Every value of every input format reaches every output format; kept input column
 A value that cannot be kept as it is flags its row (the row is still scored): a lone surrogate
 (half of a cut emoji escaped in JSON, ``"\\ud83d"``, or bytes that are not UTF-8) becomes U+FFFD,
 ``invalid UTF-8 replaced in column 'x'``; a value nested more than
-:data:`~rnn_sentiment.data.files.MAX_DEPTH` levels deep, one that does not fit its Parquet type,
+:data:`~rnn_sentiment.data.writers.MAX_DEPTH` levels deep, one that does not fit its Parquet type,
 or a Parquet value pyarrow cannot turn into a Python one (a date past the year 9999) is null.
 
 JSON Lines input names its columns after its first object, as a CSV header row does; with
@@ -44,7 +45,7 @@ A review, and any other field, may hold at most ``max_review_chars`` characters 
 flagged (``field 'text' longer than 1,000,000 characters``), not scored, and the value is written
 as null. A CSV record or JSON line may hold 8 times that (other columns, JSON escapes); a longer
 one is a flagged row with every value null. So memory stays flat and the output small for any
-input, however it was made (see :mod:`rnn_sentiment.data.files` for how each reader stops).
+input, however it was made (see :mod:`rnn_sentiment.data.readers` for how each reader stops).
 
 Output and resume
 -----------------
@@ -61,10 +62,6 @@ Like :mod:`rnn_sentiment.inference.predictor`, this module never imports ``datas
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -74,29 +71,22 @@ from typing import IO, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from rnn_sentiment.checkpoint import atomic_write_json
-from rnn_sentiment.data.files import (
-    MAX_FIELD_CHARS,
-    MISSING,
-    Chunk,
-    ParquetReader,
-    Reader,
-    choose_text_column,
-    detect_format,
-    encode_rows,
-    is_gzip,
-    merge_parquet_parts,
-    missing_column,
-    open_reader,
-    output_column,
-    write_parquet_part,
-)
-from rnn_sentiment.errors import DataError, OutputClosed, RnnSentimentError
+from rnn_sentiment.data.files import choose_text_column, detect_format, missing_column, open_reader
+from rnn_sentiment.data.readers import MAX_FIELD_CHARS, MISSING, Chunk, ParquetReader, Reader
+from rnn_sentiment.data.writers import output_column
+from rnn_sentiment.errors import DataError, RnnSentimentError
 from rnn_sentiment.inference.predictor import LongReviews, Predictor
+from rnn_sentiment.inference.sinks import (
+    FileSink,
+    ParquetSink,
+    Progress,
+    Sink,
+    StdoutSink,
+    partial_path,
+)
 from rnn_sentiment.signals import StopRequested, StopSignals
 from rnn_sentiment.text import fix_text
 
-PROGRESS_VERSION = 2  # 2: chunk_size and max_review_chars are part of the identity
 FINGERPRINT_BYTES = 1 << 20
 
 
@@ -298,199 +288,7 @@ def output_columns(
 
 
 # ----------------------------------------------------------------------------------------------
-# Output sinks: stdout, a text file committed chunk by chunk, or Parquet parts
-
-
-class Sink:
-    """Where scored chunks go; ``commit`` makes a chunk durable, ``finish`` publishes the file."""
-
-    rows = 0
-
-    def write(self, columns: dict[str, list[Any]]) -> None:
-        raise NotImplementedError
-
-    def commit(self, rows: int) -> None:
-        self.rows += rows
-
-    def finish(self) -> None:
-        """Publish the output."""
-
-    def abort(self) -> None:
-        """Leave committed work for a later ``--resume``."""
-
-
-class StdoutSink(Sink):
-    """Rows streamed to stdout as they are scored (no resume: a pipe cannot be rewound)."""
-
-    def __init__(self, kind: str, stream: IO[bytes] | None = None) -> None:
-        if kind == "parquet":
-            raise DataError("Parquet output needs a file: pass --output FILE.parquet")
-        if stream is None and sys.stdout is None:
-            raise DataError("stdout is closed; pass --output FILE")
-        self.kind = kind
-        self.stream = stream or sys.stdout.buffer
-        self.header = True
-
-    def write(self, columns: dict[str, list[Any]]) -> None:
-        try:
-            self.stream.write(encode_rows(columns, self.kind, self.header, compress=False))
-            self.stream.flush()
-        except BrokenPipeError:  # the reader went away (| head): the CLI ends quietly, 141
-            raise OutputClosed(f"stdout was closed after {self.rows} rows") from None
-        except OSError as exc:
-            raise DataError(f"cannot write to stdout: {exc.strerror}") from None
-        self.header = False
-
-
-class FileSink(Sink):
-    """A text output (CSV, TSV, JSONL, optionally gzip) written to ``<output>.partial``."""
-
-    def __init__(self, output: Path, kind: str, progress: Progress, resume_state: Any) -> None:
-        self.output = output
-        self.kind = kind
-        self.compress = is_gzip(output)
-        self.partial = partial_path(output)
-        self.progress = progress
-        mode = "r+b" if resume_state else "wb"
-        try:
-            self.handle = self.partial.open(mode)
-        except OSError as exc:
-            raise DataError(f"cannot write {self.partial}: {exc.strerror}") from None
-        if resume_state:
-            self.rows = int(resume_state["rows"])
-            self.handle.truncate(int(resume_state["offset"]))  # drop an uncommitted tail
-            self.handle.seek(0, os.SEEK_END)
-        self.header = self.handle.tell() == 0
-
-    def write(self, columns: dict[str, list[Any]]) -> None:
-        data = encode_rows(columns, self.kind, self.header, self.compress)
-        try:
-            self.handle.write(data)
-        except OSError as exc:
-            raise DataError(f"cannot write {self.partial}: {exc.strerror}") from None
-        self.header = False
-
-    def commit(self, rows: int) -> None:
-        super().commit(rows)
-        try:
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
-        except OSError as exc:
-            raise DataError(f"cannot write {self.partial}: {exc.strerror}") from None
-        self.progress.save(self.rows, offset=self.handle.tell())
-
-    def finish(self) -> None:
-        try:
-            self.handle.close()
-            os.replace(self.partial, self.output)
-        except OSError as exc:
-            raise DataError(f"cannot write {self.output}: {exc.strerror}") from None
-        self.progress.remove()
-
-    def abort(self) -> None:
-        self.handle.close()
-
-
-class ParquetSink(Sink):
-    """Parquet output: one part file per chunk in ``<output>.partial/``, merged at the end."""
-
-    def __init__(self, output: Path, schema: Any, progress: Progress, resume_state: Any) -> None:
-        self.output = output
-        self.schema = schema
-        self.progress = progress
-        self.parts_dir = partial_path(output)
-        self.parts = 0
-        if resume_state:
-            self.rows = int(resume_state["rows"])
-            self.parts = int(resume_state["parts"])
-        elif self.parts_dir.exists():
-            shutil.rmtree(self.parts_dir) if self.parts_dir.is_dir() else self.parts_dir.unlink()
-        try:
-            self.parts_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DataError(f"cannot write {self.parts_dir}: {exc.strerror}") from None
-        for stale in self.parts_dir.glob("part-*.parquet"):  # written but never committed
-            if int(stale.stem.split("-")[1]) >= self.parts:
-                stale.unlink()
-
-    def _part(self, index: int) -> Path:
-        return self.parts_dir / f"part-{index:06d}.parquet"
-
-    def write(self, columns: dict[str, list[Any]]) -> None:
-        try:
-            write_parquet_part(columns, self.schema, self._part(self.parts))
-        except OSError as exc:
-            raise DataError(f"cannot write {self.parts_dir}: {exc}") from None
-
-    def commit(self, rows: int) -> None:
-        super().commit(rows)
-        self.parts += 1
-        self.progress.save(self.rows, parts=self.parts)
-
-    def finish(self) -> None:
-        merged = self.parts_dir.with_name(self.parts_dir.name + ".merge")
-        parts = [self._part(i) for i in range(self.parts)]
-        try:
-            merge_parquet_parts(parts, self.schema, merged)
-            os.replace(merged, self.output)
-        except OSError as exc:
-            raise DataError(f"cannot write {self.output}: {exc}") from None
-        shutil.rmtree(self.parts_dir)
-        self.progress.remove()
-
-
-def partial_path(output: Path) -> Path:
-    """Where an unfinished output is written."""
-    return output.with_name(output.name + ".partial")
-
-
-# ----------------------------------------------------------------------------------------------
-# The progress file that makes a run resumable
-
-
-class Progress:
-    """``<output>.progress.json``: rows committed, where the output ends, and what was scored."""
-
-    def __init__(self, output: Path, identity: dict[str, Any]) -> None:
-        self.path = output.with_name(output.name + ".progress.json")
-        self.identity = identity
-
-    def load(self) -> dict[str, Any] | None:
-        """The saved state of an interrupted run writing to the same output, if any."""
-        if not self.path.is_file():
-            return None
-        try:
-            state = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise DataError(f"{self.path} is unreadable; delete it to start over") from None
-        return state if isinstance(state, dict) else None
-
-    def check(self, state: dict[str, Any]) -> None:
-        """Refuse to resume when the input, the model or a setting changed."""
-        if state.get("version") != PROGRESS_VERSION or not isinstance(state.get("rows"), int):
-            raise DataError(
-                f"cannot resume: {self.path} was written by another version of rnn-sentiment; "
-                "run without --resume to start over"
-            )
-        saved = state.get("identity", {})
-        changed = [k for k in self.identity if saved.get(k) != self.identity[k]]
-        if changed:
-            what = ", ".join(changed)
-            settings = saved.get("settings")
-            if "settings" in changed and isinstance(settings, dict):
-                names = [k for k, v in self.identity["settings"].items() if settings.get(k) != v]
-                what = what.replace("settings", f"settings ({', '.join(names)})")
-            raise DataError(
-                f"cannot resume: the {what} changed since the interrupted run "
-                f"({self.path}); run without --resume to start over"
-            )
-
-    def save(self, rows: int, **where: int) -> None:
-        state = {"version": PROGRESS_VERSION, "rows": rows, **where, "identity": self.identity}
-        atomic_write_json(self.path, state)
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+# What a resumed run must match: the input, as it was
 
 
 def fingerprint(path: str, kind: str, reader: Reader) -> dict[str, Any]:

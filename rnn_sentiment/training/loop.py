@@ -23,8 +23,6 @@ import torch
 from torch import nn
 
 from rnn_sentiment.checkpoint import (
-    MAX_PARAMETERS,
-    WEIGHTS_FILE,
     load_pipeline,
     load_weights,
     save_metrics,
@@ -37,6 +35,7 @@ from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from rnn_sentiment.metrics import probability_metrics
 from rnn_sentiment.model import SentimentRNN, build_model, count_parameters, parameter_shapes
+from rnn_sentiment.runfiles import MAX_PARAMETERS, WEIGHTS_FILE
 from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memory

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from rnn_sentiment.checkpoint import (
-    STATE_FILE,
     check_model_size,
     load_training_state,
     read_config,
@@ -31,6 +30,7 @@ from rnn_sentiment.checkpoint import (
 )
 from rnn_sentiment.config import Config, config_to_dict
 from rnn_sentiment.errors import CheckpointError, ConfigError
+from rnn_sentiment.runfiles import STATE_FILE
 
 
 @dataclass

@@ -1,0 +1,213 @@
+"""Where batch scoring's rows go, committed chunk by chunk, and the progress file to resume from.
+
+A :class:`Sink` takes each scored chunk of :func:`rnn_sentiment.inference.scoring.score_file`:
+stdout (streamed, never resumed), a text file written to ``<output>.partial`` and flushed to disk
+at each commit, or Parquet parts in ``<output>.partial/`` merged at the end. After each commit the
+:class:`Progress` file (``<output>.progress.json``) records how many rows and bytes (or parts) are
+committed and what was scored, so an interrupted run can be cut back to its last commit and
+resumed; the output is renamed into place only when every row is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from rnn_sentiment.checkpoint import atomic_write_json
+from rnn_sentiment.data.files import is_gzip
+from rnn_sentiment.data.writers import encode_rows, merge_parquet_parts, write_parquet_part
+from rnn_sentiment.errors import DataError, OutputClosed
+
+PROGRESS_VERSION = 2  # 2: chunk_size and max_review_chars are part of the identity
+
+
+class Sink:
+    """Where scored chunks go; ``commit`` makes a chunk durable, ``finish`` publishes the file."""
+
+    rows = 0
+
+    def write(self, columns: dict[str, list[Any]]) -> None:
+        raise NotImplementedError
+
+    def commit(self, rows: int) -> None:
+        self.rows += rows
+
+    def finish(self) -> None:
+        """Publish the output."""
+
+    def abort(self) -> None:
+        """Leave committed work for a later ``--resume``."""
+
+
+class StdoutSink(Sink):
+    """Rows streamed to stdout as they are scored (no resume: a pipe cannot be rewound)."""
+
+    def __init__(self, kind: str, stream: IO[bytes] | None = None) -> None:
+        if kind == "parquet":
+            raise DataError("Parquet output needs a file: pass --output FILE.parquet")
+        if stream is None and sys.stdout is None:
+            raise DataError("stdout is closed; pass --output FILE")
+        self.kind = kind
+        self.stream = stream or sys.stdout.buffer
+        self.header = True
+
+    def write(self, columns: dict[str, list[Any]]) -> None:
+        try:
+            self.stream.write(encode_rows(columns, self.kind, self.header, compress=False))
+            self.stream.flush()
+        except BrokenPipeError:  # the reader went away (| head): the CLI ends quietly, 141
+            raise OutputClosed(f"stdout was closed after {self.rows} rows") from None
+        except OSError as exc:
+            raise DataError(f"cannot write to stdout: {exc.strerror}") from None
+        self.header = False
+
+
+class FileSink(Sink):
+    """A text output (CSV, TSV, JSONL, optionally gzip) written to ``<output>.partial``."""
+
+    def __init__(self, output: Path, kind: str, progress: Progress, resume_state: Any) -> None:
+        self.output = output
+        self.kind = kind
+        self.compress = is_gzip(output)
+        self.partial = partial_path(output)
+        self.progress = progress
+        mode = "r+b" if resume_state else "wb"
+        try:
+            self.handle = self.partial.open(mode)
+        except OSError as exc:
+            raise DataError(f"cannot write {self.partial}: {exc.strerror}") from None
+        if resume_state:
+            self.rows = int(resume_state["rows"])
+            self.handle.truncate(int(resume_state["offset"]))  # drop an uncommitted tail
+            self.handle.seek(0, os.SEEK_END)
+        self.header = self.handle.tell() == 0
+
+    def write(self, columns: dict[str, list[Any]]) -> None:
+        data = encode_rows(columns, self.kind, self.header, self.compress)
+        try:
+            self.handle.write(data)
+        except OSError as exc:
+            raise DataError(f"cannot write {self.partial}: {exc.strerror}") from None
+        self.header = False
+
+    def commit(self, rows: int) -> None:
+        super().commit(rows)
+        try:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+        except OSError as exc:
+            raise DataError(f"cannot write {self.partial}: {exc.strerror}") from None
+        self.progress.save(self.rows, offset=self.handle.tell())
+
+    def finish(self) -> None:
+        try:
+            self.handle.close()
+            os.replace(self.partial, self.output)
+        except OSError as exc:
+            raise DataError(f"cannot write {self.output}: {exc.strerror}") from None
+        self.progress.remove()
+
+    def abort(self) -> None:
+        self.handle.close()
+
+
+class ParquetSink(Sink):
+    """Parquet output: one part file per chunk in ``<output>.partial/``, merged at the end."""
+
+    def __init__(self, output: Path, schema: Any, progress: Progress, resume_state: Any) -> None:
+        self.output = output
+        self.schema = schema
+        self.progress = progress
+        self.parts_dir = partial_path(output)
+        self.parts = 0
+        if resume_state:
+            self.rows = int(resume_state["rows"])
+            self.parts = int(resume_state["parts"])
+        elif self.parts_dir.exists():
+            shutil.rmtree(self.parts_dir) if self.parts_dir.is_dir() else self.parts_dir.unlink()
+        try:
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot write {self.parts_dir}: {exc.strerror}") from None
+        for stale in self.parts_dir.glob("part-*.parquet"):  # written but never committed
+            if int(stale.stem.split("-")[1]) >= self.parts:
+                stale.unlink()
+
+    def _part(self, index: int) -> Path:
+        return self.parts_dir / f"part-{index:06d}.parquet"
+
+    def write(self, columns: dict[str, list[Any]]) -> None:
+        try:
+            write_parquet_part(columns, self.schema, self._part(self.parts))
+        except OSError as exc:
+            raise DataError(f"cannot write {self.parts_dir}: {exc}") from None
+
+    def commit(self, rows: int) -> None:
+        super().commit(rows)
+        self.parts += 1
+        self.progress.save(self.rows, parts=self.parts)
+
+    def finish(self) -> None:
+        merged = self.parts_dir.with_name(self.parts_dir.name + ".merge")
+        parts = [self._part(i) for i in range(self.parts)]
+        try:
+            merge_parquet_parts(parts, self.schema, merged)
+            os.replace(merged, self.output)
+        except OSError as exc:
+            raise DataError(f"cannot write {self.output}: {exc}") from None
+        shutil.rmtree(self.parts_dir)
+        self.progress.remove()
+
+
+def partial_path(output: Path) -> Path:
+    """Where an unfinished output is written."""
+    return output.with_name(output.name + ".partial")
+
+
+class Progress:
+    """``<output>.progress.json``: rows committed, where the output ends, and what was scored."""
+
+    def __init__(self, output: Path, identity: dict[str, Any]) -> None:
+        self.path = output.with_name(output.name + ".progress.json")
+        self.identity = identity
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state of an interrupted run writing to the same output, if any."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise DataError(f"{self.path} is unreadable; delete it to start over") from None
+        return state if isinstance(state, dict) else None
+
+    def check(self, state: dict[str, Any]) -> None:
+        """Refuse to resume when the input, the model or a setting changed."""
+        if state.get("version") != PROGRESS_VERSION or not isinstance(state.get("rows"), int):
+            raise DataError(
+                f"cannot resume: {self.path} was written by another version of rnn-sentiment; "
+                "run without --resume to start over"
+            )
+        saved = state.get("identity", {})
+        changed = [k for k in self.identity if saved.get(k) != self.identity[k]]
+        if changed:
+            what = ", ".join(changed)
+            settings = saved.get("settings")
+            if "settings" in changed and isinstance(settings, dict):
+                names = [k for k, v in self.identity["settings"].items() if settings.get(k) != v]
+                what = what.replace("settings", f"settings ({', '.join(names)})")
+            raise DataError(
+                f"cannot resume: the {what} changed since the interrupted run "
+                f"({self.path}); run without --resume to start over"
+            )
+
+    def save(self, rows: int, **where: int) -> None:
+        state = {"version": PROGRESS_VERSION, "rows": rows, **where, "identity": self.identity}
+        atomic_write_json(self.path, state)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
