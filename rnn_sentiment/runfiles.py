@@ -48,6 +48,7 @@ from safetensors.torch import load as load_safetensors
 from rnn_sentiment.config import Config
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.model import parameter_shapes
+from rnn_sentiment.text import fix_text
 from rnn_sentiment.tokenizer import MAX_TOKENIZER_BYTES
 
 CONFIG_FILE = "config.yaml"
@@ -460,4 +461,6 @@ def parse_labels(data: bytes, where: Path) -> list[str]:
             f"{where} must list 2 to {MAX_LABELS:,} distinct label names of 1 to "
             f"{MAX_LABEL_CHARS:,} characters"
         )
+    if any(fix_text(name)[1] for name in names):  # a lone surrogate: no output could hold it
+        raise CheckpointError(f"{where} has a label name that is not valid Unicode text")
     return names

@@ -540,3 +540,11 @@ def test_a_running_writers_temp_file_is_left_alone(tmp_path: Path) -> None:
         writer.wait(timeout=30)
     write_bytes(target, b"{}")
     assert [p.name for p in tmp_path.iterdir()] == ["progress.json"]
+
+
+def test_a_label_name_that_is_not_valid_unicode_is_refused(run: Path) -> None:
+    # "\ud83d" (half an emoji) parses from JSON, but no terminal, CSV or JSON output could hold it.
+    (run / "labels.json").write_text('{"labels": ["neg", "pos \\ud83d"]}', encoding="utf-8")
+    write_manifest(run)
+    with pytest.raises(CheckpointError, match="not valid Unicode text"):
+        load_run(run)
