@@ -22,7 +22,7 @@ _EXPORTS = {
     "Config": "rnn_sentiment.config",
     "load_config": "rnn_sentiment.config",
     "train": "rnn_sentiment.training.loop",
-    "TrainCallback": "rnn_sentiment.training.loop",
+    "TrainCallback": "rnn_sentiment.callbacks",
     "TrainResult": "rnn_sentiment.training.loop",
     "evaluate": "rnn_sentiment.inference.evaluate",
     "Predictor": "rnn_sentiment.inference.predictor",
@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from rnn_sentiment.callbacks import TrainCallback
     from rnn_sentiment.config import Config, load_config
     from rnn_sentiment.errors import (
         CheckpointError,
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     from rnn_sentiment.inference.evaluate import evaluate
     from rnn_sentiment.inference.predictor import Prediction, Predictor
     from rnn_sentiment.inference.scoring import ScoringOptions, ScoringSummary, score_file
-    from rnn_sentiment.training.loop import TrainCallback, TrainResult, train
+    from rnn_sentiment.training.loop import TrainResult, train
 
 
 def __getattr__(name: str) -> Any:

@@ -171,11 +171,12 @@ def train(
     def action() -> None:
         from rnn_sentiment import console
         from rnn_sentiment.config import load_config
-        from rnn_sentiment.training.loop import train as train_model
 
         # Resuming: overrides apply on top of the run's own saved config, not the defaults.
         base = path or (str(resume / "config.yaml") if resume and items else None)
         config = load_config(base, items) if base or items or not resume else None
+        from rnn_sentiment.training.loop import train as train_model  # torch: after the config
+
         progress = console.TrainProgress(config.training.log_every if config else 50, quiet)
         result = train_model(config, progress, resume=resume, force=force)
         if fmt is TableOrJson.json:
@@ -492,12 +493,13 @@ def compare(
 
     def action() -> None:
         from rnn_sentiment import console
-        from rnn_sentiment.compare import compare as compare_cells
-        from rnn_sentiment.compare import parse_cells
         from rnn_sentiment.config import load_config
-        from rnn_sentiment.report import write_report
 
         config = load_config(path, items)
+        from rnn_sentiment.compare import compare as compare_cells  # torch: after the config
+        from rnn_sentiment.compare import parse_cells
+        from rnn_sentiment.report import write_report
+
         progress = console.CompareProgress(config.training.log_every, quiet)
         result = compare_cells(config, parse_cells(cells), seeds, out, match_params, progress)
         files = write_report(result)

@@ -14,12 +14,13 @@ from typing import Any, cast
 
 import numpy as np
 
+from rnn_sentiment.callbacks import CompareCallback
 from rnn_sentiment.config import MAX_SEED, Config, ModelConfig
 from rnn_sentiment.data.sources import load_splits
 from rnn_sentiment.errors import ConfigError
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.model import build_model, count_parameters
-from rnn_sentiment.training.loop import TrainCallback, train
+from rnn_sentiment.training.loop import train
 
 CELLS = ("rnn", "lstm", "gru")
 # Review length buckets in tokens (before truncation): (label, first, last); None is open-ended.
@@ -31,13 +32,6 @@ LENGTH_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
     ("201-400", 201, 400),
     (">400", 401, None),
 )
-
-
-class CompareCallback(TrainCallback):
-    """Training progress, plus the start of each run of a comparison."""
-
-    def on_run_start(self, index: int, total: int, cell: str, seed: int, hidden_size: int) -> None:
-        """Run ``index`` (from 1) of ``total`` begins."""
 
 
 @dataclass

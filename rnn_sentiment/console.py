@@ -20,9 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rnn_sentiment.compare import CompareCallback
-from rnn_sentiment.inference.scoring import ScoringCallback
-from rnn_sentiment.training.loop import TrainCallback
+from rnn_sentiment.callbacks import CompareCallback, ScoringCallback, TrainCallback
 
 # No emoji codes: a review or label ":thumbs_up:" is printed as typed.
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)

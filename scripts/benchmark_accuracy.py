@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from rnn_sentiment.callbacks import TrainCallback
 from rnn_sentiment.checkpoint import load_run
 from rnn_sentiment.compare import LENGTH_BUCKETS, measure
 from rnn_sentiment.config import Config, load_config
 from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.inference.evaluate import evaluate
 from rnn_sentiment.runfiles import METRICS_FILE
-from rnn_sentiment.training.loop import TrainCallback, train
+from rnn_sentiment.training.loop import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_PRESETS = "imdb-rnn,imdb-lstm,imdb-gru,sst2-lstm,sst2-gru,bundled"

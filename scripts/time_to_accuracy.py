@@ -26,12 +26,13 @@ import numpy as np
 import pyarrow.parquet as pq
 from torch import nn
 
+from rnn_sentiment.callbacks import TrainCallback
 from rnn_sentiment.checkpoint import load_pipeline
 from rnn_sentiment.config import Config, load_config
 from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.inference.evaluate import evaluate
 from rnn_sentiment.text import clean_html
-from rnn_sentiment.training.loop import TrainCallback, train
+from rnn_sentiment.training.loop import train
 
 
 def read_imdb(path: Path) -> tuple[list[str], np.ndarray]:

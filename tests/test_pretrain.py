@@ -13,11 +13,12 @@ import pytest
 import torch
 from torch import nn
 
+from rnn_sentiment.callbacks import TrainCallback
 from rnn_sentiment.config import PretrainingConfig
 from rnn_sentiment.data.sources import load_splits
 from rnn_sentiment.errors import ConfigError, DataError, TrainingError, TrainingInterrupted
 from rnn_sentiment.tokenizer import encode, load_tokenizer, train_tokenizer
-from rnn_sentiment.training.loop import TrainCallback, train
+from rnn_sentiment.training.loop import train
 from rnn_sentiment.training.pretrain import pretrain_vectors
 from tests.helpers import tiny_config
 

@@ -18,7 +18,8 @@ from tests.helpers import tiny_config, tiny_overrides
 KILL_SCRIPT = """
 import os, signal, sys
 from rnn_sentiment.config import load_config
-from rnn_sentiment.training.loop import TrainCallback, train
+from rnn_sentiment.callbacks import TrainCallback
+from rnn_sentiment.training.loop import train
 
 class KillAt(TrainCallback):
     def __init__(self, at):

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from rnn_sentiment.callbacks import TrainCallback
 from rnn_sentiment.errors import CheckpointError, DataError, TrainingError
-from rnn_sentiment.training.loop import TrainCallback, train
+from rnn_sentiment.training.loop import train
 from tests.helpers import tiny_config
 
 

@@ -71,6 +71,7 @@ from typing import IO, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from rnn_sentiment.callbacks import ScoringCallback
 from rnn_sentiment.data.files import choose_text_column, detect_format, missing_column, open_reader
 from rnn_sentiment.data.readers import MAX_FIELD_CHARS, MISSING, Chunk, ParquetReader, Reader
 from rnn_sentiment.data.writers import output_column
@@ -134,19 +135,6 @@ class ScoringSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rows_per_second": round(self.rows_per_second, 1)}
-
-
-class ScoringCallback:
-    """Receives progress; the CLI's console draws it, a library user may subclass it."""
-
-    def on_start(self, total_rows: int | None) -> None:
-        """Scoring starts; ``total_rows`` when the input says it (Parquet, folders)."""
-
-    def on_chunk(self, rows_done: int, fraction: float | None) -> None:
-        """After each committed chunk: rows so far, and the share of the input read if known."""
-
-    def on_message(self, text: str) -> None:
-        """A one-line note (resuming, discarding a stale partial output, quantization)."""
 
 
 class ScoringInterrupted(RnnSentimentError):

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rnn_sentiment.callbacks import TrainCallback
 from rnn_sentiment.checkpoint import (
     load_pipeline,
     load_weights,
@@ -42,29 +43,6 @@ from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memor
 from rnn_sentiment.training.diagnostics import explosion_warning, gradient_flow, longest_reviews
 from rnn_sentiment.training.pretrain import load_vectors, pretrain_vectors
 from rnn_sentiment.training.state import LoopState, restore_state, resumable_config, save_state
-
-
-class TrainCallback:
-    """Receives progress; the CLI renders it, library users may subclass it. No-ops by default."""
-
-    def on_message(self, text: str) -> None:
-        """A one-line status message (data loaded, tokenizer trained, ...)."""
-
-    def on_train_start(self, model: nn.Module) -> None:
-        """The model is built (and restored when resuming), on its device, about to train."""
-
-    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
-        """An epoch of ``steps`` batches begins (``epoch`` counts from 1)."""
-
-    def on_step(self, step: int, loss: float, accuracy: float, grad_norm: float) -> None:
-        """A batch was trained; ``grad_norm`` is the gradient norm before clipping."""
-
-    def on_epoch_end(self, record: dict[str, Any]) -> None:
-        """An epoch ended; ``record`` holds its training and validation metrics."""
-
-    def on_warning(self, text: str) -> None:
-        """Something looks wrong but training goes on (for example the gradient exploded)."""
-        self.on_message(f"warning: {text}")
 
 
 @dataclass

@@ -36,3 +36,12 @@ def test_predict_never_imports_datasets(builtin_run: Path) -> None:
     assert code == 0
     assert "torch" in modules
     assert "datasets" not in modules
+
+
+def test_a_config_error_is_reported_before_torch_loads() -> None:
+    # The one-line error of a mistyped key comes back in a fraction of a second, not after the
+    # 1.5 s of importing torch (the callbacks the console draws live apart from training).
+    for command in (["train", "model.cell=cnn"], ["compare", "model.hiden=3"]):
+        code, modules = loaded_modules(*command)
+        assert code == 2
+        assert "torch" not in modules, command

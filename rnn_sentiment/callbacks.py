@@ -1,0 +1,56 @@
+"""Progress callbacks: what training, comparisons and batch scoring report as they go.
+
+The library never prints; it calls these no-op methods, the CLI's console subclasses them to draw
+progress, and a library user may subclass them too. They live here, apart from the code that
+calls them, so that the console (and every one-line error the CLI prints) does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class TrainCallback:
+    """Receives progress; the CLI renders it, library users may subclass it. No-ops by default."""
+
+    def on_message(self, text: str) -> None:
+        """A one-line status message (data loaded, tokenizer trained, ...)."""
+
+    def on_train_start(self, model: nn.Module) -> None:
+        """The model is built (and restored when resuming), on its device, about to train."""
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        """An epoch of ``steps`` batches begins (``epoch`` counts from 1)."""
+
+    def on_step(self, step: int, loss: float, accuracy: float, grad_norm: float) -> None:
+        """A batch was trained; ``grad_norm`` is the gradient norm before clipping."""
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        """An epoch ended; ``record`` holds its training and validation metrics."""
+
+    def on_warning(self, text: str) -> None:
+        """Something looks wrong but training goes on (for example the gradient exploded)."""
+        self.on_message(f"warning: {text}")
+
+
+class CompareCallback(TrainCallback):
+    """Training progress, plus the start of each run of a comparison."""
+
+    def on_run_start(self, index: int, total: int, cell: str, seed: int, hidden_size: int) -> None:
+        """Run ``index`` (from 1) of ``total`` begins."""
+
+
+class ScoringCallback:
+    """Receives progress; the CLI's console draws it, a library user may subclass it."""
+
+    def on_start(self, total_rows: int | None) -> None:
+        """Scoring starts; ``total_rows`` when the input says it (Parquet, folders)."""
+
+    def on_chunk(self, rows_done: int, fraction: float | None) -> None:
+        """After each committed chunk: rows so far, and the share of the input read if known."""
+
+    def on_message(self, text: str) -> None:
+        """A one-line note (resuming, discarding a stale partial output, quantization)."""
