@@ -111,7 +111,8 @@ def _run(action: Callable[[], T], stdout: bool = True) -> T:
             raise
         from rnn_sentiment import console
 
-        console.error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
+        first = (str(exc).strip().splitlines() or [""])[0]  # one line, whatever the message
+        console.error(f"internal error: {type(exc).__name__}: {first} (rerun with --debug)")
         raise typer.Exit(1) from None
 
 
@@ -317,6 +318,7 @@ MaxReviewChars = Annotated[
     int | None,
     typer.Option(
         min=1,
+        max=2**31 - 1,
         help="With --input: the longest review (or other field) read, in characters; a longer "
         "one flags its row. Default: 1,000,000.",
     ),
@@ -562,8 +564,14 @@ def _read_lines(path: str, where: str) -> list[str]:
     from rnn_sentiment.text import fix_text
 
     reader = open_reader(path, "txt")
+    lines: list[str] = []
     try:
-        lines = [text for chunk in reader.chunks(4096) for text in chunk.columns["text"]]
+        for chunk in reader.chunks(4096):
+            problem = next((p for p in chunk.problems if p), None)
+            if problem is not None:  # a line over the longest review the readers hold
+                line = len(lines) + chunk.problems.index(problem) + 1
+                raise DataError(f"{where}, line {line}: {problem}; score it with --input")
+            lines.extend(chunk.columns["text"])
     finally:
         reader.close()
     bad = next((i for i, text in enumerate(lines) if fix_text(text)[1]), None)

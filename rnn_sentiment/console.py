@@ -31,6 +31,9 @@ out = Console(highlight=False, soft_wrap=True, emoji=False)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_LAYOUT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Unicode's format characters that reorder or hide text: bidi embeddings, overrides and isolates,
+# zero-width characters, the byte-order mark.
+_FORMAT = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 def shown(text: object, layout: bool = False) -> str:
@@ -42,6 +45,8 @@ def shown(text: object, layout: bool = False) -> str:
     """
     control = _CONTROL_BUT_LAYOUT if layout else _CONTROL
     visible = control.sub(lambda m: f"\\x{ord(m[0]):02x}", str(text))
+    # Bidi overrides and other invisible format characters (U+202E can reverse what follows).
+    visible = _FORMAT.sub(lambda m: f"\\u{ord(m[0]):04x}", visible)
     return escape(_SURROGATE.sub("\ufffd", visible))
 
 

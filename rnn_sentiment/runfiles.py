@@ -390,13 +390,20 @@ def parse_tensors(blob: bytes, where: Path) -> dict[str, torch.Tensor]:
 
 class _PlainYaml(yaml.SafeLoader):
     """YAML as :func:`~rnn_sentiment.config.dump_config` writes it: no tags (safe tags such as
-    ``!!binary`` included) and no aliases (a few lines of them can stand for gigabytes)."""
+    ``!!binary`` included), no aliases (a few lines of them can stand for gigabytes) and no key
+    twice in a mapping (the last one would silently win)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "tag", None) is not None:
             raise yaml.composer.ComposerError(None, None, "a tag or an alias", event.start_mark)
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        keys = [key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode)]
+        if len(keys) != len(set(keys)):
+            raise yaml.constructor.ConstructorError(None, None, "a key twice", node.start_mark)
+        return super().construct_mapping(node, deep)
 
 
 def parse_config(data: bytes, where: Path) -> Config:
@@ -405,12 +412,14 @@ def parse_config(data: bytes, where: Path) -> Config:
         tree = yaml.load(data.decode("utf-8"), Loader=_PlainYaml)  # a SafeLoader, stricter
     except UnicodeDecodeError:
         raise CheckpointError(f"{where} is not UTF-8 text") from None
+    except ValueError:  # a 5,000-digit number: Python refuses to convert it
+        raise CheckpointError(f"{where} holds a number too long to read") from None
     except (yaml.YAMLError, RecursionError) as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         raise CheckpointError(
-            f"{where} is not plain YAML{at}: a syntax error, a tag or an alias, none of which "
-            "rnn-sentiment writes"
+            f"{where} is not plain YAML{at}: a syntax error, a tag, an alias or a key twice, none "
+            "of which rnn-sentiment writes"
         ) from None
     if not isinstance(tree, dict):
         raise CheckpointError(f"{where} does not hold a mapping of config sections")

@@ -294,7 +294,10 @@ def parse_tokenizer(data: bytes, where: Path | str) -> Tokenizer:
         spec = json.loads(data)
     except (ValueError, RecursionError):
         raise CheckpointError(f"cannot load tokenizer {where}: it is not JSON text") from None
-    problem = _spec_problem(spec)
+    try:
+        problem = _spec_problem(spec)
+    except (TypeError, ValueError, KeyError, AttributeError):  # a value of an unexpected type
+        problem = "a value of an unexpected type"
     if problem is not None:
         raise CheckpointError(f"{where} is not a tokenizer rnn-sentiment writes: {problem}")
     try:
@@ -330,7 +333,7 @@ def _spec_problem(spec: object) -> str | None:
     problem = _vocab_problem(model.get("vocab"), spec.get("added_tokens"))
     if problem is not None:
         return problem
-    if model.get("unk_token") not in model["vocab"]:
+    if not isinstance(model.get("unk_token"), str) or model["unk_token"] not in model["vocab"]:
         return "its unknown-word token is not in its vocabulary"
     if model["type"] == "BPE" and not _plain_merges(model.get("merges"), len(model["vocab"])):
         return "its merges are not pairs of tokens"

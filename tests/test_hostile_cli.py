@@ -398,3 +398,21 @@ def test_predict_passes_max_review_chars_to_the_scorer(hostile_run: Path, tmp_pa
     assert long["label"] is None and "longer than 20 characters" in long["error"]
     code, _, err = invoke(*args, "--max-review-chars", "0")
     assert code == 2 and "max-review-chars" in err
+
+
+def test_a_line_over_the_longest_review_on_stdin_or_file_is_one_line(
+    hostile_run: Path, tmp_path: Path
+) -> None:
+    huge = "a" * 1_000_001 + "\n"
+    (tmp_path / "huge.txt").write_text("fine\n" + huge)
+    for args, stdin in ((["-f", str(tmp_path / "huge.txt")], None), (["-"], "fine\n" + huge)):
+        code, _, err = invoke("predict", "-m", str(hostile_run), *args, stdin=stdin)
+        assert code == 2 and "line 2" in err and "--input" in err, err
+        assert "internal error" not in err
+
+
+def test_invisible_format_characters_are_shown_on_a_terminal() -> None:
+    from rnn_sentiment.console import shown
+
+    assert shown("pos\u202egnp") == "pos\\u202egnp"  # a right-to-left override, made visible
+    assert shown("zero\u200bwidth") == "zero\\u200bwidth"

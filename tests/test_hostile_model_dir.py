@@ -548,3 +548,22 @@ def test_a_label_name_that_is_not_valid_unicode_is_refused(run: Path) -> None:
     write_manifest(run)
     with pytest.raises(CheckpointError, match="not valid Unicode text"):
         load_run(run)
+
+
+def test_values_of_the_wrong_size_or_type_inside_valid_files_are_one_line_errors(
+    run: Path, base_run: Path
+) -> None:
+    # Found by a red-team pass: a 5,000-digit number in the config, an unknown-word token that is
+    # a list, and a config section given twice (the last one would silently win).
+    config = (base_run / CONFIG_FILE).read_text()
+    long_number = config.replace("seed: ", "seed: " + "1" * 5000 + "  #", 1)
+    for bad, expected in ((long_number, "number too long"), (config + config, "a key twice")):
+        (run / CONFIG_FILE).write_text(bad)
+        write_manifest(run)
+        assert expected in one_line_error(load_run, run)
+    shutil.copy(base_run / CONFIG_FILE, run / CONFIG_FILE)
+    spec = json.loads((base_run / TOKENIZER_FILE).read_text())
+    spec["model"]["unk_token"] = []
+    (run / TOKENIZER_FILE).write_text(json.dumps(spec))
+    write_manifest(run)
+    assert "not a tokenizer" in one_line_error(load_run, run)
