@@ -67,3 +67,10 @@ def did_you_mean(name: str, choices: Iterable[str], shown: str = "{}") -> str:
     """
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f"did you mean {shown.replace('{}', close[0])}? " if close else ""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for a
+    one-line error that quotes a third-party exception."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

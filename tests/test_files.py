@@ -102,7 +102,7 @@ def test_empty_csv_and_duplicate_columns_are_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="empty.csv is empty: a header row"):
         open_reader(str(tmp_path / "empty.csv"), "csv")
     (tmp_path / "dup.csv").write_text("text,text\na,b\n")
-    with pytest.raises(DataError, match="duplicate column names"):
+    with pytest.raises(DataError, match="duplicate column name"):
         open_reader(str(tmp_path / "dup.csv"), "csv")
 
 

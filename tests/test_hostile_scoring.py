@@ -14,6 +14,8 @@ import decimal
 import gzip
 import io
 import json
+import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -699,3 +701,106 @@ def test_every_input_format_to_every_output_format_keeps_every_row(
         assert row["text"] == wanted
         if not in_kind.startswith("txt"):
             assert row["id"] == (f"{i:04d}.txt" if in_kind == "folder" else f"r{i}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Red-team review of batch scoring: links, FIFOs, stdin, caps and nested JSON
+
+
+def test_output_that_is_a_fifo_or_a_link_is_refused_not_replaced(
+    model: Predictor, tmp_path: Path
+) -> None:
+    write_input(tmp_path / "in.csv", "csv", ["A joy"])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    fifo, link = tmp_path / "fifo.csv", tmp_path / "link.csv"
+    os.mkfifo(fifo)
+    link.symlink_to(victim)
+    for target in (fifo, link):
+        with pytest.raises(DataError, match="not a regular file.*--output -"):
+            score_file(model, tmp_path / "in.csv", target)
+        code, _, err = invoke("predict", "-m", BUNDLED, "-i", str(tmp_path / "in.csv"),
+                              "-o", str(target))  # fmt: skip
+        assert code == 2 and err.count("\n") == 1, err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and link.is_symlink()
+    assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.parquet"])
+def test_a_link_planted_at_the_partial_output_is_never_written_through(
+    model: Predictor, tmp_path: Path, name: str
+) -> None:
+    write_input(tmp_path / "in.csv", "csv", ["A joy", "A bore"])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    output = tmp_path / name
+    for resume in (True, False):  # nothing to resume: both start a fresh partial output
+        partial_path(output).symlink_to(victim)
+        summary = score_file(model, tmp_path / "in.csv", output, ScoringOptions(resume=resume))
+        assert summary.rows_read == 2 and len(read_rows(output)) == 2
+        assert victim.read_text() == "keep me" and not os.path.lexists(partial_path(output))
+    if name.endswith(".parquet"):  # a link to a folder: removed, the folder's files kept
+        folder = tmp_path / "folder"
+        folder.mkdir()
+        (folder / "keep.txt").write_text("keep me")
+        partial_path(output).symlink_to(folder)
+        score_file(model, tmp_path / "in.csv", output)
+        assert (folder / "keep.txt").read_text() == "keep me"
+
+
+def test_a_link_planted_at_the_progress_file_is_never_read_or_written(
+    model: Predictor, tmp_path: Path
+) -> None:
+    write_input(tmp_path / "in.csv", "csv", ["A joy", "A bore"])
+    victim = tmp_path / "victim.json"
+    victim.write_text('{"version": 2, "rows": 1}')
+    output = tmp_path / "out.csv"
+    progress = tmp_path / "out.csv.progress.json"
+    progress.symlink_to(victim)
+    with pytest.raises(DataError, match="unreadable"):
+        score_file(model, tmp_path / "in.csv", output, ScoringOptions(resume=True))
+    assert score_file(model, tmp_path / "in.csv", output).rows_read == 2
+    assert victim.read_text() == '{"version": 2, "rows": 1}' and not os.path.lexists(progress)
+
+
+def test_stdin_input_to_a_file_output_scores_every_line(tmp_path: Path) -> None:
+    output = tmp_path / "out.csv"
+    code, _, err = invoke("predict", "-m", BUNDLED, "--input", "-", "--input-format", "txt",
+                          "--output", str(output), stdin="good\nbad\n")  # fmt: skip
+    assert code == 0, err
+    assert [row["text"] for row in read_rows(output)] == ["good", "bad"]
+
+
+def test_max_review_chars_beyond_a_c_long_is_a_validation_error() -> None:
+    with pytest.raises(ValueError, match="max_review_chars"):
+        ScoringOptions(max_review_chars=2**63)
+    assert ScoringOptions(max_review_chars=2**31 - 1).max_review_chars == 2**31 - 1
+
+
+def test_a_tiny_review_cap_does_not_cap_the_csv_header(model: Predictor, tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("id,text\n1,a\n2,a long review\n")
+    summary = score_file(model, tmp_path / "in.csv", tmp_path / "out.csv",
+                         ScoringOptions(max_review_chars=1))  # fmt: skip
+    assert summary.rows_read == 2 and summary.rows_scored == 1
+
+
+def test_duplicate_csv_columns_are_named_once(tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("text,text,\nA,B,C\n")
+    with pytest.raises(DataError, match=r"duplicate column name\(s\): text$"):
+        open_reader(str(tmp_path / "in.csv"), "csv")
+
+
+def test_a_jsonl_row_of_many_arrays_and_objects_is_flagged_and_ends_a_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readers, "JSON_ROW_CONTAINERS", 10)
+    monkeypatch.setattr(readers, "JSON_CHUNK_CONTAINERS", 20)
+    lines = [{"text": "ok", "x": [{}] * 11}] + [{"text": "ok", "x": [{}] * 8}] * 6
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    reader = open_reader(str(tmp_path / "in.jsonl"), "jsonl")
+    chunks = list(reader.chunks(1000))
+    reader.close()
+    assert chunks[0].problems[0] == "row holds more than 10 JSON arrays/objects"
+    assert chunks[0].columns["text"][0] is None
+    sizes = [chunk.rows for chunk in chunks]
+    assert sizes == [4, 3], sizes  # the flagged row holds none; 3 rows of 9 pass 20: a chunk ends

@@ -27,7 +27,13 @@ Memory stays flat for any input, however hostile, because every read is bounded:
 * a row (a CSV record, a JSON line) holds at most :data:`ROW_CHARS_PER_FIELD_CHAR` times the cap
   (room for other columns and for JSON escapes); a longer one is read on in bounded pieces to
   its end, and is one flagged row with every value missing (``row longer than ...``);
-* a chunk ends at ``chunk_size`` rows or once it holds :data:`CHUNK_CHARS` characters.
+* a JSON line holds at most :data:`JSON_ROW_CONTAINERS` arrays and objects; one with more is
+  a flagged row with every value missing (``row holds more than 100,000 JSON arrays/objects``);
+* a chunk ends at ``chunk_size`` rows, once it holds :data:`CHUNK_CHARS` characters or (JSON
+  Lines) once its rows hold :data:`JSON_CHUNK_CONTAINERS` arrays and objects.
+
+A CSV header row is read under at least :data:`HEADER_FIELD_CHARS` characters a name, however
+small the review cap.
 
 Parquet values are decoded by pyarrow a page at a time before the cap can be checked, so there
 the cap flags a row but bounds memory only through the file's own page sizes.
@@ -37,6 +43,7 @@ This module never imports ``datasets``; pyarrow is imported only for Parquet.
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import itertools
@@ -49,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from rnn_sentiment.errors import DataError
+from rnn_sentiment.errors import DataError, first_line
 from rnn_sentiment.text import fix_text
 
 # A JSON array is parsed whole (json cannot stream one), so its size is capped. Measured, the
@@ -61,6 +68,9 @@ JSON_ARRAY_LIMIT = 64 * 2**20
 # the caller names another cap: far above any real review (IMDB's longest is 13,704 characters)
 # and small enough that a chunk of such rows still fits in memory.
 MAX_FIELD_CHARS = 1_000_000
+# A CSV header row's names are read under this field cap (and its row limit) at least, whatever
+# the review cap: a small max_chars (--max-review-chars 1) caps reviews, not the column names.
+HEADER_FIELD_CHARS = MAX_FIELD_CHARS
 # A row (CSV record, JSON line) may hold this many times the field cap: a few other columns, and
 # JSON's escapes (one character of an ensure_ascii export can take six).
 ROW_CHARS_PER_FIELD_CHAR = 8
@@ -68,6 +78,13 @@ ROW_CHARS_PER_FIELD_CHAR = 8
 # as bytes for text lines and folders): 4096 IMDB reviews are about 5 Mi characters, so only
 # rows near the cap end a chunk early.
 CHUNK_CHARS = 32 * 2**20
+# JSON arrays and objects ("containers") are what makes a parsed JSON line larger than its text:
+# an empty {} takes 64 bytes for 2 characters, so an 8 Mi-character line of them held 2.4 GB per
+# chunk. A line with more than JSON_ROW_CONTAINERS (counted from its '{' and '[' characters,
+# strings included: an upper bound, cheap) is a flagged row, never parsed, and a chunk ends once
+# its rows hold more than JSON_CHUNK_CONTAINERS (about 100 MB of empty ones).
+JSON_ROW_CONTAINERS = 100_000
+JSON_CHUNK_CONTAINERS = 1_000_000
 # UTF-8 spends at most four bytes on a character.
 _BYTES_PER_CHAR = 4
 # A .txt file is fastText-labelled when one of its first this many lines has a __label__ prefix.
@@ -238,29 +255,35 @@ class CsvReader(Reader):
         self.lines = _CsvLines(self.stream, delimiter, self.row_limit)
         self.rows = csv.reader(self.lines, delimiter=delimiter)
         self.where = where
-        header, problem = self._next_record()
+        header, problem = self._next_record(max(max_chars, HEADER_FIELD_CHARS))
         if problem:
             raise DataError(f"cannot read {where}: the header row has a problem ({problem})")
         if header is None:
             raise DataError(f"{where} is empty: a header row naming the columns is needed")
         self.columns = [fix_text(c)[0] for c in header]
-        if len(set(self.columns)) != len(self.columns):
-            raise DataError(f"{where} has duplicate column names: {', '.join(self.columns)}")
+        twice = [name for name, n in collections.Counter(self.columns).items() if n > 1]
+        if twice:
+            raise DataError(f"{where} has duplicate column name(s): {', '.join(twice)}")
 
-    def _next_record(self) -> tuple[list[str] | None, str]:
-        """The next non-blank record and its problem ('' or too long); (None, '') at the end."""
+    def _next_record(self, max_chars: int = 0) -> tuple[list[str] | None, str]:
+        """The next non-blank record and its problem ('' or too long); (None, '') at the end.
+
+        ``max_chars``: the field cap of this record, when not the reader's own (the header).
+        """
+        max_chars = max_chars or self.max_chars
+        self.lines.limit = row_limit = ROW_CHARS_PER_FIELD_CHAR * max_chars
         while True:
-            csv.field_size_limit(self.max_chars)  # module-wide: set for this reader each time
+            csv.field_size_limit(max_chars)  # module-wide: set for this reader each time
             try:
                 row = next(self.rows, None)
             except _RecordTooLong:
                 self.lines.skip_record()
-                return [], too_long("row", self.row_limit)
+                return [], too_long("row", row_limit)
             except csv.Error as exc:
                 if "field limit" not in str(exc):
                     raise DataError(f"cannot read {self.where}: {exc}") from None
                 self.lines.skip_record()
-                return [], too_long("a field", self.max_chars)
+                return [], too_long("a field", max_chars)
             except _READ_ERRORS as exc:
                 raise DataError(f"cannot read {self.where}: {exc}") from None
             self.lines.next_record()
@@ -369,7 +392,7 @@ class JsonlReader(Reader):
                 continue
             self.pending.append(line)
             held += len(line)
-            value = _loads(line)
+            value, _ = _parse(line)
             if isinstance(value, dict):
                 self._name_columns(value)
                 return
@@ -398,19 +421,20 @@ class JsonlReader(Reader):
             )
         return value
 
-    def _values(self) -> Iterator[tuple[Any, int]]:
-        """Each row's JSON value (:data:`_TOO_LONG` for an over-long line) and its size."""
+    def _values(self) -> Iterator[tuple[Any, int, int]]:
+        """Each row's JSON value (:data:`_TOO_LONG` for an over-long line, :data:`_TOO_NESTED`
+        for one with too many containers), its size and the containers it holds."""
         if self.array is not None:
-            yield from ((value, 0) for value in self.array)
+            yield from ((value, 0, 0) for value in self.array)
             return
         lines = itertools.chain(self.pending, self.lines)
         self.pending = []
         try:
             for line in lines:
                 if line is None or len(line.rstrip("\r\n")) > self.row_limit:
-                    yield _TOO_LONG, 0
+                    yield _TOO_LONG, 0, 0
                 elif line.strip():
-                    yield _loads(line), len(line)
+                    yield *_parse(line), len(line)
         except _READ_ERRORS as exc:
             raise DataError(f"cannot read {self.where}: {exc}") from None
 
@@ -418,6 +442,8 @@ class JsonlReader(Reader):
         """The row of one JSON value, its problem and its note."""
         if value is _TOO_LONG:
             return {}, too_long("row", self.row_limit), ""
+        if value is _TOO_NESTED:
+            return {}, f"row holds more than {JSON_ROW_CONTAINERS:,} JSON arrays/objects", ""
         if not isinstance(value, dict):
             return {}, "not a JSON object" if value is not _BAD_JSON else "invalid JSON", ""
         extra = [fix_text(k)[0] for k in value if k not in self.known]
@@ -429,16 +455,18 @@ class JsonlReader(Reader):
         rows: list[dict[Any, Any]] = []
         problems: list[str] = []
         notes: list[str] = []
-        chars = 0
-        for value, size in self._values():
+        chars = containers = 0
+        for value, held, size in self._values():
             row, problem, note = self._row(value)
             rows.append(row)
             problems.append(problem)
             notes.append(note)
             chars += size
-            if len(rows) == chunk_size or chars >= CHUNK_CHARS:
+            containers += held
+            full = chars >= CHUNK_CHARS or containers > JSON_CHUNK_CONTAINERS
+            if len(rows) == chunk_size or full:
                 yield self._columnar(rows, problems, notes)
-                rows, problems, notes, chars = [], [], [], 0
+                rows, problems, notes, chars, containers = [], [], [], 0, 0
         if rows:
             yield self._columnar(rows, problems, notes)
 
@@ -454,6 +482,16 @@ class JsonlReader(Reader):
 
 _BAD_JSON = object()
 _TOO_LONG = object()
+_TOO_NESTED = object()
+
+
+def _parse(line: str) -> tuple[Any, int]:
+    """A JSON line's value (:data:`_TOO_NESTED` unparsed when it holds too many arrays and
+    objects) and how many it holds (0 when unparsed)."""
+    containers = line.count("{") + line.count("[")
+    if containers > JSON_ROW_CONTAINERS:
+        return _TOO_NESTED, 0
+    return _loads(line), containers
 
 
 def _loads(line: str) -> Any:
@@ -626,7 +664,7 @@ class ParquetReader(Reader):
         try:
             self.file = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-            raise DataError(f"cannot read {path} as Parquet: {_first_line(exc)}") from None
+            raise DataError(f"cannot read {path} as Parquet: {first_line(exc)}") from None
         self.path = path
         self.where = str(path)
         self.max_chars = max_chars
@@ -663,7 +701,7 @@ class ParquetReader(Reader):
                 for batch in batches:
                     yield self._chunk(batch)
         except Exception as exc:
-            raise DataError(f"cannot read {self.path}: {_first_line(exc)}") from None
+            raise DataError(f"cannot read {self.path}: {first_line(exc)}") from None
 
     def _chunk(self, batch: Any) -> Chunk:
         problems = [""] * batch.num_rows
@@ -697,7 +735,7 @@ def _python_values(column: Any, name: str, problems: list[str]) -> list[Any]:
             values.append(column[i].as_py())
         except Exception as exc:
             values.append(MISSING)
-            problems[i] = problems[i] or f"field '{name}' cannot be read: {_first_line(exc)}"
+            problems[i] = problems[i] or f"field '{name}' cannot be read: {first_line(exc)}"
     return values
 
 
@@ -714,8 +752,3 @@ class TableReader(Reader):
         for start in range(0, self.rows, chunk_size):
             part = {name: values[start : start + chunk_size] for name, values in self.table.items()}
             yield Chunk(part, min(chunk_size, self.rows - start))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

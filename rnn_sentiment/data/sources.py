@@ -36,7 +36,7 @@ from rnn_sentiment.data.files import (
     open_reader,
 )
 from rnn_sentiment.data.readers import Chunk, FolderReader, ParquetReader, Reader, TableReader
-from rnn_sentiment.errors import DataError
+from rnn_sentiment.errors import DataError, first_line
 
 BUILTIN_DIR = Path(__file__).parents[1] / "assets" / "builtin"
 # Spellings of the two classes found in public sentiment datasets.
@@ -393,7 +393,7 @@ def _read_hub(dataset_id: str, split: str) -> dict[str, list[Any]]:
     try:
         table = datasets.load_dataset(dataset_id, split=split)
     except Exception as exc:
-        raise DataError(f"cannot load '{dataset_id}' split '{split}': {_first_line(exc)}") from None
+        raise DataError(f"cannot load '{dataset_id}' split '{split}': {first_line(exc)}") from None
     return table.to_dict()
 
 
@@ -412,8 +412,3 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     worker.start()
     worker.join(timeout + 0.5)
     return bool(result and result[0])
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

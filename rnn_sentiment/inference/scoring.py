@@ -49,7 +49,9 @@ input, however it was made (see :mod:`rnn_sentiment.data.readers` for how each r
 
 Output and resume
 -----------------
-``--output`` naming a directory is refused before anything is read. When stdout's reader goes
+``--output`` naming a directory, or anything but a regular file (a symbolic link, a FIFO, a
+device, ``/dev/stdout``: the final rename would replace it), is refused before anything is read;
+write to stdout (``--output -``) and redirect instead. When stdout's reader goes
 away (``predict --input big.csv | head``), :class:`~rnn_sentiment.errors.OutputClosed` stops the
 run (the CLI ends quietly with exit code 141, what a shell reports for a tool that a closed pipe
 ended). A resume must use the same input, model and settings, ``chunk_size`` included (the
@@ -62,6 +64,8 @@ Like :mod:`rnn_sentiment.inference.predictor`, this module never imports ``datas
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -89,6 +93,9 @@ from rnn_sentiment.signals import StopRequested, StopSignals
 from rnn_sentiment.text import fix_text
 
 FINGERPRINT_BYTES = 1 << 20
+# The largest max_review_chars: the readers hand multiples of it to C functions taking a C long
+# (csv.field_size_limit) or Py_ssize_t (readline), and no review comes near it.
+MAX_REVIEW_CHARS_LIMIT = 2**31 - 1
 
 
 class ScoringOptions(BaseModel):
@@ -106,7 +113,7 @@ class ScoringOptions(BaseModel):
     """Input columns copied to the output: 'all', 'none' or a comma-separated list."""
     chunk_size: int = Field(default=4096, ge=1)
     """Rows read, sorted by length and scored together; memory grows with it."""
-    max_review_chars: int = Field(default=MAX_FIELD_CHARS, ge=1)
+    max_review_chars: int = Field(default=MAX_FIELD_CHARS, ge=1, le=MAX_REVIEW_CHARS_LIMIT)
     """Longest review (and other field) read, in characters; a longer one flags its row."""
     long_reviews: Literal["truncate", "window"] = "truncate"
     """'truncate' at the trained max length, or 'window': overlapping windows, mean probability."""
@@ -254,7 +261,7 @@ def _spread(values: list[Any], rows: list[int], n: int, fill: Any = None) -> lis
 
 def _unscorable(problem: str) -> bool:
     return "longer than" in problem or problem.startswith(
-        ("missing", "empty", "text is not", "invalid JSON", "not a JSON")
+        ("missing", "empty", "text is not", "invalid JSON", "not a JSON", "row holds")
     )
 
 
@@ -280,7 +287,12 @@ def output_columns(
 
 
 def fingerprint(path: str, kind: str, reader: Reader) -> dict[str, Any]:
-    """Size, modification time and a hash of the first megabyte (or the file list of a folder)."""
+    """Size, modification time and a hash of the first megabyte (or the file list of a folder).
+
+    Stdin has none (it cannot be resumed, so nothing is compared).
+    """
+    if path == "-":
+        return {"stdin": True}
     digest = hashlib.sha256()
     if kind == "folder":
         files = getattr(reader, "files", [])
@@ -329,7 +341,7 @@ def score_file(
         identity = _identity(predictor, reader, source, in_kind, out_kind, options)
         progress = Progress(output, identity)
         state = _resume_state(progress, output, options, callback)
-        if state is not None and not partial_path(output).exists():
+        if state is not None and not os.path.lexists(partial_path(output)):
             return _already_complete(progress, state, output, out_kind, callback)
         if out_kind == "parquet":
             sink = ParquetSink(output, _parquet_schema(predictor, plan), progress, state)
@@ -346,8 +358,23 @@ def _check_paths(source: str, target: str, options: ScoringOptions) -> None:
         raise DataError(f"--output {target} is the input file; choose another output path")
     if target != "-" and Path(target).is_dir():
         raise DataError(f"--output {target} is a directory; name a file, such as {target}/out.csv")
+    if target != "-" and not _regular_or_absent(target):  # the final rename would replace it
+        raise DataError(
+            f"--output {target} is not a regular file (a link, FIFO or device); to write there, "
+            f"use --output - and redirect: > {target}"
+        )
     if options.resume and "-" in (source, target):
         raise DataError("--resume needs a file input and a file output (not stdin / stdout)")
+
+
+def _regular_or_absent(path: str) -> bool:
+    """Whether ``path`` is nothing yet or a regular file itself (not a link to one)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return True
+    except OSError:  # a parent that is not a folder, no permission: said when writing
+        return True
 
 
 @dataclass
@@ -392,16 +419,16 @@ def _resume_state(
     progress: Progress, output: Path, options: ScoringOptions, callback: ScoringCallback
 ) -> dict[str, Any] | None:
     """The state to resume from (checked), or None to start over."""
-    state = progress.load()
-    if not options.resume:
-        if state is not None or partial_path(output).exists():
+    if not options.resume:  # the progress file is replaced unread, whatever it is
+        if progress.exists() or os.path.lexists(partial_path(output)):
             callback.on_message(f"discarding the unfinished output of an earlier run ({output})")
         return None
+    state = progress.load()
     if state is None:
         callback.on_message(f"nothing to resume for {output}; scoring from the start")
         return None
     progress.check(state)
-    if partial_path(output).exists():
+    if os.path.lexists(partial_path(output)):
         callback.on_message(f"resuming {output}: {state['rows']} rows already scored")
     return state
 

@@ -6,13 +6,20 @@ at each commit, or Parquet parts in ``<output>.partial/`` merged at the end. Aft
 :class:`Progress` file (``<output>.progress.json``) records how many rows and bytes (or parts) are
 committed and what was scored, so an interrupted run can be cut back to its last commit and
 resumed; the output is renamed into place only when every row is written.
+
+Whatever another user or program left at ``<output>.partial`` or ``<output>.progress.json`` is
+never followed: a symbolic link there is removed, not written through (so it cannot aim the
+output at another file), and a resume refuses a partial output or progress file that is not a
+regular file.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import stat
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +30,7 @@ from rnn_sentiment.data.writers import encode_rows, merge_parquet_parts, write_p
 from rnn_sentiment.errors import DataError, OutputClosed
 
 PROGRESS_VERSION = 2  # 2: chunk_size and max_review_chars are part of the identity
+PROGRESS_BYTES = 1 << 20  # a progress file is a few hundred bytes; a larger one is not ours
 
 
 class Sink:
@@ -75,16 +83,31 @@ class FileSink(Sink):
         self.compress = is_gzip(output)
         self.partial = partial_path(output)
         self.progress = progress
-        mode = "r+b" if resume_state else "wb"
-        try:
-            self.handle = self.partial.open(mode)
-        except OSError as exc:
-            raise DataError(f"cannot write {self.partial}: {exc.strerror}") from None
+        self.handle = self._open(resume=bool(resume_state))
         if resume_state:
             self.rows = int(resume_state["rows"])
             self.handle.truncate(int(resume_state["offset"]))  # drop an uncommitted tail
             self.handle.seek(0, os.SEEK_END)
         self.header = self.handle.tell() == 0
+
+    def _open(self, resume: bool) -> IO[bytes]:
+        """The partial output: the existing regular file to resume, or a new one, never through
+        a link (O_NOFOLLOW, and O_EXCL after removing whatever was there)."""
+        try:
+            if resume:
+                fd = os.open(self.partial, os.O_RDWR | os.O_NOFOLLOW)
+            else:
+                remove_path(self.partial)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                fd = os.open(self.partial, flags, 0o666)
+        except OSError as exc:
+            if resume and exc.errno == errno.ELOOP:
+                raise _not_ours(self.partial, "a symbolic link") from None
+            raise DataError(f"cannot write {self.partial}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _not_ours(self.partial, "not a regular file")
+        return os.fdopen(fd, "r+b" if resume else "wb")
 
     def write(self, columns: dict[str, list[Any]]) -> None:
         data = encode_rows(columns, self.kind, self.header, self.compress)
@@ -127,10 +150,12 @@ class ParquetSink(Sink):
         if resume_state:
             self.rows = int(resume_state["rows"])
             self.parts = int(resume_state["parts"])
-        elif self.parts_dir.exists():
-            shutil.rmtree(self.parts_dir) if self.parts_dir.is_dir() else self.parts_dir.unlink()
         try:
-            self.parts_dir.mkdir(parents=True, exist_ok=True)
+            if not resume_state:  # a fresh folder, never one reached through a link
+                remove_path(self.parts_dir)
+                self.parts_dir.mkdir(parents=True)
+            elif not stat.S_ISDIR(os.lstat(self.parts_dir).st_mode):
+                raise _not_ours(self.parts_dir, "not a directory")
         except OSError as exc:
             raise DataError(f"cannot write {self.parts_dir}: {exc.strerror}") from None
         for stale in self.parts_dir.glob("part-*.parquet"):  # written but never committed
@@ -155,6 +180,7 @@ class ParquetSink(Sink):
         merged = self.parts_dir.with_name(self.parts_dir.name + ".merge")
         parts = [self._part(i) for i in range(self.parts)]
         try:
+            remove_path(merged)  # pyarrow would write through a link left there
             merge_parquet_parts(parts, self.schema, merged)
             os.replace(merged, self.output)
         except OSError as exc:
@@ -168,6 +194,26 @@ def partial_path(output: Path) -> Path:
     return output.with_name(output.name + ".partial")
 
 
+def remove_path(path: Path) -> None:
+    """Remove whatever is at ``path`` without following it: a link or file is unlinked, only a
+    real directory is removed with its contents."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _not_ours(path: Path, what: str) -> DataError:
+    return DataError(
+        f"cannot resume: {path} is {what}, not an unfinished output of rnn-sentiment; "
+        "run without --resume to start over"
+    )
+
+
 class Progress:
     """``<output>.progress.json``: rows committed, where the output ends, and what was scored."""
 
@@ -177,13 +223,27 @@ class Progress:
 
     def load(self) -> dict[str, Any] | None:
         """The saved state of an interrupted run writing to the same output, if any."""
-        if not self.path.is_file():
+        unreadable = DataError(f"{self.path} is unreadable; delete it to start over")
+        try:  # never through a link, never blocked by a FIFO, never more than PROGRESS_BYTES
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
             return None
+        except OSError:
+            raise unreadable from None
         try:
-            state = json.loads(self.path.read_text(encoding="utf-8"))
+            with os.fdopen(fd, "rb") as handle:
+                regular = stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
+                data = handle.read(PROGRESS_BYTES + 1) if regular else b""
+            if not regular or len(data) > PROGRESS_BYTES:
+                raise unreadable
+            state = json.loads(data.decode("utf-8"))
         except (OSError, ValueError):
-            raise DataError(f"{self.path} is unreadable; delete it to start over") from None
+            raise unreadable from None
         return state if isinstance(state, dict) else None
+
+    def exists(self) -> bool:
+        """Whether anything (a link included) is at the progress file's path."""
+        return os.path.lexists(self.path)
 
     def check(self, state: dict[str, Any]) -> None:
         """Refuse to resume when the input, the model or a setting changed."""
