@@ -804,3 +804,13 @@ def test_a_jsonl_row_of_many_arrays_and_objects_is_flagged_and_ends_a_chunk(
     assert chunks[0].columns["text"][0] is None
     sizes = [chunk.rows for chunk in chunks]
     assert sizes == [4, 3], sizes  # the flagged row holds none; 3 rows of 9 pass 20: a chunk ends
+
+
+def test_a_json_array_of_millions_of_objects_is_refused_not_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readers, "JSON_ARRAY_CONTAINERS", 1_000)
+    rows = [{"text": "fine", "x": [{}]} for _ in range(600)]  # 1,200 objects and arrays
+    (tmp_path / "in.json").write_text(json.dumps(rows))
+    with pytest.raises(DataError, match="more than 1,000 arrays and objects"):
+        open_reader(str(tmp_path / "in.json"), "jsonl")

@@ -85,6 +85,9 @@ CHUNK_CHARS = 32 * 2**20
 # its rows hold more than JSON_CHUNK_CONTAINERS (about 100 MB of empty ones).
 JSON_ROW_CONTAINERS = 100_000
 JSON_CHUNK_CONTAINERS = 1_000_000
+# A JSON array file is parsed whole, so its arrays and objects are bounded as one chunk's are,
+# a little more generously (a row object per review: 2 million reviews).
+JSON_ARRAY_CONTAINERS = 2 * JSON_CHUNK_CONTAINERS
 # UTF-8 spends at most four bytes on a character.
 _BYTES_PER_CHAR = 4
 # A .txt file is fastText-labelled when one of its first this many lines has a __label__ prefix.
@@ -412,6 +415,11 @@ class JsonlReader(Reader):
                 f"{self.where} is a JSON array of more than {JSON_ARRAY_LIMIT >> 20} Mi "
                 "characters, too large to read whole; write it as JSON Lines (one object a line), "
                 "which is read in chunks"
+            )
+        if text.count("{") + text.count("[") > JSON_ARRAY_CONTAINERS:  # parsed whole: bound it
+            raise DataError(
+                f"{self.where} is a JSON array of more than {JSON_ARRAY_CONTAINERS:,} arrays and "
+                "objects, too many to read whole; write it as JSON Lines (one object a line)"
             )
         value = _loads(text)
         if not isinstance(value, list):
