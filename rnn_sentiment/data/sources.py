@@ -37,6 +37,7 @@ from rnn_sentiment.data.files import (
 )
 from rnn_sentiment.data.readers import Chunk, FolderReader, ParquetReader, Reader, TableReader
 from rnn_sentiment.errors import DataError, first_line
+from rnn_sentiment.text import fix_text
 
 BUILTIN_DIR = Path(__file__).parents[1] / "assets" / "builtin"
 # Spellings of the two classes found in public sentiment datasets.
@@ -234,21 +235,12 @@ def _checked_texts(reader: Reader, chunk: Chunk, column: str, before: int) -> li
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 problem = f"the text is a {type(value).__name__}, not a string"
             value = str(value)
-        elif value is not None and not _is_utf8(value):
+        elif value is not None and fix_text(value)[1]:  # undecodable bytes kept as escapes
             problem = "not valid UTF-8; re-encode the file as UTF-8"
         if problem:
             raise DataError(f"{_row_name(reader, chunk, i, before)}: {problem}")
         texts.append(value or "")
     return texts
-
-
-def _is_utf8(text: str) -> bool:
-    # Readers keep undecodable bytes as surrogate escapes, which do not encode.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _row_name(reader: Reader, chunk: Chunk, index: int, before: int) -> str:
