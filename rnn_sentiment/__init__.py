@@ -7,7 +7,7 @@ The public API, imported lazily so that ``import rnn_sentiment`` stays cheap::
     result = train(load_config("configs/default.yaml", ["model.cell=gru"]))
     model = load_model(result.run_dir)
     model.predict(["This movie is not good"])[0].label   # 'negative'
-    classify(["This movie is not bad"])[0].label          # newest run, else the bundled model
+    classify(["This movie is not bad"])[0].label          # the bundled model unless told otherwise
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Config": "rnn_sentiment.config",
     "load_config": "rnn_sentiment.config",
-    "train": "rnn_sentiment.training.loop",
+    "train": "rnn_sentiment.api",
     "TrainCallback": "rnn_sentiment.callbacks",
     "TrainResult": "rnn_sentiment.training.loop",
     "evaluate": "rnn_sentiment.inference.evaluate",
@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from rnn_sentiment.api import train
     from rnn_sentiment.callbacks import TrainCallback
     from rnn_sentiment.config import Config, load_config
     from rnn_sentiment.errors import (
@@ -70,7 +71,7 @@ if TYPE_CHECKING:
     from rnn_sentiment.inference.evaluate import evaluate
     from rnn_sentiment.inference.predictor import Prediction, Predictor
     from rnn_sentiment.inference.scoring import ScoringOptions, ScoringSummary, score_file
-    from rnn_sentiment.training.loop import TrainResult, train
+    from rnn_sentiment.training.loop import TrainResult
 
 
 def __getattr__(name: str) -> Any:
@@ -82,17 +83,18 @@ def __getattr__(name: str) -> Any:
 def load_model(run_dir: str | None = None, batch_size: int = 256) -> Predictor:
     """Load a run directory as a :class:`Predictor`.
 
-    Default: the newest complete run under ``runs/``, else the bundled model (named on stderr,
-    once per process and model).
+    Default: the run named by ``$RNN_SENTIMENT_MODEL``, else the bundled model (named on
+    stderr, once per process and model); ``"latest"``: the newest finished run under ``runs/``.
     """
     import sys
 
     from rnn_sentiment.inference.predictor import Predictor, describe_model_dir, resolve_model_dir
 
     model_dir = resolve_model_dir(run_dir)
-    if run_dir is None and model_dir not in _NAMED:
+    note = describe_model_dir(model_dir, run_dir)
+    if note and model_dir not in _NAMED:
         _NAMED.add(model_dir)
-        print(describe_model_dir(model_dir), file=sys.stderr)
+        print(note, file=sys.stderr)
     return Predictor.from_dir(model_dir, batch_size)
 
 

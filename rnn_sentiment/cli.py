@@ -7,6 +7,7 @@ reader went away (`| head`).
 
 from __future__ import annotations
 
+import importlib
 import os
 import select
 import sys
@@ -16,14 +17,91 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from rnn_sentiment import __version__
+
+# Typer vendors click (typer._click) in recent versions and uses click itself in older ones: the
+# module that defines BadParameter is the one whose exceptions the parser raises.
+_click_errors: Any = importlib.import_module(typer.BadParameter.__module__)
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, bad value, missing argument) as the one ``error:`` line
+    every other error is, with a hint, instead of Typer's multi-line panel; exit code 2."""
+
+    def main(self, args: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        if not kwargs.pop("standalone_mode", True):
+            return super().main(args, standalone_mode=False, **kwargs)
+        argv = list(args if args is not None else sys.argv[1:])
+        try:
+            code = super().main(args, standalone_mode=False, **kwargs)
+        except _click_errors.NoArgsIsHelpError as exc:
+            typer.echo(exc.format_message(), err=True)  # the help, as for --help
+            sys.exit(0)
+        except _click_errors.ClickException as exc:
+            from rnn_sentiment import console
+
+            console.error(_usage_message(exc, argv))
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(exc: Any, argv: list[str]) -> str:
+    """Click's message on one line, lower-cased, with a hint that can be pasted."""
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "rnn-sentiment"
+    if command == "rnn-sentiment" and argv and argv[0] in app_commands():
+        command = f"rnn-sentiment {argv[0]}"
+    if isinstance(exc, _click_errors.NoSuchOption):
+        text = f"no such option {exc.option_name}"
+        settings = command.split()[-1] in {"train", "compare"}
+        hint = _setting_hint(exc.option_name, argv) if settings else ""
+        close = [name for name in exc.possibilities or [] if name != "--help"]
+        hint = hint or (f"did you mean {close[0]}?" if close else "")
+    else:
+        text = " ".join(str(exc.format_message()).replace("Value error, ", "").split())
+        text = text[:1].lower() + text[1:].rstrip(".")
+        hint = ""
+    if text.endswith("?"):  # click's own suggestion: "... Did you mean 'predict'?"
+        return text
+    return f"{text}; {hint or f'see {command} --help'}"
+
+
+def app_commands() -> list[str]:
+    """The names of the subcommands, as typed."""
+    return [
+        info.name or info.callback.__name__ for info in app.registered_commands if info.callback
+    ]
+
+
+def _setting_hint(option: str, argv: list[str]) -> str:
+    """``did you mean training.epochs=3?`` for ``--epochs 3``: settings are key=value here."""
+    from rnn_sentiment.config import config_keys
+    from rnn_sentiment.errors import did_you_mean
+
+    name, _, value = option.lstrip("-").partition("=")
+    keys = {key.rsplit(".", 1)[-1]: key for key in config_keys()}
+    match = did_you_mean(name.replace("-", "_"), keys, shown="{}")
+    if not match:
+        return ""
+    key = keys[match.removeprefix("did you mean ").rstrip("? ")]
+    given = next((arg for arg in argv if arg.startswith(f"{option}=")), None)
+    if given is not None:
+        value = given.partition("=")[2]
+    elif option in argv and argv.index(option) + 1 < len(argv):
+        value = argv[argv.index(option) + 1]
+    return f"settings are key=value: did you mean {key}={value or 'VALUE'}?"
+
 
 app = typer.Typer(
     name="rnn-sentiment",
     help="Train, evaluate and use recurrent (RNN, LSTM, GRU) sentiment classifiers.",
     no_args_is_help=True,
-    add_completion=False,
+    cls=_OneLineErrors,
+    rich_markup_mode=None,  # plain help: one option a line at 80 columns, not a boxed grid
     pretty_exceptions_enable=False,
 )
 _state = {"debug": False}
@@ -145,7 +223,7 @@ def train(
         list[str] | None,
         typer.Argument(
             help="An optional YAML config, then key.sub=value overrides.",
-            metavar="[CONFIG] [KEY=VALUE]...",
+            metavar="CONFIG KEY=VALUE",
             show_default=False,
         ),
     ] = None,
@@ -155,17 +233,24 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     resume: Annotated[
         Path | None,
-        typer.Option(help="Continue an interrupted run from its last saved training state."),
+        typer.Option(
+            metavar="RUN_DIR",
+            help="Continue an interrupted run from its last saved training state.",
+        ),
     ] = None,
     force: Annotated[
-        bool, typer.Option(help="With --resume: accept a config that differs from the run's.")
+        bool,
+        typer.Option("--force", help="With --resume: accept a config that differs from the run's."),
     ] = False,
 ) -> None:
     """Train a classifier and write a self-contained run directory.
 
-    Examples: rnn-sentiment train; rnn-sentiment train configs/imdb-lstm.yaml
-    data.source=../shared/data/imdb; rnn-sentiment train model.cell=gru training.epochs=3;
-    rnn-sentiment train --resume runs/lstm-20261122-101500
+    \b
+    Examples:
+      rnn-sentiment train
+      rnn-sentiment train configs/imdb-lstm.yaml data.source=../shared/data/imdb
+      rnn-sentiment train model.cell=gru training.epochs=3
+      rnn-sentiment train --resume runs/lstm-20261122-101500
     """
     path, items = _config_and_overrides(args)
 
@@ -176,7 +261,7 @@ def train(
         # Resuming: overrides apply on top of the run's own saved config, not the defaults.
         base = path or (str(resume / "config.yaml") if resume and items else None)
         config = load_config(base, items) if base or items or not resume else None
-        from rnn_sentiment.training.loop import train as train_model  # torch: after the config
+        from rnn_sentiment.api import train as train_model  # torch: after the config
 
         progress = console.TrainProgress(config.training.log_every if config else 50, quiet)
         result = train_model(config, progress, resume=resume, force=force)
@@ -193,31 +278,44 @@ def evaluate(
     run_dir: Annotated[
         Path | None,
         typer.Argument(
-            help="A run directory written by 'train'. Default: the newest under runs/, "
-            "else the bundled model."
+            help="A run directory written by 'train', or 'latest' (the newest under runs/). "
+            "Default: $RNN_SENTIMENT_MODEL, else the bundled model."
         ),
     ] = None,
     data: Annotated[
         str | None,
-        typer.Option(help="Labelled data: a file, a folder or a hub id. Default: the run's data."),
+        typer.Option(
+            metavar="PATH",
+            help="Labelled data: a file, a folder or a hub id. Default: the run's data.",
+        ),
     ] = None,
     split: Annotated[
         str | None,
-        typer.Option(help="Split (or file stem) to use. Default: test, else validation."),
+        typer.Option(
+            metavar="NAME", help="Split (or file stem) to use. Default: test, else validation."
+        ),
     ] = None,
-    text_column: Annotated[str | None, typer.Option(help="Column with the review text.")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Column with the label.")] = None,
+    text_column: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Column with the review text.")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Column with the label.")
+    ] = None,
     fmt: Annotated[TableOrJson, typer.Option("--format", help="Table or JSON.")] = (
         TableOrJson.table
     ),
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Also write the metrics to this JSON file."),
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Also write the metrics to this JSON file."
+        ),
     ] = None,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, macro-F1 and confusion matrix on labelled data.
 
-    Example: rnn-sentiment evaluate runs/lstm-20261122-101500 --data imdb/ --split test
+    \b
+    Example:
+      rnn-sentiment evaluate runs/lstm-20261122-101500 --data imdb/ --split test
     """
 
     def action() -> None:
@@ -227,8 +325,9 @@ def evaluate(
         from rnn_sentiment.inference.predictor import describe_model_dir, resolve_model_dir
 
         model_dir = resolve_model_dir(run_dir)
-        if run_dir is None:
-            console.info(describe_model_dir(model_dir))
+        note = describe_model_dir(model_dir, run_dir)
+        if note:
+            console.info(note)
         metrics = evaluate_model(model_dir, data, split, text_column, label_column)
         if output is not None:
             atomic_write_json(output, metrics)
@@ -257,24 +356,29 @@ class LongReviews(str, Enum):
 # The options of `predict`, one alias each, so the command reads as a list of its options.
 Texts = Annotated[
     list[str] | None,
-    typer.Argument(help="Reviews to score; '-' reads one review per line from stdin."),
+    typer.Argument(
+        metavar="TEXT", help="Reviews to score; '-' reads one review per line from stdin."
+    ),
 ]
 ModelDir = Annotated[
     Path | None,
     typer.Option(
         "--model",
         "-m",
-        help="Run directory. Default: the newest run under runs/, else the bundled model.",
+        metavar="DIR",
+        help="A run directory, or 'latest' (the newest under runs/). "
+        "Default: $RNN_SENTIMENT_MODEL, else the bundled model.",
     ),
 ]
 ReviewFile = Annotated[
-    Path | None, typer.Option("--file", "-f", help="A text file with one review per line.")
+    Path | None,
+    typer.Option("--file", "-f", metavar="FILE", help="A text file with one review per line."),
 ]
 Format = Annotated[
     PredictFormat,
     typer.Option("--format", help="Output format; with --input, json prints the summary."),
 ]
-BatchSize = Annotated[int, typer.Option(min=1, help="Reviews per batch.")]
+BatchSize = Annotated[int, typer.Option(min=1, metavar="N", help="Reviews per batch.")]
 Explain = Annotated[
     bool,
     typer.Option(
@@ -285,45 +389,59 @@ Explain = Annotated[
 InputPath = Annotated[
     str | None,
     typer.Option(
-        "--input", "-i", help="Review file or folder to score in streaming chunks; '-': stdin."
+        "--input",
+        "-i",
+        metavar="PATH",
+        help="Review file or folder to score in streaming chunks; '-': stdin.",
     ),
 ]
 OutputPath = Annotated[
-    str, typer.Option("--output", "-o", help="With --input: scored file; '-': stdout.")
+    str,
+    typer.Option("--output", "-o", metavar="PATH", help="With --input: scored file; '-': stdout."),
 ]
 InputFormat = Annotated[
-    str | None, typer.Option(help="csv, tsv, jsonl, parquet, txt or folder (default: by name).")
+    str | None,
+    typer.Option(
+        metavar="FORMAT", help="csv, tsv, jsonl, parquet, txt or folder (default: by name)."
+    ),
 ]
 OutputFormat = Annotated[
-    str | None, typer.Option(help="csv, tsv, jsonl or parquet (default: by name; '-': jsonl).")
+    str | None,
+    typer.Option(
+        metavar="FORMAT", help="csv, tsv, jsonl or parquet (default: by name; '-': jsonl)."
+    ),
 ]
 TextColumn = Annotated[
-    str | None, typer.Option(help="Column with the review (default: text, review, ...).")
+    str | None,
+    typer.Option(metavar="NAME", help="Column with the review (default: text, review, ...)."),
 ]
 KeepColumns = Annotated[
-    str, typer.Option(help="Input columns copied to the output: all, none or a,b,c.")
+    str,
+    typer.Option(metavar="COLUMNS", help="Input columns copied to the output: all, none or a,b,c."),
 ]
 Resume = Annotated[
-    bool, typer.Option(help="Continue an interrupted --input run writing to --output.")
+    bool, typer.Option("--resume", help="Continue an interrupted --input run writing to --output.")
 ]
 LongReviewsOption = Annotated[
     LongReviews,
     typer.Option(help="truncate at the trained length, or window: overlapping, averaged."),
 ]
 WindowStride = Annotated[
-    int | None, typer.Option(min=1, help="Tokens between windows (default: half the length).")
+    int | None,
+    typer.Option(min=1, metavar="N", help="Tokens between windows (default: half the length)."),
 ]
-ChunkSize = Annotated[int, typer.Option(min=1, help="Rows read and sorted together.")]
+ChunkSize = Annotated[int, typer.Option(min=1, metavar="N", help="Rows read and sorted together.")]
 MaxReviewChars = Annotated[
     int | None,
     typer.Option(
         min=1,
         max=2**31 - 1,
+        metavar="N",
         help="With --input: the longest review (or other field) read, in characters; a longer "
         "one flags its row. Default: 1,000,000.",
     ),
 ]
-Threads = Annotated[int | None, typer.Option(min=1, help="CPU threads for PyTorch.")]
+Threads = Annotated[int | None, typer.Option(min=1, metavar="N", help="CPU threads for PyTorch.")]
 QuantizeOption = Annotated[
     Quantize | None,
     typer.Option(help="int8: the recurrent matrix product in int8 (fastest on CPU)."),
@@ -331,7 +449,12 @@ QuantizeOption = Annotated[
 DtypeOption = Annotated[
     Dtype, typer.Option(help="fp32, or bf16 recurrent products (fast on AVX512-BF16 CPUs).")
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+Quiet = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No progress, model note or summary (flagged rows still reported)."
+    ),
+]
 
 
 @app.command()
@@ -360,10 +483,12 @@ def predict(
 ) -> None:
     """Label reviews and show per-class probabilities.
 
-    Examples: rnn-sentiment predict "This movie is not good" "A joy from start to end";
-    cat reviews.txt | rnn-sentiment predict - --format jsonl;
-    rnn-sentiment predict --explain "This movie is not good";
-    rnn-sentiment predict -m RUN_DIR --input reviews.csv --output scored.csv
+    \b
+    Examples:
+      rnn-sentiment predict "This movie is not good" "A joy from start to end"
+      cat reviews.txt | rnn-sentiment predict - --format jsonl
+      rnn-sentiment predict --explain "This movie is not good"
+      rnn-sentiment predict -m RUN_DIR --input reviews.csv --output scored.csv
     """
 
     def action() -> None:
@@ -412,8 +537,9 @@ def _load_predictor(
     )
 
     model_dir = resolve_model_dir(model)
-    if model is None and not quiet:
-        console.info(describe_model_dir(model_dir))
+    note = describe_model_dir(model_dir, model)
+    if note and not quiet:
+        console.info(note)
     set_threads(threads)
     predictor = Predictor.from_dir(model_dir, batch_size, *precision)
     for note in predictor.notes:
@@ -442,7 +568,8 @@ def _score_input(
         result = score_file(predictor, source, output, ScoringOptions(**given), progress)
     finally:
         progress.close()
-    console.scoring_summary(result.to_dict())
+    if not quiet or result.rows_flagged:  # flagged rows are reported even with --quiet
+        console.scoring_summary(result.to_dict())
     if summary and output != "-":
         console.json_out(result.to_dict())
 
@@ -459,17 +586,21 @@ def compare(
         list[str] | None,
         typer.Argument(
             help="An optional YAML config, then key.sub=value overrides shared by every cell.",
-            metavar="[CONFIG] [KEY=VALUE]...",
+            metavar="CONFIG KEY=VALUE",
             show_default=False,
         ),
     ] = None,
-    cells: Annotated[str, typer.Option(help="Comma list of cells to train, in order.")] = (
-        "rnn,lstm,gru"
-    ),
-    seeds: Annotated[int, typer.Option(min=1, help="Runs per cell (seeds seed, seed+1, ...).")] = 1,
+    cells: Annotated[
+        str, typer.Option(metavar="CELLS", help="Comma list of cells to train, in order.")
+    ] = ("rnn,lstm,gru"),
+    seeds: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Runs per cell (seeds seed, seed+1, ...).")
+    ] = 1,
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder for the runs and the report. Default: runs/compare-<time>."),
+        typer.Option(
+            metavar="DIR", help="Folder for the runs and the report. Default: runs/compare-<time>."
+        ),
     ] = None,
     match_params: Annotated[
         bool,
@@ -488,8 +619,11 @@ def compare(
     Accuracy (mean ± std over seeds), macro-F1, parameters, training time, tokens/s, accuracy by
     review length (or by distance on the long-range task) and gradient flow; writes report.md,
     report.json and PNG plots next to the run directories.
-    Examples: rnn-sentiment compare configs/long-range.yaml;
-    rnn-sentiment compare configs/imdb-compare.yaml --seeds 3 --match-params
+
+    \b
+    Examples:
+      rnn-sentiment compare configs/long-range.yaml
+      rnn-sentiment compare configs/imdb-compare.yaml --seeds 3 --match-params
     """
     path, items = _config_and_overrides(args)
 

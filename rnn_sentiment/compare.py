@@ -14,13 +14,13 @@ from typing import Any, cast
 
 import numpy as np
 
+from rnn_sentiment.api import train
 from rnn_sentiment.callbacks import CompareCallback
 from rnn_sentiment.config import MAX_SEED, Config, ModelConfig
 from rnn_sentiment.data.sources import load_splits
 from rnn_sentiment.errors import ConfigError
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.model import build_model, count_parameters
-from rnn_sentiment.training.loop import train
 
 CELLS = ("rnn", "lstm", "gru")
 # Review length buckets in tokens (before truncation): (label, first, last); None is open-ended.

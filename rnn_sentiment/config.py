@@ -204,7 +204,12 @@ class TrainingConfig(_Section):
         description="CPU threads for PyTorch; None uses every core this process may run on.",
     )
     max_minutes: float | None = Field(
-        None, gt=0.0, description="Stop after the epoch that passes this wall-clock budget."
+        None,
+        gt=0.0,
+        description="Wall-clock budget for pretraining and the training epochs together: "
+        "pretraining stops after the word2vec epoch that passes it, training after the epoch "
+        "that passes it (at least one runs). Reading the data, learning the tokenizer and the "
+        "final test pass come on top, each with its own progress line.",
     )
     keep_freed_memory: bool | None = Field(
         None,
@@ -336,7 +341,26 @@ def dump_config(config: Config) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)
 
 
+def config_keys() -> list[str]:
+    """Every setting as its dotted key (``training.epochs``), in declaration order."""
+
+    def walk(section: type[BaseModel], prefix: str) -> list[str]:
+        keys: list[str] = []
+        for name, field in section.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                keys.extend(walk(annotation, f"{prefix}{name}."))
+            else:
+                keys.append(f"{prefix}{name}")
+        return keys
+
+    return walk(Config, "")
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        example = path / "default.yaml"
+        raise ConfigError([f"{path} is a folder; give one of its YAML files (e.g. {example})"])
     if not path.is_file():
         hint = "" if path.suffix in {".yaml", ".yml"} else " (configs are YAML files)"
         raise ConfigError([f"config file not found: {path}{hint}"])

@@ -149,6 +149,8 @@ def train_summary(run_dir: str, metrics: dict[str, Any]) -> None:
         f"{metrics['parameters']:,} parameters, {metrics['train_seconds']:.1f}s training, "
         f"{metrics['real_tokens_per_second']:,.0f} tokens/s"
     )
+    # Training never changes which model `predict` uses by default: say how to use this one.
+    out.print(f'use it: rnn-sentiment predict --model {shown(run_dir)} "A review"', soft_wrap=True)
 
 
 def metrics_table(metrics: dict[str, Any]) -> None:
@@ -266,32 +268,37 @@ class CompareProgress(TrainProgress, CompareCallback):
 
 
 def compare_out(summary: list[dict[str, Any]], files: dict[str, Any]) -> None:
-    """The comparison table, compact accuracy and gradient-flow charts, and the report files."""
+    """The comparison tables (the cells, then accuracy by bucket: each fits 80 columns), compact
+    accuracy and gradient-flow charts, and the report files."""
     distance = summary[0]["by_distance"] is not None
     key = "by_distance" if distance else "by_length"
-    table = Table(title="RNN vs LSTM vs GRU", show_header=True)
+    title = " vs ".join(row["cell"].upper() for row in summary)
+    table = Table(title=title, show_header=True)
     for column in ("cell", "hidden", "params", "accuracy", "macro-F1", "train", "tokens/s"):
         table.add_column(column, justify="left" if column == "cell" else "right")
     buckets = list(summary[0][key])
+    by_bucket = Table(title=f"accuracy by {'distance (tokens)' if distance else 'length'}")
+    by_bucket.add_column("cell")
     for bucket in buckets:
-        table.add_column(f"d={bucket}" if distance else bucket, justify="right")
+        by_bucket.add_column(f"d={bucket}" if distance else bucket, justify="right")
     for row in summary:
         accuracy = f"{row['accuracy_mean']:.3f}"
         if row["seeds"] > 1:
             accuracy += f" ± {row['accuracy_std']:.3f}"
-        values = [row[key][b]["accuracy"] for b in buckets]
+        cell = f"[{_CELL_COLOURS.get(row['cell'], 'white')}]{row['cell'].upper()}[/]"
         table.add_row(
-            f"[{_CELL_COLOURS.get(row['cell'], 'white')}]{row['cell'].upper()}[/]",
+            cell,
             str(row["hidden_size"]),
             f"{row['parameters']:,}",
             accuracy,
             f"{row['macro_f1']:.3f}",
             f"{row['train_seconds']:.0f}s",
             f"{row['tokens_per_second']:,.0f}",
-            *("-" if v is None else f"{v:.1%}" for v in values),
         )
-    # Fifteen columns do not fit the 80 columns rich assumes for a pipe: let the table be wide.
-    (out if out.is_terminal else Console(highlight=False, width=160)).print(table)
+        values = [row[key][b]["accuracy"] for b in buckets]
+        by_bucket.add_row(cell, *("-" if v is None else f"{v:.1%}" for v in values))
+    out.print(table)
+    out.print(by_bucket)
     out.print(f"accuracy by {'distance' if distance else 'length'} (0.5 to 1.0):")
     for row in summary:
         values = [row[key][b]["accuracy"] for b in buckets]

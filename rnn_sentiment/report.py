@@ -82,7 +82,7 @@ def markdown(comparison: Comparison, paths: dict[str, Path]) -> str:
     by = "distance of the verdict from the end (tokens)" if distance else "review length (tokens)"
     return "\n".join(
         [
-            f"# RNN vs LSTM vs GRU on {comparison.source}",
+            f"# {' vs '.join(cell.upper() for cell in comparison.cells())} on {comparison.source}",
             "",
             f"Accuracy and macro-F1 on the {comparison.split} split, mean over {seeds} seed(s); "
             f"the last columns are accuracy by {by}. Run directories are under "

@@ -52,7 +52,7 @@ def test_predict_falls_back_to_the_bundled_model_and_says_so(
     assert resolve_model_dir(None) == BUNDLED_MODEL_DIR
     code, out, err = invoke("predict", "This movie is not good", "--format", "json")
     assert code == 0 and '"label": "negative"' in out
-    assert "using the bundled model" in err
+    assert "model: the bundled model" in err
 
 
 def test_classify_uses_the_bundled_model_loads_it_once_and_names_it_once(
@@ -73,4 +73,4 @@ def test_classify_uses_the_bundled_model_loads_it_once_and_names_it_once(
     second = rnn_sentiment.classify(["This movie is not bad"])
     assert [first[0].label, second[0].label] == ["negative", "positive"]
     assert loads == [BUNDLED_MODEL_DIR]
-    assert capsys.readouterr().err.count("using the bundled model") == 1
+    assert capsys.readouterr().err.count("model: the bundled model") == 1

@@ -79,19 +79,33 @@ def test_int8_and_bf16_stay_close_to_fp32(
     assert (fast.score(texts).argmax(1) == predictor.score(texts).argmax(1)).all()
 
 
-def test_an_unfinished_run_is_not_picked_as_the_newest(tmp_path: Path, builtin_run: Path) -> None:
+def test_an_unfinished_run_is_not_picked_as_the_latest(tmp_path: Path, builtin_run: Path) -> None:
     runs = tmp_path / "runs"
     shutil.copytree(builtin_run, runs / "done")
     shutil.copytree(builtin_run, runs / "still-training")
     (runs / "still-training" / "metrics.json").write_text('{"status": "training"}')
-    assert resolve_model_dir(None, runs) == runs / "done"
+    assert resolve_model_dir("latest", runs) == runs / "done"
     assert resolve_model_dir("given", runs) == Path("given")
 
 
-def test_without_runs_the_bundled_model_is_used(tmp_path: Path) -> None:
-    assert resolve_model_dir(None, tmp_path / "no-runs") == BUNDLED_MODEL_DIR
-    assert "bundled model" in describe_model_dir(BUNDLED_MODEL_DIR)
-    assert describe_model_dir(tmp_path) == f"using model {tmp_path}"
+def test_training_never_changes_the_default_model(
+    tmp_path: Path, builtin_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RNN_SENTIMENT_MODEL", raising=False)
+    runs = tmp_path / "runs"
+    shutil.copytree(builtin_run, runs / "demo")
+    assert resolve_model_dir(None, runs) == BUNDLED_MODEL_DIR
+    note = describe_model_dir(BUNDLED_MODEL_DIR)
+    assert note is not None and "the bundled model" in note and "--model" in note
+    monkeypatch.setenv("RNN_SENTIMENT_MODEL", str(runs / "demo"))
+    assert resolve_model_dir(None, runs) == runs / "demo"
+    assert describe_model_dir(runs / "demo") == f"model: {runs / 'demo'} (from RNN_SENTIMENT_MODEL)"
+    assert describe_model_dir(runs / "demo", runs / "demo") is None  # named by the user
+
+
+def test_latest_without_a_finished_run_says_so(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="newest finished run under .*there is none"):
+        resolve_model_dir("latest", tmp_path / "no-runs")
 
 
 def test_a_folder_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
@@ -107,4 +121,4 @@ def test_a_planted_metrics_file_cannot_hang_picking_the_default(
     shutil.copytree(builtin_run, runs / "planted")
     (runs / "planted" / "metrics.json").unlink()
     (runs / "planted" / "metrics.json").symlink_to("/dev/zero")
-    assert resolve_model_dir(None, runs) == runs / "good"
+    assert resolve_model_dir("latest", runs) == runs / "good"

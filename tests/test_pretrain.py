@@ -248,3 +248,37 @@ def test_a_stop_during_pretraining_leaves_no_run_directory(tmp_path: Path) -> No
         train(_pretraining_config(tmp_path, "early"), callback)
     assert not (tmp_path / "runs" / "early").exists()
     assert not any(m.startswith("pretraining: epoch 2") for m in callback.messages)
+
+
+def test_the_time_budget_covers_pretraining(tmp_path: Path) -> None:
+    # A budget already spent after the first word2vec epoch: pretraining stops there, keeps its
+    # vectors, and training runs the one epoch a budget always allows.
+    config = _pretraining_config(
+        tmp_path, "budget", **{"pretraining.epochs": 5, "training.epochs": 3,
+                               "training.max_minutes": 1e-6}
+    )  # fmt: skip
+    callback = _Messages()
+    result = train(config, callback)
+    assert "pretraining: epoch 1/5 done" in callback.messages
+    assert not any(m.startswith("pretraining: epoch 2") for m in callback.messages)
+    assert any("the 1e-06-minute budget (training.max_minutes) is spent" in m
+               for m in callback.messages)  # fmt: skip
+    assert result.metrics["pretraining"]["words"] > 0
+    assert len(result.history) == 1
+
+
+def test_the_public_train_scores_the_test_split_as_evaluate_does(tmp_path: Path) -> None:
+    from rnn_sentiment import evaluate
+    from rnn_sentiment import train as public_train
+
+    source = str(_folder(tmp_path))  # with a test split
+    callback = _Messages()
+    data = {"data.source": source, "data.test_split": "test"}
+    result = public_train(tiny_config(tmp_path, **data, **{"output.name": "a"}), callback)
+    direct = train(tiny_config(tmp_path, **data, **{"output.name": "b"}))
+    assert any(m.startswith("test: scoring") for m in callback.messages)
+    assert any(m.startswith("test: accuracy") for m in callback.messages)
+    evaluated = evaluate(result.run_dir, split="test")
+    assert result.metrics["test"]["accuracy"] == evaluated["accuracy"]
+    assert result.metrics["test"]["n"] == evaluated["n"]
+    assert abs(result.metrics["test"]["loss"] - direct.metrics["test"]["loss"]) < 1e-5

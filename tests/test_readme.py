@@ -5,8 +5,11 @@ right before its opening fence is ``<!-- readme-test: skip: REASON -->``; it is 
 skipped with that reason. A block runs in a temporary folder holding ``configs/``, two tiny runs
 named as in the examples and the example input files. In a Python block, a top-level expression
 followed by a comment that is a Python literal (``label  # 'negative'``) must give that value.
-``console`` and ``text`` blocks are transcripts and are not run; any other language is an error,
-so that no new block escapes both.
+``console`` and ``text`` blocks are transcripts and are not run, unless the line before a
+``console`` block is ``<!-- readme-test: output -->``: then each ``$ command`` in it is run and
+must print exactly the lines that follow it (stdout and stderr together, trailing spaces
+ignored), so quoted output is what the command prints today. Any other language is an error, so
+that no new block escapes both.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Block:
     line: int  # README line of the block's first line of code
     code: str
     skip: str | None  # the reason its marker gives, None when it runs
+    output: bool = False  # a console transcript whose commands are run and output compared
 
 
 def parse_readme(text: str) -> tuple[list[Block], list[str]]:
@@ -71,8 +75,15 @@ def parse_readme(text: str) -> tuple[list[Block], list[str]]:
         previous = MARKER.fullmatch(lines[i - 1].strip()) if i else None
         if previous:
             directive, _, reason = previous.group(1).partition(":")
+            if directive.strip() == "output" and block.language == "console":
+                blocks.append(Block(block.language, block.line, block.code, None, output=True))
+                i = end + 1
+                continue
             if directive.strip() != "skip" or not reason.strip():
-                problems.append(f"line {i}: write '<!-- readme-test: skip: REASON -->'")
+                problems.append(
+                    f"line {i}: write '<!-- readme-test: skip: REASON -->', or "
+                    "'<!-- readme-test: output -->' before a console block"
+                )
             elif block.language not in RUN_LANGUAGES:
                 problems.append(f"line {i}: a skip marker on a '{block.language}' block, never run")
             block = Block(block.language, block.line, block.code, reason.strip())
@@ -215,6 +226,46 @@ def test_readme_block_runs(block: Block, workspace: Path, tmp_path: Path) -> Non
     if block.language == "bash":
         missing = [name for name in _outputs(block.code) if not (workspace / name).exists()]
         assert missing == [], f"README block at line {block.line} did not write {missing}"
+
+
+def transcript(block: Block) -> list[tuple[str, list[str]]]:
+    """The ``$ command`` lines of a console block, each with the output lines that follow it."""
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.code.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            steps[-1][1].append(line.rstrip())
+    return steps
+
+
+OUTPUT_BLOCKS = [b for b in BLOCKS if b.output]
+
+
+def test_the_readme_quotes_checked_output() -> None:
+    assert len(OUTPUT_BLOCKS) >= 2
+
+
+@pytest.mark.parametrize("block", [_param(b) for b in OUTPUT_BLOCKS])
+def test_readme_transcript_prints_what_it_quotes(
+    block: Block, workspace: Path, tmp_path: Path
+) -> None:
+    env = _environment(tmp_path / "home")
+    env["COLUMNS"] = "100"
+    env.pop("RNN_SENTIMENT_NATIVE")  # its note is not part of what a user sees; no big batches here
+    env.pop("RNN_SENTIMENT_MODEL", None)
+    for command, expected in transcript(block):
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command.split("  #")[0]],
+            cwd=workspace,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
+        )
+        printed = [line.rstrip() for line in result.stdout.splitlines()]
+        assert printed == expected, f"README line {block.line}: $ {command}"
 
 
 # Imports every module first, so that a submodule bound as a package attribute by its import

@@ -7,8 +7,11 @@ folders stream chunk by chunk, so memory stays flat for any size; a hub split is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rnn_sentiment.config import DataConfig
 from rnn_sentiment.data.files import choose_text_column, missing_column
@@ -18,6 +21,12 @@ from rnn_sentiment.errors import DataError
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.inference.scoring import ScoringOptions, iter_scored
 from rnn_sentiment.metrics import compute_metrics
+
+
+def score_texts(run_dir: Path, texts: Sequence[str]) -> np.ndarray:
+    """Class probabilities [n, labels] of ``texts`` with the run directory's model, as
+    ``predict`` computes them (its engine, its text pipeline): training's test pass uses it."""
+    return Predictor.from_dir(run_dir).predict_proba(texts)
 
 
 def evaluate(

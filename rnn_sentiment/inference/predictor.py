@@ -6,6 +6,7 @@ torch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -147,31 +148,51 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+LATEST = "latest"
+MODEL_ENV = "RNN_SENTIMENT_MODEL"
+
+
 def resolve_model_dir(model: str | Path | None, runs_dir: str | Path = "runs") -> Path:
-    """The model to use: the one given, else the newest complete run under ``runs_dir``, else
-    the bundled model shipped with the package."""
-    if model is not None:
-        return Path(model)
-    root = Path(runs_dir)
-    runs = [p for p in root.glob("*") if _is_complete(p)] if root.is_dir() else []
-    if runs:
-        return max(runs, key=lambda p: (p / MANIFEST_FILE).stat().st_mtime)
-    if (BUNDLED_MODEL_DIR / MANIFEST_FILE).is_file():
-        return BUNDLED_MODEL_DIR
-    raise CheckpointError(
-        f"no trained model under {root}/ and no bundled model in this installation; "
-        "train one with 'rnn-sentiment train' or pass --model RUN_DIR"
-    )
+    """The model to use: the one given, else the one named by ``$RNN_SENTIMENT_MODEL``, else the
+    bundled model shipped with the package.
 
-
-def describe_model_dir(model_dir: Path) -> str:
-    """How to name ``model_dir`` on stderr: the bundled model is named as such."""
-    if model_dir == BUNDLED_MODEL_DIR:
-        return (
-            "using the bundled model (trained on IMDB + SST-2 reviews; see 'Bundled model' "
-            "in the README); train your own or name a run directory"
+    Training a run never changes the default by itself (a demo run would silently replace a good
+    model); ``latest`` names the newest complete run under ``runs_dir``.
+    """
+    chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
+    if chosen is None:
+        if (BUNDLED_MODEL_DIR / MANIFEST_FILE).is_file():
+            return BUNDLED_MODEL_DIR
+        raise CheckpointError(
+            "no bundled model in this installation; pass --model RUN_DIR (or set "
+            f"{MODEL_ENV}=RUN_DIR), or train one with 'rnn-sentiment train'"
         )
-    return f"using model {model_dir}"
+    if str(chosen) == LATEST and not Path(chosen).exists():
+        return _newest_run(Path(runs_dir))
+    return Path(chosen)
+
+
+def _newest_run(root: Path) -> Path:
+    runs = [p for p in root.glob("*") if _is_complete(p)] if root.is_dir() else []
+    if not runs:
+        raise CheckpointError(
+            f"'{LATEST}' names the newest finished run under {root}/, and there is none; "
+            "train one with 'rnn-sentiment train'"
+        )
+    return max(runs, key=lambda p: (p / MANIFEST_FILE).stat().st_mtime)
+
+
+def describe_model_dir(model_dir: Path, given: str | Path | None = None) -> str | None:
+    """Which model scores, for stderr, unless the user named it (``given``) on the command line."""
+    if model_dir == BUNDLED_MODEL_DIR:
+        return "model: the bundled model (a bidirectional GRU trained on IMDB + SST-2); " + (
+            "yours: --model RUN_DIR"
+        )
+    if given is None:
+        return f"model: {model_dir} (from {MODEL_ENV})"
+    if Path(given) != model_dir:
+        return f"model: {model_dir} (the newest finished run: '{LATEST}')"
+    return None
 
 
 def _is_complete(run_dir: Path) -> bool:

@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,8 +42,11 @@ from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memory
 from rnn_sentiment.training.diagnostics import explosion_warning, gradient_flow, longest_reviews
-from rnn_sentiment.training.pretrain import load_vectors, pretrain_vectors
+from rnn_sentiment.training.pretrain import EnoughEpochs, load_vectors, pretrain_vectors
 from rnn_sentiment.training.state import LoopState, restore_state, resumable_config, save_state
+
+# Class probabilities [n, labels] of texts, from a finished run directory.
+TestScorer = Callable[[Path, Sequence[str]], np.ndarray]
 
 
 @dataclass
@@ -85,6 +89,7 @@ def train(
     callback: TrainCallback | None = None,
     resume: str | Path | None = None,
     force: bool = False,
+    score_test: TestScorer | None = None,
 ) -> TrainResult:
     """Train a classifier as ``config`` says and write a self-contained run directory.
 
@@ -93,11 +98,14 @@ def train(
         callback: receives progress; None trains silently.
         resume: a run directory to continue from its last saved training state.
         force: resume even when ``config`` differs from the run's saved config.
+        score_test: scores the test reviews with the finished run directory, as ``evaluate``
+            and ``predict`` do (the public :func:`rnn_sentiment.train` passes their scorer);
+            None scores them with the training model's batched forward pass.
     """
     cb = callback or TrainCallback()
     run = setup_run(config, resume, force, cb)
     run_epochs(run, cb)
-    return TrainResult(run.run_dir, finish(run), run.loop.history)
+    return TrainResult(run.run_dir, finish(run, cb, score_test), run.loop.history)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,6 +246,8 @@ def pretrain_embeddings(run: Run, cb: TrainCallback) -> dict[str, Any]:
         f"{len(splits.unlabelled):,} unlabelled texts, {pcfg.epochs} epochs"
     )
     unlabelled_ids = run.pipeline.encode_lists(splits.unlabelled, config.data.cache_dir)
+    # The budget covers pretraining and the training epochs together (LoopState.total_seconds).
+    budget, start = config.training.max_minutes, time.perf_counter()
 
     def on_epoch(n: int) -> None:
         if stop.requested:
@@ -246,6 +256,13 @@ def pretrain_embeddings(run: Run, cb: TrainCallback) -> dict[str, Any]:
                 f"nothing to resume (the run directory {run.run_dir} was removed)"
             )
         cb.on_message(f"pretraining: epoch {n}/{pcfg.epochs} done")
+        spent = time.perf_counter() - start
+        if budget is not None and spent > budget * 60 and n < pcfg.epochs:
+            cb.on_message(
+                f"pretraining: stopping after epoch {n}: the {budget}-minute budget "
+                "(training.max_minutes) is spent; one training epoch follows"
+            )
+            raise EnoughEpochs
 
     try:
         with StopSignals() as stop:
@@ -396,7 +413,9 @@ def _stop_reason(loop: LoopState, tcfg: TrainingConfig) -> str | None:
 # The end: metrics of the best weights
 
 
-def finish(run: Run) -> dict[str, Any]:
+def finish(
+    run: Run, cb: TrainCallback | None = None, score_test: TestScorer | None = None
+) -> dict[str, Any]:
     """Final metrics of the best weights, on the test split too when there is one; saved."""
     config, loop, splits = run.config, run.loop, run.splits
     run.model.load_state_dict(load_weights(run.run_dir / WEIGHTS_FILE))
@@ -413,8 +432,7 @@ def finish(run: Run) -> dict[str, Any]:
     if loop.pretraining is not None:
         metrics["pretraining"] = loop.pretraining
     if splits.test is not None:
-        test_ids = run.pipeline.encode_lists(splits.test.texts, config.data.cache_dir)
-        metrics["test"] = run.metrics_on(test_ids, splits.test.labels)
+        metrics["test"] = _test_metrics(run, cb or TrainCallback(), score_test)
     if run.flow is not None:
         reviews = longest_reviews(run.val_ids, splits.validation.labels, config.diagnostics.reviews)
         metrics["gradient_flow"] = {
@@ -422,6 +440,26 @@ def finish(run: Run) -> dict[str, Any]:
             "trained": gradient_flow(run.model, *reviews, run.device),
         }
     save_metrics(run.run_dir, metrics)
+    return metrics
+
+
+def _test_metrics(run: Run, cb: TrainCallback, score_test: TestScorer | None) -> dict[str, Any]:
+    """The best weights' metrics on the test split, with progress: it can take minutes."""
+    assert run.splits.test is not None
+    texts, labels = run.splits.test.texts, run.splits.test.labels
+    cb.on_message(f"test: scoring {len(texts):,} reviews with the best epoch's weights")
+    start = time.perf_counter()
+    if score_test is None:
+        metrics = run.metrics_on(
+            run.pipeline.encode_lists(texts, run.config.data.cache_dir), labels
+        )
+    else:
+        keep = [i for i, label in enumerate(labels) if label >= 0]
+        probs = score_test(run.run_dir, [texts[i] for i in keep])
+        metrics = probability_metrics(probs, [labels[i] for i in keep], run.splits.label_names)
+    cb.on_message(
+        f"test: accuracy {metrics['accuracy']:.4f} in {time.perf_counter() - start:.0f} s"
+    )
     return metrics
 
 

@@ -46,6 +46,10 @@ class PretrainedVectors:
         }
 
 
+class EnoughEpochs(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by ``on_epoch`` to end pretraining after that epoch, keeping what was learned."""
+
+
 def pretrain_vectors(
     token_ids: Sequence[Sequence[int]],
     vocab_size: int,
@@ -54,7 +58,8 @@ def pretrain_vectors(
     seed: int,
     on_epoch: Callable[[int], None] | None = None,
 ) -> PretrainedVectors:
-    """word2vec over tokenized texts; ``on_epoch(n)`` is called after each of ``cfg.epochs``."""
+    """word2vec over tokenized texts; ``on_epoch(n)`` is called after each of ``cfg.epochs``
+    and may raise :class:`EnoughEpochs` to stop there (a time budget)."""
     start = time.perf_counter()
     names = [str(i) for i in range(vocab_size)]  # shared strings: one per id, not per token
     sentences = [[names[i] for i in ids if i != PAD_ID] for ids in token_ids]
@@ -103,20 +108,25 @@ def _word2vec(
             if on_epoch is not None:
                 on_epoch(self.epoch)
 
+    # What Word2Vec(sentences, ...) does, in its two steps, so that a stop after an epoch keeps
+    # the model trained so far.
+    w2v = Word2Vec(
+        vector_size=dim,
+        window=cfg.window,
+        negative=cfg.negative,
+        sg=int(cfg.skipgram),
+        sample=cfg.sample,
+        epochs=cfg.epochs,
+        min_count=1,  # the tokenizer already dropped rare words
+        workers=cfg.threads,
+        seed=seed,
+    )
     try:
-        w2v = Word2Vec(
-            sentences,
-            vector_size=dim,
-            window=cfg.window,
-            negative=cfg.negative,
-            sg=int(cfg.skipgram),
-            sample=cfg.sample,
-            epochs=cfg.epochs,
-            min_count=1,  # the tokenizer already dropped rare words
-            workers=cfg.threads,
-            seed=seed,
-            callbacks=[_Progress()],
-        )
+        w2v.build_vocab(sentences)
+        w2v.train(sentences, total_examples=w2v.corpus_count, epochs=w2v.epochs,
+                  callbacks=[_Progress()])  # fmt: skip
+    except EnoughEpochs:
+        pass
     except (RuntimeError, ValueError, MemoryError) as exc:  # gensim's own failures, one line
         raise TrainingError(f"word2vec pretraining failed: {exc}") from None
     return w2v.wv

@@ -59,27 +59,33 @@ def test_train_evaluate_predict_end_to_end(tmp_path: Path, jsonl_reviews: Path) 
     assert code == 0 and [r["label"] for r in json.loads(out)] == ["positive", "negative"]
 
 
-def test_predict_defaults_to_the_newest_run(
+def test_predict_uses_the_bundled_model_until_told_otherwise(
     tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(
-        "rnn_sentiment.inference.predictor.BUNDLED_MODEL_DIR", tmp_path / "no-bundle"
-    )
-    code, _, err = invoke("predict", "anything")
-    assert code == 2 and "no trained model under runs/" in err
+    monkeypatch.delenv("RNN_SENTIMENT_MODEL", raising=False)
     overrides = [
         o
         for o in tiny_overrides(tmp_path, **{"data.source": str(jsonl_reviews)})
         if not o.startswith("output.")
     ]
-    assert invoke("train", *overrides, "-q")[0] == 0
+    code, out, _ = invoke("train", *overrides)
+    assert code == 0 and "use it: rnn-sentiment predict --model runs/lstm-" in out
     code, out, err = invoke("predict", "i loved it", "--format", "json")
-    assert code == 0 and "using model runs/lstm-" in err
+    assert code == 0 and "model: the bundled model" in err  # a new run does not take over
+    code, out, err = invoke("predict", "--model", "latest", "i loved it", "--format", "json")
+    assert code == 0 and "model: runs/lstm-" in err and "(the newest finished run" in err
+    monkeypatch.setenv("RNN_SENTIMENT_MODEL", "latest")
     code, out, err = invoke(
         "evaluate", "--data", str(jsonl_reviews / "test.jsonl"), "--format", "json"
     )
-    assert code == 0 and json.loads(out)["n"] == 16
+    assert code == 0 and json.loads(out)["n"] == 16 and "model: runs/lstm-" in err
+    monkeypatch.setattr(
+        "rnn_sentiment.inference.predictor.BUNDLED_MODEL_DIR", tmp_path / "no-bundle"
+    )
+    monkeypatch.delenv("RNN_SENTIMENT_MODEL")
+    code, _, err = invoke("predict", "anything")
+    assert code == 2 and "no bundled model in this installation" in err
 
 
 @pytest.mark.parametrize(
@@ -92,6 +98,19 @@ def test_predict_defaults_to_the_newest_run(
         (["predict", "--model", ".", ""], "review 1 is empty"),
         (["predict", "--model", ".", "--file", "missing.txt"], "review file not found"),
         (["evaluate", "nowhere"], "model directory not found"),
+        (["train", "configs/"], "configs is a folder; give one of its YAML files"),
+        (
+            ["train", "--epochs", "3"],
+            "no such option --epochs; settings are key=value: did you mean training.epochs=3?",
+        ),  # fmt: skip
+        (["compare", "--max-minutes=2"], "did you mean training.max_minutes=2?"),
+        (["predict", "--fromat", "json", "x"], "no such option --fromat; did you mean --format?"),
+        (["predict", "--format", "xml", "x"], "invalid value for '--format': 'xml' is not one of"),
+        (["predikt"], "no such command 'predikt'. Did you mean 'predict'?"),
+        (
+            ["train", "--resume"],
+            "option '--resume' requires an argument; see rnn-sentiment train --help",
+        ),  # fmt: skip
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str) -> None:
@@ -99,6 +118,22 @@ def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str) ->
     assert code == 2
     assert message in err
     assert "Traceback" not in err + out
+    assert all(line.startswith("error: ") for line in err.strip().splitlines())  # one per problem
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "compare"])
+def test_help_is_short_and_shows_no_type_placeholders(command: str) -> None:
+    code, out, _ = invoke(command, "--help")
+    assert code == 0 and "Example" in out
+    assert "<bool>" not in out and "<str>" not in out and "<int range>" not in out
+    assert len(out.splitlines()) <= 60
+
+
+def test_shell_completion_is_offered() -> None:
+    code, out, _ = invoke("--help")
+    assert code == 0 and "--install-completion" in out and "--show-completion" in out
+    code, out, _ = invoke("--show-completion", "bash")
+    assert code == 0 and "_rnn_sentiment_completion" in out
 
 
 def test_config_errors_are_all_listed(tmp_path: Path) -> None:
