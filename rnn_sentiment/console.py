@@ -72,6 +72,7 @@ class TrainProgress(TrainCallback):
         self.epoch_label = ""
         self.steps = 0
         self.loss = self.accuracy = 0.0
+        self.first_step = True
         self.started = time.perf_counter()
 
     def on_message(self, text: str) -> None:
@@ -82,6 +83,7 @@ class TrainProgress(TrainCallback):
         self.epoch_label = f"epoch {epoch}/{epochs}"
         self.steps = steps
         self.loss = self.accuracy = 0.0
+        self.first_step = True
         self.started = time.perf_counter()
         if self.live:
             self.progress = Progress(
@@ -98,8 +100,11 @@ class TrainProgress(TrainCallback):
             self.task = self.progress.add_task(self.epoch_label, total=steps, stats="")
 
     def on_step(self, step: int, loss: float, accuracy: float, grad_norm: float) -> None:
-        # Exponential moving averages: a readable trend instead of per-batch noise.
-        weight = 0.05 if step > 1 else 1.0
+        # Exponential moving averages: a readable trend instead of per-batch noise. They start
+        # at the first step shown, which after --resume is not step 1 (from 0 they would climb
+        # for dozens of steps and look like a regression).
+        weight = 1.0 if self.first_step else 0.05
+        self.first_step = False
         self.loss += weight * (loss - self.loss)
         self.accuracy += weight * (accuracy - self.accuracy)
         stats = f"loss {self.loss:.3f} acc {self.accuracy:.3f} |g| {grad_norm:.2f}"

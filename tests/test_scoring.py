@@ -285,3 +285,22 @@ def test_resume_refuses_a_changed_input_and_restarts_without_resume(
                    options.model_copy(update={"resume": True}))  # fmt: skip
     score_file(predictor, tmp_path / "in.csv", tmp_path / "o.csv", options)
     assert [r["text"] for r in read_output(tmp_path / "o.csv")] == REVIEWS[::-1]
+
+
+def test_parquet_output_keeps_the_json_types_of_the_first_object(
+    tmp_path: Path, predictor: Predictor
+) -> None:
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "ids.jsonl"
+    rows = [{"id": 1, "text": "a wonderful film", "stars": 4.5, "seen": True},
+            {"id": "x7", "text": "a dull film", "stars": 2, "seen": False}]  # fmt: skip
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    score_file(predictor, str(source), str(tmp_path / "out.parquet"))
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert str(table.schema.field("id").type) == "int64"
+    assert str(table.schema.field("stars").type) == "double"
+    assert str(table.schema.field("seen").type) == "bool"
+    got = table.to_pylist()
+    assert [row["id"] for row in got] == [1, None] and [row["seen"] for row in got] == [True, False]
+    assert got[0]["error"] is None and "int64 in column 'id'" in got[1]["error"]

@@ -141,6 +141,11 @@ class Reader:
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         raise NotImplementedError
 
+    def schema_of(self, names: Sequence[str]) -> dict[str, Any]:
+        """The pyarrow types of those of ``names`` whose values are not text, to keep them in
+        a Parquet output; a column not named here is written as text."""
+        return {}
+
     def close(self) -> None:
         """Release the file handle."""
         if self.raw is not None:
@@ -407,6 +412,24 @@ class JsonlReader(Reader):
             self.keys.setdefault(fix_text(key)[0], key)
         self.columns = list(self.keys)
         self.known = set(self.keys.values())
+        self.first = first
+
+    def schema_of(self, names: Sequence[str]) -> dict[str, Any]:
+        """Integer, number and true/false fields keep the type of their value in the first
+        object (an integer ``id`` stays an integer); a later value of another type does not fit
+        and is flagged by the writer."""
+        import pyarrow as pa
+
+        types: dict[str, Any] = {}
+        for name in names:
+            value = getattr(self, "first", {}).get(self.keys.get(name, name))
+            if isinstance(value, bool):
+                types[name] = pa.bool_()
+            elif isinstance(value, int) and -(2**63) <= value < 2**63:
+                types[name] = pa.int64()
+            elif isinstance(value, float):
+                types[name] = pa.float64()
+        return types
 
     def _read_array(self, head: str) -> list[Any]:
         text = head + self.stream.read(max(0, JSON_ARRAY_LIMIT + 1 - len(head)))  # never -1: all
@@ -679,7 +702,7 @@ class ParquetReader(Reader):
         self.columns = list(self.file.schema_arrow.names)
         self.wanted: list[str] | None = None
 
-    def schema_of(self, names: Sequence[str]) -> Any:
+    def schema_of(self, names: Sequence[str]) -> dict[str, Any]:
         """The pyarrow types of ``names``, to keep them in a Parquet output."""
         schema = self.file.schema_arrow
         return {name: schema.field(name).type for name in names}

@@ -184,15 +184,15 @@ def _newest_run(root: Path) -> Path:
 
 def describe_model_dir(model_dir: Path, given: str | Path | None = None) -> str | None:
     """Which model scores, for stderr, unless the user named it (``given``) on the command line."""
+    if given is not None and Path(given) == model_dir:
+        return None
     if model_dir == BUNDLED_MODEL_DIR:
         return "model: the bundled model (a bidirectional GRU trained on IMDB + SST-2); " + (
             "yours: --model RUN_DIR"
         )
     if given is None:
         return f"model: {model_dir} (from {MODEL_ENV})"
-    if Path(given) != model_dir:
-        return f"model: {model_dir} (the newest finished run: '{LATEST}')"
-    return None
+    return f"model: {model_dir} (the newest finished run: '{LATEST}')"
 
 
 def _is_complete(run_dir: Path) -> bool:

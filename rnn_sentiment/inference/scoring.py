@@ -383,7 +383,7 @@ class _Plan:
     kept: dict[str, str]  # input column -> output column
     out_kind: str
     keep_all: bool  # every column: a JSON key the first object lacks is flagged
-    types: dict[str, Any]  # output column -> Parquet type kept from a Parquet input
+    types: dict[str, Any]  # output column -> Parquet type kept from a Parquet or JSON input
 
 
 def _plan(
@@ -394,8 +394,8 @@ def _plan(
     types: dict[str, Any] = {}
     if isinstance(reader, ParquetReader):
         reader.wanted = list(dict.fromkeys([*kept, text_column]))
-        if out_kind == "parquet":
-            types = {kept[old]: kind for old, kind in reader.schema_of(list(kept)).items()}
+    if out_kind == "parquet":
+        types = {kept[old]: kind for old, kind in reader.schema_of(list(kept)).items()}
     return _Plan(text_column, kept, out_kind, options.keep_columns == "all", types)
 
 

@@ -215,3 +215,14 @@ def test_compare_on_a_tiny_budget(tmp_path: Path) -> None:
     assert code == 2 and "comma list" in err
     code, _, err = invoke("compare", *overrides, "--cells", "rnn", "--out", str(out_dir))
     assert code == 2 and "already exists" in err
+
+
+def test_progress_after_resume_starts_from_the_first_step_shown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from rnn_sentiment.console import TrainProgress
+
+    progress = TrainProgress(log_every=1)
+    progress.on_epoch_start(2, 3, 100)
+    progress.on_step(57, 0.05, 0.98, 1.0)  # resumed at step 57: no climb from 0
+    assert "step 57/100 loss 0.050 acc 0.980" in capsys.readouterr().err
