@@ -310,8 +310,15 @@ def evaluate(
             "--output", "-o", metavar="FILE", help="Also write the metrics to this JSON file."
         ),
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE.png", help="Also draw a reliability diagram (calibration) to this PNG."
+        ),
+    ] = None,
 ) -> None:
-    """Accuracy, per-class precision/recall/F1, macro-F1 and confusion matrix on labelled data.
+    """Accuracy, per-class precision/recall/F1, macro-F1, confusion matrix and calibration (ECE,
+    Brier score, log loss) on labelled data.
 
     \b
     Example:
@@ -331,6 +338,10 @@ def evaluate(
         metrics = evaluate_model(model_dir, data, split, text_column, label_column)
         if output is not None:
             atomic_write_json(output, metrics)
+        if plot is not None:
+            from rnn_sentiment.report import plot_reliability
+
+            plot_reliability(metrics, plot)
         if fmt is TableOrJson.json:
             console.json_out(metrics)
         else:

@@ -165,6 +165,12 @@ def metrics_table(metrics: dict[str, Any]) -> None:
         f"({metrics['split']}, {metrics['n']} reviews)"
     )
     out.print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}")
+    if "calibration" in metrics:
+        c = metrics["calibration"]
+        out.print(
+            f"calibration: ECE {c['ece']:.4f} ({c['ece_bins']} bins)   Brier {c['brier']:.4f}   "
+            f"log loss {c['log_loss']:.4f}"
+        )
     per_class = Table(show_header=True)
     for column in ("class", "precision", "recall", "F1", "support"):
         per_class.add_column(column, justify="left" if column == "class" else "right")

@@ -1,4 +1,5 @@
-"""Classification metrics: accuracy, per-class precision/recall/F1, macro-F1, confusion, log loss.
+"""Classification metrics: accuracy, per-class precision/recall/F1, macro-F1, confusion, log loss,
+and calibration (expected calibration error, Brier score, reliability bins).
 
 Below both training (validation) and inference (``evaluate``), so neither imports the other.
 """
@@ -54,3 +55,50 @@ def probability_metrics(
     picked = probs[np.arange(len(truth)), truth]
     metrics["loss"] = float(-np.log(np.clip(picked, 1e-12, None)).mean()) if len(truth) else 0.0
     return metrics
+
+
+ECE_BINS = 15  # equal-width confidence bins, as Guo et al. (2017) "On Calibration of Modern NNs"
+
+
+def calibration_metrics(
+    probs: np.ndarray, labels: Sequence[int], bins: int = ECE_BINS
+) -> dict[str, Any]:
+    """How far the probabilities are from the frequencies they claim.
+
+    - ``ece``: expected calibration error of the top label: the confidence of the most likely
+      class against its accuracy, in ``bins`` equal-width bins over [0, 1], weighted by count.
+    - ``brier``: two classes: mean squared error of p(second class), as scikit-learn's
+      ``brier_score_loss``; more: the mean over reviews of the squared error summed over classes.
+    - ``log_loss``: mean cross-entropy (natural log), probabilities clipped at 1e-12.
+    - ``reliability``: per non-empty bin: its range, count, mean confidence and accuracy.
+    """
+    truth = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    if not len(truth):
+        return {"ece": 0.0, "ece_bins": bins, "brier": 0.0, "log_loss": 0.0, "reliability": []}
+    confidence = p.max(axis=1)
+    correct = (p.argmax(axis=1) == truth).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    ece, reliability = 0.0, []
+    for b in range(bins):
+        members = which == b
+        count = int(members.sum())
+        if count:
+            conf, acc = float(confidence[members].mean()), float(correct[members].mean())
+            ece += count / len(truth) * abs(conf - acc)
+            reliability.append({"low": float(edges[b]), "high": float(edges[b + 1]),
+                                "count": count, "confidence": conf, "accuracy": acc})  # fmt: skip
+    onehot = np.eye(p.shape[1])[truth]
+    if p.shape[1] == 2:
+        brier = float(((p[:, 1] - onehot[:, 1]) ** 2).mean())
+    else:
+        brier = float(((p - onehot) ** 2).sum(axis=1).mean())
+    picked = np.clip(p[np.arange(len(truth)), truth], 1e-12, None)
+    return {
+        "ece": float(ece),
+        "ece_bins": bins,
+        "brier": brier,
+        "log_loss": float(-np.log(picked).mean()),
+        "reliability": reliability,
+    }

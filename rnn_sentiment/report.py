@@ -176,6 +176,40 @@ def plot_gradient_flow(summary: list[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
+def plot_reliability(metrics: dict[str, Any], path: Path) -> None:
+    """A reliability diagram of ``evaluate``'s metrics: accuracy against confidence per bin
+    (the diagonal is perfect calibration), with each bin's count."""
+    plt = _pyplot()
+    calibration = metrics["calibration"]
+    bins = calibration["reliability"]
+    fig, (ax, counts) = plt.subplots(
+        2, 1, figsize=(5.2, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    width = 1.0 / calibration["ece_bins"]
+    ax.bar(centres, [b["accuracy"] for b in bins], width=width * 0.9, color="#4c72b0",
+           alpha=0.8, label="accuracy")  # fmt: skip
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="#dd8452",
+            markersize=4, label="mean confidence")  # fmt: skip
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.set_title(
+        f"ECE {calibration['ece']:.3f} ({calibration['ece_bins']} bins), "
+        f"Brier {calibration['brier']:.3f}, {metrics['n']:,} reviews",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    counts.bar(centres, [b["count"] for b in bins], width=width * 0.9, color="grey")
+    counts.set_yscale("log")
+    counts.set_xlabel("confidence of the predicted label")
+    counts.set_ylabel("reviews")
+    counts.grid(alpha=0.3)
+    _save(fig, path)
+
+
 def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)

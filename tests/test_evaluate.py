@@ -155,3 +155,22 @@ def test_the_runs_own_test_split_and_generated_data(predictor: Predictor) -> Non
     texts, labels = read_split("long-range", "validation", predictor.run.config.data)
     assert generated["n"] == len(texts) > 0
     assert generated["accuracy"] == pytest.approx(expected_accuracy(predictor, texts, labels))
+
+
+def test_calibration_comes_from_the_models_probabilities_and_plots(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    from rnn_sentiment.metrics import calibration_metrics
+    from tests.helpers import invoke
+
+    path = write_labelled(tmp_path, "csv", TEXTS, LABELS)
+    metrics = evaluate(predictor, str(path))
+    truth = [predictor.label_names.index(label) for label in LABELS]
+    expected = calibration_metrics(predictor.score(TEXTS), truth)
+    assert metrics["calibration"]["ece"] == pytest.approx(expected["ece"], abs=1e-6)
+    assert metrics["calibration"]["brier"] == pytest.approx(expected["brier"], abs=1e-6)
+    assert sum(b["count"] for b in metrics["calibration"]["reliability"]) == len(TEXTS)
+    code, out, _ = invoke("evaluate", str(predictor.path), "--data", str(path),
+                          "--plot", str(tmp_path / "reliability.png"))  # fmt: skip
+    assert code == 0 and "calibration: ECE" in out
+    assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"

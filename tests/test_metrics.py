@@ -31,3 +31,30 @@ def test_probability_metrics_add_the_mean_cross_entropy() -> None:
     assert metrics["loss"] == pytest.approx(expected, rel=1e-5)
     assert metrics["accuracy"] == pytest.approx(2 / 3)
     assert probability_metrics(np.zeros((0, 2)), [], ["a", "b"])["loss"] == 0.0
+
+
+def test_calibration_metrics_on_a_hand_computed_example() -> None:
+    from rnn_sentiment.metrics import calibration_metrics
+
+    # Confidences 0.9, 0.9, 0.6, 0.8 (bins (0.867, 0.933], (0.533, 0.6], (0.733, 0.8] of 15);
+    # the first two right and wrong, the third right, the fourth wrong.
+    probs = np.array([[0.1, 0.9], [0.1, 0.9], [0.6, 0.4], [0.2, 0.8]])
+    labels = [1, 0, 0, 0]
+    got = calibration_metrics(probs, labels)
+    # ECE: bin 0.9: |0.9 - 0.5| * 2/4; bin 0.6: |0.6 - 1| * 1/4; bin 0.8: |0.8 - 0| * 1/4.
+    assert got["ece"] == pytest.approx(0.4 * 0.5 + 0.4 * 0.25 + 0.8 * 0.25)
+    # Brier of p(positive): (0.9-1)^2, (0.9-0)^2, (0.4-0)^2, (0.8-0)^2.
+    assert got["brier"] == pytest.approx((0.01 + 0.81 + 0.16 + 0.64) / 4)
+    assert got["log_loss"] == pytest.approx(-np.log([0.9, 0.1, 0.6, 0.2]).mean())
+    assert [(b["count"], b["accuracy"]) for b in got["reliability"]] == [(1, 1.0), (1, 0.0),
+                                                                         (2, 0.5)]  # fmt: skip
+
+
+def test_a_perfectly_calibrated_bin_has_no_error_and_three_classes_use_the_sum() -> None:
+    from rnn_sentiment.metrics import calibration_metrics
+
+    probs = np.array([[0.75, 0.25, 0.0]] * 4)
+    got = calibration_metrics(probs, [0, 0, 0, 1])
+    assert got["ece"] == pytest.approx(0.0)
+    # Brier over classes: three rows (0.25^2 + 0.25^2), one row (0.75^2 + 0.75^2).
+    assert got["brier"] == pytest.approx((3 * 0.125 + 1.125) / 4)

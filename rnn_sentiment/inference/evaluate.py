@@ -20,7 +20,7 @@ from rnn_sentiment.data.sources import open_split, single_source, to_reviews
 from rnn_sentiment.errors import DataError
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.inference.scoring import ScoringOptions, iter_scored
-from rnn_sentiment.metrics import compute_metrics
+from rnn_sentiment.metrics import calibration_metrics, compute_metrics
 
 
 def score_texts(run_dir: Path, texts: Sequence[str]) -> np.ndarray:
@@ -64,12 +64,13 @@ def evaluate(
         )
     reader = open_split(data_cfg.source, chosen, data_cfg)
     try:
-        labels, predicted, unscored = evaluate_reader(predictor, reader, data_cfg)
+        labels, probs, unscored = evaluate_reader(predictor, reader, data_cfg)
     finally:
         reader.close()
     if not labels:
         raise DataError(f"split '{chosen}' of {data_cfg.source} has no labelled reviews")
-    metrics = compute_metrics(labels, predicted, predictor.label_names)
+    metrics = compute_metrics(labels, probs.argmax(axis=1).tolist(), predictor.label_names)
+    metrics["calibration"] = calibration_metrics(probs, labels)
     metrics.update({"source": data_cfg.source, "split": chosen, "model": str(predictor.path)})
     metrics["unscored"] = unscored
     return metrics
@@ -77,11 +78,11 @@ def evaluate(
 
 def evaluate_reader(
     predictor: Predictor, reader: Reader, data_cfg: DataConfig, chunk_size: int = 4096
-) -> tuple[list[int], list[int], int]:
-    """Labels and predictions of every labelled row, read and scored chunk by chunk.
+) -> tuple[list[int], np.ndarray, int]:
+    """Labels and class probabilities of every labelled row, read and scored chunk by chunk.
 
-    Returns (labels, predicted, unscored): labelled rows whose text is missing or empty are
-    counted in ``unscored`` and left out of the metrics.
+    Returns (labels, probabilities [n, labels], unscored): labelled rows whose text is missing or
+    empty are counted in ``unscored`` and left out of the metrics.
     """
     where = reader.where
     text_column = choose_text_column(reader.columns, data_cfg.text_column, where)
@@ -91,15 +92,17 @@ def evaluate_reader(
     if isinstance(reader, ParquetReader):
         reader.wanted = list(dict.fromkeys([text_column, label_column]))
     labels: list[int] = []
-    predicted: list[int] = []
+    probs: list[np.ndarray] = []
     unscored = 0
     options = ScoringOptions(chunk_size=chunk_size)
     for chunk, scored in iter_scored(predictor, reader, text_column, options):
         truth = to_reviews(([""] * chunk.rows, chunk.columns[label_column]), predictor.label_names)
-        for label, guess in zip(truth.labels, scored.predicted, strict=True):
+        assert scored.probs is not None
+        for row, (label, guess) in enumerate(zip(truth.labels, scored.predicted, strict=True)):
             if label >= 0 and guess < 0:
                 unscored += 1
             elif label >= 0:
                 labels.append(label)
-                predicted.append(guess)
-    return labels, predicted, unscored
+                probs.append(scored.probs[row])
+    classes = len(predictor.label_names)
+    return labels, np.array(probs).reshape(len(probs), classes), unscored

@@ -162,6 +162,7 @@ class ScoredChunk:
     predicted: list[int]
     scored: int
     flagged: list[str]
+    probs: np.ndarray | None = None  # [rows, labels], unrounded; NaN rows for unscored ones
 
 
 def text_values(values: Sequence[Any]) -> tuple[list[str], list[str]]:
@@ -228,7 +229,9 @@ def score_chunk(
     out["score"] = score
     out.update({f"p_{name}": per_class[k] for k, name in enumerate(names)})
     out["error"] = [p or None for p in problems]
-    return ScoredChunk(out, predicted, len(scorable), problems)
+    full = np.full((n, len(names)), np.nan)
+    full[scorable] = probs
+    return ScoredChunk(out, predicted, len(scorable), problems, full)
 
 
 def format_kept(
