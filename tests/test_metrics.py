@@ -58,3 +58,22 @@ def test_a_perfectly_calibrated_bin_has_no_error_and_three_classes_use_the_sum()
     assert got["ece"] == pytest.approx(0.0)
     # Brier over classes: three rows (0.25^2 + 0.25^2), one row (0.75^2 + 0.75^2).
     assert got["brier"] == pytest.approx((3 * 0.125 + 1.125) / 4)
+
+
+def test_temperature_scaling_cures_overconfidence_without_changing_a_label() -> None:
+    from rnn_sentiment.metrics import calibration_metrics, fit_temperature, with_temperature
+
+    rng = np.random.default_rng(0)
+    # A model right 75% of the time that always says 0.99: over-confident.
+    labels = rng.integers(0, 2, 2000)
+    right = rng.random(2000) < 0.75
+    guess = np.where(right, labels, 1 - labels)
+    probs = np.where(guess[:, None] == np.arange(2), 0.99, 0.01)
+    temperature = fit_temperature(probs, labels.tolist())
+    calibrated = with_temperature(probs, temperature)
+    assert temperature > 1
+    assert (calibrated.argmax(1) == probs.argmax(1)).all()
+    before, after = calibration_metrics(probs, labels), calibration_metrics(calibrated, labels)
+    assert after["log_loss"] < before["log_loss"] and after["ece"] < 0.02 < before["ece"]
+    assert calibrated.max(1) == pytest.approx(np.full(2000, right.mean()), abs=0.01)
+    assert with_temperature(probs, 1.0) is probs
