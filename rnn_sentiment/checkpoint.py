@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -146,12 +146,15 @@ def save_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     _update_manifest(run_dir, {METRICS_FILE: data})
 
 
-def write_manifest(run_dir: Path) -> None:
+def write_manifest(run_dir: Path, names: Sequence[str] = RUN_FILES) -> None:
     """Record the SHA-256 of every run file as it is on disk now (for tools that assemble a run
-    directory from files, such as ``scripts/bundle_model.py``; training records what it writes)."""
+    directory from files, such as ``scripts/bundle_model.py``; training records what it writes).
+
+    ``names``: the files a directory of another kind holds (an exported model's), in order.
+    """
     files = {
         name: hashlib.sha256((run_dir / name).read_bytes()).hexdigest()
-        for name in RUN_FILES
+        for name in names
         if (run_dir / name).is_file() and not (run_dir / name).is_symlink()
     }
     atomic_write_json(run_dir / MANIFEST_FILE, {"format_version": FORMAT_VERSION, "files": files})

@@ -21,7 +21,10 @@ before it is checked. This module guards against:
   read back through them.
 
 Every problem is a one-line :class:`~rnn_sentiment.errors.CheckpointError`.
-:mod:`rnn_sentiment.checkpoint` writes run directories and loads them through this module.
+:mod:`rnn_sentiment.checkpoint` writes run directories and loads them through this module; an
+exported model directory (:mod:`rnn_sentiment.inference.exported`) is read through it too, with
+its own file names and caps. Reading a file does not import torch (only tensors need it), so an
+exported model loads without it.
 """
 
 from __future__ import annotations
@@ -37,19 +40,18 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeGuard
+from typing import IO, TYPE_CHECKING, Any, TypeGuard
 
-import torch
 import yaml
 from pydantic import BaseModel, ValidationError
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
 
 from rnn_sentiment.config import Config
 from rnn_sentiment.errors import CheckpointError
-from rnn_sentiment.model import parameter_shapes
 from rnn_sentiment.text import fix_text
 from rnn_sentiment.tokenizer import MAX_TOKENIZER_BYTES
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"
@@ -86,10 +88,21 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 class RunFiles:
     """A run directory opened for reading: its manifest read once, then each file read once, from
-    the directory itself, within its cap, and checked against the manifest before it is parsed."""
+    the directory itself, within its cap, and checked against the manifest before it is parsed.
 
-    def __init__(self, path: Path, needed: Iterable[str]) -> None:
+    ``names`` and ``caps``: the files the directory may hold and the byte cap of each one read
+    with :meth:`read` (the manifest's included); a run directory's by default.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        needed: Iterable[str],
+        names: Collection[str] = RUN_FILES,
+        caps: Mapping[str, int] = MAX_FILE_BYTES,
+    ) -> None:
         self.path = path
+        self.names, self.caps = names, caps
         self._dir_fd = _open_dir_fd(path)
         try:
             self.manifest_sha256, self.digests = self._read_manifest(set(needed))
@@ -108,7 +121,7 @@ class RunFiles:
         where = self.path / name
         digest = self._digest(name)
         with open_file(self._dir_fd, where) as (handle, size):
-            _check_size(where, size, MAX_FILE_BYTES[name])
+            _check_size(where, size, self.caps[name])
             data = handle.read(size)
         _check_digest(where, data, digest)
         return data
@@ -141,7 +154,7 @@ class RunFiles:
             "one stopped before its files were written"
         )
         with open_file(self._dir_fd, where, missing) as (handle, size):
-            _check_size(where, size, MAX_FILE_BYTES[MANIFEST_FILE])
+            _check_size(where, size, self.caps[MANIFEST_FILE])
             data = handle.read(size)
         try:
             manifest = json.loads(data)
@@ -157,10 +170,10 @@ class RunFiles:
             or not all(isinstance(d, str) and _SHA256.fullmatch(d) for d in files.values())
         ):
             raise CheckpointError(f"{where} is malformed; retrain or restore the run")
-        if not set(files) <= set(RUN_FILES):
+        if not set(files) <= set(self.names):
             raise CheckpointError(
                 f"{where} lists a file that is not part of a run directory (only "
-                f"{', '.join(RUN_FILES)} are); retrain or restore the run"
+                f"{', '.join(self.names)} are); retrain or restore the run"
             )
         if WEIGHTS_FILE in needed - set(files):
             raise CheckpointError(
@@ -365,6 +378,8 @@ def model_shapes(
     config: Config, vocab_size: int, num_labels: int, run_dir: Path
 ) -> dict[str, tuple[int, ...]]:
     """The state-dict shapes of the model ``config`` describes; refused over the parameter cap."""
+    from rnn_sentiment.model import parameter_shapes  # torch: only a run's weights need it
+
     shapes = {
         k: tuple(v) for k, v in parameter_shapes(config.model, vocab_size, num_labels).items()
     }
@@ -378,6 +393,9 @@ def model_shapes(
 
 
 def parse_tensors(blob: bytes, where: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
     try:
         return load_safetensors(blob)
     except (SafetensorError, ValueError, RuntimeError):

@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -34,6 +35,10 @@ from rnn_sentiment.tokenizer import (
     encode_cached,
     train_tokenizer,
 )
+
+# How a review longer than the trained length is scored: truncated as in training, or as
+# overlapping windows of that length whose probabilities are averaged (Windows.mean).
+LongReviews = Literal["truncate", "window"]
 
 _BR_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -74,6 +79,13 @@ class Windows:
     ids: list[np.ndarray]
     owner: np.ndarray
     count: int
+
+    def mean(self, probs: np.ndarray) -> np.ndarray:
+        """Each review's probabilities [count, labels]: the mean of its windows' ``probs``."""
+        sums = np.zeros((self.count, probs.shape[1]), dtype=np.float64)
+        np.add.at(sums, self.owner, probs)
+        counts = np.bincount(self.owner, minlength=self.count)[:, None]
+        return (sums / counts).astype(np.float32)
 
 
 @dataclass(frozen=True)
