@@ -26,7 +26,9 @@ _EXPORTS = {
     "TrainResult": "rnn_sentiment.training.loop",
     "evaluate": "rnn_sentiment.inference.evaluate",
     "Predictor": "rnn_sentiment.inference.predictor",
-    "Prediction": "rnn_sentiment.inference.predictor",
+    "Prediction": "rnn_sentiment.inference.results",
+    "ExportedPredictor": "rnn_sentiment.inference.exported",
+    "export_model": "rnn_sentiment.inference.export",
     "score_file": "rnn_sentiment.inference.scoring",
     "ScoringOptions": "rnn_sentiment.inference.scoring",
     "ScoringSummary": "rnn_sentiment.inference.scoring",
@@ -41,6 +43,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataError",
+    "ExportedPredictor",
     "Prediction",
     "Predictor",
     "RnnSentimentError",
@@ -50,6 +53,7 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "evaluate",
+    "export_model",
     "load_config",
     "load_model",
     "classify",
@@ -69,7 +73,10 @@ if TYPE_CHECKING:
         TrainingError,
     )
     from rnn_sentiment.inference.evaluate import evaluate
-    from rnn_sentiment.inference.predictor import Prediction, Predictor
+    from rnn_sentiment.inference.export import export_model
+    from rnn_sentiment.inference.exported import ExportedPredictor
+    from rnn_sentiment.inference.predictor import Predictor
+    from rnn_sentiment.inference.results import Prediction
     from rnn_sentiment.inference.scoring import ScoringOptions, ScoringSummary, score_file
     from rnn_sentiment.training.loop import TrainResult
 
@@ -80,22 +87,26 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'rnn_sentiment' has no attribute {name!r}")
 
 
-def load_model(run_dir: str | None = None, batch_size: int = 256) -> Predictor:
-    """Load a run directory as a :class:`Predictor`.
+def load_model(
+    run_dir: str | None = None, batch_size: int | None = None
+) -> Predictor | ExportedPredictor:
+    """Load a run directory as a :class:`Predictor`, or an exported directory (``rnn-sentiment
+    export``) as an :class:`ExportedPredictor`, which never imports torch; both have ``predict``,
+    ``predict_proba``, ``score``, ``iter_predict`` and ``explain``.
 
     Default: the run named by ``$RNN_SENTIMENT_MODEL``, else the bundled model (named on
     stderr, once per process and model); ``"latest"``: the newest finished run under ``runs/``.
     """
     import sys
 
-    from rnn_sentiment.inference.predictor import Predictor, describe_model_dir, resolve_model_dir
+    from rnn_sentiment.inference.models import describe_model_dir, load_predictor, resolve_model_dir
 
     model_dir = resolve_model_dir(run_dir)
     note = describe_model_dir(model_dir, run_dir)
     if note and model_dir not in _NAMED:
         _NAMED.add(model_dir)
         print(note, file=sys.stderr)
-    return Predictor.from_dir(model_dir, batch_size)
+    return load_predictor(model_dir, batch_size)
 
 
 def classify(texts: list[str], model: str | None = None) -> list[Prediction]:
@@ -103,7 +114,7 @@ def classify(texts: list[str], model: str | None = None) -> list[Prediction]:
 
     The last model used stays loaded, so calling this in a loop does not reload it each time.
     """
-    from rnn_sentiment.inference.predictor import resolve_model_dir
+    from rnn_sentiment.inference.models import resolve_model_dir
 
     model_dir = resolve_model_dir(model)
     stamp = _manifest_stamp(model_dir)

@@ -329,7 +329,7 @@ def evaluate(
         from rnn_sentiment import console
         from rnn_sentiment.checkpoint import atomic_write_json
         from rnn_sentiment.inference.evaluate import evaluate as evaluate_model
-        from rnn_sentiment.inference.predictor import describe_model_dir, resolve_model_dir
+        from rnn_sentiment.inference.models import describe_model_dir, resolve_model_dir
 
         model_dir = resolve_model_dir(run_dir)
         note = describe_model_dir(model_dir, run_dir)
@@ -389,7 +389,10 @@ Format = Annotated[
     PredictFormat,
     typer.Option("--format", help="Output format; with --input, json prints the summary."),
 ]
-BatchSize = Annotated[int, typer.Option(min=1, metavar="N", help="Reviews per batch.")]
+BatchSize = Annotated[
+    int | None,
+    typer.Option(min=1, metavar="N", help="Reviews per batch (default 256; exported model: 16)."),
+]
 Explain = Annotated[
     bool,
     typer.Option(
@@ -474,7 +477,7 @@ def predict(
     model: ModelDir = None,
     file: ReviewFile = None,
     fmt: Format = PredictFormat.table,
-    batch_size: BatchSize = 256,
+    batch_size: BatchSize = None,
     explain: Explain = False,
     input_path: InputPath = None,
     output: OutputPath = "-",
@@ -536,23 +539,22 @@ def _check_predict_options(
 
 
 def _load_predictor(
-    model: Path | None, quiet: bool, threads: int | None, batch_size: int, *precision: Any
+    model: Path | None,
+    quiet: bool,
+    threads: int | None,
+    batch_size: int | None,
+    quantize: str | None,
+    dtype: str,
 ) -> Any:
     """The model to score with (named on stderr when it was not given), its notes on stderr."""
     from rnn_sentiment import console
-    from rnn_sentiment.inference.predictor import (
-        Predictor,
-        describe_model_dir,
-        resolve_model_dir,
-        set_threads,
-    )
+    from rnn_sentiment.inference.models import describe_model_dir, load_predictor, resolve_model_dir
 
     model_dir = resolve_model_dir(model)
     note = describe_model_dir(model_dir, model)
     if note and not quiet:
         console.info(note)
-    set_threads(threads)
-    predictor = Predictor.from_dir(model_dir, batch_size, *precision)
+    predictor = load_predictor(model_dir, batch_size, quantize, dtype, threads)
     for note in predictor.notes:
         console.info(note)
     return predictor
@@ -589,6 +591,38 @@ def _explain(predictor: Any, reviews: list[str], fmt: str) -> None:
     from rnn_sentiment import console
 
     console.explanations_out([predictor.explain(text) for text in reviews], fmt)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory to export.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The folder to create (new, or empty).")
+    ],
+    quantize: Annotated[
+        Quantize | None,
+        typer.Option(
+            help="int8: onnxruntime's dynamic quantization (LSTM layers, embedding, classifier; "
+            "GRU and RNN layers stay fp32)."
+        ),
+    ] = None,
+) -> None:
+    """Write a run as a portable model directory (ONNX) that predicts without PyTorch.
+
+    Example: rnn-sentiment export runs/gru-20261122-101500 --output models/gru --quantize int8
+    """
+
+    def action() -> None:
+        from rnn_sentiment import console
+        from rnn_sentiment.inference.export import export_model
+        from rnn_sentiment.inference.exported import ExportedPredictor
+
+        path = export_model(run_dir, output, quantize.value if quantize else None)
+        for note in ExportedPredictor.from_dir(path).info.onnx.notes:
+            console.info(note)
+        console.info(f'exported to {path}; try: rnn-sentiment predict --model {path} "..."')
+
+    _run(action, stdout=False)
 
 
 @app.command()

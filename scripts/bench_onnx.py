@@ -36,7 +36,8 @@ import torch
 from rnn_sentiment.checkpoint import load_run, save_metrics, save_run_files, save_weights
 from rnn_sentiment.inference.export import export_model
 from rnn_sentiment.inference.exported import ExportedPredictor
-from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR, Predictor
+from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR
+from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.model import build_model
 
 ROOT = Path(__file__).parents[1]
@@ -139,7 +140,7 @@ def engines(run_dir: Path, folder: Path, threads: int) -> dict[str, Scorer]:
     )
     sizes = [(d / "model.onnx").stat().st_size / 2**20 for d in (fp32, int8.path)]
     print(f"  model.onnx: fp32 {sizes[0]:.1f} MiB, int8 {sizes[1]:.1f} MiB")
-    for note in int8.info.onnx.notes:
+    for note in int8.notes:
         print(f"  note: {note}")
     return {
         "ONNX fp32 (onnxruntime)": ExportedPredictor.from_dir(fp32, threads=threads).predict_proba,

@@ -2,12 +2,15 @@
 
     python scripts/bundle_model.py runs/bundled
     python scripts/bundle_model.py runs/bundled --check ../shared/data/imdb/test.parquet
+    python scripts/bundle_model.py --export-only   # re-export the bundled copy to ONNX
 
 The copy is an ordinary run directory (config, tokenizer, labels, metrics, manifest) whose
 weights are stored in float16 to halve the download; they are cast back to float32 on load. Its
 config names the data by the portable ids of ``--data-from`` (default configs/bundled.yaml, i.e.
 the hub ids) instead of the local paths it was trained from, so ``evaluate`` on a user's machine
 looks for the data where the user can have it.
+The bundled copy is then exported (``rnn-sentiment export``) next to it as
+``assets/bundled-onnx``, which ``predict`` runs with onnxruntime, without importing torch.
 ``--check`` scores a labelled file with the original and the fp16 copy side by side and prints
 both accuracies, so the cost of the conversion is measured, not assumed.
 """
@@ -25,7 +28,8 @@ from safetensors.torch import save as save_safetensors
 
 from rnn_sentiment.checkpoint import atomic_write_bytes, load_run, write_manifest
 from rnn_sentiment.config import dump_config, load_config
-from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR
+from rnn_sentiment.inference.export import export_model
+from rnn_sentiment.inference.models import BUNDLED_EXPORT_DIR, BUNDLED_MODEL_DIR
 from rnn_sentiment.runfiles import (
     CONFIG_FILE,
     LABELS_FILE,
@@ -77,7 +81,9 @@ def accuracy(model_dir: Path, data: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, nargs="?")
+    parser.add_argument("--export-only", action="store_true",
+                        help="only re-export the bundled copy to ONNX")  # fmt: skip
     parser.add_argument("--dest", type=Path, default=BUNDLED_MODEL_DIR)
     parser.add_argument("--data-from", type=Path, default=BUNDLED_CONFIG,
                         help="config whose data.source ids the copy records")  # fmt: skip
@@ -87,9 +93,17 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.export_only:
+        exported = export_model(args.dest, args.dest.parent / BUNDLED_EXPORT_DIR.name)
+        print(f"exported {args.dest} -> {exported}")
+        return
+    if args.run_dir is None:
+        parser.error("give the run directory to bundle, or --export-only")
     dest = bundle(args.run_dir, args.dest, args.data_from)
     size = (dest / WEIGHTS_FILE).stat().st_size
     print(f"bundled {args.run_dir} -> {dest} ({size / 2**20:.2f} MiB of fp16 weights)")
+    exported = export_model(dest, dest.parent / BUNDLED_EXPORT_DIR.name)
+    print(f"exported {dest} -> {exported}")
     for data in args.check:
         fp32, fp16 = accuracy(args.run_dir, data), accuracy(dest, data)
         print(f"{data}: fp32 {fp32:.4f}  fp16 {fp16:.4f}  change {100 * (fp16 - fp32):+.2f} points")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from safetensors import safe_open
 
 from rnn_sentiment.checkpoint import load_run
-from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR, Predictor, resolve_model_dir
+from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR, resolve_model_dir
+from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.runfiles import CONFIG_FILE, WEIGHTS_FILE
 from tests.helpers import invoke
 
@@ -64,13 +69,45 @@ def test_classify_uses_the_bundled_model_loads_it_once_and_names_it_once(
     monkeypatch.chdir(tmp_path)  # no runs/ here
     monkeypatch.setattr(rnn_sentiment, "_NAMED", set())
     monkeypatch.setattr(rnn_sentiment, "_LAST", [])
+    from rnn_sentiment.inference.exported import ExportedPredictor
+    from rnn_sentiment.inference.models import BUNDLED_EXPORT_DIR
+
     loads: list[Path] = []
-    real = Predictor.from_dir
-    monkeypatch.setattr(
-        Predictor, "from_dir", staticmethod(lambda d, *a: loads.append(Path(d)) or real(d, *a))
+    real = ExportedPredictor.from_dir
+    monkeypatch.setattr(  # the bundled model runs from its exported copy
+        ExportedPredictor,
+        "from_dir",
+        staticmethod(lambda d, *a, **k: loads.append(Path(d)) or real(d, *a, **k)),
     )
     first = rnn_sentiment.classify(["This movie is not good"])
     second = rnn_sentiment.classify(["This movie is not bad"])
     assert [first[0].label, second[0].label] == ["negative", "positive"]
-    assert loads == [BUNDLED_MODEL_DIR]
+    assert loads == [BUNDLED_EXPORT_DIR]
     assert capsys.readouterr().err.count("model: the bundled model") == 1
+
+
+def test_the_exported_copy_is_the_bundled_model() -> None:
+    # predict's default runs the exported copy: it must score as the run directory does.
+    from rnn_sentiment.inference.exported import ExportedPredictor
+    from rnn_sentiment.inference.models import BUNDLED_EXPORT_DIR, load_predictor
+
+    texts = ["This movie is not good", "A joy from start to end<br /><br />truly", "", "ok " * 900]
+    exported = ExportedPredictor.from_dir(BUNDLED_EXPORT_DIR)
+    run = Predictor.from_dir(BUNDLED_MODEL_DIR)
+    np.testing.assert_allclose(exported.predict_proba(texts), run.predict_proba(texts), atol=1e-4)
+    assert isinstance(load_predictor(BUNDLED_MODEL_DIR), ExportedPredictor)
+    assert isinstance(load_predictor(BUNDLED_MODEL_DIR, quantize="int8"), Predictor)
+
+
+def test_predict_with_the_default_model_never_imports_torch(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RNN_SENTIMENT_MODEL"}
+    cli = ("import runpy, sys; sys.argv[0] = 'rnn-sentiment'\n"
+           "try: runpy.run_module('rnn_sentiment', run_name='__main__')\n"
+           "finally: print('torch' in sys.modules, file=sys.stderr)")  # fmt: skip
+    for extra in (["This movie is not good"], ["--explain", "not good"]):
+        command = [sys.executable, "-c", cli, "predict", "--format", "json", *extra]
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd=tmp_path, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.splitlines()[-1] == "False", done.stderr

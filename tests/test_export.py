@@ -25,7 +25,8 @@ from rnn_sentiment.inference.exported import (
     ExportedPredictor,
     is_exported_dir,
 )
-from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR, Predictor
+from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR
+from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.model import build_model
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training.loop import train

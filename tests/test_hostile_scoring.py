@@ -31,7 +31,8 @@ from rnn_sentiment.data import readers
 from rnn_sentiment.data.files import detect_format, open_reader
 from rnn_sentiment.errors import DataError, OutputClosed
 from rnn_sentiment.inference import sinks
-from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR, Predictor
+from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR
+from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.inference.scoring import (
     ScoringCallback,
     ScoringInterrupted,
@@ -318,7 +319,9 @@ MEMORY_SCRIPT = textwrap.dedent("""
             handle.write(packer.compress(zeros))
         handle.write(packer.compress(b'"\\n2,fine\\n') + packer.flush())
 
-    from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR, Predictor, set_threads
+    from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR
+
+    from rnn_sentiment.inference.predictor import Predictor, set_threads
     from rnn_sentiment.inference.scoring import score_file
     set_threads(1)
     model = Predictor.from_dir(BUNDLED_MODEL_DIR)

@@ -25,7 +25,9 @@ import pytest
 from rnn_sentiment import classify, evaluate, load_model
 from rnn_sentiment.compare import measure
 from rnn_sentiment.config import load_config
-from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR, Predictor
+from rnn_sentiment.inference.export import export_model
+from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR
+from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.training.loop import train
 from tests.helpers import NEGATIVE, POSITIVE, invoke, tiny_overrides
 
@@ -61,6 +63,16 @@ def awkward_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     )  # fmt: skip
     result = train(load_config(None, overrides))
     return result.run_dir, result.metrics
+
+
+@pytest.fixture(scope="module", params=["run", "exported"])
+def model_dir(request: pytest.FixtureRequest, awkward_run: tuple[Path, dict]) -> Path:
+    """The awkward run, and the same run exported to ONNX (scored by onnxruntime, no torch):
+    every command-line path must score both as the run's Predictor does."""
+    if request.param == "run":
+        return awkward_run[0]
+    folder = request.getfixturevalue("tmp_path_factory").mktemp("exported")
+    return export_model(awkward_run[0], folder / "model")
 
 
 def write_jsonl(path: Path, rows: list[tuple[str, int]]) -> None:
@@ -134,9 +146,9 @@ def test_compare_measures_with_the_same_pipeline(
 
 
 def test_cli_texts_stdin_file_and_explain(
-    awkward_run: tuple[Path, dict], reference: np.ndarray, tmp_path: Path
+    model_dir: Path, reference: np.ndarray, tmp_path: Path
 ) -> None:
-    run = str(awkward_run[0])
+    run = str(model_dir)
     single_line = [t for t in AWKWARD if "\n" not in t]
     expected = reference[[AWKWARD.index(t) for t in single_line], 1]
     code, out, err = invoke("predict", "-m", run, "--format", "json", *single_line)
@@ -159,14 +171,19 @@ def test_cli_texts_stdin_file_and_explain(
     np.testing.assert_allclose(explained, expected, atol=TOLERANCE)
 
 
-def test_cli_argv_in_a_real_process(awkward_run: tuple[Path, dict], reference: np.ndarray) -> None:
-    # argv as a shell passes it: bytes decoded by Python itself, not by a test runner.
+def test_cli_argv_in_a_real_process(model_dir: Path, reference: np.ndarray) -> None:
+    # argv as a shell passes it: bytes decoded by Python itself, not by a test runner. With an
+    # exported model the process must never import torch.
     env = {**os.environ, "PYTHONUTF8": "1"}
-    command = [sys.executable, "-m", "rnn_sentiment", "predict", "-m", str(awkward_run[0]),
-               "--format", "json", *AWKWARD]  # fmt: skip
+    cli = ("import runpy, sys; sys.argv[0] = 'rnn-sentiment'\n"
+           "try: runpy.run_module('rnn_sentiment', run_name='__main__')\n"
+           "finally: print('torch' in sys.modules, file=sys.stderr)")  # fmt: skip
+    command = [sys.executable, "-c", cli, "predict", "-m", str(model_dir), "--format", "json",
+               *AWKWARD]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
     np.testing.assert_allclose(positive(json.loads(done.stdout)), reference[:, 1], atol=TOLERANCE)
+    assert done.stderr.splitlines()[-1] == str(awkward_run_dir(model_dir))
 
 
 def write_inputs(folder: Path) -> list[Path]:
@@ -195,11 +212,11 @@ def write_inputs(folder: Path) -> list[Path]:
 
 @pytest.mark.parametrize("output", ["out.csv", "out.jsonl", "out.parquet"])
 def test_batch_scoring_every_format(
-    awkward_run: tuple[Path, dict], reference: np.ndarray, tmp_path: Path, output: str
+    model_dir: Path, reference: np.ndarray, tmp_path: Path, output: str
 ) -> None:
     for source in write_inputs(tmp_path):
         target = tmp_path / f"{source.name}-{output}"
-        code, _, err = invoke("predict", "-m", str(awkward_run[0]), "--input", str(source),
+        code, _, err = invoke("predict", "-m", str(model_dir), "--input", str(source),
                               "--output", str(target), "-q")  # fmt: skip
         assert code == 0, err
         if output.endswith(".parquet"):
@@ -293,13 +310,32 @@ def test_a_lone_surrogate_from_a_json_escape_is_replaced_everywhere(
     assert row["error"] == "invalid UTF-8 replaced"
 
 
-def test_window_mode_is_honoured_for_texts_too(awkward_run: tuple[Path, dict]) -> None:
-    run = str(awkward_run[0])
+def test_window_mode_is_honoured_for_texts_too(
+    awkward_run: tuple[Path, dict], model_dir: Path
+) -> None:
+    run = str(model_dir)
     long = AWKWARD[3]
-    predictor = Predictor.from_dir(run)
+    predictor = Predictor.from_dir(awkward_run[0])
     expected = predictor.score([long], "window")[0, 1]
     assert abs(expected - predictor.score([long])[0, 1]) > 1e-4  # windows read more of it
     code, out, err = invoke("predict", "-m", run, "--format", "json", "--long-reviews",
                             "window", long)  # fmt: skip
     assert code == 0, err
     assert json.loads(out)[0]["p_positive"] == pytest.approx(float(expected), abs=TOLERANCE)
+
+
+def awkward_run_dir(model_dir: Path) -> bool:
+    """Whether ``model_dir`` is a run directory (else an exported one)."""
+    return not (model_dir / "model.onnx").exists()
+
+
+def test_an_exported_model_scores_alike_from_python(model_dir: Path, reference: np.ndarray) -> None:
+    predictor = load_model(str(model_dir))
+    by_predict = [p.probabilities["positive"] for p in predictor.predict(AWKWARD)]
+    by_stream = [p.probabilities["positive"] for p in predictor.iter_predict(iter(AWKWARD), 3)]
+    by_classify = [p.probabilities["positive"] for p in classify(AWKWARD, str(model_dir))]
+    one_by_one = [predictor.predict_proba([text])[0, 1] for text in AWKWARD]
+    in_a_crowd = predictor.predict_proba(AWKWARD * 10)[: len(AWKWARD), 1]
+    explained = [predictor.explain(text).probabilities["positive"] for text in AWKWARD]
+    for got in (by_predict, by_stream, by_classify, one_by_one, in_a_crowd, explained):
+        np.testing.assert_allclose(got, reference[:, 1], atol=TOLERANCE)

@@ -10,12 +10,8 @@ import numpy as np
 import pytest
 
 from rnn_sentiment.errors import CheckpointError
-from rnn_sentiment.inference.predictor import (
-    BUNDLED_MODEL_DIR,
-    Predictor,
-    describe_model_dir,
-    resolve_model_dir,
-)
+from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR, describe_model_dir, resolve_model_dir
+from rnn_sentiment.inference.predictor import Predictor
 
 REVIEWS = [
     "The acting was not good.",

@@ -86,7 +86,7 @@ def test_sst2_preset_finds_the_text_column_locally(tmp_path: Path) -> None:
 
 
 def test_the_bundled_model_keeps_its_model_card_figures(tmp_path: Path) -> None:
-    from rnn_sentiment.inference.predictor import BUNDLED_MODEL_DIR
+    from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR
 
     sst2 = need(SHARED_DATA / "sst2")
     imdb = need(SHARED_DATA / "imdb" / "test.parquet")

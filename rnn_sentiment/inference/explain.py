@@ -10,75 +10,27 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+
+import numpy as np
 
 from rnn_sentiment.checkpoint import LoadedRun
 from rnn_sentiment.data.batching import predict_proba_ids
-from rnn_sentiment.errors import DataError
-from rnn_sentiment.tokenizer import UNK_ID
+from rnn_sentiment.inference.results import METHOD, Explanation, explain_with
 
-METHOD = "occlusion (leave one word out): drop in p(label) when the word is removed"
-
-
-@dataclass
-class Explanation:
-    """One review explained word by word."""
-
-    text: str
-    label: str
-    probabilities: dict[str, float]
-    words: list[str]
-    running: list[dict[str, float]]  # class probabilities after reading words[: i + 1]
-    running_labels: list[str]
-    attributions: list[float]  # p(label | review) - p(label | review without words[i])
-    method: str = METHOD
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready, one entry per word."""
-        data = asdict(self)
-        words = [
-            {"word": w, "running": r, "running_label": rl, "attribution": a}
-            for w, r, rl, a in zip(
-                self.words, self.running, self.running_labels, self.attributions, strict=True
-            )
-        ]
-        data.update(words=words)
-        for key in ("running", "running_labels", "attributions"):
-            del data[key]
-        return data
+__all__ = ["METHOD", "Explanation", "explain"]
 
 
 def explain(run: LoadedRun, text: str) -> Explanation:
-    """Running sentiment and occlusion attribution for each word of ``text``.
-
-    The review goes through the model's :class:`~rnn_sentiment.text.TextPipeline`, like every
-    other entry point. Words are the tokenizer's pre-tokens of the prepared review (punctuation
-    marks count as words); a word made of several subword pieces (BPE) is removed and scored as
-    a whole.
+    """Running sentiment and occlusion attribution for each word of ``text`` (see
+    :func:`~rnn_sentiment.inference.results.explain_with`).
 
     Raises:
         DataError: the text has no tokens.
     """
-    ids, words, spans = run.pipeline.words(text)
-    if not spans:
-        raise DataError("nothing to explain: the review has no words")
-    prefixes = [ids[:end] for _, end in spans]
-    occluded = [ids[:start] + ids[end:] or [UNK_ID] for start, end in spans]
     device = next(run.model.parameters()).device
-    probs = predict_proba_ids(run.model, [ids, *prefixes, *occluded], device=device)
-    full, running, without = probs[0], probs[1 : len(spans) + 1], probs[len(spans) + 1 :]
-    best = int(full.argmax())
-    names = run.label_names
-    return Explanation(
-        text=text,
-        label=names[best],
-        probabilities=_named(names, full),
-        words=words,
-        running=[_named(names, row) for row in running],
-        running_labels=[names[int(row.argmax())] for row in running],
-        attributions=[float(full[best] - row[best]) for row in without],
-    )
 
+    def score_ids(ids: Sequence[Sequence[int]]) -> np.ndarray:
+        return predict_proba_ids(run.model, ids, device=device)
 
-def _named(names: list[str], row: object) -> dict[str, float]:
-    return {name: float(p) for name, p in zip(names, row, strict=True)}  # type: ignore[call-overload]
+    return explain_with(run.pipeline, run.label_names, score_ids, text)

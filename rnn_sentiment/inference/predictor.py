@@ -6,38 +6,22 @@ torch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from rnn_sentiment.checkpoint import LoadedRun, load_run, read_metrics
+from rnn_sentiment.checkpoint import LoadedRun, load_run
 from rnn_sentiment.data.batching import predict_proba_ids
-from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.inference.engine import Dtype, Quantize, choose_engine
-from rnn_sentiment.runfiles import MANIFEST_FILE
-from rnn_sentiment.text import Windows
-
-LongReviews = Literal["truncate", "window"]
-BUNDLED_MODEL_DIR = Path(__file__).parents[1] / "assets" / "bundled"
+from rnn_sentiment.inference.results import Prediction, prediction
+from rnn_sentiment.text import LongReviews, Windows
 
 if TYPE_CHECKING:
     from rnn_sentiment.inference.explain import Explanation
-
-
-@dataclass
-class Prediction:
-    """One scored review."""
-
-    text: str
-    label: str
-    score: float
-    probabilities: dict[str, float]
 
 
 class Predictor:
@@ -74,6 +58,11 @@ class Predictor:
         return cls(load_run(run_dir), batch_size, quantize, dtype, stepwise)
 
     @property
+    def manifest_sha256(self) -> str:
+        """Identifies exactly the files this model was loaded from (batch scoring's resume)."""
+        return self.run.manifest_sha256
+
+    @property
     def path(self) -> Path:
         """The run directory this predictor was loaded from."""
         return self.run.path
@@ -107,11 +96,7 @@ class Predictor:
         return predict_proba_ids(self.model, ids, self.batch_size, self.device)
 
     def _mean_by_review(self, windows: Windows) -> np.ndarray:
-        probs = self._probabilities(windows.ids)
-        sums = np.zeros((windows.count, probs.shape[1]), dtype=np.float64)
-        np.add.at(sums, windows.owner, probs)
-        counts = np.bincount(windows.owner, minlength=windows.count)[:, None]
-        return (sums / counts).astype(np.float32)
+        return windows.mean(self._probabilities(windows.ids))
 
     def predict(
         self,
@@ -122,7 +107,7 @@ class Predictor:
         """Label, score and per-class probabilities for each text (``long_reviews``: as in
         :meth:`score`)."""
         probs = self.score(texts, long_reviews, window_stride)
-        return [self._prediction(text, row) for text, row in zip(texts, probs, strict=True)]
+        return [prediction(t, row, self.label_names) for t, row in zip(texts, probs, strict=True)]
 
     def iter_predict(self, texts: Iterable[str], chunk_size: int = 4096) -> Iterator[Prediction]:
         """Score a stream of texts chunk by chunk, so memory stays flat for any input size."""
@@ -136,72 +121,8 @@ class Predictor:
 
         return explain(self.run, text)
 
-    def _prediction(self, text: str, row: np.ndarray) -> Prediction:
-        best = int(row.argmax())
-        probabilities = {name: float(p) for name, p in zip(self.label_names, row, strict=True)}
-        return Prediction(text, self.label_names[best], float(row[best]), probabilities)
-
 
 def set_threads(threads: int | None) -> None:
     """Use ``threads`` CPU threads for PyTorch (None: leave PyTorch's default, every core)."""
     if threads is not None:
         torch.set_num_threads(threads)
-
-
-LATEST = "latest"
-MODEL_ENV = "RNN_SENTIMENT_MODEL"
-
-
-def resolve_model_dir(model: str | Path | None, runs_dir: str | Path = "runs") -> Path:
-    """The model to use: the one given, else the one named by ``$RNN_SENTIMENT_MODEL``, else the
-    bundled model shipped with the package.
-
-    Training a run never changes the default by itself (a demo run would silently replace a good
-    model); ``latest`` names the newest complete run under ``runs_dir``.
-    """
-    chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
-    if chosen is None:
-        if (BUNDLED_MODEL_DIR / MANIFEST_FILE).is_file():
-            return BUNDLED_MODEL_DIR
-        raise CheckpointError(
-            "no bundled model in this installation; pass --model RUN_DIR (or set "
-            f"{MODEL_ENV}=RUN_DIR), or train one with 'rnn-sentiment train'"
-        )
-    if str(chosen) == LATEST and not Path(chosen).exists():
-        return _newest_run(Path(runs_dir))
-    return Path(chosen)
-
-
-def _newest_run(root: Path) -> Path:
-    runs = [p for p in root.glob("*") if _is_complete(p)] if root.is_dir() else []
-    if not runs:
-        raise CheckpointError(
-            f"'{LATEST}' names the newest finished run under {root}/, and there is none; "
-            "train one with 'rnn-sentiment train'"
-        )
-    return max(runs, key=lambda p: (p / MANIFEST_FILE).stat().st_mtime)
-
-
-def describe_model_dir(model_dir: Path, given: str | Path | None = None) -> str | None:
-    """Which model scores, for stderr, unless the user named it (``given``) on the command line."""
-    if given is not None and Path(given) == model_dir:
-        return None
-    if model_dir == BUNDLED_MODEL_DIR:
-        return "model: the bundled model (a bidirectional GRU trained on IMDB + SST-2); " + (
-            "yours: --model RUN_DIR"
-        )
-    if given is None:
-        return f"model: {model_dir} (from {MODEL_ENV})"
-    return f"model: {model_dir} (the newest finished run: '{LATEST}')"
-
-
-def _is_complete(run_dir: Path) -> bool:
-    """A finished run: training that is still going or was interrupted does not count.
-
-    Its metrics are read as any run file is (checked against the manifest, no links, a size
-    cap), so a planted ``metrics.json -> /dev/zero`` cannot hang picking the default model.
-    """
-    try:
-        return read_metrics(run_dir).get("status") == "complete"
-    except CheckpointError:
-        return False

@@ -70,7 +70,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -80,7 +80,6 @@ from rnn_sentiment.data.files import choose_text_column, detect_format, missing_
 from rnn_sentiment.data.readers import MAX_FIELD_CHARS, MISSING, Chunk, ParquetReader, Reader
 from rnn_sentiment.data.writers import output_column
 from rnn_sentiment.errors import DataError, RnnSentimentError
-from rnn_sentiment.inference.predictor import LongReviews, Predictor
 from rnn_sentiment.inference.sinks import (
     FileSink,
     ParquetSink,
@@ -90,12 +89,35 @@ from rnn_sentiment.inference.sinks import (
     partial_path,
 )
 from rnn_sentiment.signals import StopRequested, StopSignals
-from rnn_sentiment.text import fix_text
+from rnn_sentiment.text import LongReviews, fix_text
 
 FINGERPRINT_BYTES = 1 << 20
 # The largest max_review_chars: the readers hand multiples of it to C functions taking a C long
 # (csv.field_size_limit) or Py_ssize_t (readline), and no review comes near it.
 MAX_REVIEW_CHARS_LIMIT = 2**31 - 1
+
+
+class Scorer(Protocol):
+    """What batch scoring needs of a model: the PyTorch ``Predictor`` or an exported model's
+    ``ExportedPredictor`` (which never imports torch)."""
+
+    label_names: list[str]
+
+    @property
+    def quantize(self) -> str | None: ...
+
+    @property
+    def dtype(self) -> str: ...
+
+    @property
+    def manifest_sha256(self) -> str: ...
+
+    def score(
+        self,
+        texts: Sequence[str],
+        long_reviews: LongReviews = "truncate",
+        window_stride: int | None = None,
+    ) -> np.ndarray: ...
 
 
 class ScoringOptions(BaseModel):
@@ -192,7 +214,7 @@ def text_values(values: Sequence[Any]) -> tuple[list[str], list[str]]:
 
 
 def score_chunk(
-    predictor: Predictor,
+    predictor: Scorer,
     chunk: Chunk,
     text_column: str,
     kept: dict[str, str],
@@ -313,7 +335,7 @@ def fingerprint(path: str, kind: str, reader: Reader) -> dict[str, Any]:
 
 
 def score_file(
-    predictor: Predictor,
+    predictor: Scorer,
     input_path: str | Path,
     output_path: str | Path = "-",
     options: ScoringOptions | None = None,
@@ -390,7 +412,7 @@ class _Plan:
 
 
 def _plan(
-    predictor: Predictor, reader: Reader, where: str, out_kind: str, options: ScoringOptions
+    predictor: Scorer, reader: Reader, where: str, out_kind: str, options: ScoringOptions
 ) -> _Plan:
     text_column = choose_text_column(reader.columns, options.text_column, where)
     kept = output_columns(reader.columns, options.keep_columns, predictor.label_names, where)
@@ -403,7 +425,7 @@ def _plan(
 
 
 def _identity(
-    predictor: Predictor,
+    predictor: Scorer,
     reader: Reader,
     source: str,
     in_kind: str,
@@ -469,13 +491,13 @@ def _is_published(output: Path, kind: str, state: dict[str, Any]) -> bool:
         return False
 
 
-def _model_identity(predictor: Predictor) -> dict[str, Any]:
+def _model_identity(predictor: Scorer) -> dict[str, Any]:
     # The hash of the manifest bytes that were checked when the model was loaded.
-    digest = predictor.run.manifest_sha256
+    digest = predictor.manifest_sha256
     return {"manifest_sha256": digest, "quantize": predictor.quantize, "dtype": predictor.dtype}
 
 
-def _parquet_schema(predictor: Predictor, plan: _Plan) -> Any:
+def _parquet_schema(predictor: Scorer, plan: _Plan) -> Any:
     import pyarrow as pa
 
     fields = [pa.field(new, plan.types.get(new, pa.string())) for new in plan.kept.values()]
@@ -486,7 +508,7 @@ def _parquet_schema(predictor: Predictor, plan: _Plan) -> Any:
 
 
 def _run(
-    predictor: Predictor,
+    predictor: Scorer,
     reader: Reader,
     plan: _Plan,
     sink: Sink,
@@ -566,7 +588,7 @@ def _skip_rows(chunks: Iterator[Chunk], skip: int) -> Iterator[Chunk]:
 
 
 def iter_scored(
-    predictor: Predictor,
+    predictor: Scorer,
     reader: Reader,
     text_column: str,
     options: ScoringOptions,

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from rnn_sentiment.checkpoint import atomic_write_json
+from rnn_sentiment import atomic
 from rnn_sentiment.data.files import is_gzip
 from rnn_sentiment.data.writers import encode_rows, merge_parquet_parts, write_parquet_part
 from rnn_sentiment.errors import DataError, OutputClosed
@@ -267,7 +267,10 @@ class Progress:
 
     def save(self, rows: int, **where: int) -> None:
         state = {"version": PROGRESS_VERSION, "rows": rows, **where, "identity": self.identity}
-        atomic_write_json(self.path, state)
+        try:
+            atomic.write_json(self.path, state)
+        except OSError as exc:
+            raise DataError(f"cannot write {self.path}: {exc.strerror}") from None
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -80,9 +80,7 @@ def test_predict_uses_the_bundled_model_until_told_otherwise(
         "evaluate", "--data", str(jsonl_reviews / "test.jsonl"), "--format", "json"
     )
     assert code == 0 and json.loads(out)["n"] == 16 and "model: runs/lstm-" in err
-    monkeypatch.setattr(
-        "rnn_sentiment.inference.predictor.BUNDLED_MODEL_DIR", tmp_path / "no-bundle"
-    )
+    monkeypatch.setattr("rnn_sentiment.inference.models.BUNDLED_MODEL_DIR", tmp_path / "no-bundle")
     monkeypatch.delenv("RNN_SENTIMENT_MODEL")
     code, _, err = invoke("predict", "anything")
     assert code == 2 and "no bundled model in this installation" in err
