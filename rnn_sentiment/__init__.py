@@ -25,6 +25,10 @@ _EXPORTS = {
     "TrainCallback": "rnn_sentiment.callbacks",
     "TrainResult": "rnn_sentiment.training.loop",
     "evaluate": "rnn_sentiment.inference.evaluate",
+    "calibrate": "rnn_sentiment.inference.evaluate",
+    "load_suite": "rnn_sentiment.inference.check",
+    "run_suite": "rnn_sentiment.inference.check",
+    "SuiteResult": "rnn_sentiment.inference.check",
     "Predictor": "rnn_sentiment.inference.predictor",
     "Prediction": "rnn_sentiment.inference.results",
     "ExportedPredictor": "rnn_sentiment.inference.exported",
@@ -49,14 +53,18 @@ __all__ = [
     "RnnSentimentError",
     "ScoringOptions",
     "ScoringSummary",
+    "SuiteResult",
     "TrainCallback",
     "TrainResult",
     "TrainingError",
+    "calibrate",
+    "classify",
     "evaluate",
     "export_model",
     "load_config",
     "load_model",
-    "classify",
+    "load_suite",
+    "run_suite",
     "score_file",
     "train",
 ]
@@ -72,7 +80,8 @@ if TYPE_CHECKING:
         RnnSentimentError,
         TrainingError,
     )
-    from rnn_sentiment.inference.evaluate import evaluate
+    from rnn_sentiment.inference.check import SuiteResult, load_suite, run_suite
+    from rnn_sentiment.inference.evaluate import calibrate, evaluate
     from rnn_sentiment.inference.export import export_model
     from rnn_sentiment.inference.exported import ExportedPredictor
     from rnn_sentiment.inference.predictor import Predictor

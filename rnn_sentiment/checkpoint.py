@@ -40,6 +40,7 @@ from rnn_sentiment.config import Config, dump_config
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.model import SentimentRNN, build_model
 from rnn_sentiment.runfiles import (
+    CALIBRATION_FILE,
     CONFIG_FILE,
     FORMAT_VERSION,
     LABELS_FILE,
@@ -60,6 +61,7 @@ from rnn_sentiment.runfiles import (
     parse_labels,
     parse_tensors,
     read_safetensors,
+    read_temperature,
 )
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.tokenizer import parse_tokenizer
@@ -77,6 +79,7 @@ class LoadedRun:
     model: SentimentRNN
     label_names: list[str]
     manifest_sha256: str = ""  # identifies exactly these files (the manifest lists their hashes)
+    temperature: float = 1.0  # calibration.json's; predicted probabilities are scaled by it
 
     @cached_property
     def pipeline(self) -> TextPipeline:
@@ -139,6 +142,13 @@ def save_weights(run_dir: Path, model: torch.nn.Module) -> None:
     _update_manifest(run_dir, {WEIGHTS_FILE: data})
 
 
+def save_calibration(run_dir: Path, calibration: dict[str, Any]) -> None:
+    """Write ``calibration.json`` (its ``temperature`` and how it was fitted) into the manifest."""
+    data = _json_text(calibration).encode("utf-8")
+    atomic_write_bytes(run_dir / CALIBRATION_FILE, data)
+    _update_manifest(run_dir, {CALIBRATION_FILE: data})
+
+
 def save_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     """Write ``metrics.json`` and record it in the manifest."""
     data = _json_text(metrics).encode("utf-8")
@@ -193,10 +203,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         shapes = model_shapes(config, vocab_size, len(label_names), path)
         state = files.read_tensors(WEIGHTS_FILE, exactly(shapes))
         manifest_sha256 = files.manifest_sha256
+        temperature = read_temperature(files, path)
     model = build_model(config.model, vocab_size, len(label_names))
     model.load_state_dict(state)  # every name and shape was checked against this very model
     model.to(device).eval()
-    return LoadedRun(path, config, tokenizer, model, label_names, manifest_sha256)
+    return LoadedRun(path, config, tokenizer, model, label_names, manifest_sha256, temperature)
 
 
 def verify_run(run_dir: Path) -> None:

@@ -692,6 +692,118 @@ def compare(
     _run(action)
 
 
+@app.command()
+def check(
+    model: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A run (or exported model) directory, or 'latest' (the newest under runs/). "
+            "Default: $RNN_SENTIMENT_MODEL, else the bundled model."
+        ),
+    ] = None,
+    suite: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="A suite YAML file. Default: the shipped movie-review suite."
+        ),
+    ] = None,
+    fmt: Annotated[
+        TableOrJson, typer.Option("--format", help="Tables and examples, or every number as JSON.")
+    ] = TableOrJson.table,
+    fail_above: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            metavar="RATE",
+            help="Exit 1 when a test fails more than this share of its cases (0 to 1; 0: any).",
+        ),
+    ] = None,
+    examples: Annotated[
+        int, typer.Option(min=0, max=100, metavar="N", help="Failing examples shown per test.")
+    ] = 3,
+    threads: Threads = None,
+) -> None:
+    """Behavioural tests (CheckList): the failure rate of each test, by capability.
+
+    Negation, contrast, intensity, questions, the reviewer's opinion, typos, names, numbers, ...
+    with the most confidently wrong examples; --fail-above RATE makes it a CI gate.
+
+    \b
+    Examples:
+      rnn-sentiment check
+      rnn-sentiment check runs/gru-20261122-101500 --fail-above 0.2
+      rnn-sentiment check --suite my-suite.yaml --format json
+    """
+
+    def action() -> None:
+        from rnn_sentiment import console
+        from rnn_sentiment.inference.check import load_suite, run_suite
+
+        checks = load_suite(suite)  # a broken suite is reported before the model loads
+        predictor = _load_predictor(model, False, threads, None, None, "fp32")
+        result = run_suite(predictor, checks, examples)
+        if fmt is TableOrJson.json:
+            console.json_out({"model": str(predictor.path), **result.to_dict()})
+        else:
+            console.check_out(result.to_dict())
+        failing = result.failing(fail_above) if fail_above is not None else []
+        if failing:
+            worst = ", ".join(f"{t.name} ({t.failure_rate:.1%})" for t in failing[:3])
+            more = f" and {len(failing) - 3} more" if len(failing) > 3 else ""
+            console.error(
+                f"{len(failing)} of {len(result.tests)} tests fail more than "
+                f"{fail_above:.1%} of their cases: {worst}{more}"
+            )
+            raise typer.Exit(1)
+
+    _run(action)
+
+
+@app.command()
+def calibrate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'train'.")],
+    data: Annotated[
+        str | None,
+        typer.Option(metavar="PATH", help="Held-out labelled data. Default: the run's data."),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="Split (or file stem). Default: the run's validation."),
+    ] = None,
+    text_column: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Column with the review text.")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Column with the label.")
+    ] = None,
+    fmt: Annotated[TableOrJson, typer.Option("--format", help="A line or JSON.")] = (
+        TableOrJson.table
+    ),
+) -> None:
+    """Refit the temperature that calibrates a run's probabilities, on held-out labelled data.
+
+    Training fits it on the validation split; predict, batch scoring, --explain, exported
+    models and the server apply it. Never fit it on the data you report test figures on.
+
+    \b
+    Example:
+      rnn-sentiment calibrate runs/gru-20261122-101500 --data heldout.csv
+    """
+
+    def action() -> None:
+        from rnn_sentiment import console
+        from rnn_sentiment.inference.evaluate import calibrate as calibrate_run
+
+        result = calibrate_run(run_dir, data, split, text_column, label_column)
+        if fmt is TableOrJson.json:
+            console.json_out(result)
+        else:
+            console.calibration_line(str(run_dir), result)
+
+    _run(action)
+
+
 def _texts_to_score(texts: list[str], file: Path | None, explain: bool = False) -> list[str]:
     from rnn_sentiment.errors import DataError
 

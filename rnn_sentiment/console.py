@@ -169,7 +169,13 @@ def metrics_table(metrics: dict[str, Any]) -> None:
         c = metrics["calibration"]
         out.print(
             f"calibration: ECE {c['ece']:.4f} ({c['ece_bins']} bins)   Brier {c['brier']:.4f}   "
-            f"log loss {c['log_loss']:.4f}"
+            f"log loss {c['log_loss']:.4f}   temperature {c.get('temperature', 1.0):.3f}"
+        )
+    if "uncalibrated" in metrics:
+        u = metrics["uncalibrated"]
+        out.print(
+            f"  without it:  ECE {u['ece']:.4f}   Brier {u['brier']:.4f}   "
+            f"log loss {u['log_loss']:.4f}"
         )
     per_class = Table(show_header=True)
     for column in ("class", "precision", "recall", "F1", "support"):
@@ -190,6 +196,73 @@ def metrics_table(metrics: dict[str, Any]) -> None:
     for name, row in zip(metrics["labels"], metrics["confusion_matrix"], strict=True):
         confusion.add_row(shown(name), *(str(v) for v in row))
     out.print(confusion)
+
+
+def check_out(result: dict[str, Any]) -> None:
+    """Behavioural test results (``SuiteResult.to_dict()``) on stdout: one table of every test by
+    capability with its failure rate, then the most confidently wrong examples of each failing
+    test."""
+    tests = result["tests"]
+    out.print(
+        f"[bold]{shown(result['suite'])}[/]: {len(tests)} tests, {result['texts']:,} texts "
+        f"scored in {result['seconds']:.1f}s"
+    )
+    table = Table(show_header=True)
+    for column in ("capability", "test", "type", "cases", "fail rate"):
+        table.add_column(column, justify="right" if column in ("cases", "fail rate") else "left")
+    capabilities = [t["capability"] for t in tests]
+    for i, test in enumerate(tests):
+        first = i == 0 or capabilities[i - 1] != test["capability"]
+        last = i == len(tests) - 1 or capabilities[i + 1] != test["capability"]
+        table.add_row(
+            shown(test["capability"]) if first else "",
+            shown(test["name"]),
+            test["type"],
+            f"{test['cases']:,}",
+            _rate(test["failure_rate"]),
+            end_section=last,
+        )
+    out.print(table)
+    failing = [t for t in tests if t["examples"]]
+    if failing:
+        out.print("failing examples, the most confidently wrong first:")
+    for test in failing:
+        out.print(f"[bold]{shown(test['name'])}[/] ({test['type']}, {test['failure_rate']:.1%})")
+        for example in test["examples"]:
+            out.print(f"  {_check_example(test['type'], example)}", soft_wrap=True)
+    if any(t["type"] == "dir" for t in tests):
+        out.print(f"[dim]dir: p(positive) may move {result['tolerance']:g} the wrong way[/]")
+
+
+def _rate(rate: float) -> str:
+    # The colours only guide the eye; --fail-above is the threshold that counts.
+    colour = "green" if rate == 0 else "yellow" if rate <= 0.1 else "red"
+    return f"[{colour}]{rate:.1%}[/]"
+
+
+def _check_example(kind: str, e: dict[str, Any]) -> str:
+    text = f'"{shown(e["text"])}"'
+    got = f"[{_label_colour(e['predicted'])}]{shown(e['predicted'])}[/]"
+    if kind == "mft":
+        return f"{text}  expected {shown(e['expected'])}, got {got} ({e['p']:.3f})"
+    if kind == "inv":
+        return (
+            f'{text}  {got} ({e["p"]:.3f}); unchanged "{shown(e["base"])}": '
+            f"{shown(e['expected'])} ({e['base_p']:.3f})"
+        )
+    return f"{text}  {e['base_p']:.3f} -> {e['p']:.3f}, expected {shown(e['expected'])}"
+
+
+def calibration_line(run_dir: str, result: dict[str, Any]) -> None:
+    """What ``calibrate`` fitted, on stdout."""
+    before, after = result["before"], result["after"]
+    out.print(
+        f"{shown(run_dir)}: temperature {result['temperature']:.3f} fitted on "
+        f"{shown(result['fitted_on'])} ({result['reviews']:,} reviews): ECE "
+        f"{before['ece']:.4f} -> {after['ece']:.4f}, log loss {before['log_loss']:.4f} -> "
+        f"{after['log_loss']:.4f}, Brier {before['brier']:.4f} -> {after['brier']:.4f}",
+        soft_wrap=True,
+    )
 
 
 def json_out(value: Any) -> None:

@@ -139,3 +139,19 @@ def fit_temperature(probs: np.ndarray, labels: Sequence[int]) -> float:
             low, a = a, b
             b = low + ratio * (high - low)
     return float(np.exp((low + high) / 2))
+
+
+def fit_calibration(probs: np.ndarray, labels: Sequence[int], fitted_on: str) -> dict[str, Any]:
+    """The temperature for ``probs`` on held-out ``labels``, and calibration before and after,
+    as ``calibration.json`` records it."""
+    temperature = fit_temperature(probs, labels)
+    keys = ("ece", "brier", "log_loss")
+    before = calibration_metrics(probs, labels)
+    after = calibration_metrics(with_temperature(probs, temperature), labels)
+    return {
+        "temperature": temperature,
+        "fitted_on": fitted_on,
+        "reviews": len(labels),
+        "before": {key: before[key] for key in keys},
+        "after": {key: after[key] for key in keys},
+    }

@@ -60,8 +60,9 @@ LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 STATE_FILE = "state.safetensors"
+CALIBRATION_FILE = "calibration.json"  # optional: the temperature the probabilities are scaled by
 FORMAT_VERSION = 1
-RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, LABELS_FILE, METRICS_FILE)
+RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, LABELS_FILE, METRICS_FILE, CALIBRATION_FILE)
 
 # What a run directory may hold. Each cap is far above what this package trains (its largest
 # shipped config has 6.5 million parameters, the bundled tokenizer.json is 383 KiB) and far below
@@ -76,7 +77,10 @@ MAX_FILE_BYTES = {
     TOKENIZER_FILE: MAX_TOKENIZER_BYTES,  # 32 MiB
     LABELS_FILE: 2**20,
     METRICS_FILE: 16 * 2**20,
+    CALIBRATION_FILE: 64 * 2**10,
 }
+# A temperature outside this range is no calibration but a broken or planted file.
+TEMPERATURE_RANGE = (0.01, 100.0)
 # Bytes per element of the dtypes a run's tensors may have (weights float, RNG state uint8).
 _DTYPE_BYTES = {"U8": 1, "F16": 2, "BF16": 2, "F32": 4, "F64": 8}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -491,3 +495,28 @@ def parse_labels(data: bytes, where: Path) -> list[str]:
     if any(fix_text(name)[1] for name in names):  # a lone surrogate: no output could hold it
         raise CheckpointError(f"{where} has a label name that is not valid Unicode text")
     return names
+
+
+def parse_temperature(data: bytes, where: Path) -> float:
+    """The temperature of a ``calibration.json``: a JSON object whose ``temperature`` is a
+    number within :data:`TEMPERATURE_RANGE`."""
+    try:
+        info = json.loads(data)
+    except (ValueError, RecursionError):
+        info = None
+    value = info.get("temperature") if isinstance(info, dict) else None
+    low, high = TEMPERATURE_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise CheckpointError(
+            f"{where} must hold a temperature between {low} and {high:g}; recalibrate with "
+            "'rnn-sentiment calibrate'"
+        )
+    return float(value)
+
+
+def read_temperature(files: RunFiles, path: Path) -> float:
+    """The temperature of an opened run or exported directory: 1.0 when it has no
+    ``calibration.json`` in its manifest (trained before calibration existed)."""
+    if CALIBRATION_FILE not in files.digests:
+        return 1.0
+    return parse_temperature(files.read(CALIBRATION_FILE), path / CALIBRATION_FILE)

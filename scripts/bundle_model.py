@@ -3,6 +3,7 @@
     python scripts/bundle_model.py runs/bundled
     python scripts/bundle_model.py runs/bundled --check ../shared/data/imdb/test.parquet
     python scripts/bundle_model.py --export-only   # re-export the bundled copy to ONNX
+    python scripts/bundle_model.py --calibrate ../shared/data   # refit its temperature, re-export
 
 The copy is an ordinary run directory (config, tokenizer, labels, metrics, manifest) whose
 weights are stored in float16 to halve the download; they are cast back to float32 on load. Its
@@ -11,6 +12,9 @@ the hub ids) instead of the local paths it was trained from, so ``evaluate`` on 
 looks for the data where the user can have it.
 The bundled copy is then exported (``rnn-sentiment export``) next to it as
 ``assets/bundled-onnx``, which ``predict`` runs with onnxruntime, without importing torch.
+``--calibrate DATA_ROOT`` fits the bundled copy's temperature on the validation split its
+training carved (rebuilt from the same data under DATA_ROOT and seed; the review count is checked
+against its metrics.json), saves calibration.json and exports it again.
 ``--check`` scores a labelled file with the original and the fp16 copy side by side and prints
 both accuracies, so the cost of the conversion is measured, not assumed.
 """
@@ -73,6 +77,35 @@ def bundle(run_dir: Path, dest: Path, data_from: Path = BUNDLED_CONFIG) -> Path:
     return dest
 
 
+def calibrate_bundle(dest: Path, data_root: Path) -> dict[str, object]:
+    """Fit ``dest``'s temperature on the validation reviews its training carved."""
+    from dataclasses import replace
+
+    from rnn_sentiment.checkpoint import read_metrics, save_calibration
+    from rnn_sentiment.data.sources import load_splits
+    from rnn_sentiment.metrics import fit_calibration
+
+    config = load_config(
+        BUNDLED_CONFIG,
+        [f"data.source={data_root / 'imdb'}",
+         f"data.extra_train_sources=[{data_root / 'sst2'}, builtin]"],
+    )  # fmt: skip
+    splits = load_splits(config.data, config.training.seed)
+    expected = read_metrics(dest)["validation"]["n"]
+    if len(splits.validation.texts) != expected:
+        sys.exit(
+            f"error: rebuilt {len(splits.validation.texts)} validation reviews, not {expected}"
+        )
+    run = load_run(dest)
+    from rnn_sentiment.inference.predictor import Predictor
+
+    predictor = Predictor(replace(run, temperature=1.0))
+    probs = predictor.predict_proba(splits.validation.texts).astype("float64")
+    calibration = fit_calibration(probs, splits.validation.labels, "validation (carved, seed 42)")
+    save_calibration(dest, calibration)
+    return calibration
+
+
 def accuracy(model_dir: Path, data: Path) -> float:
     from rnn_sentiment.inference.evaluate import evaluate
 
@@ -84,6 +117,8 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, nargs="?")
     parser.add_argument("--export-only", action="store_true",
                         help="only re-export the bundled copy to ONNX")  # fmt: skip
+    parser.add_argument("--calibrate", type=Path, metavar="DATA_ROOT",
+                        help="refit the bundled copy's temperature, then re-export")  # fmt: skip
     parser.add_argument("--dest", type=Path, default=BUNDLED_MODEL_DIR)
     parser.add_argument("--data-from", type=Path, default=BUNDLED_CONFIG,
                         help="config whose data.source ids the copy records")  # fmt: skip
@@ -93,7 +128,11 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.calibrate is not None:
+        print(calibrate_bundle(args.dest, args.calibrate))
+        args.export_only = True
     if args.export_only:
+        shutil.rmtree(args.dest.parent / BUNDLED_EXPORT_DIR.name, ignore_errors=True)
         exported = export_model(args.dest, args.dest.parent / BUNDLED_EXPORT_DIR.name)
         print(f"exported {args.dest} -> {exported}")
         return

@@ -24,7 +24,7 @@ def test_run_directory_is_self_contained_and_pickle_free(tiny_run: Path) -> None
     names = {p.name for p in tiny_run.iterdir()}
     assert names == {
         "config.yaml", "tokenizer.json", "model.safetensors", "labels.json",
-        "metrics.json", "manifest.json", "state.safetensors",
+        "metrics.json", "manifest.json", "state.safetensors", "calibration.json",
     }  # fmt: skip
     for path in tiny_run.iterdir():
         assert not path.read_bytes().startswith(b"\x80"), f"{path} looks like a pickle"

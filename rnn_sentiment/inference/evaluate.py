@@ -1,4 +1,5 @@
-"""Metrics of a trained model on labelled data: accuracy, per-class P/R/F1, macro-F1, confusion.
+"""Metrics of a trained model on labelled data: accuracy, per-class P/R/F1, macro-F1, confusion,
+calibration; and refitting a run's calibration (temperature) on held-out data.
 
 Every source is read through the reader training uses (``sources.open_split``): local files and
 folders stream chunk by chunk, so memory stays flat for any size; a hub split is read whole by
@@ -8,19 +9,27 @@ folders stream chunk by chunk, so memory stays flat for any size; a hub split is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rnn_sentiment.checkpoint import save_calibration
 from rnn_sentiment.config import DataConfig
 from rnn_sentiment.data.files import choose_text_column, missing_column
 from rnn_sentiment.data.readers import ParquetReader, Reader
 from rnn_sentiment.data.sources import open_split, single_source, to_reviews
 from rnn_sentiment.errors import DataError
+from rnn_sentiment.inference.exported import is_exported_dir
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.inference.scoring import ScoringOptions, iter_scored
-from rnn_sentiment.metrics import calibration_metrics, compute_metrics
+from rnn_sentiment.metrics import (
+    calibration_metrics,
+    compute_metrics,
+    fit_calibration,
+    with_temperature,
+)
 
 
 def score_texts(run_dir: Path, texts: Sequence[str]) -> np.ndarray:
@@ -40,6 +49,8 @@ def evaluate(
 
     Labelled rows whose text is missing or empty (or unreadable) are left out of the metrics and
     counted in ``unscored``; unlabelled rows (label -1, empty, ``unsup``) are skipped.
+    ``calibration`` is that of the probabilities the model gives (its temperature applied);
+    ``uncalibrated``, when it has a temperature, that of the network's own.
 
     Args:
         model: a :class:`Predictor` or a run directory.
@@ -49,13 +60,79 @@ def evaluate(
         label_column: overrides the run's label column.
     """
     predictor = model if isinstance(model, Predictor) else Predictor.from_dir(model)
+    data_cfg = _data_config(predictor, source, text_column, label_column)
+    chosen = split or data_cfg.test_split or data_cfg.validation_split or "test"
+    labels, probs, unscored = _labelled_probs(predictor, data_cfg, chosen, source, split)
+    metrics = compute_metrics(labels, probs.argmax(axis=1).tolist(), predictor.label_names)
+    temperature = predictor.run.temperature
+    metrics["calibration"] = {"temperature": temperature, **calibration_metrics(probs, labels)}
+    if temperature != 1.0:
+        raw = with_temperature(probs.astype(np.float64), 1.0 / temperature)
+        metrics["uncalibrated"] = calibration_metrics(raw, labels)
+    metrics.update({"source": data_cfg.source, "split": chosen, "model": str(predictor.path)})
+    metrics["unscored"] = unscored
+    return metrics
+
+
+def calibrate(
+    run_dir: str | Path,
+    source: str | None = None,
+    split: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> dict[str, Any]:
+    """Fit the run's temperature on held-out labelled data and save it as ``calibration.json``.
+
+    Training fits it on the validation split; this refits it on other held-out data (never the
+    data you will report test figures on). Returns what was saved: the temperature, the data,
+    and ECE, Brier score and log loss before and after.
+
+    Args:
+        run_dir: a run directory (an exported model: calibrate its run and export again).
+        source: labelled data; default: the run's own data.
+        split: split or file stem; default: the run's validation split.
+    """
+    path = Path(run_dir)
+    if is_exported_dir(path):
+        raise DataError(
+            f"{path} is an exported model; calibrate the run directory it came from and export "
+            "it again"
+        )
+    predictor = Predictor.from_dir(path)
+    predictor.run = replace(predictor.run, temperature=1.0)  # fit on the network's own scores
+    data_cfg = _data_config(predictor, source, text_column, label_column)
+    chosen = split or data_cfg.validation_split or "validation"
+    if source is None and split is None and data_cfg.validation_split is None:
+        raise DataError(
+            f"{path}'s validation reviews were carved from its training data and cannot be "
+            "told apart now; pass --data FILE (and --split) with other held-out labelled reviews"
+        )
+    labels, probs, _ = _labelled_probs(predictor, data_cfg, chosen, source, split)
+    where = data_cfg.source if single_source(data_cfg.source) else f"{data_cfg.source}:{chosen}"
+    calibration = fit_calibration(probs.astype(np.float64), labels, where)
+    save_calibration(path, calibration)
+    return calibration
+
+
+def _data_config(
+    predictor: Predictor, source: str | None, text_column: str | None, label_column: str | None
+) -> DataConfig:
     data_cfg = predictor.run.config.data.model_copy()
     if source is not None:
         data_cfg.source = source
     data_cfg.text_column = text_column or (None if source else data_cfg.text_column)
     if label_column is not None:
         data_cfg.label_column = label_column
-    chosen = split or data_cfg.test_split or data_cfg.validation_split or "test"
+    return data_cfg
+
+
+def _labelled_probs(
+    predictor: Predictor,
+    data_cfg: DataConfig,
+    chosen: str,
+    source: str | None,
+    split: str | None,
+) -> tuple[list[int], np.ndarray, int]:
     single = single_source(data_cfg.source)
     if source is None and split is None and single is not None:
         raise DataError(
@@ -69,11 +146,7 @@ def evaluate(
         reader.close()
     if not labels:
         raise DataError(f"split '{chosen}' of {data_cfg.source} has no labelled reviews")
-    metrics = compute_metrics(labels, probs.argmax(axis=1).tolist(), predictor.label_names)
-    metrics["calibration"] = calibration_metrics(probs, labels)
-    metrics.update({"source": data_cfg.source, "split": chosen, "model": str(predictor.path)})
-    metrics["unscored"] = unscored
-    return metrics
+    return labels, probs, unscored
 
 
 def evaluate_reader(

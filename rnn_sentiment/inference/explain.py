@@ -17,6 +17,7 @@ import numpy as np
 from rnn_sentiment.checkpoint import LoadedRun
 from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.inference.results import METHOD, Explanation, explain_with
+from rnn_sentiment.metrics import with_temperature
 
 __all__ = ["METHOD", "Explanation", "explain"]
 
@@ -31,6 +32,6 @@ def explain(run: LoadedRun, text: str) -> Explanation:
     device = next(run.model.parameters()).device
 
     def score_ids(ids: Sequence[Sequence[int]]) -> np.ndarray:
-        return predict_proba_ids(run.model, ids, device=device)
+        return with_temperature(predict_proba_ids(run.model, ids, device=device), run.temperature)
 
     return explain_with(run.pipeline, run.label_names, score_ids, text)

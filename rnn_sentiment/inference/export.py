@@ -69,7 +69,7 @@ from rnn_sentiment.inference.exported import (
     onnx_session,
 )
 from rnn_sentiment.model import SentimentRNN
-from rnn_sentiment.runfiles import LABELS_FILE, METRICS_FILE, TOKENIZER_FILE
+from rnn_sentiment.runfiles import CALIBRATION_FILE, LABELS_FILE, METRICS_FILE, TOKENIZER_FILE
 from rnn_sentiment.tokenizer import UNK_ID
 
 Quantize = Literal["int8"]
@@ -138,6 +138,8 @@ def export_model(
         METRICS_FILE: _json(metrics),
         CARD_FILE: model_card(info, run.label_names, metrics).encode("utf-8"),
     }
+    if run.temperature != 1.0:  # the run's calibration travels with it
+        files[CALIBRATION_FILE] = _json({"temperature": run.temperature, "from": str(source)})
     _publish(files, target)
     return target
 

@@ -47,7 +47,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rnn_sentiment.config import ModelConfig, TokenizerConfig
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.inference.results import Explanation, Prediction, explain_with, prediction
+from rnn_sentiment.metrics import with_temperature
 from rnn_sentiment.runfiles import (
+    CALIBRATION_FILE,
     LABELS_FILE,
     MAX_FILE_BYTES,
     MAX_PARAMETERS,
@@ -55,6 +57,7 @@ from rnn_sentiment.runfiles import (
     TOKENIZER_FILE,
     RunFiles,
     parse_labels,
+    read_temperature,
 )
 from rnn_sentiment.text import LongReviews, TextPipeline
 from rnn_sentiment.tokenizer import PAD_ID, parse_tokenizer
@@ -62,7 +65,9 @@ from rnn_sentiment.tokenizer import PAD_ID, parse_tokenizer
 ONNX_FILE = "model.onnx"
 EXPORT_FILE = "export.json"
 CARD_FILE = "model_card.md"
-EXPORTED_FILES = (ONNX_FILE, TOKENIZER_FILE, LABELS_FILE, EXPORT_FILE, METRICS_FILE, CARD_FILE)
+EXPORTED_FILES = (
+    ONNX_FILE, TOKENIZER_FILE, LABELS_FILE, EXPORT_FILE, METRICS_FILE, CARD_FILE, CALIBRATION_FILE
+)  # fmt: skip
 INPUTS = ("ids", "lengths")
 OUTPUTS = ("logits", "probabilities")
 # The largest model a run directory may hold, as float32, plus room for its graph.
@@ -153,8 +158,10 @@ class ExportedPredictor:
         session: Any,
         manifest_sha256: str,
         batch_size: int = BATCH_SIZE,
+        temperature: float = 1.0,
     ) -> None:
         self.path = path
+        self.temperature = temperature  # the run's calibration, applied to every probability
         self.info = info
         self.pipeline = pipeline
         self.label_names = label_names
@@ -206,7 +213,7 @@ class ExportedPredictor:
                 ids[row, : lengths[index]] = sequences[index]
             feed = {"ids": ids, "lengths": lengths[rows]}
             out[rows] = self.session.run(["probabilities"], feed)[0]
-        return out
+        return with_temperature(out, self.temperature)
 
     def predict(
         self,
@@ -258,12 +265,13 @@ def load_exported(
         tokenizer = parse_tokenizer(files.read(TOKENIZER_FILE), path / TOKENIZER_FILE)
         network = files.read(ONNX_FILE)
         manifest_sha256 = files.manifest_sha256
+        temperature = read_temperature(files, path)
     _check_text_settings(info, tokenizer.truncation, tokenizer.get_vocab_size(), path)
     session = onnx_session(network, path / ONNX_FILE, threads)
     del network  # onnxruntime holds its own copy
     pipeline = TextPipeline(tokenizer, info.text.clean_html)
     predictor = ExportedPredictor(
-        path, info, pipeline, label_names, session, manifest_sha256, batch_size
+        path, info, pipeline, label_names, session, manifest_sha256, batch_size, temperature
     )
     _probe(predictor, path / ONNX_FILE)
     return predictor

@@ -18,6 +18,7 @@ from rnn_sentiment.checkpoint import LoadedRun, load_run
 from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.inference.engine import Dtype, Quantize, choose_engine
 from rnn_sentiment.inference.results import Prediction, prediction
+from rnn_sentiment.metrics import with_temperature
 from rnn_sentiment.text import LongReviews, Windows
 
 if TYPE_CHECKING:
@@ -93,7 +94,9 @@ class Predictor:
         return self._mean_by_review(windows)
 
     def _probabilities(self, ids: Sequence[np.ndarray]) -> np.ndarray:
-        return predict_proba_ids(self.model, ids, self.batch_size, self.device)
+        # Every scoring path comes through here: the run's calibration applies to all of them.
+        probs = predict_proba_ids(self.model, ids, self.batch_size, self.device)
+        return with_temperature(probs, self.run.temperature)
 
     def _mean_by_review(self, windows: Windows) -> np.ndarray:
         return windows.mean(self._probabilities(windows.ids))

@@ -27,6 +27,7 @@ from rnn_sentiment.callbacks import TrainCallback
 from rnn_sentiment.checkpoint import (
     load_pipeline,
     load_weights,
+    save_calibration,
     save_metrics,
     save_run_files,
     save_weights,
@@ -35,7 +36,7 @@ from rnn_sentiment.config import Config, TrainingConfig
 from rnn_sentiment.data.batching import collate, predict_proba_ids, training_batches
 from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
-from rnn_sentiment.metrics import probability_metrics
+from rnn_sentiment.metrics import fit_calibration, probability_metrics, with_temperature
 from rnn_sentiment.model import SentimentRNN, build_model, count_parameters, parameter_shapes
 from rnn_sentiment.runfiles import MAX_PARAMETERS, WEIGHTS_FILE
 from rnn_sentiment.signals import StopSignals
@@ -82,6 +83,14 @@ class Run:
     def metrics_on(self, ids: list[list[int]], labels: list[int]) -> dict[str, Any]:
         """The model's metrics on encoded, labelled reviews."""
         return validation_metrics(self.model, ids, labels, self.splits, self.device)
+
+    def labelled_probs(
+        self, ids: list[list[int]], labels: list[int]
+    ) -> tuple[np.ndarray, list[int]]:
+        """The model's probabilities of the labelled reviews among ``ids``, and their labels."""
+        keep = [i for i, label in enumerate(labels) if label >= 0]
+        probs = predict_proba_ids(self.model, [ids[i] for i in keep], device=self.device)
+        return probs, [labels[i] for i in keep]
 
 
 def train(
@@ -420,10 +429,20 @@ def finish(
     config, loop, splits = run.config, run.loop, run.splits
     run.model.load_state_dict(load_weights(run.run_dir / WEIGHTS_FILE))
     assert loop.best is not None
+    # Temperature scaling (Guo et al. 2017) on the validation split, never test: saved before
+    # the test pass, so that pass, and every later prediction, is calibrated.
+    val_probs, val_labels = run.labelled_probs(run.val_ids, splits.validation.labels)
+    calibration = fit_calibration(val_probs, val_labels, "validation")
+    save_calibration(run.run_dir, calibration)
     metrics: dict[str, Any] = {
         "status": "complete",
         "best_epoch": loop.best["epoch"],
-        "validation": run.metrics_on(run.val_ids, splits.validation.labels),
+        # As the run directory will score them from now on: calibrated (the per-epoch history
+        # has the network's own loss).
+        "validation": probability_metrics(
+            with_temperature(val_probs, calibration["temperature"]), val_labels, splits.label_names
+        ),
+        "calibration": calibration,
         "parameters": count_parameters(run.model),
         "train_seconds": loop.total_seconds(),  # pretraining included
         "real_tokens_per_second": loop.real_tokens / max(loop.elapsed, 1e-9),
@@ -432,7 +451,8 @@ def finish(
     if loop.pretraining is not None:
         metrics["pretraining"] = loop.pretraining
     if splits.test is not None:
-        metrics["test"] = _test_metrics(run, cb or TrainCallback(), score_test)
+        temperature = calibration["temperature"]
+        metrics["test"] = _test_metrics(run, cb or TrainCallback(), score_test, temperature)
     if run.flow is not None:
         reviews = longest_reviews(run.val_ids, splits.validation.labels, config.diagnostics.reviews)
         metrics["gradient_flow"] = {
@@ -443,16 +463,20 @@ def finish(
     return metrics
 
 
-def _test_metrics(run: Run, cb: TrainCallback, score_test: TestScorer | None) -> dict[str, Any]:
-    """The best weights' metrics on the test split, with progress: it can take minutes."""
+def _test_metrics(
+    run: Run, cb: TrainCallback, score_test: TestScorer | None, temperature: float
+) -> dict[str, Any]:
+    """The best weights' metrics on the test split, calibrated, with progress: it can take
+    minutes. ``score_test`` reads the run directory, calibration included."""
     assert run.splits.test is not None
     texts, labels = run.splits.test.texts, run.splits.test.labels
     cb.on_message(f"test: scoring {len(texts):,} reviews with the best epoch's weights")
     start = time.perf_counter()
     if score_test is None:
-        metrics = run.metrics_on(
-            run.pipeline.encode_lists(texts, run.config.data.cache_dir), labels
-        )
+        ids = run.pipeline.encode_lists(texts, run.config.data.cache_dir)
+        probs, kept = run.labelled_probs(ids, labels)
+        probs = with_temperature(probs, temperature)
+        metrics = probability_metrics(probs, kept, run.splits.label_names)
     else:
         keep = [i for i, label in enumerate(labels) if label >= 0]
         probs = score_test(run.run_dir, [texts[i] for i in keep])

@@ -119,7 +119,9 @@ def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str) ->
     assert all(line.startswith("error: ") for line in err.strip().splitlines())  # one per problem
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "compare"])
+@pytest.mark.parametrize(
+    "command", ["train", "evaluate", "predict", "compare", "export", "check", "calibrate"]
+)
 def test_help_is_short_and_shows_no_type_placeholders(command: str) -> None:
     code, out, _ = invoke(command, "--help")
     assert code == 0 and "Example" in out
@@ -224,3 +226,36 @@ def test_progress_after_resume_starts_from_the_first_step_shown(
     progress.on_epoch_start(2, 3, 100)
     progress.on_step(57, 0.05, 0.98, 1.0)  # resumed at step 57: no climb from 0
     assert "step 57/100 loss 0.050 acc 0.980" in capsys.readouterr().err
+
+
+CHECK_SUITE = """\
+name: tiny
+fill: {adj: [great, wonderful, excellent]}
+tests:
+  - {name: right, capability: plain, type: mft, template: "The film was {adj}.", expect: positive}
+  - {name: mislabelled, capability: plain, type: mft, template: "The film was {adj}.",
+     expect: negative}
+"""
+
+
+def test_check_prints_failure_rates_and_fail_above_sets_the_exit_code(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(CHECK_SUITE)  # a test any model passes, and one it fails on purpose
+    code, out, _ = invoke("check", "--suite", str(suite))
+    assert code == 0 and "mislabelled" in out and "100.0%" in out
+    code, out, _ = invoke("check", "--suite", str(suite), "--format", "json")
+    rates = {t["name"]: t["failure_rate"] for t in json.loads(out)["tests"]}
+    assert code == 0 and rates == {"right": 0.0, "mislabelled": 1.0}
+    code, _, err = invoke("check", "--suite", str(suite), "--fail-above", "0.5")
+    assert code == 1 and err.count("error:") == 1
+    assert "1 of 2 tests fail more than 50.0% of their cases: mislabelled (100.0%)" in err
+    assert invoke("check", "--suite", str(suite), "--fail-above", "1")[0] == 0
+
+
+def test_check_reports_a_broken_suite_on_one_line_before_loading_a_model(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(CHECK_SUITE.replace("template:", "templat:", 1))
+    code, out, err = invoke("check", "--suite", str(suite))
+    assert code == 2 and out == ""
+    assert f"error: {suite}, line 4: test 'right': unknown field 'templat'" in err
+    assert "model:" not in err  # refused before the model was named, let alone loaded

@@ -1,0 +1,137 @@
+"""Temperature scaling: fitted on validation at the end of training, stored in the run directory,
+applied on every path that gives probabilities, refitted by `calibrate`, reported by `evaluate`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnn_sentiment.checkpoint import load_run, read_metrics, save_calibration
+from rnn_sentiment.errors import CheckpointError
+from rnn_sentiment.inference.evaluate import evaluate
+from rnn_sentiment.inference.export import export_model
+from rnn_sentiment.inference.exported import ExportedPredictor
+from rnn_sentiment.inference.predictor import Predictor
+from rnn_sentiment.inference.scoring import score_file
+from rnn_sentiment.metrics import with_temperature
+from rnn_sentiment.runfiles import CALIBRATION_FILE
+from tests.helpers import NEGATIVE, POSITIVE, invoke
+
+TEXTS = [*POSITIVE[:3], *NEGATIVE[:3], "This movie is not good", "not bad at all"]
+TEMPERATURE = 3.0
+
+
+@pytest.fixture(scope="module")
+def hot_run(builtin_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's run with a strong temperature, so a path that skips it cannot pass."""
+    run_dir = tmp_path_factory.mktemp("calibrated") / "run"
+    shutil.copytree(builtin_run, run_dir)
+    save_calibration(run_dir, {"temperature": TEMPERATURE, "fitted_on": "test fixture"})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def raw(builtin_run: Path) -> np.ndarray:
+    """The network's own probabilities (temperature 1)."""
+    from dataclasses import replace
+
+    run = load_run(builtin_run)
+    return Predictor(replace(run, temperature=1.0)).predict_proba(TEXTS)
+
+
+def test_training_fits_a_temperature_on_validation(builtin_run: Path) -> None:
+    metrics = read_metrics(builtin_run)
+    calibration = metrics["calibration"]
+    assert calibration["fitted_on"] == "validation"
+    assert calibration["reviews"] == metrics["validation"]["n"]
+    assert calibration["after"]["log_loss"] <= calibration["before"]["log_loss"] + 1e-9
+    stored = json.loads((builtin_run / CALIBRATION_FILE).read_text())
+    assert stored["temperature"] == calibration["temperature"] == load_run(builtin_run).temperature
+
+
+def test_every_path_applies_the_temperature(hot_run: Path, raw: np.ndarray, tmp_path: Path) -> None:
+    expected = with_temperature(raw, TEMPERATURE)
+    assert (expected.argmax(1) == raw.argmax(1)).all()  # labels never change
+    assert np.abs(expected - raw).max() > 0.01  # and the probabilities do
+    predictor = Predictor.from_dir(hot_run)
+    np.testing.assert_allclose(predictor.predict_proba(TEXTS), expected, atol=1e-5)
+    windows = predictor.score(TEXTS, "window")  # short reviews: one window each
+    np.testing.assert_allclose(windows, expected, atol=1e-5)
+    explained = predictor.explain(TEXTS[6]).probabilities
+    assert explained["positive"] == pytest.approx(expected[6, 1], abs=1e-5)
+    exported = export_model(hot_run, tmp_path / "exported")
+    onnx = ExportedPredictor.from_dir(exported)
+    np.testing.assert_allclose(onnx.predict_proba(TEXTS), expected, atol=1e-4)
+    assert onnx.explain(TEXTS[6]).probabilities["positive"] == pytest.approx(
+        expected[6, 1], abs=1e-4
+    )
+    (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n")
+    score_file(predictor, tmp_path / "in.txt", tmp_path / "out.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([r["p_positive"] for r in rows], expected[:, 1], atol=1e-5)
+    for model in (hot_run, exported):
+        code, out, err = invoke("predict", "-m", str(model), "--format", "json", *TEXTS)
+        assert code == 0, err
+        got = [row["p_positive"] for row in json.loads(out)]
+        np.testing.assert_allclose(got, expected[:, 1], atol=1e-4)
+
+
+def test_evaluate_reports_calibration_with_and_without_the_temperature(
+    hot_run: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "labelled.jsonl"
+    rows = [{"text": t, "label": "positive"} for t in POSITIVE] + [
+        {"text": t, "label": "negative"} for t in NEGATIVE
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = evaluate(hot_run, str(data))
+    assert metrics["calibration"]["temperature"] == TEMPERATURE
+    assert metrics["uncalibrated"]["log_loss"] != pytest.approx(
+        metrics["calibration"]["log_loss"], abs=1e-4
+    )
+    code, out, _ = invoke("evaluate", str(hot_run), "--data", str(data))
+    assert code == 0 and "temperature 3.000" in out and "without it:" in out
+
+
+def test_calibrate_refits_on_held_out_data_and_predictions_follow(
+    hot_run: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(hot_run, run_dir)
+    data = tmp_path / "heldout.jsonl"
+    rows = [{"text": t, "label": "positive"} for t in POSITIVE] + [
+        {"text": t, "label": "negative"} for t in NEGATIVE
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = invoke("calibrate", str(run_dir), "--data", str(data), "--format", "json")
+    assert code == 0, err
+    fitted = json.loads(out)
+    assert fitted["fitted_on"] == str(data) and fitted["reviews"] == len(rows)
+    assert fitted["after"]["log_loss"] <= fitted["before"]["log_loss"] + 1e-9
+    assert load_run(run_dir).temperature == pytest.approx(fitted["temperature"])
+    code, _, err = invoke("calibrate", str(tmp_path / "nowhere"), "--data", str(data))
+    assert code == 2 and err.startswith("error: ")
+
+
+@pytest.mark.parametrize("content", ['{"temperature": 1000}', '{"temperature": "hot"}', "[]"])
+def test_a_planted_temperature_is_refused(hot_run: Path, tmp_path: Path, content: str) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(hot_run, run_dir)
+    save_calibration(run_dir, json.loads(content) if content != "[]" else {"t": 1})
+    with pytest.raises(CheckpointError, match="must hold a temperature between"):
+        Predictor.from_dir(run_dir)
+
+
+def test_a_run_without_calibration_scores_as_before(builtin_run: Path, tmp_path: Path) -> None:
+    # Runs trained before calibration existed have no calibration.json: temperature 1.
+    run_dir = tmp_path / "old"
+    shutil.copytree(builtin_run, run_dir)
+    (run_dir / CALIBRATION_FILE).unlink()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    del manifest["files"][CALIBRATION_FILE]
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert load_run(run_dir).temperature == 1.0
