@@ -12,7 +12,7 @@ from pathlib import Path
 import rnn_sentiment
 
 PACKAGE = Path(rnn_sentiment.__file__).parent
-APPLICATION = {"api", "cli", "console", "compare", "report", "__init__", "__main__"}
+APPLICATION = {"api", "cli", "console", "compare", "report", "serving", "__init__", "__main__"}
 LAYERS = {"core": 0, "data": 1, "training": 2, "inference": 2, "application": 3}
 
 

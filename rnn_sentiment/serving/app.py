@@ -1,0 +1,374 @@
+"""The HTTP API of one loaded model (FastAPI): score, explain, describe, and a page for people.
+
+``create_app(predictor)`` returns the application; ``server.serve`` runs it with uvicorn, and
+tests drive it with FastAPI's ``TestClient``. Every review reaches the model through the
+predictor's own ``predict_proba`` and ``explain`` (the model directory's text pipeline), so the
+server's probabilities are exactly ``predict``'s.
+
+* ``POST /predict`` ``{"texts": [...]}``: a label, its probability and every label's
+  probability for each review, in input order. Concurrent requests are scored together
+  (:mod:`rnn_sentiment.serving.batcher`).
+* ``POST /explain`` ``{"text": "..."}``: ``predict --explain``'s numbers (running sentiment and
+  occlusion attribution per word).
+* ``GET /health``, ``GET /metadata`` (labels, metrics, model card, limits), ``GET /`` (the page),
+  ``/docs`` and ``/openapi.json``.
+
+Every error is ``{"detail": "<one line>"}``: 413 for a body or request over a limit, 422 for a
+body that is not JSON or not the expected shape (never a 500 or a traceback), 404/405 for
+unknown routes and methods, 500 only for a fault in the server itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rnn_sentiment import __version__
+from rnn_sentiment.errors import CheckpointError, DataError
+from rnn_sentiment.inference.exported import ExportedPredictor
+from rnn_sentiment.inference.results import prediction
+from rnn_sentiment.serving.batcher import MicroBatcher
+from rnn_sentiment.text import fix_text
+
+if TYPE_CHECKING:
+    from rnn_sentiment.inference.predictor import Predictor
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServeSettings(_Strict):
+    """How much one request may ask, and how requests are batched."""
+
+    max_texts: int = Field(default=256, ge=1, le=100_000)
+    """Reviews in one ``/predict`` request; more is a 413 (send several requests)."""
+    max_chars: int = Field(default=20_000, ge=1, le=10_000_000)
+    """Characters in one review; a longer one is a 413. IMDB's longest review has 13,704."""
+    batch_wait_ms: float = Field(default=1.0, ge=0, le=1000)
+    """How long the first waiting request waits for others to join its batch. Measured with 32
+    clients sending single IMDB reviews (scripts/bench_serve.py, 2 loaded cores): 0 ms scored 16
+    reviews a call on average, 1 ms 28-31 and 2 ms 31-32, at the same 420-610 requests/s within
+    the machine's noise; 5 ms was slower (480-500). 1 ms fills the batches and costs a lone
+    request 1 ms."""
+    max_batch: int = Field(default=256, ge=1, le=100_000)
+    """The most reviews scored in one call; a larger request is scored alone."""
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body read: every allowed character as a 6-byte ``\\uXXXX``
+        escape, plus room for the JSON around them. A longer body is a 413 before parsing."""
+        return 6 * self.max_texts * self.max_chars + 64 * 2**10
+
+
+class PredictRequest(_Strict):
+    """Reviews to score."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"texts": ["This movie is not good", "A joy"]}]},
+    )
+    texts: list[str] = Field(min_length=1, description="The reviews, each a non-empty string.")
+
+
+class ExplainRequest(_Strict):
+    """One review to explain word by word."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"text": "This movie is not good"}]}
+    )
+    text: str = Field(description="The review: a non-empty string.")
+
+
+class Scored(BaseModel):
+    """One review's label, its probability, and every label's probability."""
+
+    label: str
+    score: float
+    probabilities: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    """One entry per review, in the order of ``texts``."""
+
+    predictions: list[Scored]
+
+
+class Word(BaseModel):
+    """One word of an explained review."""
+
+    word: str
+    running: dict[str, float] = Field(description="Probabilities after reading up to this word.")
+    running_label: str
+    attribution: float = Field(
+        description="p(label | review) - p(label | review without this word)."
+    )
+
+
+class ExplainResponse(BaseModel):
+    """``rnn-sentiment predict --explain --format json`` for one review."""
+
+    text: str
+    label: str
+    probabilities: dict[str, float]
+    words: list[Word]
+    method: str
+
+
+class ErrorResponse(BaseModel):
+    """What went wrong, in one line."""
+
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "The body or a review is over a limit."},
+    422: {"model": ErrorResponse, "description": "Not JSON, or not the expected shape."},
+}
+# The page must work offline: nothing is loaded from anywhere but this server.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def create_app(
+    predictor: Predictor | ExportedPredictor, settings: ServeSettings | None = None
+) -> FastAPI:
+    """The HTTP application serving ``predictor``.
+
+    The micro-batcher starts and stops with the application's lifespan: drive it with
+    ``with TestClient(app) as client:``, or run it with uvicorn.
+    """
+    settings = settings or ServeSettings()
+    batcher = MicroBatcher(
+        predictor.predict_proba, settings.batch_wait_ms / 1000, settings.max_batch
+    )
+    metadata = model_metadata(predictor, settings)
+    page = (files("rnn_sentiment.serving") / "page.html").read_text(encoding="utf-8")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(
+        title="rnn-sentiment",
+        version=__version__,
+        description=f"Sentiment of movie reviews with the model `{predictor.path.name}`.",
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    _add_error_handlers(app)
+    labels = list(predictor.label_names)
+
+    @app.post("/predict", response_model=PredictResponse, responses=ERRORS)
+    async def predict(request: PredictRequest) -> dict[str, Any]:
+        """Label each review: its label, that label's probability and every label's."""
+        check_texts(request.texts, settings)
+        probs = await batcher.score(request.texts)
+        scored = [prediction(t, row, labels) for t, row in zip(request.texts, probs, strict=True)]
+        rows = [{"label": p.label, "score": p.score, "probabilities": p.probabilities}
+                for p in scored]  # fmt: skip
+        return {"predictions": rows}
+
+    @app.post("/explain", response_model=ExplainResponse, responses=ERRORS)
+    async def explain(request: ExplainRequest) -> dict[str, Any]:
+        """Per word: the running sentiment and how much the label's probability drops without
+        it (occlusion), as ``predict --explain``."""
+        check_texts([request.text], settings, "text")
+        explanation = (await batcher.run(predictor.explain, request.text)).to_dict()
+        explanation["text"] = fix_text(request.text)[0]  # a lone surrogate has no UTF-8
+        return explanation
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """``{"status": "ok"}`` while the server takes requests."""
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    async def describe() -> dict[str, Any]:
+        """The model: labels, metrics, model card and engine; and this server's limits."""
+        return metadata
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def home() -> HTMLResponse:
+        headers = {"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"}
+        return HTMLResponse(page, headers=headers)
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+class Refused(Exception):
+    """A request the server answers with ``status`` and a one-line ``detail``."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def check_texts(texts: Sequence[str], settings: ServeSettings, name: str = "texts") -> None:
+    """Refuse a request over the limits (413) or with an empty review (422)."""
+    if len(texts) > settings.max_texts:
+        raise Refused(413, f"{len(texts):,} reviews in one request; at most "
+                           f"{settings.max_texts:,} (send several requests)")  # fmt: skip
+    for index, text in enumerate(texts):
+        where = f"{name}[{index}]" if name == "texts" else name
+        if len(text) > settings.max_chars:
+            raise Refused(413, f"{where} has {len(text):,} characters; at most "
+                               f"{settings.max_chars:,}")  # fmt: skip
+        if not text.strip():
+            raise Refused(422, f"{where} is empty; every review needs some text")
+
+
+def model_metadata(
+    predictor: Predictor | ExportedPredictor, settings: ServeSettings
+) -> dict[str, Any]:
+    """What ``GET /metadata`` answers: read once, when the server starts."""
+    if isinstance(predictor, ExportedPredictor):
+        found = predictor.metadata()
+        engine = "onnxruntime"
+    else:
+        from rnn_sentiment.checkpoint import read_metrics  # a run directory: torch is loaded
+
+        try:
+            metrics: dict[str, Any] | None = read_metrics(predictor.path)
+        except CheckpointError:
+            metrics = None
+        config = predictor.run.config.model_dump(mode="json")
+        found = {"labels": predictor.label_names, "model_card": None, "metrics": metrics,
+                 "config": config}  # fmt: skip
+        engine = "pytorch"
+    limits = settings.model_dump() | {"max_body_bytes": settings.max_body_bytes}
+    return _finite({"model": predictor.path.name, "engine": engine, **found, "limits": limits})
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as null: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if value - value == 0 else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"detail": "<one line>"}`` (see the module docstring)."""
+
+    async def refused(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Refused)
+        return JSONResponse({"detail": exc.detail}, exc.status)
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse({"detail": validation_message(request, exc.errors())}, 422)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": not UTF-8, too deep
+            detail = "the body is not valid JSON (not UTF-8, or nested too deeply)"
+            return JSONResponse({"detail": detail}, 422)
+        return JSONResponse({"detail": str(exc.detail)}, exc.status_code, exc.headers)
+
+    async def bad_review(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, 422)  # "nothing to explain: ..."
+
+    async def fault(_: Request, exc: Exception) -> JSONResponse:
+        detail = f"internal error ({type(exc).__name__}); the server's log has the details"
+        return JSONResponse({"detail": detail}, 500)
+
+    app.add_exception_handler(Refused, refused)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(DataError, bad_review)
+    app.add_exception_handler(Exception, fault)
+
+
+def validation_message(request: Request, errors: Sequence[Any], shown: int = 3) -> str:
+    """Pydantic's errors as one line: where and what, never the value sent (it may be huge)."""
+    kind = request.headers.get("content-type", "")
+    if "json" not in kind:
+        return f"send the body as JSON with Content-Type: application/json (got '{kind[:40]}')"
+    problems = []
+    for error in errors[:shown]:
+        place = _place(error.get("loc", ()))
+        if error.get("type") == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "invalid JSON")
+            where = error.get("loc", (0, 0))[-1]
+            problems.append(f"the body is not valid JSON: {reason} at character {where}")
+        elif not place and error.get("type") == "missing":
+            problems.append("the body is empty; send a JSON object")
+        else:
+            problems.append(f"{place or 'body'}: {error.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - shown} more)" if len(errors) > shown else ""
+    return "; ".join(problems) + more
+
+
+def _place(loc: Sequence[str | int]) -> str:
+    """``texts[3]`` for pydantic's ``("body", "texts", 3)``."""
+    parts = [f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:]]
+    return "".join(parts).lstrip(".")
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` is a 413, answered before it is all
+    read or parsed (uvicorn itself reads bodies of any size)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"the request body is over {self.max_bytes:,} bytes"
+        await JSONResponse({"detail": detail}, 413)(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body already read, then what the client sends next."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

@@ -1,0 +1,403 @@
+"""The model server: ``predict``'s probabilities, micro-batching, limits, errors and shutdown.
+
+The application is driven in-process with FastAPI's TestClient over the bundled model, both its
+exported copy (onnxruntime) and its run directory (PyTorch); graceful shutdown is tested on a real
+server process sent SIGTERM with a request in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="serving needs the serve extra: pip install -e '.[serve]'")
+pytest.importorskip("uvicorn", reason="serving needs the serve extra: pip install -e '.[serve]'")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from rnn_sentiment.errors import DataError, RnnSentimentError  # noqa: E402
+from rnn_sentiment.inference.exported import ExportedPredictor  # noqa: E402
+from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR, load_predictor  # noqa: E402
+from rnn_sentiment.serving import require_serve_extra  # noqa: E402
+from rnn_sentiment.serving.app import ServeSettings, create_app  # noqa: E402
+from rnn_sentiment.serving.batcher import MicroBatcher  # noqa: E402
+from rnn_sentiment.serving.server import listen  # noqa: E402
+
+REVIEWS = [
+    "This movie is not good",
+    "A joy from start to end",
+    "A dull, slow start.<br /><br />Still, the ending was great and I loved it.",
+    "i hated it 😡🎬 but the music 🎵 was wonderful 😍",
+    " ".join(["the plot was dull but the acting was great"] * 80),
+    "!!!",
+]
+# The server, started as `rnn-sentiment serve` starts it: resolve, load, serve on a free port.
+LAUNCH = """
+import sys
+from rnn_sentiment.inference.models import load_predictor, resolve_model_dir
+from rnn_sentiment.serving.app import ServeSettings
+from rnn_sentiment.serving.server import serve
+predictor = load_predictor(resolve_model_dir(None), threads=1)
+serve(predictor, port=0, settings=ServeSettings(batch_wait_ms=float(sys.argv[1])),
+      on_listening=lambda url: print("listening on", url, file=sys.stderr, flush=True))
+"""
+
+
+@pytest.fixture(scope="module", params=["exported", "run"])
+def predictor(request: pytest.FixtureRequest) -> Any:
+    """The bundled model on onnxruntime (what ``serve`` runs by default), and on PyTorch."""
+    if request.param == "exported":
+        return load_predictor(BUNDLED_MODEL_DIR, threads=1)
+    from rnn_sentiment.inference.predictor import Predictor  # torch
+
+    return Predictor.from_dir(BUNDLED_MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def exported() -> ExportedPredictor:
+    found = load_predictor(BUNDLED_MODEL_DIR, threads=1)
+    assert isinstance(found, ExportedPredictor)
+    return found
+
+
+@pytest.fixture
+def client(exported: ExportedPredictor) -> Iterator[TestClient]:
+    with TestClient(create_app(exported)) as test_client:
+        yield test_client
+
+
+def test_predict_gives_predicts_probabilities_in_input_order(predictor: Any) -> None:
+    expected = predictor.predict(REVIEWS)
+    with TestClient(create_app(predictor)) as client:
+        response = client.post("/predict", json={"texts": REVIEWS})
+        reversed_response = client.post("/predict", json={"texts": REVIEWS[::-1]})
+    assert response.status_code == 200, response.text
+    rows = response.json()["predictions"]
+    assert [row["label"] for row in rows] == [p.label for p in expected]
+    for row, want in zip(rows, expected, strict=True):
+        assert row["score"] == pytest.approx(want.score, abs=1e-6)
+        assert row["probabilities"] == pytest.approx(want.probabilities, abs=1e-6)
+    backwards = reversed_response.json()["predictions"][::-1]
+    np.testing.assert_allclose([r["score"] for r in backwards], [r["score"] for r in rows],
+                               atol=1e-6)  # fmt: skip
+    assert rows[0]["label"] == "negative" and rows[1]["label"] == "positive"
+
+
+def test_explain_gives_the_explain_numbers(predictor: Any) -> None:
+    text = "This movie is not good"
+    expected = predictor.explain(text).to_dict()
+    with TestClient(create_app(predictor)) as client:
+        response = client.post("/explain", json={"text": text})
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert got["label"] == expected["label"] == "negative"
+    assert [w["word"] for w in got["words"]] == ["This", "movie", "is", "not", "good"]
+    for word, want in zip(got["words"], expected["words"], strict=True):
+        assert word["attribution"] == pytest.approx(want["attribution"], abs=1e-6)
+        assert word["running"] == pytest.approx(want["running"], abs=1e-6)
+    strongest = max(got["words"], key=lambda w: w["attribution"])
+    assert strongest["word"] == "not"  # the word that turns "good" negative
+
+
+def test_health_and_metadata(predictor: Any) -> None:
+    with TestClient(create_app(predictor, ServeSettings(max_texts=7))) as client:
+        health = client.get("/health")
+        metadata = client.get("/metadata").json()
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert metadata["labels"] == ["negative", "positive"]
+    assert metadata["metrics"]["test"]["accuracy"] > 0.9
+    assert metadata["limits"]["max_texts"] == 7
+    if isinstance(predictor, ExportedPredictor):
+        assert metadata["engine"] == "onnxruntime"
+        assert "bidirectional GRU" in metadata["model_card"]
+    else:
+        assert metadata["engine"] == "pytorch"
+        assert metadata["config"]["model"]["cell"] == "gru"
+
+
+def test_openapi_docs_and_unknown_routes(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/explain", "/health", "/metadata"} <= set(schema["paths"])
+    assert client.get("/docs").status_code == 200
+    assert client.get("/nowhere").json() == {"detail": "Not Found"}
+    assert client.get("/predict").status_code == 405
+
+
+def test_the_page_is_self_contained(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.text
+    # Nothing from elsewhere: no external script, style, font or image, and the policy says so.
+    assert not re.search(r"https?://|//[a-z]|src=|<link|@import|url\(", page)
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert 'fetch("explain"' in page and len(page) < 10_000
+
+
+LIMITED = [
+    (ServeSettings(max_texts=3), {"texts": ["a fine film"] * 4}, 413,
+     "4 reviews in one request; at most 3"),
+    (ServeSettings(max_chars=10), {"texts": ["ok", "x" * 11]}, 413,
+     "texts[1] has 11 characters; at most 10"),
+    (ServeSettings(max_chars=10), {"text": "x" * 11}, 413, "text has 11 characters; at most 10"),
+    (ServeSettings(), {"texts": []}, 422, "texts: List should have at least 1 item"),
+    (ServeSettings(), {"texts": ["good", " \n\t"]}, 422,
+     "texts[1] is empty; every review needs some text"),
+    (ServeSettings(), {"text": ""}, 422, "text is empty"),
+]  # fmt: skip
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize(("settings", "body", "status", "detail"), LIMITED)
+def test_limits_and_empty_reviews(
+    exported: ExportedPredictor, settings: ServeSettings, body: dict, status: int, detail: str
+) -> None:
+    with TestClient(create_app(exported, settings)) as client:
+        response = client.post("/explain" if "text" in body else "/predict", json=body)
+    assert response.status_code == status
+    assert response.json()["detail"].startswith(detail)
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed(exported: ExportedPredictor) -> None:
+    settings = ServeSettings(max_texts=2, max_chars=10)
+    body = b'{"texts": ["' + b"x" * settings.max_body_bytes + b'"]}'
+    with TestClient(create_app(exported, settings)) as client:
+        response = client.post("/predict", content=body, headers=JSON)
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": f"the request body is over {settings.max_body_bytes:,} bytes"
+    }
+
+
+BAD_BODIES = [
+    (b"{", "the body is not valid JSON"),
+    (b'{"texts": ["a", }', "the body is not valid JSON"),
+    (b"\xff\xfe\x00", "the body is not valid JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, "the body is not valid JSON"),
+    (b"null", "Input should be a valid dictionary"),
+    (b"NaN", "Input should be a valid dictionary"),
+    (b'{"texts": "a single string"}', "texts: Input should be a valid list"),
+    (b'{"texts": ["fine", 3, null]}', "texts[1]: Input should be a valid string; texts[2]"),
+    (b'{"reviews": ["a"]}', "texts: Field required"),
+    (b'{"texts": ["a"], "extra": 1}', "extra: Extra inputs are not permitted"),
+    (b"", "the body is empty; send a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("body", "detail"), BAD_BODIES)
+def test_malformed_json_is_a_422_with_one_line(
+    client: TestClient, body: bytes, detail: str
+) -> None:
+    response = client.post("/predict", content=body, headers=JSON)
+    assert response.status_code == 422, response.text
+    message = response.json()["detail"]
+    assert isinstance(message, str) and "\n" not in message and "Traceback" not in message
+    assert detail in message
+    assert len(message) < 300  # the value sent is never echoed
+
+
+def test_a_body_that_is_not_declared_json_says_how_to_send_it(client: TestClient) -> None:
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    response = client.post("/predict", content=b'{"texts": ["good"]}', headers=form)
+    assert response.status_code == 422
+    assert "Content-Type: application/json" in response.json()["detail"]
+
+
+def test_a_lone_surrogate_is_scored_as_u_fffd(client: TestClient) -> None:
+    # "\ud83d" is half of a cut emoji: valid JSON, not a character; predict replaces it.
+    body = b'{"texts": ["a wonderful film \\ud83d", "a wonderful film \\ufffd"]}'
+    response = client.post("/predict", content=body, headers=JSON)
+    first, second = response.json()["predictions"]
+    assert first == second
+    explained = client.post("/explain", content=b'{"text": "great \\ud83d"}',
+                            headers=JSON)  # fmt: skip
+    assert explained.status_code == 200 and explained.json()["text"] == "great \ufffd"
+
+
+def test_concurrent_requests_share_batches_and_keep_their_own_answers(
+    exported: ExportedPredictor,
+) -> None:
+    texts = [f"{review} {i}" for i, review in enumerate(REVIEWS * 4)]
+    expected = exported.predict_proba(texts)
+    app = create_app(exported, ServeSettings(batch_wait_ms=50))
+    answers: dict[int, list[float]] = {}
+    with TestClient(app) as client:
+        start = threading.Barrier(len(texts))
+
+        def ask(index: int) -> None:
+            start.wait()
+            response = client.post("/predict", json={"texts": [texts[index]]})
+            answers[index] = response.json()["predictions"][0]["probabilities"]["positive"]
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(texts))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        batcher = app.state.batcher
+        assert batcher.reviews == len(texts)
+        assert batcher.batches < len(texts) / 2  # most requests shared a model call
+    got = [answers[i] for i in range(len(texts))]
+    np.testing.assert_allclose(got, expected[:, 1], atol=1e-6)
+
+
+def fake_scorer(calls: list[list[str]]) -> Any:
+    def score(texts: Sequence[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return np.asarray([[len(t), -len(t)] for t in texts], dtype=np.float32)
+
+    return score
+
+
+def test_the_batcher_gathers_waiting_requests_without_splitting_them() -> None:
+    calls: list[list[str]] = []
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = MicroBatcher(fake_scorer(calls), wait_s=0.01, max_texts=4)
+        batcher.start()
+        requests = [["a"], ["bb", "ccc"], ["dddd"], ["eeeee", "f"], ["g" * 7] * 5]
+        answers = await asyncio.gather(*(batcher.score(texts) for texts in requests))
+        await batcher.stop()
+        return answers
+
+    answers = asyncio.run(scenario())
+    # Within the 4-review cap, in arrival order; a request larger than the cap goes alone.
+    assert calls == [["a", "bb", "ccc", "dddd"], ["eeeee", "f"], ["g" * 7] * 5]
+    assert [a[:, 0].tolist() for a in answers] == [[1], [2, 3], [4], [5, 1], [7] * 5]
+
+
+def test_a_scoring_failure_reaches_each_request_of_its_batch_and_no_other() -> None:
+    def score(texts: Sequence[str]) -> np.ndarray:
+        if "boom" in texts:
+            raise ValueError("boom")
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    async def scenario() -> list[Any]:
+        batcher = MicroBatcher(score, wait_s=0.01, max_texts=2)
+        batcher.start()
+        results = await asyncio.gather(
+            batcher.score(["boom"]), batcher.score(["ok"]), batcher.score(["fine", "too"]),
+            return_exceptions=True,
+        )  # fmt: skip
+        results.append(await batcher.score(["after"]))
+        await batcher.stop()
+        return results
+
+    failed, same_batch, later, after = asyncio.run(scenario())
+    assert isinstance(failed, ValueError) and isinstance(same_batch, ValueError)
+    assert later.shape == (2, 2) and after.shape == (1, 2)
+
+
+def test_a_busy_port_is_one_line_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(DataError, match=rf"cannot listen on 127.0.0.1:{port}: .*in use"):
+            listen("127.0.0.1", port)
+
+
+def test_without_the_extra_the_error_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("rnn_sentiment.serving.find_spec", lambda name: None)
+    with pytest.raises(RnnSentimentError) as caught:
+        require_serve_extra()
+    assert str(caught.value) == (
+        "serving needs fastapi and uvicorn, which are not installed: "
+        "pip install 'rnn-sentiment[serve]'"
+    )
+
+
+def start_server(wait_ms: float) -> tuple[subprocess.Popen[str], int]:
+    """The server in a process of its own, and its port once it listens."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, str(wait_ms)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert server.stderr is not None
+    for line in server.stderr:  # ends when the process does
+        found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+        if found:
+            return server, int(found.group(1))
+    server.wait()
+    raise AssertionError(f"the server did not start (exit code {server.returncode})")
+
+
+def test_sigterm_drains_the_requests_in_flight_and_exits_0() -> None:
+    # A 1 s batch window holds the request inside the server when SIGTERM arrives.
+    server, port = start_server(wait_ms=1000)
+    answer: dict[str, Any] = {}
+
+    def ask() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/predict", json.dumps({"texts": REVIEWS[:2]}),
+                           {"Content-Type": "application/json"})  # fmt: skip
+        response = connection.getresponse()
+        answer.update(status=response.status, body=json.loads(response.read()))
+
+    try:
+        asking = threading.Thread(target=ask)
+        asking.start()
+        time.sleep(0.4)
+        server.send_signal(signal.SIGTERM)
+        asking.join(timeout=60)
+        code = server.wait(timeout=60)
+    finally:
+        server.kill()
+    log = server.stderr.read() if server.stderr else ""
+    assert answer["status"] == 200
+    assert [p["label"] for p in answer["body"]["predictions"]] == ["negative", "positive"]
+    assert code == 0, log
+    assert "Traceback" not in log
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def cli_has_serve() -> bool:
+    from rnn_sentiment.cli import app_commands
+
+    return "serve" in app_commands()
+
+
+@pytest.mark.skipif(not cli_has_serve(), reason="cli.py has no serve command yet")
+def test_cli_serve_without_the_extra_is_one_line() -> None:
+    code = ("import sys; sys.modules['fastapi'] = None; sys.argv[0] = 'rnn-sentiment'\n"
+            "from rnn_sentiment.cli import main; main()")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code, "serve"], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: serving needs fastapi, which is not installed: pip install 'rnn-sentiment[serve]'"
+    ]
+
+
+@pytest.mark.skipif(not cli_has_serve(), reason="cli.py has no serve command yet")
+def test_cli_serve_refuses_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "rnn_sentiment", "serve", "--port", str(port)],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
