@@ -324,16 +324,15 @@ def test_without_the_extra_the_error_says_how_to_install_it(
     )
 
 
-def start_server(wait_ms: float) -> tuple[subprocess.Popen[str], int]:
-    """The server in a process of its own, and its port once it listens."""
+def start_server(command: list[str]) -> tuple[subprocess.Popen[str], int]:
+    """The server in a process of its own, and its port once it says where it listens."""
     server = subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, str(wait_ms)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     assert server.stderr is not None
     for line in server.stderr:  # ends when the process does
-        found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+        found = re.search(r"(?:listening on|serving at) http://127\.0\.0\.1:(\d+)", line)
         if found:
             return server, int(found.group(1))
     server.wait()
@@ -342,7 +341,7 @@ def start_server(wait_ms: float) -> tuple[subprocess.Popen[str], int]:
 
 def test_sigterm_drains_the_requests_in_flight_and_exits_0() -> None:
     # A 1 s batch window holds the request inside the server when SIGTERM arrives.
-    server, port = start_server(wait_ms=1000)
+    server, port = start_server([sys.executable, "-c", LAUNCH, "1000"])
     answer: dict[str, Any] = {}
 
     def ask() -> None:
@@ -401,3 +400,19 @@ def test_cli_serve_refuses_a_busy_port(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not cli_has_serve(), reason="cli.py has no serve command yet")
+def test_cli_serve_says_where_it_listens_and_exits_0_on_sigterm() -> None:
+    server, port = start_server([sys.executable, "-m", "rnn_sentiment", "serve", "--port", "0"])
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/predict", json.dumps({"texts": ["not good"]}), JSON)
+        assert connection.getresponse().status == 200
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=60)
+    finally:
+        server.kill()
+    log = server.stderr.read() if server.stderr else ""
+    assert code == 0, log
+    assert "stopped after scoring 1 reviews in 1 batches" in log
