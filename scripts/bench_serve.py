@@ -167,6 +167,7 @@ def bench(args: argparse.Namespace) -> None:
     model_dir = resolve_model_dir(args.model)
     predictor = load_predictor(model_dir, args.batch_size, threads=args.threads)
     predictor.predict_proba(texts[:32])  # warm up
+    engine = "pytorch" if hasattr(predictor, "run") else "onnxruntime"
     expected, before = in_process_rate(predictor, texts)
 
     log = Path(tempfile.mkdtemp(prefix="bench-serve-")) / "server.log"
@@ -195,7 +196,7 @@ def bench(args: argparse.Namespace) -> None:
     print(f"bench_serve {when}: {os.cpu_count()} CPU cores (load {os.getloadavg()[0]:.1f}), "
           f"scoring threads {args.threads}, batch wait {args.wait_ms:g} ms, "
           f"model batch {args.batch_size or 'default'}")  # fmt: skip
-    print(f"model {model_dir}; {len(texts):,} reviews from {source}")
+    print(f"model {predictor.path} ({engine}); {len(texts):,} reviews from {source}")
     print(f"{'':<36} {'requests/s':>10} {'reviews/s':>10} {'p50 ms':>8} {'p95 ms':>8} "
           f"{'p99 ms':>8} {'vs in-process':>9}")  # fmt: skip
     print(row("in-process predict_proba, one call", None, in_process, in_process, 0)
