@@ -265,6 +265,8 @@ def train(
 
         progress = console.TrainProgress(config.training.log_every if config else 50, quiet)
         result = train_model(config, progress, resume=resume, force=force)
+        if not result.metrics:  # a rank other than 0 under torchrun: rank 0 reports
+            return
         if fmt is TableOrJson.json:
             console.json_out({"run_dir": str(result.run_dir), **result.metrics})
         else:

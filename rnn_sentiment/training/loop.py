@@ -12,6 +12,7 @@ import math
 import os
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +42,10 @@ from rnn_sentiment.model import SentimentRNN, build_model, count_parameters, par
 from rnn_sentiment.runfiles import MAX_PARAMETERS, WEIGHTS_FILE
 from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
+from rnn_sentiment.training import distributed
 from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memory
 from rnn_sentiment.training.diagnostics import explosion_warning, gradient_flow, longest_reviews
+from rnn_sentiment.training.distributed import Ranks
 from rnn_sentiment.training.pretrain import EnoughEpochs, load_vectors, pretrain_vectors
 from rnn_sentiment.training.state import LoopState, restore_state, resumable_config, save_state
 
@@ -75,6 +78,8 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     loop: LoopState = field(default_factory=LoopState)
     flow: dict[str, Any] | None = None  # gradient flow of the weights training started from
+    ranks: Ranks = field(default_factory=Ranks)  # several processes under torchrun, or one
+    ddp: nn.Module | None = None  # the model wrapped for them (the same parameters)
 
     def checkpoint(self) -> None:
         """Save the resumable state: weights, optimiser, schedule, RNG and loop counters."""
@@ -111,10 +116,26 @@ def train(
             and ``predict`` do (the public :func:`rnn_sentiment.train` passes their scorer);
             None scores them with the training model's batched forward pass.
     """
+    ranks = distributed.start(config.training.device if config else "cpu")
     cb = callback or TrainCallback()
-    run = setup_run(config, resume, force, cb)
-    run_epochs(run, cb)
-    return TrainResult(run.run_dir, finish(run, cb, score_test), run.loop.history)
+    scratch: Path | None = None
+    if not ranks.main:  # the same training, silent, its files in a folder removed at the end
+        cb = TrainCallback()
+        scratch = Path(tempfile.mkdtemp(prefix=f"rnn-sentiment-rank{ranks.rank}-"))
+        if resume is not None:
+            resume = shutil.copytree(resume, scratch / "run")
+        elif config is not None:
+            config = config.model_copy(deep=True)
+            config.output.dir = str(scratch)
+    try:
+        run = setup_run(config, resume, force, cb, ranks)
+        run_epochs(run, cb)
+        metrics = finish(run, cb, score_test) if ranks.main else {}
+        return TrainResult(run.run_dir, metrics, run.loop.history)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        distributed.stop(ranks)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,24 +143,34 @@ def train(
 
 
 def setup_run(
-    config: Config | None, resume: str | Path | None, force: bool, cb: TrainCallback
+    config: Config | None,
+    resume: str | Path | None,
+    force: bool,
+    cb: TrainCallback,
+    ranks: Ranks | None = None,
 ) -> Run:
     """Build the run the epochs continue: a new one, or ``resume``'s restored bit for bit."""
+    ranks = ranks or Ranks()
     if resume is not None:
         run = _resumed_run(Path(resume), config, force, cb)
     elif config is None:
         raise ConfigError(["train needs a config unless it resumes a run"])
     else:
-        run = _fresh_run(config, cb)
+        run = _fresh_run(config, cb, ranks)
+    run.ranks = ranks
+    if ranks.active:
+        # Rank 0's weights (pretrained embeddings included) are broadcast to every rank here.
+        run.ddp = nn.parallel.DistributedDataParallel(run.model)
+    processes = f", {ranks.world} processes (DistributedDataParallel)" if ranks.active else ""
     cb.on_message(
         f"model: {run.config.model.cell} with {count_parameters(run.model):,} parameters, "
-        f"vocabulary {run.pipeline.tokenizer.get_vocab_size():,}, device {run.device}, "
-        f"run {run.run_dir}"
+        f"vocabulary {run.pipeline.tokenizer.get_vocab_size():,}, device {run.device}"
+        f"{processes}, run {run.run_dir}"
     )
     return run
 
 
-def _fresh_run(config: Config, cb: TrainCallback) -> Run:
+def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
     """A new run directory and text pipeline; the embeddings pretrained when asked."""
     _check_model_size(config)
     device = _seed_and_device(config.training)
@@ -159,7 +190,7 @@ def _fresh_run(config: Config, cb: TrainCallback) -> Run:
     pipeline = TextPipeline.learn(texts, config.tokenizer, config.data.clean_html)
     save_run_files(run_dir, config, pipeline.tokenizer, splits.label_names)
     run = _assemble(config, run_dir, device, splits, pipeline)
-    if config.pretraining.method != "none":
+    if config.pretraining.method != "none" and ranks.main:  # the others get rank 0's weights
         run.loop.pretraining = pretrain_embeddings(run, cb)
     # Measured on the weights training starts from, pretrained embeddings included.
     run.flow = run.loop.gradient_flow_start = _gradient_flow_start(run)
@@ -199,7 +230,9 @@ def _resumed_run(run_dir: Path, config: Config | None, force: bool, cb: TrainCal
 
 def _seed_and_device(tcfg: TrainingConfig) -> torch.device:
     seed_everything(tcfg.seed)
-    torch.set_num_threads(tcfg.num_threads or available_cpus())
+    # Several training processes on one machine share its cores.
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(tcfg.num_threads or max(1, available_cpus() // local_processes))
     return resolve_device(tcfg.device)
 
 
@@ -327,14 +360,17 @@ def run_epochs(run: Run, cb: TrainCallback) -> None:
             epoch_start = time.perf_counter()
             for step in range(loop.step + 1, len(batches) + 1):
                 batch = batches[step - 1]
+                if run.ranks.active:  # dropout masks that a resume repeats exactly
+                    distributed.step_seed(tcfg.seed, epoch, step, run.ranks.rank)
                 loss, correct, grad_norm = _train_batch(run, batch, labels, step)
                 loop.elapsed = time.perf_counter() - clock
                 cb.on_step(step, loss, correct / len(batch), grad_norm)
-                if stop.requested:  # only between steps: the saved state is consistent
+                # Only between steps, the saved state is consistent; every rank stops together.
+                if run.ranks.any(bool(stop.requested)):
                     run.checkpoint()
                     raise TrainingInterrupted(
-                        f"stopped by {stop.requested} at epoch {epoch}, step {step}; continue "
-                        f"with: rnn-sentiment train --resume {run.run_dir}"
+                        f"stopped by {stop.requested or 'another rank'} at epoch {epoch}, step "
+                        f"{step}; continue with: rnn-sentiment train --resume {run.run_dir}"
                     )
                 if step % tcfg.checkpoint_every == 0 and step < len(batches):
                     run.checkpoint()
@@ -350,7 +386,8 @@ def run_epochs(run: Run, cb: TrainCallback) -> None:
             reason = _stop_reason(loop, tcfg)
             if reason is not None:
                 cb.on_message(reason)
-                loop.done = True
+            # Rank 0 decides (a time budget could run out on one rank and not on another).
+            loop.done = run.ranks.from_main(reason is not None)
             run.checkpoint()
 
 
@@ -359,11 +396,14 @@ def _train_batch(
 ) -> tuple[float, int, float]:
     """Train one batch, step the schedule and count it; a non-finite loss stops training."""
     tcfg, loop = run.config.training, run.loop
-    tokens, lengths = collate([run.train_ids[i] for i in batch])
-    targets = labels[batch].to(run.device)
+    share = run.ranks.share(batch) if run.ranks.active else batch
+    rows = share or batch[:1]  # an empty share still takes part in the step, with no weight
+    tokens, lengths = collate([run.train_ids[i] for i in rows])
+    targets = labels[rows].to(run.device)
     loss, correct, grad_norm = train_step(
-        run.model, run.optimizer, tokens.to(run.device), lengths, targets, tcfg
-    )
+        run.ddp or run.model, run.optimizer, tokens.to(run.device), lengths, targets, tcfg,
+        ranks=run.ranks, batch_size=len(batch), weight=1.0 if share else 0.0,
+    )  # fmt: skip
     if not math.isfinite(loss):
         raise TrainingError(
             f"the loss became {loss} at epoch {loop.epoch}, step {step}: exploding "
@@ -376,7 +416,7 @@ def _train_batch(
     loop.correct += correct
     loop.seen += len(batch)
     loop.clipped += int(tcfg.grad_clip is not None and grad_norm > tcfg.grad_clip)
-    loop.real_tokens += int(lengths.sum())
+    loop.real_tokens += int(lengths.sum()) if share else 0
     loop.norms.append(grad_norm)
     return loss, correct, grad_norm
 
@@ -498,23 +538,49 @@ def train_step(
     lengths: torch.Tensor,
     targets: torch.Tensor,
     tcfg: TrainingConfig,
+    ranks: Ranks | None = None,
+    batch_size: int = 0,
+    weight: float = 1.0,
 ) -> tuple[float, int, float]:
     """One step of backpropagation through time: (loss, correct predictions, gradient norm).
 
     The norm is measured before clipping. A non-finite loss returns before any update, so the
-    weights stay those of the last good step.
+    weights stay those of the last good step. Under several ``ranks`` (``model`` wrapped in
+    DistributedDataParallel) this rank holds part of a global batch of ``batch_size``
+    reviews (``weight`` 0: none, a stand-in row); loss and correct count are the whole batch's.
     """
     with autocast(tokens.device, tcfg.precision):
         logits = model(tokens, lengths)
-    loss = nn.functional.cross_entropy(logits.float(), targets)
-    if not torch.isfinite(loss):
-        return loss.item(), 0, math.nan
+    if ranks is None or not ranks.active:
+        loss = nn.functional.cross_entropy(logits.float(), targets)
+        if not torch.isfinite(loss):
+            return loss.item(), 0, math.nan
+        correct, grad_norm = _update(model, optimizer, loss, tcfg, logits, targets)
+        return loss.item(), correct, grad_norm
+    summed = nn.functional.cross_entropy(logits.float(), targets, reduction="sum") * weight
+    if ranks.any(not bool(torch.isfinite(summed))):
+        return math.nan, 0, math.nan
+    # DDP averages the ranks' gradients: scaled so, that average is the global batch's mean.
+    scaled = summed * (ranks.world / batch_size)
+    correct, grad_norm = _update(model, optimizer, scaled, tcfg, logits, targets)
+    total, right = ranks.sums(float(summed.item()), float(correct * int(weight)))
+    return total / batch_size, int(right), grad_norm
+
+
+def _update(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    tcfg: TrainingConfig,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+) -> tuple[int, float]:
+    """Backpropagate ``loss``, clip and step: (right predictions, gradient norm before clipping)."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip or math.inf))
     optimizer.step()
-    correct = int((logits.argmax(dim=-1) == targets).sum())
-    return loss.item(), correct, grad_norm
+    return int((logits.argmax(dim=-1) == targets).sum()), grad_norm
 
 
 def validation_metrics(
