@@ -23,6 +23,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from rnn_sentiment.errors import first_line
+
 T = TypeVar("T")
 
 
@@ -80,8 +82,18 @@ class MicroBatcher:
         return await request.done
 
     async def run(self, function: Callable[..., T], *args: object) -> T:
-        """``function(*args)`` on the worker thread, between batches (``explain``)."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
+        """``function(*args)`` on the worker thread, between batches (``explain``).
+
+        A failure that is not an ``Exception`` (a Rust panic in the tokenizers library arrives
+        as pyo3's PanicException, a BaseException) is raised as a RuntimeError, so that it
+        fails one request, not the collector and every request after it.
+        """
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
+        except (Exception, asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            raise RuntimeError(f"{type(exc).__name__}: {first_line(exc)}") from exc
 
     async def _collect(self) -> None:
         while True:
