@@ -275,6 +275,25 @@ def train(
     _run(action)
 
 
+# Options shared by evaluate and calibrate: where the labelled reviews are.
+LabelledData = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        metavar="PATH",
+        help="Labelled data: a file, a folder or a hub id. Default: the run's data.",
+    ),
+]
+Split = Annotated[
+    str | None,
+    typer.Option(metavar="NAME", help="Split (or file stem). Default: test, else validation."),
+]
+ReviewColumn = Annotated[
+    str | None, typer.Option(metavar="NAME", help="Column with the review text.")
+]
+LabelColumn = Annotated[str | None, typer.Option(metavar="NAME", help="Column with the label.")]
+
+
 @app.command()
 def evaluate(
     run_dir: Annotated[
@@ -284,25 +303,10 @@ def evaluate(
             "Default: $RNN_SENTIMENT_MODEL, else the bundled model."
         ),
     ] = None,
-    data: Annotated[
-        str | None,
-        typer.Option(
-            metavar="PATH",
-            help="Labelled data: a file, a folder or a hub id. Default: the run's data.",
-        ),
-    ] = None,
-    split: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME", help="Split (or file stem) to use. Default: test, else validation."
-        ),
-    ] = None,
-    text_column: Annotated[
-        str | None, typer.Option(metavar="NAME", help="Column with the review text.")
-    ] = None,
-    label_column: Annotated[
-        str | None, typer.Option(metavar="NAME", help="Column with the label.")
-    ] = None,
+    data: LabelledData = None,
+    split: Split = None,
+    text_column: ReviewColumn = None,
+    label_column: LabelColumn = None,
     fmt: Annotated[TableOrJson, typer.Option("--format", help="Table or JSON.")] = (
         TableOrJson.table
     ),
@@ -314,9 +318,7 @@ def evaluate(
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option(
-            metavar="FILE.png", help="Also draw a reliability diagram (calibration) to this PNG."
-        ),
+        typer.Option(metavar="FILE.png", help="Also draw the reliability diagram to this PNG."),
     ] = None,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, macro-F1, confusion matrix and calibration (ECE,
@@ -764,21 +766,16 @@ def check(
 
 @app.command()
 def calibrate(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'train'.")],
-    data: Annotated[
-        str | None,
-        typer.Option(metavar="PATH", help="Held-out labelled data. Default: the run's data."),
-    ] = None,
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by 'train'.")
+    ],
+    data: LabelledData = None,
     split: Annotated[
         str | None,
         typer.Option(metavar="NAME", help="Split (or file stem). Default: the run's validation."),
     ] = None,
-    text_column: Annotated[
-        str | None, typer.Option(metavar="NAME", help="Column with the review text.")
-    ] = None,
-    label_column: Annotated[
-        str | None, typer.Option(metavar="NAME", help="Column with the label.")
-    ] = None,
+    text_column: ReviewColumn = None,
+    label_column: LabelColumn = None,
     fmt: Annotated[TableOrJson, typer.Option("--format", help="A line or JSON.")] = (
         TableOrJson.table
     ),
