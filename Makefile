@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 		$(BIN)/pip install --quiet torch==$(TORCH_VERSION) \
 		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet -e '.[test,onnx]'
+	$(BIN)/pip install --quiet -e '.[test,onnx,serve]'
 	# compile the batch scorer's fused steps for this CPU now (cached; skipped without a compiler)
 	$(BIN)/python -m rnn_sentiment.inference.native
 	touch $(STAMP)

@@ -696,6 +696,91 @@ def compare(
     _run(action)
 
 
+ServedModel = Annotated[
+    Path | None,
+    typer.Argument(
+        help="A run directory, an exported model, or 'latest' (the newest under runs/). "
+        "Default: $RNN_SENTIMENT_MODEL, else the bundled model.",
+        metavar="MODEL",
+        show_default=False,
+    ),
+]
+Host = Annotated[
+    str, typer.Option(metavar="ADDRESS", help="Address to listen on; 0.0.0.0: every interface.")
+]
+Port = Annotated[int, typer.Option(min=0, max=65535, metavar="N", help="Port; 0: a free one.")]
+ServeThreads = Annotated[
+    int,
+    typer.Option(
+        min=1, metavar="N", help="CPU threads scoring reviews (the HTTP side has its own)."
+    ),
+]
+MaxTexts = Annotated[
+    int | None,
+    typer.Option(min=1, max=100_000, metavar="N", help="Reviews per request (default 256)."),
+]
+MaxChars = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=10_000_000, metavar="N", help="Characters per review (default 20,000)."
+    ),
+]
+BatchWait = Annotated[
+    float | None,
+    typer.Option(
+        min=0, max=1000, metavar="MS",
+        help="How long a request waits for others to share its batch (default 1).",
+    ),
+]  # fmt: skip
+
+
+@app.command()
+def serve(
+    model: ServedModel = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    threads: ServeThreads = 1,
+    batch_size: BatchSize = None,
+    max_texts: MaxTexts = None,
+    max_chars: MaxChars = None,
+    batch_wait_ms: BatchWait = None,
+) -> None:
+    """Serve a model over HTTP until Ctrl-C or SIGTERM (requests in flight are finished).
+
+    POST /predict {"texts": [...]} and POST /explain {"text": "..."}; GET /health and
+    /metadata; a page to try reviews at /, the API's docs at /docs. Needs the serve extra:
+    pip install 'rnn-sentiment[serve]'.
+
+    \b
+    Examples:
+      rnn-sentiment serve
+      rnn-sentiment serve runs/gru-20261122-101500 --port 8080
+      curl -s localhost:8000/predict -H 'Content-Type: application/json' \\
+           -d '{"texts": ["This movie is not good"]}'
+    """
+
+    def action() -> None:
+        from rnn_sentiment import console
+        from rnn_sentiment.serving import require_serve_extra
+
+        require_serve_extra()  # before a model loads: the install command at once
+        from rnn_sentiment.serving.app import ServeSettings
+        from rnn_sentiment.serving.server import serve as serve_model
+
+        given = {"max_texts": max_texts, "max_chars": max_chars, "batch_wait_ms": batch_wait_ms}
+        settings = ServeSettings.model_validate({k: v for k, v in given.items() if v is not None})
+        predictor = _load_predictor(model, False, threads, batch_size, None, "fp32")
+
+        def listening(url: str) -> None:
+            console.info(f"serving at {url}: try a review at {url}/, the API docs at {url}/docs")
+
+        served = serve_model(predictor, host, port, settings, listening)
+        console.info(f"stopped after scoring {served.reviews:,} reviews in {served.batches:,} "
+                     "batches")  # fmt: skip
+
+    _run(action, stdout=False)
+
+
 @app.command()
 def check(
     model: Annotated[

@@ -2,9 +2,11 @@
 
 The same awkward reviews (HTML breaks, non-ASCII, very long, odd whitespace, emoji, a literal
 special token) go through training's validation, the Python API, ``evaluate``, ``--explain``,
-``compare`` and every form of ``predict`` (argv in a real process, stdin, ``--file``, ``--input``
-in each file format), and every path must give the same probabilities up to float rounding
-(file outputs round to 6 decimals). When you add an entry point, add it here.
+``compare``, every form of ``predict`` (argv in a real process, stdin, ``--file``, ``--input``
+in each file format), an exported model, and the server (``POST /predict`` alone and
+micro-batched with other requests, ``POST /explain``), and every path must give the same
+probabilities up to float rounding (file outputs round to 6 decimals). When you add an entry
+point, add it here.
 """
 
 from __future__ import annotations
@@ -338,4 +340,27 @@ def test_an_exported_model_scores_alike_from_python(model_dir: Path, reference: 
     in_a_crowd = predictor.predict_proba(AWKWARD * 10)[: len(AWKWARD), 1]
     explained = [predictor.explain(text).probabilities["positive"] for text in AWKWARD]
     for got in (by_predict, by_stream, by_classify, one_by_one, in_a_crowd, explained):
+        np.testing.assert_allclose(got, reference[:, 1], atol=TOLERANCE)
+
+
+def test_the_server_scores_alike(model_dir: Path, reference: np.ndarray) -> None:
+    # rnn-sentiment serve: POST /predict with all reviews at once and one review per request,
+    # sent together so that the micro-batcher scores several requests in one call; POST /explain.
+    pytest.importorskip("fastapi", reason="the server needs the serve extra: '.[serve]'")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from rnn_sentiment.inference.models import load_predictor
+    from rnn_sentiment.serving.app import ServeSettings, create_app
+
+    app = create_app(load_predictor(model_dir), ServeSettings(batch_wait_ms=20))
+    with TestClient(app) as client, ThreadPoolExecutor(len(AWKWARD)) as pool:
+        together = client.post("/predict", json={"texts": AWKWARD}).json()["predictions"]
+        singles = pool.map(lambda t: client.post("/predict", json={"texts": [t]}), AWKWARD)
+        alone = [response.json()["predictions"][0] for response in singles]
+        explained = [client.post("/explain", json={"text": t}).json() for t in AWKWARD]
+        assert app.state.batcher.batches < 1 + len(AWKWARD)  # some requests shared a call
+    for rows in (together, alone, explained):
+        got = [row["probabilities"]["positive"] for row in rows]
         np.testing.assert_allclose(got, reference[:, 1], atol=TOLERANCE)
