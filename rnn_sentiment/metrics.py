@@ -99,7 +99,7 @@ def calibration_metrics(
         "ece": float(ece),
         "ece_bins": bins,
         "brier": brier,
-        "log_loss": float(-np.log(picked).mean()),
+        "log_loss": max(0.0, float(-np.log(picked).mean())),  # never -0.0
         "reliability": reliability,
     }
 
@@ -118,7 +118,7 @@ def with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def fit_temperature(probs: np.ndarray, labels: Sequence[int]) -> float:
     """The temperature that minimises the log loss of ``probs`` on ``labels`` (Guo et al. 2017,
-    temperature scaling), by golden-section search over log T in [log 0.05, log 20]."""
+    temperature scaling), by golden-section search over log T in [log 0.1, log 10]."""
     truth = np.asarray(labels, dtype=np.int64)
     logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-300, None))
 
@@ -128,7 +128,7 @@ def fit_temperature(probs: np.ndarray, labels: Sequence[int]) -> float:
         log_norm = np.log(np.exp(z).sum(axis=1))
         return float((log_norm - z[np.arange(len(truth)), truth]).mean())
 
-    low, high = np.log(0.05), np.log(20.0)
+    low, high = np.log(0.1), np.log(10.0)
     ratio = (np.sqrt(5.0) - 1) / 2
     a, b = high - ratio * (high - low), low + ratio * (high - low)
     for _ in range(60):  # the bracket shrinks by 0.618 each step: far below 1e-6 in log T
@@ -141,10 +141,17 @@ def fit_temperature(probs: np.ndarray, labels: Sequence[int]) -> float:
     return float(np.exp((low + high) / 2))
 
 
+# Fewer mistakes than this on the held-out reviews say nothing about how confident the model
+# should be: with none, the log loss falls forever as T shrinks (every probability pushed to 1).
+MIN_ERRORS_TO_FIT = 5
+
+
 def fit_calibration(probs: np.ndarray, labels: Sequence[int], fitted_on: str) -> dict[str, Any]:
     """The temperature for ``probs`` on held-out ``labels``, and calibration before and after,
-    as ``calibration.json`` records it."""
-    temperature = fit_temperature(probs, labels)
+    as ``calibration.json`` records it; 1 (and why) when too few reviews are misclassified."""
+    errors = int((np.asarray(probs).argmax(axis=1) != np.asarray(labels)).sum())
+    fitted = errors >= MIN_ERRORS_TO_FIT
+    temperature = fit_temperature(probs, labels) if fitted else 1.0
     keys = ("ece", "brier", "log_loss")
     before = calibration_metrics(probs, labels)
     after = calibration_metrics(with_temperature(probs, temperature), labels)
@@ -152,6 +159,15 @@ def fit_calibration(probs: np.ndarray, labels: Sequence[int], fitted_on: str) ->
         "temperature": temperature,
         "fitted_on": fitted_on,
         "reviews": len(labels),
+        "errors": errors,
+        **(
+            {}
+            if fitted
+            else {
+                "not_fitted": f"fewer than {MIN_ERRORS_TO_FIT} misclassified "
+                "reviews: too little evidence to fit a temperature"
+            }
+        ),  # fmt: skip
         "before": {key: before[key] for key in keys},
         "after": {key: after[key] for key in keys},
     }

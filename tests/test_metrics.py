@@ -77,3 +77,13 @@ def test_temperature_scaling_cures_overconfidence_without_changing_a_label() -> 
     assert after["log_loss"] < before["log_loss"] and after["ece"] < 0.02 < before["ece"]
     assert calibrated.max(1) == pytest.approx(np.full(2000, right.mean()), abs=0.01)
     assert with_temperature(probs, 1.0) is probs
+
+
+def test_no_temperature_is_fitted_without_mistakes_to_learn_from() -> None:
+    from rnn_sentiment.metrics import fit_calibration
+
+    probs = np.array([[0.2, 0.8], [0.7, 0.3]] * 50)  # always right, never confident
+    calibration = fit_calibration(probs, [1, 0] * 50, "validation")
+    assert calibration["temperature"] == 1.0 and calibration["errors"] == 0
+    assert "too little evidence" in calibration["not_fitted"]
+    assert calibration["after"] == calibration["before"]

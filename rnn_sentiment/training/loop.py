@@ -474,6 +474,14 @@ def finish(
     val_probs, val_labels = run.labelled_probs(run.val_ids, splits.validation.labels)
     calibration = fit_calibration(val_probs, val_labels, "validation")
     save_calibration(run.run_dir, calibration)
+    if cb is not None:
+        before, after = calibration["before"]["ece"], calibration["after"]["ece"]
+        cb.on_message(
+            f"calibration: {calibration['not_fitted']}; temperature 1"
+            if "not_fitted" in calibration
+            else f"calibration: temperature {calibration['temperature']:.3f} fitted on "
+            f"{calibration['reviews']:,} validation reviews (ECE {before:.4f} -> {after:.4f})"
+        )
     metrics: dict[str, Any] = {
         "status": "complete",
         "best_epoch": loop.best["epoch"],
