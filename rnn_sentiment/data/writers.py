@@ -208,13 +208,18 @@ def _has_cr(record: Sequence[Any]) -> bool:
     return any(isinstance(value, str) and "\r" in value for value in record)
 
 
+def parquet_table(rows: dict[str, list[Any]], schema: Any) -> Any:
+    """One chunk of output rows as the pyarrow table a Parquet output holds."""
+    import pyarrow as pa
+
+    return pa.Table.from_pydict(rows, schema=schema)
+
+
 def write_parquet_part(rows: dict[str, list[Any]], schema: Any, path: Path) -> None:
     """One chunk of output rows as a small Parquet file (a part merged when scoring ends)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pydict(rows, schema=schema)
-    pq.write_table(table, path)
+    pq.write_table(parquet_table(rows, schema), path)
 
 
 def merge_parquet_parts(parts: Sequence[Path], schema: Any, path: Path) -> None:

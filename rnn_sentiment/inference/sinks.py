@@ -54,14 +54,14 @@ class Sink:
 class StdoutSink(Sink):
     """Rows streamed to stdout as they are scored (no resume: a pipe cannot be rewound)."""
 
-    def __init__(self, kind: str, stream: IO[bytes] | None = None) -> None:
+    def __init__(self, kind: str, stream: IO[bytes] | None = None, header: bool = True) -> None:
         if kind == "parquet":
             raise DataError("Parquet output needs a file: pass --output FILE.parquet")
         if stream is None and sys.stdout is None:
             raise DataError("stdout is closed; pass --output FILE")
         self.kind = kind
         self.stream = stream or sys.stdout.buffer
-        self.header = True
+        self.header = header
 
     def write(self, columns: dict[str, list[Any]]) -> None:
         try:
@@ -75,9 +75,15 @@ class StdoutSink(Sink):
 
 
 class FileSink(Sink):
-    """A text output (CSV, TSV, JSONL, optionally gzip) written to ``<output>.partial``."""
+    """A text output (CSV, TSV, JSONL, optionally gzip) written to ``<output>.partial``.
 
-    def __init__(self, output: Path, kind: str, progress: Progress, resume_state: Any) -> None:
+    ``header``: a CSV/TSV output starts with the header row (not a shard after the first: the
+    shards, concatenated, are one file with one header).
+    """
+
+    def __init__(
+        self, output: Path, kind: str, progress: Progress, resume_state: Any, header: bool = True
+    ) -> None:
         self.output = output
         self.kind = kind
         self.compress = is_gzip(output)
@@ -88,7 +94,7 @@ class FileSink(Sink):
             self.rows = int(resume_state["rows"])
             self.handle.truncate(int(resume_state["offset"]))  # drop an uncommitted tail
             self.handle.seek(0, os.SEEK_END)
-        self.header = self.handle.tell() == 0
+        self.header = header and self.handle.tell() == 0
 
     def _open(self, resume: bool) -> IO[bytes]:
         """The partial output: the existing regular file to resume, or a new one, never through
