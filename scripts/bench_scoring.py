@@ -3,6 +3,8 @@
 usage: python scripts/bench_scoring.py --model RUN_DIR [--data ../shared/data/imdb/test.parquet]
            [--batch-size 256] [--threads 2] [--single 2000] [--limit N]
        python scripts/bench_scoring.py --model RUN_DIR --million [--rows 1000000] [--dtype int8]
+       python scripts/bench_scoring.py --model MODEL --engine ray [--limit 5000] [--workers 2]
+           [--threads 2] [--chunk-size 500]
 
 The first form prints one table: reviews/s and accuracy for (a) a plain baseline that pads each
 batch to its longest review in input order, (b) the project's scoring path in fp32 (reading the
@@ -14,6 +16,14 @@ process.
 
 --million writes a file of --rows reviews (the test reviews repeated) to a temporary folder, scores
 it with the real CLI in a subprocess and reports that subprocess's peak resident memory.
+
+--engine ray scores the same file (the first --limit reviews) side by side: the real CLI in a
+subprocess with --threads threads (its own scoring time, and its wall time with the process
+start) and with one thread, then Ray Data with --workers workers of one thread each
+(score_with_ray, with Ray started beforehand, as a cluster is; its start is timed apart). All
+use --chunk-size (workers share the file chunk by chunk) and must write the same rows; the CLI
+also runs at its default chunk size. It prints the ratio of the rates, one worker's rate (rows /
+the workers' busy seconds) and the time 100 million reviews would take on N machines at it.
 """
 
 from __future__ import annotations
@@ -184,6 +194,89 @@ def million(args: argparse.Namespace) -> None:
         print(done.stderr.strip().splitlines()[-1])
 
 
+def cli_scoring(
+    args: argparse.Namespace, data: Path, out: Path, chunk: int, threads: int
+) -> tuple[dict, float]:
+    """The real `rnn-sentiment predict --input` in a subprocess: its JSON summary, wall time."""
+    import json
+
+    command = [sys.executable, "-m", "rnn_sentiment", "predict", "-m", str(args.model), "-q",
+               "-i", str(data), "-o", str(out), "--threads", str(threads),
+               "--chunk-size", str(chunk), "--format", "json"]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"scoring failed: {done.stderr.strip()}")
+    return json.loads(done.stdout), wall
+
+
+def ray_engine(args: argparse.Namespace) -> None:
+    """Ray Data (--workers x 1 thread) against the single-process CLI (--threads) on one file."""
+    import pyarrow.parquet as pq
+    import ray
+
+    from rnn_sentiment.inference.ray_scoring import score_with_ray
+
+    args.model = args.model.absolute()  # as given to the CLI and to Ray: the same engine
+    work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    data = limited(args.data, args.limit or 5000, work)
+    rows = pq.ParquetFile(data).metadata.num_rows
+    threads = args.threads or 2
+    default, _ = cli_scoring(args, data, work / "default.parquet", 4096, threads)
+    single, wall = cli_scoring(args, data, work / "single.parquet", args.chunk_size, threads)
+    one, _ = cli_scoring(args, data, work / "one.parquet", args.chunk_size, 1)
+    started = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="warning")
+    ray_start = time.perf_counter() - started
+    options = ScoringOptions(chunk_size=args.chunk_size)
+    try:
+        scored = score_with_ray(args.model, data, work / "ray", options, workers=args.workers,
+                                quiet=True)  # fmt: skip
+    finally:
+        ray.shutdown()
+    # While the workers scored: from the first part written to the last, plus one chunk's time
+    # (the first part is written when its chunk is done). The rest is the run's fixed cost.
+    parts = [part.stat().st_mtime for part in (work / "ray").glob("part-*.parquet")]
+    window = max(parts) - min(parts) + scored.worker_seconds / len(parts)
+    same = pq.read_table(work / "ray").sort_by("source_row").drop_columns(
+        ["source_file", "source_row"]).equals(pq.read_table(work / "single.parquet"))  # fmt: skip
+    steady = rows / window
+    table = [
+        (f"CLI, {threads} threads, --chunk-size 4096 (default), scoring",
+         default["rows_per_second"], default["seconds"]),
+        (f"CLI, {threads} threads, --chunk-size {args.chunk_size}, scoring",
+         single["rows_per_second"], single["seconds"]),
+        ("  the same, wall time (process start, model load)", rows / wall, wall),
+        (f"CLI, 1 thread, --chunk-size {args.chunk_size}, scoring",
+         one["rows_per_second"], one["seconds"]),
+        (f"Ray, {args.workers} workers x 1 thread, wall time (actors start, load)",
+         rows / scored.seconds, scored.seconds),
+        ("  while the workers scored (first chunk to last)", steady, window),
+        ("  the rest: actors start, load the model, stop", None, scored.seconds - window),
+        ("  one worker busy scoring (rows / worker seconds)",
+         rows / scored.worker_seconds, scored.worker_seconds),
+        ("Ray start (ray.init, once per cluster), in no rate", None, ray_start),
+    ]  # fmt: skip
+    print(f"bench_scoring --engine ray {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}, "
+          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}, model "
+          f"{args.model}, {rows:,} reviews of {args.data}")  # fmt: skip
+    print(f"{'path':<62} {'reviews/s':>10} {'seconds':>8}")
+    for name, rate, seconds in table:
+        print(f"{name:<62} {f'{rate:,.0f}' if rate else '':>10} {seconds:>8.2f}")
+    ratio, scoring = wall / scored.seconds, steady / single["rows_per_second"]
+    print(f"Ray / CLI, wall to wall (both load the model): {ratio:.2f}x (goal >= 0.85x); "
+          f"while scoring: {scoring:.2f}x; same rows, same probabilities: {same}")  # fmt: skip
+    per_worker = steady / args.workers
+    print(f"100 million reviews at {per_worker:,.0f} reviews/s per worker (while scoring), one "
+          f"worker per core, the input spread over files, the fixed cost not counted:")  # fmt: skip
+    cores = os.cpu_count() or 1
+    for machines in (1, 4, 16, 64):
+        hours = [100e6 / (machines * size * per_worker) / 3600 for size in (cores, 16)]
+        print(f"  {machines:>3} machine(s): {hours[0]:>6.2f} h with {cores} cores each, "
+              f"{hours[1]:>5.2f} h with 16")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="run directory")
@@ -195,6 +288,9 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N reviews")
     parser.add_argument("--million", action="store_true", help="peak memory on a large file")
+    parser.add_argument("--engine", choices=["ray"], default=None, help="Ray Data vs the CLI")
+    parser.add_argument("--workers", type=int, default=2, help="--engine ray: Ray workers")
+    parser.add_argument("--chunk-size", type=int, default=500, help="--engine ray: both paths")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument(
         "--dtype", default="bf16", choices=["fp32", "bf16", "int8"], help="int8: --quantize int8"
@@ -202,7 +298,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.data.is_file():
         sys.exit(f"error: {args.data} not found; pass --data PATH/test.parquet")
-    million(args) if args.million else bench(args)
+    if args.engine == "ray":
+        ray_engine(args)
+    else:
+        million(args) if args.million else bench(args)
 
 
 if __name__ == "__main__":
