@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from tokenizers import pre_tokenizers
 
 from rnn_sentiment.config import LongRangeConfig, load_config
-from rnn_sentiment.data.longrange import NEGATIVE_VERDICTS, POSITIVE_VERDICTS, generate
+from rnn_sentiment.data.longrange import (
+    NEGATIVE_VERDICTS,
+    POSITIVE_VERDICTS,
+    count_tokens,
+    generate,
+)
 from rnn_sentiment.data.sources import load_splits
 
+PRESET = Path(__file__).parents[1] / "configs" / "long-range.yaml"
 SMALL = LongRangeConfig(distances=[0, 3, 17, 40], train_size=200, validation_size=40, test_size=80)
 
 
@@ -52,3 +59,20 @@ def test_long_range_is_a_data_source() -> None:
     assert (len(splits.train), len(splits.validation), len(splits.test or [])) == (20, 10, 10)
     assert splits.label_names == ["negative", "positive"]
     assert sum(splits.train.labels) == 10
+
+
+def test_the_preset_never_truncates_a_review() -> None:
+    """A review cut at tokenizer.max_length would lose its last filler tokens, so its distance."""
+    config = load_config(PRESET)
+    splits = ("train", "validation", "test")
+    reviews = [r for split in splits for r in generate(config.data.long_range, split)]
+    longest = max(count_tokens(r.text) for r in reviews)
+    assert longest >= max(config.data.long_range.distances)
+    assert config.tokenizer.max_length is not None and longest <= config.tokenizer.max_length
+
+
+def test_the_preset_tests_every_label_and_distance_alike() -> None:
+    config = load_config(PRESET)
+    cells = Counter((r.label, r.distance) for r in generate(config.data.long_range, "test"))
+    assert len(cells) == 2 * len(config.data.long_range.distances)
+    assert set(cells.values()) == {100}  # 200 reviews per distance, half of each label
