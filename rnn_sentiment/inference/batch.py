@@ -162,21 +162,16 @@ class BatchScorer:
         labels): what Spark's ``mapInPandas`` must be told, say."""
         return parquet_schema(self.label_names, self.plan(schema))
 
-    def plan(
-        self, schema: pa.Schema, where: str = "batch", also_added: tuple[str, ...] = ()
-    ) -> ScoringPlan:
-        """How a batch with ``schema`` is scored: its review column, the columns kept and their
-        types (``also_added``: columns an engine adds, so an input column of that name is kept
-        as ``input_<name>``)."""
+    def plan(self, schema: pa.Schema) -> ScoringPlan:
+        """How a batch with ``schema`` is scored: its review column, the columns kept and
+        their types (loads the model for its labels)."""
         names = list(schema.names)
         types = {name: schema.field(name).type for name in names}
 
         def schema_of(wanted: Any) -> dict[str, Any]:
             return {name: types[name] for name in wanted}
 
-        return plan_scoring(
-            self.label_names, names, schema_of, where, "parquet", self.options, also_added
-        )
+        return plan_scoring(self.label_names, names, schema_of, "batch", "parquet", self.options)
 
     def score_chunk(self, chunk: Chunk, plan: ScoringPlan) -> tuple[pa.Table, ScoredChunk]:
         """The rows of one chunk as a reader reads them (a Ray worker's file chunks) and the

@@ -9,18 +9,21 @@ same call runs on a laptop; with ``address`` (``ray://host:10001``, ``auto``) it
 What it reads and writes
 ------------------------
 * **Input**: files (Parquet, CSV, TSV, JSON Lines, text lines; each optionally .gz but Parquet),
-  or a folder: its data files (not .txt, sorted by name), or, when it holds none, a folder of
-  .txt reviews as ``predict --input`` reads one. Each file is read by one Ray read task with the
-  same reader ``predict --input`` uses (:mod:`rnn_sentiment.data.readers`), in the same chunks
-  (``chunk_size`` rows), so a file gives the same rows, values and row flags on either path, and
-  every chunk is scored as one batch, as an unsharded run scores it: the probabilities are
-  identical to the last digit. Read tasks ship each chunk to the workers whole.
+  or a folder: its data files (not .txt, sorted by name; with ``input_format``, all its files),
+  or, when it holds none, a folder of .txt reviews as ``predict --input`` reads one. Each file is
+  read by one Ray read task with the same reader ``predict --input`` uses
+  (:mod:`rnn_sentiment.data.readers`), in the same chunks (``chunk_size`` rows), so a file gives
+  the same rows, values and row flags on either path, and every chunk is scored as one batch, as
+  an unsharded run scores it: the probabilities are identical to the last digit. Read tasks ship
+  each chunk to the workers whole.
 * **Output**: ``part-FFFFF-CCCCCC.parquet`` for chunk C of input file F: the columns a Parquet
   output of ``predict --input`` holds (kept input columns with their types, ``label``, ``score``,
   ``p_*``, ``error``) plus ``source_file`` (the input file) and ``source_row`` (the row's
   position in it, from 0; an input column of either name is kept as ``input_<name>``). Rows out =
   rows in, ids and input columns carried. Workers finish chunks in any order; the parts, sorted
-  by name, or the rows sorted by (file order, ``source_row``), are the input order.
+  by name, or the rows sorted by (file order, ``source_row``), are the input order. A part has
+  its input file's columns and types, so the parts of inputs that differ (an integer id in one
+  file, a text id in another) are read per file or with a schema that holds both.
 * **Paths**: the input files, the model and the output folder must be readable (the output
   writable) at the same path on every node: one machine, or a shared file system. The output
   folder must be new or empty.
@@ -183,10 +186,12 @@ def _input_files(
     for item in map(Path, given):
         if str(item) == "-":
             raise DataError("--engine ray reads files, not stdin")
-        if item.is_dir() and options.input_format in (None, "folder"):
-            data = sorted(f for f in item.iterdir() if f.is_file() and _is_data_file(f))
+        if item.is_dir() and options.input_format != "folder":
+            files = sorted(f for f in item.iterdir() if f.is_file() and f.name[:1] != ".")
+            # Every file in the format forced, else those whose extension names a data format.
+            data = files if options.input_format else [f for f in files if _is_data_file(f)]
             if data:
-                found += [(str(f), detect_format(str(f), None)) for f in data]
+                found += [(str(f), detect_format(str(f), options.input_format)) for f in data]
                 continue
         found.append((str(item), detect_format(str(item), options.input_format)))
     return found
