@@ -12,7 +12,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint clean
+.PHONY: install demo test test-slow test-scale lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,13 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow and not ray and not spark" -q
+
+# Ray and Spark on local clusters (about 1.5 min; pyspark needs Java 17+). Installs the ray and
+# spark extras (about 240 MB and 490 MB) the first time.
+test-scale: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,onnx,serve,ray,spark]'
+	$(BIN)/python -m pytest -m "ray or spark" -q
 
 # Real-data checks; they skip themselves when ../shared/data is absent.
 test-slow: $(STAMP)

@@ -34,6 +34,8 @@ _EXPORTS = {
     "ExportedPredictor": "rnn_sentiment.inference.exported",
     "export_model": "rnn_sentiment.inference.export",
     "score_file": "rnn_sentiment.inference.scoring",
+    "BatchScorer": "rnn_sentiment.inference.batch",
+    "score_with_ray": "rnn_sentiment.inference.ray_scoring",
     "ScoringOptions": "rnn_sentiment.inference.scoring",
     "ScoringSummary": "rnn_sentiment.inference.scoring",
     "RnnSentimentError": "rnn_sentiment.errors",
@@ -43,6 +45,7 @@ _EXPORTS = {
     "TrainingError": "rnn_sentiment.errors",
 }
 __all__ = [
+    "BatchScorer",
     "CheckpointError",
     "Config",
     "ConfigError",
@@ -66,6 +69,7 @@ __all__ = [
     "load_suite",
     "run_suite",
     "score_file",
+    "score_with_ray",
     "train",
 ]
 
@@ -80,11 +84,13 @@ if TYPE_CHECKING:
         RnnSentimentError,
         TrainingError,
     )
+    from rnn_sentiment.inference.batch import BatchScorer
     from rnn_sentiment.inference.check import SuiteResult, load_suite, run_suite
     from rnn_sentiment.inference.evaluate import calibrate, evaluate
     from rnn_sentiment.inference.export import export_model
     from rnn_sentiment.inference.exported import ExportedPredictor
     from rnn_sentiment.inference.predictor import Predictor
+    from rnn_sentiment.inference.ray_scoring import score_with_ray
     from rnn_sentiment.inference.results import Prediction
     from rnn_sentiment.inference.scoring import ScoringOptions, ScoringSummary, score_file
     from rnn_sentiment.training.loop import TrainResult

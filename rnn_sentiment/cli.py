@@ -363,6 +363,11 @@ class Dtype(str, Enum):
     bf16 = "bf16"
 
 
+class ScoringEngine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class LongReviews(str, Enum):
     truncate = "truncate"
     window = "window"
@@ -395,13 +400,13 @@ Format = Annotated[
 ]
 BatchSize = Annotated[
     int | None,
-    typer.Option(min=1, metavar="N", help="Reviews per batch (default 256; exported model: 16)."),
+    typer.Option(min=1, metavar="N", help="Reviews a batch (256; exported: 16)."),
 ]
 Explain = Annotated[
     bool,
     typer.Option(
         "--explain",
-        help="Per word: the running sentiment and its attribution (occlusion) to the label.",
+        help="Per word: running sentiment and attribution.",
     ),
 ]
 InputPath = Annotated[
@@ -410,7 +415,7 @@ InputPath = Annotated[
         "--input",
         "-i",
         metavar="PATH",
-        help="Review file or folder to score in streaming chunks; '-': stdin.",
+        help="Review file or folder to score; '-': stdin.",
     ),
 ]
 OutputPath = Annotated[
@@ -419,9 +424,7 @@ OutputPath = Annotated[
 ]
 InputFormat = Annotated[
     str | None,
-    typer.Option(
-        metavar="FORMAT", help="csv, tsv, jsonl, parquet, txt or folder (default: by name)."
-    ),
+    typer.Option(metavar="FORMAT", help="csv, tsv, jsonl, parquet, txt or folder."),
 ]
 OutputFormat = Annotated[
     str | None,
@@ -455,11 +458,45 @@ MaxReviewChars = Annotated[
         min=1,
         max=2**31 - 1,
         metavar="N",
-        help="With --input: the longest review (or other field) read, in characters; a longer "
-        "one flags its row. Default: 1,000,000.",
+        help="With --input: longest field read (1,000,000); a longer one flags its row.",
     ),
 ]
-Threads = Annotated[int | None, typer.Option(min=1, metavar="N", help="CPU threads for PyTorch.")]
+Threads = Annotated[
+    int | None, typer.Option(min=1, metavar="N", help="CPU threads (per Ray worker: 1).")
+]
+
+
+def _shard(value: str | None) -> str | None:
+    """--shard checked as ScoringOptions checks it: a wrong one is a usage error (exit 2)."""
+    if value is not None:
+        from pydantic import ValidationError
+
+        from rnn_sentiment.inference.scoring import ScoringOptions
+
+        try:
+            ScoringOptions.model_validate({"shard": value})  # parsed from "K/N"
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise typer.BadParameter(message) from None
+    return value
+
+
+Shard = Annotated[
+    str | None,
+    typer.Option(callback=_shard, metavar="K/N", help="With --input: score block K (from 0) of N."),
+]
+EngineOption = Annotated[
+    ScoringEngine,
+    typer.Option("--engine", show_default=False, help="With --input: here, or on Ray workers."),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(metavar="ADDR", help="Ray cluster to join (default: a local Ray)."),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(min=1, metavar="N", help="Ray workers (default: one per CPU)."),
+]
 QuantizeOption = Annotated[
     Quantize | None,
     typer.Option(help="int8: the recurrent matrix product in int8 (fastest on CPU)."),
@@ -494,6 +531,10 @@ def predict(
     window_stride: WindowStride = None,
     chunk_size: ChunkSize = 4096,
     max_review_chars: MaxReviewChars = None,
+    shard: Shard = None,
+    engine: EngineOption = ScoringEngine.local,
+    address: RayAddress = None,
+    workers: Workers = None,
     threads: Threads = None,
     quantize: QuantizeOption = None,
     dtype: DtypeOption = Dtype.fp32,
@@ -507,23 +548,31 @@ def predict(
       cat reviews.txt | rnn-sentiment predict - --format jsonl
       rnn-sentiment predict --explain "This movie is not good"
       rnn-sentiment predict -m RUN_DIR --input reviews.csv --output scored.csv
+      rnn-sentiment predict -i reviews/ -o scored/ --engine ray
     """
 
     def action() -> None:
         _check_predict_options(input_path, bool(texts or file), explain, fmt)
+        _check_engine(engine, input_path, output, address, workers)
         reviews = _texts_to_score(texts or [], file, explain) if input_path is None else []
         q = quantize.value if quantize else None
+        options = dict(
+            input_format=input_format, output_format=output_format, text_column=text_column,
+            keep_columns=keep_columns, chunk_size=chunk_size, long_reviews=long_reviews.value,
+            window_stride=window_stride, resume=resume, max_review_chars=max_review_chars,
+            shard=shard,
+        )  # fmt: skip
+        if engine is ScoringEngine.ray and input_path is not None:
+            ray = dict(address=address, workers=workers, threads=threads or 1,
+                       batch_size=batch_size, quantize=q, dtype=dtype.value)  # fmt: skip
+            return _score_with_ray(model, input_path, output, options, ray, quiet,
+                                   fmt is PredictFormat.json)  # fmt: skip
         predictor = _load_predictor(model, quiet, threads, batch_size, q, dtype.value)
         if explain:
             return _explain(predictor, reviews, fmt.value)
         if input_path is None:
             return _print_predictions(predictor, reviews, fmt.value, long_reviews.value,
                                       window_stride)  # fmt: skip
-        options = dict(
-            input_format=input_format, output_format=output_format, text_column=text_column,
-            keep_columns=keep_columns, chunk_size=chunk_size, long_reviews=long_reviews.value,
-            window_stride=window_stride, resume=resume, max_review_chars=max_review_chars,
-        )  # fmt: skip
         _score_input(predictor, input_path, output, options, quiet, fmt is PredictFormat.json)
 
     _run(action, stdout=input_path is None or output == "-" or fmt is PredictFormat.json)
@@ -540,6 +589,18 @@ def _check_predict_options(
         raise DataError("--explain prints a table, json or jsonl, not csv")
     if input_path == "-":
         _check_stdin()
+
+
+def _check_engine(
+    engine: ScoringEngine, input_path: str | None, output: str, address: str | None,
+    workers: int | None,
+) -> None:  # fmt: skip
+    from rnn_sentiment.errors import DataError
+
+    if engine is ScoringEngine.ray and (input_path is None or output == "-"):
+        raise DataError("--engine ray scores --input files into an --output folder (Parquet parts)")
+    if engine is not ScoringEngine.ray and (address is not None or workers is not None):
+        raise DataError("--address and --workers go with --engine ray")
 
 
 def _load_predictor(
@@ -588,6 +649,31 @@ def _score_input(
     if not quiet or result.rows_flagged:  # flagged rows are reported even with --quiet
         console.scoring_summary(result.to_dict())
     if summary and output != "-":
+        console.json_out(result.to_dict())
+
+
+def _score_with_ray(
+    model: Path | None,
+    source: str,
+    output: str,
+    options: dict[str, Any],
+    ray: dict[str, Any],
+    quiet: bool,
+    summary: bool,
+) -> None:
+    from rnn_sentiment import console
+    from rnn_sentiment.inference.models import describe_model_dir, resolve_model_dir
+    from rnn_sentiment.inference.ray_scoring import score_with_ray
+    from rnn_sentiment.inference.scoring import ScoringOptions
+
+    note = describe_model_dir(resolve_model_dir(model), model)
+    if note and not quiet:
+        console.info(note)
+    given = {key: value for key, value in options.items() if value is not None}  # else defaults
+    result = score_with_ray(model, source, output, ScoringOptions(**given), **ray, quiet=quiet)
+    if not quiet or result.rows_flagged:  # flagged rows are reported even with --quiet
+        console.scoring_summary(result.to_dict())
+    if summary:
         console.json_out(result.to_dict())
 
 

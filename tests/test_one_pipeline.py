@@ -3,7 +3,8 @@
 The same awkward reviews (HTML breaks, non-ASCII, very long, odd whitespace, emoji, a literal
 special token) go through training's validation, the Python API, ``evaluate``, ``--explain``,
 ``compare``, every form of ``predict`` (argv in a real process, stdin, ``--file``, ``--input``
-in each file format), an exported model, and the server (``POST /predict`` alone and
+in each file format, ``--shard``, ``--engine ray``; the engines' ``BatchScorer``), an exported
+model, and the server (``POST /predict`` alone and
 micro-batched with other requests, ``POST /explain``), and every path must give the same
 probabilities up to float rounding (file outputs round to 6 decimals). When you add an entry
 point, add it here.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -27,6 +29,7 @@ import pytest
 from rnn_sentiment import classify, evaluate, load_model
 from rnn_sentiment.compare import measure
 from rnn_sentiment.config import load_config
+from rnn_sentiment.inference.batch import BatchScorer
 from rnn_sentiment.inference.export import export_model
 from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR
 from rnn_sentiment.inference.predictor import Predictor
@@ -364,3 +367,41 @@ def test_the_server_scores_alike(model_dir: Path, reference: np.ndarray) -> None
     for rows in (together, alone, explained):
         got = [row["probabilities"]["positive"] for row in rows]
         np.testing.assert_allclose(got, reference[:, 1], atol=TOLERANCE)
+
+
+def test_the_batch_scorer_and_a_sharded_run_score_alike(
+    model_dir: Path, reference: np.ndarray, tmp_path: Path
+) -> None:
+    # BatchScorer, what Spark and Ray workers run, on an Arrow table and a pandas DataFrame; and
+    # --shard: three shards of the CSV, concatenated, are one run's rows.
+    table = pa.table({"id": list(range(len(AWKWARD))), "text": AWKWARD})
+    scorer = BatchScorer(model_dir)
+    np.testing.assert_allclose(positive(scorer(table).to_pylist()), reference[:, 1],
+                               atol=TOLERANCE)  # fmt: skip
+    from_pandas = scorer(table.to_pandas())["p_positive"].to_numpy()
+    np.testing.assert_allclose(from_pandas, reference[:, 1], atol=TOLERANCE)
+    source = write_inputs(tmp_path)[0]  # in.csv
+    shards = []
+    for k in range(3):
+        part = tmp_path / f"shard-{k}.csv"
+        code, _, err = invoke("predict", "-m", str(model_dir), "--input", str(source),
+                              "--output", str(part), "--shard", f"{k}/3", "--chunk-size", "3",
+                              "-q")  # fmt: skip
+        assert code == 0, err
+        shards.append(part.read_text(encoding="utf-8"))
+    rows = list(csv.DictReader(io.StringIO("".join(shards))))
+    np.testing.assert_allclose(positive(rows), reference[:, 1], atol=TOLERANCE)
+
+
+@pytest.mark.ray
+def test_the_ray_engine_scores_alike(
+    model_dir: Path, reference: np.ndarray, tmp_path: Path
+) -> None:
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    source = write_inputs(tmp_path)[2]  # in.jsonl
+    code, _, err = invoke("predict", "-m", str(model_dir), "--input", str(source), "--output",
+                          str(tmp_path / "scored"), "--engine", "ray", "--workers", "1",
+                          "-q")  # fmt: skip
+    assert code == 0, err
+    rows = pq.read_table(tmp_path / "scored").sort_by("source_row").to_pylist()
+    np.testing.assert_allclose(positive(rows), reference[:, 1], atol=TOLERANCE)

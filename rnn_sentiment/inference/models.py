@@ -44,7 +44,8 @@ def load_predictor(
         DataError: ``quantize`` or ``dtype`` for an exported model (its precision was chosen
             when it was exported).
     """
-    if model_dir == BUNDLED_MODEL_DIR and quantize is None and dtype == "fp32":
+    bundled = Path(model_dir).resolve() == BUNDLED_MODEL_DIR.resolve()  # however it is spelled
+    if bundled and quantize is None and dtype == "fp32":
         usable = is_exported_dir(BUNDLED_EXPORT_DIR) and find_spec("onnxruntime") is not None
         model_dir = BUNDLED_EXPORT_DIR if usable else model_dir
     if is_exported_dir(model_dir):
