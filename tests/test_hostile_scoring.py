@@ -814,3 +814,14 @@ def test_a_json_array_of_millions_of_objects_is_refused_not_parsed(
     (tmp_path / "in.json").write_text(json.dumps(rows))
     with pytest.raises(DataError, match="more than 1,000 arrays and objects"):
         open_reader(str(tmp_path / "in.json"), "jsonl")
+
+
+def test_an_over_long_first_json_row_names_no_columns(model: Predictor, tmp_path: Path) -> None:
+    # Found by the property test above: a 97-character row (JSON escapes make it longer than its
+    # text) over a 96-character limit was flagged as too long, yet named the columns.
+    texts = ["000\x1f\x1f\x1f\x1f\x1f\U00010000\U00010000"]
+    write_input(tmp_path / "in.jsonl", "jsonl", texts, [False])
+    assert len(json_lines(texts, [False])[0]) == 97
+    with pytest.raises(DataError, match="names no columns"):
+        score_file(model, tmp_path / "in.jsonl", tmp_path / "out.tsv",
+                   ScoringOptions(chunk_size=4, max_review_chars=12))  # fmt: skip

@@ -400,7 +400,9 @@ class JsonlReader(Reader):
                 continue
             self.pending.append(line)
             held += len(line)
-            value, _ = _parse(line)
+            # A row over the limit is flagged, never read (chunks check the same length): it
+            # cannot name the columns either.
+            value = _parse(line)[0] if len(line.rstrip("\r\n")) <= self.row_limit else None
             if isinstance(value, dict):
                 self._name_columns(value)
                 return
