@@ -191,6 +191,14 @@ def create_app(
         explanation["text"] = fix_text(request.text)[0]  # a lone surrogate has no UTF-8
         return explanation
 
+    _add_info_routes(app, metadata, page)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _add_info_routes(app: FastAPI, metadata: dict[str, Any], page: str) -> None:
+    """``/health``, ``/metadata`` and the page at ``/``: what does not score."""
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         """``{"status": "ok"}`` while the server takes requests."""
@@ -205,9 +213,6 @@ def create_app(
     async def home() -> HTMLResponse:
         headers = {"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"}
         return HTMLResponse(page, headers=headers)
-
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    return app
 
 
 class Refused(Exception):
