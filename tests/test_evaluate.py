@@ -174,3 +174,98 @@ def test_calibration_comes_from_the_models_probabilities_and_plots(
                           "--plot", str(tmp_path / "reliability.png"))  # fmt: skip
     assert code == 0 and "calibration: ECE" in out
     assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(builtin_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of :func:`builtin_run` with a temperature (its own validation split is too small
+    to fit one), so that its exported copy carries ``calibration.json``."""
+    import shutil
+
+    from rnn_sentiment.checkpoint import save_calibration
+
+    run_dir = Path(shutil.copytree(builtin_run, tmp_path_factory.mktemp("calibrated") / "run"))
+    save_calibration(run_dir, {"temperature": 1.7, "from": "a test"})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def exported_run(calibrated_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`calibrated_run` exported to ONNX."""
+    pytest.importorskip("onnxruntime", reason="exported models need the onnx extra: '.[onnx]'")
+    from rnn_sentiment.inference.export import export_model
+
+    return export_model(calibrated_run, tmp_path_factory.mktemp("exported") / "model")
+
+
+def test_an_exported_model_evaluates_as_its_run(
+    calibrated_run: Path, exported_run: Path, tmp_path: Path
+) -> None:
+    from rnn_sentiment.data.files import open_reader
+    from rnn_sentiment.inference.evaluate import evaluate_reader
+    from rnn_sentiment.inference.exported import ExportedPredictor
+    from tests.helpers import invoke
+
+    assert (exported_run / "calibration.json").is_file()
+    path = write_labelled(tmp_path, "csv", TEXTS * 5, LABELS * 5)
+    from_run = evaluate(calibrated_run, str(path))
+    from_export = evaluate(exported_run, str(path))
+    for key in ("accuracy", "n", "confusion_matrix", "unscored", "source", "split"):
+        assert from_export[key] == from_run[key]
+    assert from_export["model"] == str(exported_run)
+    for block in ("calibration", "uncalibrated"):  # the run's temperature travelled with it
+        for key in ("temperature", "ece", "brier", "log_loss"):
+            assert from_export[block].get(key) == pytest.approx(from_run[block].get(key), abs=1e-4)
+    cfg = DataConfig.model_validate({"source": str(path)})
+    scored = []
+    for model in (Predictor.from_dir(calibrated_run), ExportedPredictor.from_dir(exported_run)):
+        reader = open_reader(str(path), "csv")
+        try:
+            scored.append(evaluate_reader(model, reader, cfg))
+        finally:
+            reader.close()
+    (run_labels, run_probs, _), (export_labels, export_probs, _) = scored
+    assert run_labels == export_labels
+    np.testing.assert_allclose(export_probs, run_probs, atol=1e-4)
+    code, out, err = invoke("evaluate", str(exported_run), "--data", str(path), "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] == from_run["accuracy"]
+
+
+def test_an_exported_model_needs_the_data_to_evaluate_on(exported_run: Path) -> None:
+    # export.json does not record the run's data (its paths mean nothing where the model goes)
+    with pytest.raises(DataError, match="is an exported model, which does not record the data"):
+        evaluate(exported_run)
+    from tests.helpers import invoke
+
+    code, _, err = invoke("evaluate", str(exported_run))
+    assert code == 2 and "pass --data" in err
+
+
+TORCH_FREE_EVALUATE = """
+import json, sys
+from rnn_sentiment.inference.evaluate import evaluate
+metrics = evaluate(sys.argv[1], sys.argv[2])
+print(json.dumps({"accuracy": metrics["accuracy"], "torch": "torch" in sys.modules}))
+"""
+
+
+def test_evaluating_an_exported_model_never_imports_torch(
+    calibrated_run: Path, exported_run: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = write_labelled(tmp_path, "jsonl", TEXTS, LABELS)
+    done = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE_EVALUATE, str(exported_run), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["torch"] is False
+    assert out["accuracy"] == evaluate(calibrated_run, str(path))["accuracy"]

@@ -4,7 +4,7 @@ The same awkward reviews (HTML breaks, non-ASCII, very long, odd whitespace, emo
 special token) go through training's validation, the Python API, ``evaluate``, ``--explain``,
 ``compare``, every form of ``predict`` (argv in a real process, stdin, ``--file``, ``--input``
 in each file format, ``--shard``, ``--engine ray``; the engines' ``BatchScorer``), an exported
-model, and the server (``POST /predict`` alone and
+model (``evaluate`` included), and the server (``POST /predict`` alone and
 micro-batched with other requests, ``POST /explain``), and every path must give the same
 probabilities up to float rounding (file outputs round to 6 decimals). When you add an entry
 point, add it here.
@@ -344,6 +344,24 @@ def test_an_exported_model_scores_alike_from_python(model_dir: Path, reference: 
     explained = [predictor.explain(text).probabilities["positive"] for text in AWKWARD]
     for got in (by_predict, by_stream, by_classify, one_by_one, in_a_crowd, explained):
         np.testing.assert_allclose(got, reference[:, 1], atol=TOLERANCE)
+
+
+def test_evaluate_scores_alike(
+    awkward_run: tuple[Path, dict], model_dir: Path, reference: np.ndarray
+) -> None:
+    # evaluate of the run and of its exported copy (onnxruntime), from Python and the CLI, on
+    # the run's own test file (an exported model does not record its data: it is given).
+    data = load_config(awkward_run[0] / "config.yaml").data.source
+    truth = np.asarray(LABELS)
+    accuracy = float((reference.argmax(axis=1) == truth).mean())
+    loss = float(-np.log(reference[np.arange(len(LABELS)), truth]).mean())
+    metrics = evaluate(model_dir, data, "test")
+    assert metrics["accuracy"] == pytest.approx(accuracy) and metrics["n"] == len(AWKWARD)
+    assert metrics["calibration"]["log_loss"] == pytest.approx(loss, abs=TOLERANCE)
+    code, out, err = invoke("evaluate", str(model_dir), "--data", data, "--split", "validation",
+                            "--format", "json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["calibration"]["log_loss"] == pytest.approx(loss, abs=TOLERANCE)
 
 
 def test_the_server_scores_alike(model_dir: Path, reference: np.ndarray) -> None:

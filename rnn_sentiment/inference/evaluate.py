@@ -4,6 +4,10 @@ calibration; and refitting a run's calibration (temperature) on held-out data.
 Every source is read through the reader training uses (``sources.open_split``): local files and
 folders stream chunk by chunk, so memory stays flat for any size; a hub split is read whole by
 ``datasets`` and then scored chunk by chunk like a file.
+
+A model directory runs as ``predict`` runs it (``models.load_predictor``): a run directory on
+PyTorch, an exported one on onnxruntime, and then torch is never imported. An exported directory
+does not record the data its run was trained on, so it is evaluated on the data it is given.
 """
 
 from __future__ import annotations
@@ -11,18 +15,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rnn_sentiment.checkpoint import save_calibration
 from rnn_sentiment.config import DataConfig
 from rnn_sentiment.data.files import choose_text_column, missing_column
 from rnn_sentiment.data.readers import ParquetReader, Reader
 from rnn_sentiment.data.sources import open_split, single_source, to_reviews
 from rnn_sentiment.errors import DataError
-from rnn_sentiment.inference.exported import is_exported_dir
-from rnn_sentiment.inference.predictor import Predictor
+from rnn_sentiment.inference.exported import ExportedPredictor, is_exported_dir
+from rnn_sentiment.inference.models import load_predictor
 from rnn_sentiment.inference.scoring import ScoringOptions, iter_scored
 from rnn_sentiment.metrics import (
     calibration_metrics,
@@ -30,16 +33,22 @@ from rnn_sentiment.metrics import (
     fit_calibration,
     with_temperature,
 )
+from rnn_sentiment.runfiles import CONFIG_FILE, RunFiles, parse_config
+
+if TYPE_CHECKING:
+    from rnn_sentiment.inference.predictor import Predictor
 
 
 def score_texts(run_dir: Path, texts: Sequence[str]) -> np.ndarray:
     """Class probabilities [n, labels] of ``texts`` with the run directory's model, as
     ``predict`` computes them (its engine, its text pipeline): training's test pass uses it."""
+    from rnn_sentiment.inference.predictor import Predictor
+
     return Predictor.from_dir(run_dir).predict_proba(texts)
 
 
 def evaluate(
-    model: Predictor | str | Path,
+    model: Predictor | ExportedPredictor | str | Path,
     source: str | None = None,
     split: str | None = None,
     text_column: str | None = None,
@@ -53,18 +62,21 @@ def evaluate(
     ``uncalibrated``, when it has a temperature, that of the network's own.
 
     Args:
-        model: a :class:`Predictor` or a run directory.
-        source: data source (file, folder, hub id); default: the one the model was trained on.
+        model: a :class:`Predictor` or :class:`ExportedPredictor`, or a model directory: a run
+            directory or an exported one, run as ``predict`` runs it.
+        source: data source (file, folder, hub id); default: the one the model was trained on
+            (an exported directory does not record it: pass it).
         split: split or file stem; default: the run's test split, else its validation split.
         text_column: overrides the run's text column.
         label_column: overrides the run's label column.
     """
-    predictor = model if isinstance(model, Predictor) else Predictor.from_dir(model)
-    data_cfg = _data_config(predictor, source, text_column, label_column)
+    predictor = load_predictor(Path(model)) if isinstance(model, (str, Path)) else model
+    trained_on = _trained_on(model, predictor)
+    data_cfg = _data_config(trained_on, source, text_column, label_column, predictor.path)
     chosen = split or data_cfg.test_split or data_cfg.validation_split or "test"
     labels, probs, unscored = _labelled_probs(predictor, data_cfg, chosen, source, split)
     metrics = compute_metrics(labels, probs.argmax(axis=1).tolist(), predictor.label_names)
-    temperature = predictor.run.temperature
+    temperature = predictor.temperature
     metrics["calibration"] = {"temperature": temperature, **calibration_metrics(probs, labels)}
     if temperature != 1.0:
         raw = with_temperature(probs.astype(np.float64), 1.0 / temperature)
@@ -98,9 +110,12 @@ def calibrate(
             f"{path} is an exported model; calibrate the run directory it came from and export "
             "it again"
         )
+    from rnn_sentiment.checkpoint import save_calibration
+    from rnn_sentiment.inference.predictor import Predictor
+
     predictor = Predictor.from_dir(path)
     predictor.run = replace(predictor.run, temperature=1.0)  # fit on the network's own scores
-    data_cfg = _data_config(predictor, source, text_column, label_column)
+    data_cfg = _data_config(predictor.run.config.data, source, text_column, label_column, path)
     chosen = split or data_cfg.validation_split or "validation"
     if source is None and split is None and data_cfg.validation_split is None:
         raise DataError(
@@ -114,10 +129,33 @@ def calibrate(
     return calibration
 
 
+def _trained_on(
+    model: Predictor | ExportedPredictor | str | Path, predictor: Predictor | ExportedPredictor
+) -> DataConfig | None:
+    """The data settings of the model's run: a run directory records them (also when its
+    exported copy scores, as the bundled model's does); an exported directory does not."""
+    if not isinstance(predictor, ExportedPredictor):
+        return predictor.run.config.data
+    if isinstance(model, (str, Path)) and not is_exported_dir(model):
+        path = Path(model)
+        with RunFiles(path, needed=(CONFIG_FILE,)) as files:  # checked, as load_run reads it
+            return parse_config(files.read(CONFIG_FILE), path / CONFIG_FILE).data
+    return None
+
+
 def _data_config(
-    predictor: Predictor, source: str | None, text_column: str | None, label_column: str | None
+    trained_on: DataConfig | None,
+    source: str | None,
+    text_column: str | None,
+    label_column: str | None,
+    model_path: Path,
 ) -> DataConfig:
-    data_cfg = predictor.run.config.data.model_copy()
+    if trained_on is None and source is None:
+        raise DataError(
+            f"{model_path} is an exported model, which does not record the data it was trained "
+            "on; pass --data with labelled reviews (and --split)"
+        )
+    data_cfg = (trained_on or DataConfig.model_validate({})).model_copy()
     if source is not None:
         data_cfg.source = source
     data_cfg.text_column = text_column or (None if source else data_cfg.text_column)
@@ -127,7 +165,7 @@ def _data_config(
 
 
 def _labelled_probs(
-    predictor: Predictor,
+    predictor: Predictor | ExportedPredictor,
     data_cfg: DataConfig,
     chosen: str,
     source: str | None,
@@ -150,7 +188,10 @@ def _labelled_probs(
 
 
 def evaluate_reader(
-    predictor: Predictor, reader: Reader, data_cfg: DataConfig, chunk_size: int = 4096
+    predictor: Predictor | ExportedPredictor,
+    reader: Reader,
+    data_cfg: DataConfig,
+    chunk_size: int = 4096,
 ) -> tuple[list[int], np.ndarray, int]:
     """Labels and class probabilities of every labelled row, read and scored chunk by chunk.
 

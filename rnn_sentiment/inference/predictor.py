@@ -68,6 +68,11 @@ class Predictor:
         """The run directory this predictor was loaded from."""
         return self.run.path
 
+    @property
+    def temperature(self) -> float:
+        """The run's calibration, applied to every probability (as an exported model's is)."""
+        return self.run.temperature
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Probabilities [n, labels] for ``texts``, in input order."""
         return self.score(texts)
