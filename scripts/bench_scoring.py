@@ -1,7 +1,7 @@
 """Throughput, accuracy and peak memory of batch scoring on the IMDB test reviews.
 
 usage: python scripts/bench_scoring.py --model RUN_DIR [--data ../shared/data/imdb/test.parquet]
-           [--batch-size 256] [--threads 2] [--single 2000] [--limit N]
+           [--batch-size 256] [--threads 2] [--single 2000] [--limit N] [--cells rnn,lstm]
        python scripts/bench_scoring.py --model RUN_DIR --million [--rows 1000000] [--dtype int8]
        python scripts/bench_scoring.py --model MODEL --engine ray [--limit 5000] [--workers 2]
            [--threads 2] [--chunk-size 500]
@@ -11,8 +11,15 @@ batch to its longest review in input order, (b) the project's scoring path in fp
 Parquet file, length-sorted chunks, writing a CSV), (c) the same with --quantize int8, (d) with
 --dtype bf16, and (e) a one-review-at-a-time loop timed on the first --single reviews; then
 (f) the scoring path in fp32 on PyTorch's own recurrent layers (``stepwise=False``, what the
-scoring path ran before the stepwise scorer), the speed-ups and the peak resident memory of this
-process.
+scoring path ran before the stepwise scorer), and (g), (h) the scoring path with the model
+exported (``export_model``, into a temporary folder) to ONNX in fp32 and in int8, run by
+onnxruntime as ``predict`` runs an exported model (its own batch size); then the speed-ups, the
+largest probability difference of ONNX fp32 from (b) and of ONNX int8's accuracy from ONNX fp32's
+(issue 19's goals: at most 1e-4, within 0.3 points), the peak resident memory of this process,
+and the fastest engine for the model's cell. --cells times the four engines (PyTorch and ONNX,
+fp32 and int8) again for models of --model's shape with another cell and random weights (the
+speed of a trained one; their accuracy is meaningless) and names the fastest for each cell.
+Cold start (an exported model never imports torch) is scripts/bench_startup.py's.
 
 --million writes a file of --rows reviews (the test reviews repeated) to a temporary folder, scores
 it with the real CLI in a subprocess and reports that subprocess's peak resident memory.
@@ -43,10 +50,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnn_sentiment.checkpoint import load_run, save_metrics, save_run_files, save_weights
 from rnn_sentiment.data.batching import collate
 from rnn_sentiment.data.sources import to_reviews
+from rnn_sentiment.inference.export import export_model
+from rnn_sentiment.inference.exported import BATCH_SIZE as ONNX_BATCH_SIZE
+from rnn_sentiment.inference.exported import ONNX_FILE, ExportedPredictor
+from rnn_sentiment.inference.models import load_predictor
 from rnn_sentiment.inference.predictor import Predictor, set_threads
-from rnn_sentiment.inference.scoring import ScoringOptions, score_file
+from rnn_sentiment.inference.scoring import Scorer, ScoringOptions, score_file
+from rnn_sentiment.model import build_model
+
+Row = tuple[str, float, float, str]  # variant, reviews/s, accuracy, reviews
 
 
 def load_test(path: Path, label_names: list[str]) -> tuple[list[str], np.ndarray]:
@@ -79,9 +94,10 @@ def baseline(predictor: Predictor, texts: list[str], batch_size: int) -> np.ndar
     return np.concatenate(out).argmax(1)
 
 
-def project_path(predictor: Predictor, data: Path, work: Path, tag: str = "") -> np.ndarray:
-    """The real thing: score_file from the Parquet file to a CSV, then read the labels back."""
-    out = work / f"scored-{predictor.quantize}-{predictor.dtype}{tag}.csv"
+def project_path(predictor: Scorer, data: Path, work: Path, tag: str) -> np.ndarray:
+    """The real thing: score_file from the Parquet file to ``scored-TAG.csv``, then read the
+    labels back."""
+    out = work / f"scored-{tag}.csv"
     score_file(predictor, data, out, ScoringOptions(keep_columns="none"))
     import csv
 
@@ -89,6 +105,15 @@ def project_path(predictor: Predictor, data: Path, work: Path, tag: str = "") ->
         labels = [row["label"] for row in csv.DictReader(handle)]
     index = {name: i for i, name in enumerate(predictor.label_names)}
     return np.asarray([index[label] for label in labels])
+
+
+def scored_probs(work: Path, tag: str, label_names: list[str]) -> np.ndarray:
+    """The probabilities [n, labels] that :func:`project_path` wrote (6 decimals)."""
+    import csv
+
+    with (work / f"scored-{tag}.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return np.asarray([[float(row[f"p_{name}"]) for name in label_names] for row in rows])
 
 
 def one_at_a_time(predictor: Predictor, texts: list[str]) -> np.ndarray:
@@ -111,7 +136,11 @@ def bench(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-scoring-"))
     data = limited(args.data, args.limit, work) if args.limit else args.data
     texts, labels = load_test(data, fp32.label_names)
-    rows: list[tuple[str, float, float, str]] = []
+    rows: list[Row] = []
+
+    def path_row(name: str, predictor: Scorer, tag: str) -> None:
+        guess, seconds = timed(lambda: project_path(predictor, data, work, tag))
+        rows.append((name, len(texts) / seconds, float((guess == labels).mean()), f"{len(texts)}"))
 
     guess, seconds = timed(lambda: baseline(fp32, texts, args.batch_size))
     rows.append(("(a) baseline: input order, padded to longest", len(texts) / seconds,
@@ -123,29 +152,54 @@ def bench(args: argparse.Namespace) -> None:
     ]
     for name, quantize, dtype in variants:
         predictor = Predictor.from_dir(args.model, args.batch_size, quantize, dtype)
-        guess, seconds = timed(lambda p=predictor: project_path(p, data, work))
-        rows.append((name, len(texts) / seconds, float((guess == labels).mean()), f"{len(texts)}"))
+        path_row(name, predictor, quantize or dtype)
     subset = texts[: args.single]
     guess, seconds = timed(lambda: one_at_a_time(fp32, subset))
     accuracy = float((guess == labels[: args.single]).mean())
     rows.append(("(e) one review at a time", len(subset) / seconds, accuracy, f"{len(subset)}"))
     layers = Predictor.from_dir(args.model, args.batch_size, stepwise=False)
-    guess, seconds = timed(lambda: project_path(layers, data, work, "layers"))
-    rows.append(("(f) fp32 length-sorted, PyTorch nn layers", len(texts) / seconds,
-                 float((guess == labels).mean()), f"{len(texts)}"))  # fmt: skip
+    path_row("(f) fp32 length-sorted, PyTorch nn layers", layers, "layers")
+    exported = export_both(args.model, work / "exported")
+    for letter, (precision, path) in zip("gh", exported.items(), strict=True):
+        onnx = load_predictor(path, threads=args.threads)
+        path_row(f"({letter}) exported ONNX {precision}, onnxruntime", onnx, f"onnx-{precision}")
     print_table(args, rows)
+    print_exported(exported, work, fp32.label_names, rows)
+    speeds = {cell_name(args.model, "this model"): engine_speeds(rows)}
+    for cell in filter(None, args.cells.split(",")):
+        run_dir = random_run(args.model, cell, work / f"random-{cell}")
+        speeds[f"{cell} (random weights)"] = cell_speeds(run_dir, data, work, args)
+    print_fastest(speeds)
 
 
-def print_table(args: argparse.Namespace, rows: list[tuple[str, float, float, str]]) -> None:
+ENGINES = ("PyTorch fp32", "PyTorch int8", "ONNX fp32", "ONNX int8")  # (b), (c), (g), (h)
+
+
+def engine_speeds(rows: list[Row]) -> dict[str, float]:
+    """reviews/s of the four engines on the scoring path, from the table's rows."""
+    return dict(zip(ENGINES, (rows[i][1] for i in (1, 2, 6, 7)), strict=True))
+
+
+def export_both(run_dir: Path, folder: Path) -> dict[str, Path]:
+    """``run_dir`` exported to ONNX in fp32 and in int8 (onnxruntime's dynamic quantization)."""
+    return {"fp32": export_model(run_dir, folder / "fp32"),
+            "int8": export_model(run_dir, folder / "int8", "int8")}  # fmt: skip
+
+
+def print_table(args: argparse.Namespace, rows: list[Row]) -> None:
+    import onnxruntime
+
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"bench_scoring {when}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, batch {args.batch_size}")  # fmt: skip
+          f"{torch.get_num_threads()} threads, batch {args.batch_size}; onnxruntime "
+          f"{onnxruntime.__version__}, batch {ONNX_BATCH_SIZE}")  # fmt: skip
     print(f"model {args.model}, data {args.data}")
     print(f"{'variant':<46} {'reviews/s':>10} {'accuracy':>9} {'reviews':>8}")
     for name, rate, accuracy, n in rows:
         print(f"{name:<46} {rate:>10,.0f} {accuracy:>9.4f} {n:>8}")
     fp32_accuracy = rows[1][2]
-    eligible = [r for r in rows[1:4] if fp32_accuracy - r[2] <= 0.003]
+    scoring_paths = rows[1:4] + rows[5:8]  # (b)-(d), (f)-(h): every engine on the real path
+    eligible = [r for r in scoring_paths if fp32_accuracy - r[2] <= 0.003]
     fastest = max(eligible, key=lambda r: r[1])
     single = rows[4][1]
     print(f"fastest within 0.3 points of fp32: {fastest[0][4:]} at {fastest[1]:,.0f} reviews/s "
@@ -154,7 +208,80 @@ def print_table(args: argparse.Namespace, rows: list[tuple[str, float, float, st
           f"input-order baseline, {fastest[1] / rows[1][1]:.1f}x fp32 length-sorted")  # fmt: skip
     print(f"fp32 length-sorted = {rows[1][1] / rows[0][1]:.1f}x the input-order baseline, "
           f"{rows[1][1] / rows[5][1]:.1f}x the same on PyTorch nn layers")  # fmt: skip
+    print(f"compiled steps in (b) and (c): {compiled_steps()}")
     print(f"peak resident memory of this process: {peak_rss_mib():,.0f} MiB")
+
+
+def compiled_steps() -> str:
+    """Whether the stepwise engine ran its compiled steps (built on first use), or why not."""
+    from rnn_sentiment.inference.engine import native_allowed
+    from rnn_sentiment.inference.native import failure, kernels
+
+    if not native_allowed():
+        return "off (RNN_SENTIMENT_NATIVE=0)"
+    return "used" if kernels() is not None else f"not built ({failure()})"
+
+
+def print_exported(
+    exported: dict[str, Path], work: Path, label_names: list[str], rows: list[Row]
+) -> None:
+    """The exported files' sizes and notes, and issue 19's two goals, from the CSVs written."""
+    sizes = ", ".join(f"{p} {(d / ONNX_FILE).stat().st_size / 2**20:.1f} MiB"
+                      for p, d in exported.items())  # fmt: skip
+    print(f"exported {ONNX_FILE}: {sizes}")
+    for note in ExportedPredictor.from_dir(exported["int8"]).info.onnx.notes:
+        print(f"  note: {note}")
+    torch_fp32, onnx_fp32 = (scored_probs(work, tag, label_names) for tag in ("fp32", "onnx-fp32"))
+    difference = float(np.abs(onnx_fp32 - torch_fp32).max())
+    points = (rows[7][2] - rows[6][2]) * 100
+    print(f"ONNX fp32 max |dp| from (b), 6-decimal CSVs: {difference:.1e} (goal <= 1e-4); "
+          f"ONNX int8 - fp32 accuracy: {points:+.2f} points (goal within 0.3)")  # fmt: skip
+
+
+def cell_name(run_dir: Path, what: str) -> str:
+    return f"{load_run(run_dir).config.model.cell} ({what})"
+
+
+def random_run(model: Path, cell: str, run_dir: Path) -> Path:
+    """A run directory shaped like ``model`` but of another cell, with random weights: its
+    speed is that of a trained one, its accuracy meaningless."""
+    run = load_run(model)
+    config = run.config.model_copy(
+        update={"model": run.config.model.model_copy(update={"cell": cell})}
+    )
+    save_run_files(run_dir, config, run.tokenizer, run.label_names)
+    torch.manual_seed(0)
+    vocab = run.tokenizer.get_vocab_size()
+    save_weights(run_dir, build_model(config.model, vocab, len(run.label_names)))
+    save_metrics(run_dir, {"status": "complete"})
+    return run_dir
+
+
+def cell_speeds(
+    run_dir: Path, data: Path, work: Path, args: argparse.Namespace
+) -> dict[str, float]:
+    """reviews/s of the four engines on the scoring path with ``run_dir``."""
+    exported = export_both(run_dir, run_dir.parent / f"{run_dir.name}-exported")
+    scorers: list[Scorer] = [
+        Predictor.from_dir(run_dir, args.batch_size),
+        Predictor.from_dir(run_dir, args.batch_size, "int8"),
+        load_predictor(exported["fp32"], threads=args.threads),
+        load_predictor(exported["int8"], threads=args.threads),
+    ]
+    speeds = {}
+    for i, (engine, scorer) in enumerate(zip(ENGINES, scorers, strict=True)):
+        started = time.perf_counter()
+        guess = project_path(scorer, data, work, f"{run_dir.name}-{i}")
+        speeds[engine] = len(guess) / (time.perf_counter() - started)
+    return speeds
+
+
+def print_fastest(speeds: dict[str, dict[str, float]]) -> None:
+    print("fastest per cell of PyTorch (compiled steps) and ONNX, fp32 and int8, scoring path:")
+    for cell, rates in speeds.items():
+        ranked = sorted(rates.items(), key=lambda item: -item[1])
+        order = " > ".join(f"{engine} {rate:,.0f}" for engine, rate in ranked)
+        print(f"  {cell:<24} {ranked[0][0]:<13} ({order})")
 
 
 def million(args: argparse.Namespace) -> None:
@@ -287,6 +414,9 @@ def main() -> None:
         "--single", type=int, default=2000, help="reviews for the one-at-a-time loop"
     )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N reviews")
+    parser.add_argument(
+        "--cells", default="", help="e.g. rnn,lstm: the engines on random models of --model's shape"
+    )
     parser.add_argument("--million", action="store_true", help="peak memory on a large file")
     parser.add_argument("--engine", choices=["ray"], default=None, help="Ray Data vs the CLI")
     parser.add_argument("--workers", type=int, default=2, help="--engine ray: Ray workers")
