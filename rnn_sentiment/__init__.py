@@ -22,6 +22,8 @@ _EXPORTS = {
     "Config": "rnn_sentiment.config",
     "load_config": "rnn_sentiment.config",
     "train": "rnn_sentiment.api",
+    "pretrain": "rnn_sentiment.training.lm_pretraining",
+    "PretrainResult": "rnn_sentiment.training.lm_pretraining",
     "TrainCallback": "rnn_sentiment.callbacks",
     "TrainResult": "rnn_sentiment.training.loop",
     "evaluate": "rnn_sentiment.inference.evaluate",
@@ -53,6 +55,7 @@ __all__ = [
     "ExportedPredictor",
     "Prediction",
     "Predictor",
+    "PretrainResult",
     "RnnSentimentError",
     "ScoringOptions",
     "ScoringSummary",
@@ -67,6 +70,7 @@ __all__ = [
     "load_config",
     "load_model",
     "load_suite",
+    "pretrain",
     "run_suite",
     "score_file",
     "score_with_ray",
@@ -93,6 +97,7 @@ if TYPE_CHECKING:
     from rnn_sentiment.inference.ray_scoring import score_with_ray
     from rnn_sentiment.inference.results import Prediction
     from rnn_sentiment.inference.scoring import ScoringOptions, ScoringSummary, score_file
+    from rnn_sentiment.training.lm_pretraining import PretrainResult, pretrain
     from rnn_sentiment.training.loop import TrainResult
 
 

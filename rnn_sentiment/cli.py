@@ -275,6 +275,58 @@ def train(
     _run(action)
 
 
+@app.command()
+def pretrain(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="An optional YAML config, then key.sub=value overrides.",
+            metavar="CONFIG KEY=VALUE",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        TableOrJson, typer.Option("--format", help="Summary as a table or as JSON on stdout.")
+    ] = TableOrJson.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="ENCODER_DIR",
+            help="Continue a stopped pretraining from its last checkpoint.",
+        ),
+    ] = None,
+) -> None:
+    """Pretrain an encoder (embeddings + recurrent layers) as a language model on the training
+    and unlabelled texts, and write an encoder directory that `train` starts from with
+    pretraining.from=DIR.
+
+    \b
+    Examples:
+      rnn-sentiment pretrain configs/imdb-lm.yaml output.name=imdb-encoder
+      rnn-sentiment train configs/imdb-lm.yaml pretraining.from=runs/imdb-encoder
+      rnn-sentiment pretrain --resume runs/imdb-encoder
+    """
+    path, items = _config_and_overrides(args)
+
+    def action() -> None:
+        from rnn_sentiment import console
+        from rnn_sentiment.config import load_config
+
+        base = path or (str(resume / "config.yaml") if resume and items else None)
+        config = load_config(base, items) if base or items or not resume else None
+        from rnn_sentiment.training.lm_pretraining import pretrain as pretrain_encoder
+
+        progress = console.PretrainProgress(config.training.log_every if config else 50, quiet)
+        result = pretrain_encoder(config, progress, resume=resume)
+        if fmt is TableOrJson.json:
+            console.json_out({"encoder_dir": str(result.encoder_dir), **result.metrics})
+        else:
+            console.pretrain_summary(str(result.encoder_dir), result.metrics)
+
+    _run(action)
+
+
 # Options shared by evaluate and calibrate: where the labelled reviews are.
 LabelledData = Annotated[
     str | None,

@@ -139,8 +139,47 @@ class ModelConfig(_Section):
     )
 
 
+class LanguageModelConfig(_Section):
+    """Language-model pretraining of the embeddings and recurrent layers (``rnn-sentiment
+    pretrain``): left to right, and right to left for a bidirectional model, each layer
+    direction predicting the next (previous) token of the training and unlabelled texts."""
+
+    epochs: int = Field(1, ge=1, le=1000, description="Passes over the texts.")
+    seq_length: int = Field(
+        256, ge=2, le=100_000, description="Tokens per training piece; longer reviews are cut "
+        "into pieces, each read from a zero state as the classifier reads a review."
+    )  # fmt: skip
+    batch_size: int = Field(64, ge=1, le=1_000_000, description="Pieces per batch.")
+    lr: float = Field(2e-3, gt=0.0, description="Peak learning rate (cosine decay, warm-up).")
+    warmup_steps: int = Field(200, ge=0, description="Linear warm-up steps.")
+    softmax: Literal["sampled", "adaptive", "full"] = Field(
+        "sampled",
+        description="Output layer: 'sampled' scores the true word against shared negative "
+        "samples (cheapest on a CPU), 'adaptive' is PyTorch's adaptive softmax (exact, frequent "
+        "words in a small head), 'full' scores every word.",
+    )
+    samples: int = Field(
+        1024, ge=1, le=1_000_000, description="Negative samples per batch for 'sampled'."
+    )
+    validation_fraction: float = Field(
+        0.01, gt=0.0, lt=0.5, description="Pretraining texts held out to measure perplexity."
+    )
+    validation_tokens: int = Field(
+        100_000, ge=100, description="At most this many held-out tokens scored per epoch."
+    )
+    max_minutes: float | None = Field(
+        None, gt=0.0, description="Wall-clock budget: stop after the checkpoint that passes it."
+    )
+    checkpoint_every: int = Field(
+        200, ge=1, description="Steps between resumable checkpoints (a kill loses at most this)."
+    )
+
+
 class PretrainingConfig(_Section):
-    """Word vectors learned from review texts, labelled or not, before supervised training."""
+    """Word vectors learned from review texts, labelled or not, before supervised training;
+    or a pretrained encoder (``rnn-sentiment pretrain``) to start from."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
     method: Literal["none", "word2vec"] = Field(
         "none",
@@ -162,6 +201,17 @@ class PretrainingConfig(_Section):
         le=4096,
         description="Worker threads; 1 gives the same vectors on every run, more are faster "
         "but vary slightly from run to run.",
+    )
+    lm: LanguageModelConfig = Field(
+        default_factory=LanguageModelConfig,  # type: ignore[arg-type]
+        description="How `rnn-sentiment pretrain` trains the encoder's language model.",
+    )
+    from_: str | None = Field(
+        None,
+        alias="from",
+        description="An encoder directory written by `rnn-sentiment pretrain`: training starts "
+        "from its recurrent layers and, for every word it knows, its vectors (new words start "
+        "random); `method` and `lm` are not run again.",
     )
 
 
@@ -216,6 +266,19 @@ class TrainingConfig(_Section):
         description="Reuse freed memory between training steps instead of faulting it back in "
         "(glibc, CPU): LSTM training 1.4-1.6x faster, GRU/RNN 1.0-1.2x, about 3x the "
         "memory in one measured run. None: on for LSTMs with 16 GiB of memory or more.",
+    )
+    layer_lr_decay: float = Field(
+        1.0,
+        ge=1.0,
+        le=100.0,
+        description="Discriminative learning rates: the classifier trains at lr, each layer "
+        "below it at the rate of the one above divided by this (the embeddings lowest).",
+    )
+    unfreeze_steps: int = Field(
+        0,
+        ge=0,
+        description="Gradual unfreezing: only the classifier trains at first, and every this "
+        "many steps the next layer down joins (the embeddings last); 0 trains all from step 1.",
     )
     log_every: int = Field(50, ge=1, description="Steps between plain-text log lines.")
     checkpoint_every: int = Field(
@@ -333,7 +396,7 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
 
 def config_to_dict(config: Config) -> dict[str, Any]:
     """The resolved config as plain YAML-able data."""
-    return config.model_dump(mode="json")
+    return config.model_dump(mode="json", by_alias=True)
 
 
 def dump_config(config: Config) -> str:
@@ -347,7 +410,7 @@ def config_keys() -> list[str]:
     def walk(section: type[BaseModel], prefix: str) -> list[str]:
         keys: list[str] = []
         for name, field in section.model_fields.items():
-            annotation = field.annotation
+            annotation, name = field.annotation, field.alias or name
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 keys.extend(walk(annotation, f"{prefix}{name}."))
             else:
@@ -420,7 +483,7 @@ def _suggest(loc: tuple[Any, ...]) -> str:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         section = annotation
-    names = list(section.model_fields)
+    names = [field.alias or name for name, field in section.model_fields.items()]
     prefix = "".join(f"{part}." for part in loc[:-1])
     hint = did_you_mean(str(loc[-1]), names, shown=f"'{prefix}{{}}'")
     return f"; {hint.rstrip()}" if hint else f"; valid keys here: {', '.join(names)}"

@@ -132,6 +132,52 @@ class TrainProgress(TrainCallback):
             )
 
 
+class PretrainProgress(TrainProgress):
+    """Language-model pretraining: the loss and the held-out perplexity of each direction."""
+
+    def on_step(self, step: int, loss: float, accuracy: float, grad_norm: float) -> None:
+        weight = 1.0 if self.first_step else 0.05
+        self.first_step = False
+        self.loss += weight * (loss - self.loss)
+        stats = f"loss {self.loss:.3f} |g| {grad_norm:.2f}"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, stats=stats)
+        elif not self.quiet and (step % self.log_every == 0 or step == self.steps):
+            rate = step / max(time.perf_counter() - self.started, 1e-9)
+            info(f"{self.epoch_label} step {step}/{self.steps} {stats} ({rate:.1f} steps/s)")
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        if not self.quiet:
+            perplexity = ", ".join(
+                f"{key.removeprefix('perplexity_')} {value:.1f}"
+                for key, value in record.items()
+                if key.startswith("perplexity_")
+            )
+            err.print(
+                f"{self.epoch_label}: train loss {record['train_loss']:.4f} | held-out "
+                f"perplexity {perplexity} | {record['seconds']:.1f}s"
+            )
+
+
+def pretrain_summary(encoder_dir: str, metrics: dict[str, Any]) -> None:
+    """The final table of a pretraining, on stdout."""
+    table = Table(title=f"pretrained {shown(encoder_dir)} ({metrics['status']})", show_header=True)
+    table.add_column("direction")
+    table.add_column("held-out perplexity", justify="right")
+    for direction, value in metrics["perplexity"].items():
+        table.add_row(direction, f"{value:.1f}")
+    out.print(table)
+    data = metrics["data"]
+    out.print(
+        f"{metrics['real_tokens_trained']:,} tokens trained on ({data['tokens']:,} per epoch) in "
+        f"{metrics['pretraining_seconds'] / 60:.1f} min; start a classifier from it with "
+        f"pretraining.from={shown(encoder_dir)}"
+    )
+
+
 def train_summary(run_dir: str, metrics: dict[str, Any]) -> None:
     """The final table of a training run, on stdout."""
     table = Table(title=f"trained {shown(run_dir)}", show_header=True)

@@ -46,6 +46,12 @@ from rnn_sentiment.training import distributed
 from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memory
 from rnn_sentiment.training.diagnostics import explosion_warning, gradient_flow, longest_reviews
 from rnn_sentiment.training.distributed import Ranks
+from rnn_sentiment.training.encoder import (
+    Encoder,
+    load_encoder,
+    shape_mismatches,
+    start_from_encoder,
+)
 from rnn_sentiment.training.pretrain import EnoughEpochs, load_vectors, pretrain_vectors
 from rnn_sentiment.training.state import LoopState, restore_state, resumable_config, save_state
 
@@ -173,9 +179,17 @@ def setup_run(
 def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
     """A new run directory and text pipeline; the embeddings pretrained when asked."""
     _check_model_size(config)
-    device = _seed_and_device(config.training)
+    device = seed_and_device(config.training)
+    encoder = load_encoder(config.pretraining.from_) if config.pretraining.from_ else None
+    if encoder is not None:  # before any work: a bad or mismatched encoder is refused up front
+        problems = shape_mismatches(config.model, encoder.config.model)
+        if problems:
+            raise ConfigError(problems)
+        if ranks.active and config.training.unfreeze_steps:
+            raise ConfigError(["training.unfreeze_steps is not supported under torchrun yet"])
+    word2vec = config.pretraining.method != "none" and encoder is None
     run_dir = prepare_run_dir(config)
-    wants_unlabelled = config.pretraining.method != "none" or config.tokenizer.learn_from_unlabelled
+    wants_unlabelled = word2vec or config.tokenizer.learn_from_unlabelled
     try:
         splits = load_splits(config.data, config.training.seed, unlabelled=wants_unlabelled)
     except BaseException:
@@ -190,7 +204,9 @@ def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
     pipeline = TextPipeline.learn(texts, config.tokenizer, config.data.clean_html)
     save_run_files(run_dir, config, pipeline.tokenizer, splits.label_names)
     run = _assemble(config, run_dir, device, splits, pipeline)
-    if config.pretraining.method != "none" and ranks.main:  # the others get rank 0's weights
+    if encoder is not None:
+        run.loop.pretraining = start_from(run, encoder, cb)
+    elif word2vec and ranks.main:  # the other ranks get rank 0's weights
         run.loop.pretraining = pretrain_embeddings(run, cb)
     # Measured on the weights training starts from, pretrained embeddings included.
     run.flow = run.loop.gradient_flow_start = _gradient_flow_start(run)
@@ -214,7 +230,7 @@ def _check_model_size(config: Config) -> None:
 def _resumed_run(run_dir: Path, config: Config | None, force: bool, cb: TrainCallback) -> Run:
     """``run_dir``'s saved tokenizer, and its model, optimiser, schedule and RNG as last saved."""
     config = resumable_config(run_dir, config, force)
-    device = _seed_and_device(config.training)
+    device = seed_and_device(config.training)
     # The vocabulary was learned and the embeddings pretrained before: no unlabelled texts.
     splits = load_splits(config.data, config.training.seed, unlabelled=False)
     cb.on_message(_data_message(config, splits))
@@ -228,7 +244,7 @@ def _resumed_run(run_dir: Path, config: Config | None, force: bool, cb: TrainCal
     return run
 
 
-def _seed_and_device(tcfg: TrainingConfig) -> torch.device:
+def seed_and_device(tcfg: TrainingConfig) -> torch.device:
     seed_everything(tcfg.seed)
     # Several training processes on one machine share its cores.
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -328,6 +344,28 @@ def pretrain_embeddings(run: Run, cb: TrainCallback) -> dict[str, Any]:
     return summary
 
 
+def start_from(run: Run, encoder: Encoder, cb: TrainCallback) -> dict[str, Any]:
+    """Start the model from a pretrained encoder; warn when its texts may include validation's."""
+    summary = start_from_encoder(run.model, run.pipeline.tokenizer, encoder)
+    cb.on_message(
+        f"pretraining: from the encoder {encoder.path} ({summary['words_from_encoder']:,} words "
+        f"keep its vectors, {summary['new_words']:,} new ones start random); "
+        "pretraining.method and pretraining.lm are not run again"
+    )
+    data, mine = encoder.metrics.get("data", {}), run.config.data
+    same_source = isinstance(data, dict) and data.get("source") == mine.source
+    carve = (mine.validation_split, mine.validation_fraction, run.config.training.seed)
+    if same_source and (data.get("validation_split"), data.get("validation_fraction"),
+                        data.get("seed")) != carve:  # fmt: skip
+        cb.on_warning(
+            "the encoder was pretrained on this data source with another validation split "
+            "(data.validation_split, data.validation_fraction or training.seed differ), so its "
+            "language model may have read this run's validation reviews: validation accuracy "
+            "may be optimistic"
+        )
+    return {"method": "encoder", "seconds": 0.0, **summary}
+
+
 # ----------------------------------------------------------------------------------------------
 # The loop
 
@@ -362,6 +400,7 @@ def run_epochs(run: Run, cb: TrainCallback) -> None:
                 batch = batches[step - 1]
                 if run.ranks.active:  # dropout masks that a resume repeats exactly
                     distributed.step_seed(tcfg.seed, epoch, step, run.ranks.rank)
+                unfreeze(run.model, (epoch - 1) * len(batches) + step, tcfg)
                 loss, correct, grad_norm = _train_batch(run, batch, labels, step)
                 loop.elapsed = time.perf_counter() - clock
                 cb.on_step(step, loss, correct / len(batch), grad_norm)
@@ -691,16 +730,39 @@ def _claim(run_dir: Path) -> Path:
 
 
 def build_optimizer(model: nn.Module, tcfg: TrainingConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD with momentum, as configured."""
+    """AdamW or SGD with momentum, as configured, over :func:`layer_groups`."""
+    # Bottom up, so the parameters come in model.parameters()'s order (the saved state's).
+    tops = layer_groups(model) if tcfg.layer_lr_decay != 1.0 else [model]
+    groups = [
+        {"params": list(group.parameters()), "lr": tcfg.lr / tcfg.layer_lr_decay**depth}
+        for depth, group in reversed(list(enumerate(tops)))
+    ]
     if tcfg.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(), lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay
+            groups, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay
         )
     # The fused kernel updates every tensor in one pass: on CPU it is several times faster than
     # the default for the large, dense embedding gradient, and bit-identical run to run.
-    return torch.optim.AdamW(
-        model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, fused=True
-    )
+    return torch.optim.AdamW(groups, lr=tcfg.lr, weight_decay=tcfg.weight_decay, fused=True)
+
+
+def layer_groups(model: nn.Module) -> list[nn.Module]:
+    """A classifier's parameters from the top down (classifier, each recurrent layer from the
+    last, embedding), the order discriminative rates and gradual unfreezing go in; any other
+    model is one group."""
+    if not isinstance(model, SentimentRNN):
+        return [model]
+    return [model.classifier, *reversed(list(model.layers)), model.embedding]
+
+
+def unfreeze(model: nn.Module, step: int, tcfg: TrainingConfig) -> None:
+    """Gradual unfreezing (ULMFiT): before global ``step`` (from 1), group ``k`` of
+    :func:`layer_groups` trains only once ``(step - 1) >= k * training.unfreeze_steps``. A frozen
+    group gets no gradient, so the optimiser leaves it exactly as it is (no weight decay)."""
+    if tcfg.unfreeze_steps == 0:
+        return
+    for depth, group in enumerate(layer_groups(model)):
+        group.requires_grad_(step - 1 >= depth * tcfg.unfreeze_steps)
 
 
 def build_scheduler(

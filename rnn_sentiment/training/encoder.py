@@ -1,0 +1,162 @@
+"""A pretrained encoder directory: what ``rnn-sentiment pretrain`` writes and ``train`` starts from.
+
+An encoder is a classifier's body, the embeddings and recurrent layers, without a classifier::
+
+    config.yaml          the resolved config it was pretrained with
+    tokenizer.json       its vocabulary
+    encoder.safetensors  the embedding and recurrent weights, named as in SentimentRNN
+    metrics.json         perplexities, tokens, time, and which texts it read
+    manifest.json        SHA-256 of every file above
+    state.safetensors    the resumable pretraining state (its SHA-256 inside it)
+
+It is read like a run directory (:mod:`rnn_sentiment.runfiles`): nothing is trusted before it is
+checked, every tensor must have the shape the config implies, nothing is pickled. One encoder
+serves many classifiers: a classifier's vocabulary is its own, and each of its words the encoder
+knows starts from the encoder's vector (the others start random, at the encoder's scale).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save as save_safetensors
+from tokenizers import Tokenizer
+
+from rnn_sentiment.checkpoint import atomic_write_bytes, atomic_write_json, write_manifest
+from rnn_sentiment.config import Config, ModelConfig, dump_config
+from rnn_sentiment.errors import CheckpointError, ConfigError
+from rnn_sentiment.model import SentimentRNN, parameter_shapes
+from rnn_sentiment.runfiles import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    MAX_FILE_BYTES,
+    METRICS_FILE,
+    TOKENIZER_FILE,
+    RunFiles,
+    exactly,
+    parse_config,
+)
+from rnn_sentiment.tokenizer import PAD_ID, parse_tokenizer
+
+ENCODER_FILE = "encoder.safetensors"
+ENCODER_FILES = (CONFIG_FILE, TOKENIZER_FILE, ENCODER_FILE, METRICS_FILE)
+_CAPS = {name: MAX_FILE_BYTES[name] for name in (MANIFEST_FILE, CONFIG_FILE, TOKENIZER_FILE)}
+_CAPS[METRICS_FILE] = MAX_FILE_BYTES[METRICS_FILE]
+# The model settings that give the encoder's tensors their shapes and meaning.
+SHAPE_KEYS = ("cell", "nonlinearity", "embedding_dim", "hidden_size", "num_layers", "bidirectional")
+
+
+@dataclass
+class Encoder:
+    """A checked encoder directory, loaded."""
+
+    path: Path
+    config: Config
+    tokenizer: Tokenizer
+    tensors: dict[str, torch.Tensor]
+    metrics: dict[str, Any]
+
+
+def save_encoder_files(path: Path, config: Config, tokenizer: Tokenizer) -> None:
+    """Write what is fixed before pretraining starts (config, tokenizer) and their manifest."""
+    atomic_write_bytes(path / CONFIG_FILE, dump_config(config).encode("utf-8"))
+    atomic_write_bytes(path / TOKENIZER_FILE, tokenizer.to_str().encode("utf-8"))
+    write_manifest(path, ENCODER_FILES)
+
+
+def save_encoder(path: Path, body: SentimentRNN, metrics: dict[str, Any]) -> None:
+    """Write the body's embedding and recurrent weights and ``metrics``, then the manifest."""
+    tensors = {
+        name: tensor.detach().cpu().contiguous()
+        for name, tensor in body.state_dict().items()
+        if not name.startswith("classifier.")
+    }
+    data = save_safetensors(tensors, metadata={"format": "rnn-sentiment-encoder"})
+    atomic_write_bytes(path / ENCODER_FILE, data)
+    atomic_write_json(path / METRICS_FILE, metrics)
+    write_manifest(path, ENCODER_FILES)
+
+
+def encoder_shapes(model: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor an encoder of ``model`` holds (measured without allocating)."""
+    shapes = parameter_shapes(model, vocab_size, 2)
+    return {k: tuple(v) for k, v in shapes.items() if not k.startswith("classifier.")}
+
+
+def read_encoder_config(path: Path) -> Config:
+    """The checked config of an encoder directory (resuming its pretraining)."""
+    with RunFiles(path, needed=(CONFIG_FILE,), names=ENCODER_FILES, caps=_CAPS) as files:
+        return parse_config(files.read(CONFIG_FILE), path / CONFIG_FILE)
+
+
+def load_encoder(path: str | Path) -> Encoder:
+    """Read and check an encoder directory; every problem is a one-line CheckpointError."""
+    path = Path(path)
+    needed = ENCODER_FILES
+    with RunFiles(path, needed=needed, names=ENCODER_FILES, caps=_CAPS) as files:
+        if ENCODER_FILE not in files.digests:  # pragma: no cover - needed= checked it
+            raise CheckpointError(f"{path} has no {ENCODER_FILE}")
+        config = parse_config(files.read(CONFIG_FILE), path / CONFIG_FILE)
+        tokenizer = parse_tokenizer(files.read(TOKENIZER_FILE), path / TOKENIZER_FILE)
+        shapes = encoder_shapes(config.model, tokenizer.get_vocab_size())
+        tensors = files.read_tensors(ENCODER_FILE, exactly(shapes))
+        try:
+            metrics = json.loads(files.read(METRICS_FILE))
+        except (ValueError, RecursionError):
+            metrics = None
+    if not isinstance(metrics, dict):
+        raise CheckpointError(f"{path / METRICS_FILE} does not hold a JSON object")
+    return Encoder(path, config, tokenizer, tensors, metrics)
+
+
+def shape_mismatches(model: ModelConfig, encoder: ModelConfig) -> list[str]:
+    """``model.<key>`` settings that differ from the encoder's, as config problems."""
+    return [
+        f"model.{key} is {getattr(model, key)!r} but the encoder's is {getattr(encoder, key)!r}; "
+        f"set model.{key}={getattr(encoder, key)} to start from it"
+        for key in SHAPE_KEYS
+        if getattr(model, key) != getattr(encoder, key)
+    ]
+
+
+@torch.no_grad()
+def start_from_encoder(
+    model: SentimentRNN, tokenizer: Tokenizer, encoder: Encoder
+) -> dict[str, Any]:
+    """Copy the encoder's recurrent layers into ``model`` and, for every word of ``tokenizer`` the
+    encoder knows, its vector; other words get fresh vectors at the encoder's scale.
+
+    Returns what was done, for metrics.json. Raises ConfigError when the shapes differ.
+    """
+    problems = shape_mismatches(model.cfg, encoder.config.model)
+    if problems:
+        raise ConfigError(problems)
+    state = model.state_dict()
+    for name, tensor in encoder.tensors.items():
+        if name != "embedding.weight":
+            state[name].copy_(tensor)
+    known = encoder.tokenizer.get_vocab()
+    source = encoder.tensors["embedding.weight"]
+    rows, from_rows = [], []
+    for token, index in tokenizer.get_vocab().items():
+        found = known.get(token)
+        if found is not None and index != PAD_ID:
+            rows.append(index)
+            from_rows.append(found)
+    embedding = model.embedding.weight
+    scale = float(source[1:].std())
+    embedding.normal_(0.0, scale)  # new words: fresh vectors, as spread as the encoder's
+    embedding[torch.tensor(rows, dtype=torch.long)] = source[torch.tensor(from_rows)].to(
+        embedding.dtype
+    )
+    embedding[PAD_ID] = 0.0
+    return {
+        "from": str(encoder.path),
+        "words_from_encoder": len(rows),
+        "new_words": tokenizer.get_vocab_size() - len(rows) - 1,
+        "encoder_perplexity": encoder.metrics.get("perplexity"),
+    }

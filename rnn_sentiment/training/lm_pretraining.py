@@ -1,0 +1,367 @@
+"""``rnn-sentiment pretrain``: language-model pretraining of an encoder, resumable like training.
+
+:func:`pretrain` reads top to bottom like :func:`rnn_sentiment.training.loop.train`: set up a
+fresh or resumed run once, train the epochs, publish the encoder. The texts are the training
+split (after the validation split is carved from it, with the same seed training uses) and the
+unlabelled reviews; the validation and test reviews are never read. A small share of those texts
+is held out to measure perplexity.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnn_sentiment.callbacks import TrainCallback
+from rnn_sentiment.config import Config, config_to_dict
+from rnn_sentiment.data.batching import collate, inference_batches, training_batches
+from rnn_sentiment.data.sources import load_splits
+from rnn_sentiment.errors import ConfigError, TrainingError, TrainingInterrupted
+from rnn_sentiment.model import count_parameters
+from rnn_sentiment.signals import StopSignals
+from rnn_sentiment.text import TextPipeline
+from rnn_sentiment.training.encoder import (
+    TOKENIZER_FILE,
+    read_encoder_config,
+    save_encoder,
+    save_encoder_files,
+)
+from rnn_sentiment.training.language_model import LanguageModel, lm_pieces, token_counts
+from rnn_sentiment.training.loop import (
+    autocast,
+    build_optimizer,
+    build_scheduler,
+    prepare_run_dir,
+    seed_and_device,
+)
+from rnn_sentiment.training.pretrain import load_vectors, pretrain_vectors
+from rnn_sentiment.training.state import LoopState, restore_state, save_state
+
+# Settings that change how pretraining goes about its work, never what it learns.
+_FREE_KEYS = {"training.num_threads", "training.log_every", "pretraining.lm.checkpoint_every",
+              "pretraining.lm.max_minutes", "training.keep_freed_memory"}  # fmt: skip
+
+
+@dataclass
+class PretrainResult:
+    """What a finished pretraining produced."""
+
+    encoder_dir: Path
+    metrics: dict[str, Any]
+
+
+@dataclass
+class LMRun:
+    """Everything the pretraining epochs need, built alike for a fresh and a resumed run."""
+
+    config: Config
+    path: Path
+    device: torch.device
+    model: LanguageModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    pieces: list[list[int]]
+    held_out: list[list[int]]
+    data: dict[str, Any]  # which texts were read, for metrics.json
+    loop: LoopState
+
+    def checkpoint(self) -> None:
+        save_state(self.path, self.model, self.optimizer, self.scheduler, self.loop)
+
+
+def pretrain(
+    config: Config | None, callback: TrainCallback | None = None, resume: str | Path | None = None
+) -> PretrainResult:
+    """Pretrain an encoder as ``config`` says and write an encoder directory.
+
+    Args:
+        config: the settings; None with ``resume`` takes the saved ones.
+        callback: receives progress; None is silent.
+        resume: an encoder directory whose pretraining was stopped, to continue exactly.
+    """
+    cb = callback or TrainCallback()
+    if resume is not None:
+        run = _setup(_resumable(Path(resume), config), cb, Path(resume))
+    elif config is None:
+        raise ConfigError(["pretrain needs a config unless it resumes"])
+    else:
+        run = _setup(config, cb, None)
+    status = _run_epochs(run, cb)
+    metrics = _metrics(run, status)
+    save_encoder(run.path, run.model.body, metrics)
+    cb.on_message(f"pretraining: encoder written to {run.path}")
+    return PretrainResult(run.path, metrics)
+
+
+# ----------------------------------------------------------------------------------------------
+# Setup
+
+
+def check_pretrainable(config: Config) -> None:
+    """Refuse a model whose left-to-right states would see the token they must predict."""
+    model = config.model
+    if model.bidirectional and model.num_layers > 1:
+        raise ConfigError([
+            "pretrain cannot train a bidirectional model of several layers as a language model "
+            "(its upper layers read both directions, so they see the word to predict); use "
+            "model.num_layers=1 or model.bidirectional=false"
+        ])  # fmt: skip
+
+
+def _resumable(path: Path, requested: Config | None) -> Config:
+    saved = read_encoder_config(path)
+    if requested is None:
+        return saved
+    before, after = _flat(config_to_dict(saved)), _flat(config_to_dict(requested))
+    changed = [
+        f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key)
+        and not key.startswith("output.")
+        and key not in _FREE_KEYS
+    ]
+    if changed:
+        raise ConfigError([
+            f"cannot resume {path} with a changed config ({'; '.join(changed)}); drop the "
+            "changes, or start a new pretraining"
+        ])  # fmt: skip
+    return requested.model_copy(update={"output": saved.output})
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
+    """Read and encode the texts, build the model; restore the saved state when resuming."""
+    check_pretrainable(config)
+    lm, seed = config.pretraining.lm, config.training.seed
+    device = seed_and_device(config.training)
+    path = resume if resume is not None else prepare_run_dir(config)
+    splits = load_splits(config.data, seed, unlabelled=True)
+    texts = splits.train.texts + splits.unlabelled
+    cb.on_message(
+        f"pretraining texts: {len(splits.train):,} training and {len(splits.unlabelled):,} "
+        f"unlabelled reviews from {config.data.source} ({len(splits.validation):,} validation "
+        "and every test review left out)"
+    )
+    if resume is None:
+        vocab_texts = texts if config.tokenizer.learn_from_unlabelled else splits.train.texts
+        pipeline = TextPipeline.learn(vocab_texts, config.tokenizer, config.data.clean_html)
+        save_encoder_files(path, config, pipeline.tokenizer)
+    else:
+        pipeline = _saved_pipeline(path, config)
+    ids = pipeline.untruncated.encode_lists(texts, config.data.cache_dir)
+    order = list(range(len(ids)))
+    random.Random(seed).shuffle(order)
+    cut = max(1, round(len(ids) * lm.validation_fraction))
+    held_out = lm_pieces([ids[i] for i in order[:cut]], lm.seq_length)
+    pieces = lm_pieces([ids[i] for i in order[cut:]], lm.seq_length)
+    if not pieces or not held_out:
+        raise TrainingError("too little text to pretrain on: every review is one token long")
+    vocab = pipeline.tokenizer.get_vocab_size()
+    model = LanguageModel(config.model, token_counts(pieces, vocab), lm).to(device)
+    tcfg = config.training.model_copy(
+        update={"lr": lm.lr, "warmup_steps": lm.warmup_steps, "schedule": "cosine"}
+    )
+    optimizer = build_optimizer(model, tcfg)
+    steps = math.ceil(len(pieces) / lm.batch_size) * lm.epochs
+    scheduler = build_scheduler(optimizer, tcfg, steps)
+    data = {
+        "source": config.data.source,
+        "train_reviews": len(splits.train),
+        "unlabelled_reviews": len(splits.unlabelled),
+        "held_out_reviews": cut,
+        "validation_reviews_left_out": len(splits.validation),
+        "validation_fraction": config.data.validation_fraction,
+        "validation_split": config.data.validation_split,
+        "seed": seed,
+        "tokens": sum(len(p) for p in pieces),
+    }
+    run = LMRun(
+        config, path, device, model, optimizer, scheduler, pieces, held_out, data, LoopState()
+    )
+    if resume is not None:
+        run.loop = restore_state(path, model, optimizer, scheduler)
+        cb.on_message(f"resuming {path} at epoch {run.loop.epoch}, step {run.loop.step}")
+    elif config.pretraining.method == "word2vec":
+        run.loop.pretraining = _word2vec(run, ids[: len(ids)], cb)
+        run.checkpoint()
+    encoder_size = count_parameters(model.body) - count_parameters(model.body.classifier)
+    cb.on_message(
+        f"language model: {config.model.cell}, {encoder_size:,} "
+        f"encoder parameters, {lm.softmax} softmax, {data['tokens']:,} tokens in "
+        f"{len(pieces):,} pieces, device {device}, encoder {path}"
+    )
+    return run
+
+
+def _saved_pipeline(path: Path, config: Config) -> TextPipeline:
+    from rnn_sentiment.runfiles import RunFiles
+    from rnn_sentiment.tokenizer import parse_tokenizer
+    from rnn_sentiment.training.encoder import _CAPS, ENCODER_FILES
+
+    with RunFiles(path, needed=(TOKENIZER_FILE,), names=ENCODER_FILES, caps=_CAPS) as files:
+        tokenizer = parse_tokenizer(files.read(TOKENIZER_FILE), path / TOKENIZER_FILE)
+    return TextPipeline(tokenizer, config.data.clean_html)
+
+
+def _word2vec(run: LMRun, ids: list[list[int]], cb: TrainCallback) -> dict[str, Any]:
+    """Start the embeddings from word2vec vectors of the pretraining texts (held-out ones too:
+    they are pretraining texts, never a classifier's validation or test reviews)."""
+    pcfg = run.config.pretraining
+    cb.on_message(f"pretraining: word2vec, {pcfg.epochs} epochs, before the language model")
+    vectors = pretrain_vectors(
+        ids,
+        run.model.body.embedding.num_embeddings,
+        run.config.model.embedding_dim,
+        pcfg,
+        run.config.training.seed,
+        on_epoch=lambda n: cb.on_message(f"pretraining: word2vec epoch {n}/{pcfg.epochs} done"),
+    )
+    load_vectors(run.model.body.embedding, vectors)
+    return {"method": "word2vec", **vectors.summary()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The epochs
+
+
+def _run_epochs(run: LMRun, cb: TrainCallback) -> str:
+    """Train from where ``run.loop`` stands: "complete", or "budget spent" (resumable); Ctrl-C
+    and SIGTERM stop at a checkpoint."""
+    lm, tcfg, loop = run.config.pretraining.lm, run.config.training, run.loop
+    lengths = [len(p) for p in run.pieces]
+    cb.on_train_start(run.model)
+    clock = time.perf_counter() - loop.elapsed
+    with StopSignals() as stop:
+        while not loop.done and loop.epoch <= lm.epochs:
+            epoch, epoch_start = loop.epoch, time.perf_counter()
+            run.model.train()
+            batches = training_batches(lengths, lm.batch_size, tcfg.seed, epoch)
+            cb.on_epoch_start(epoch, lm.epochs, len(batches))
+            for step in range(loop.step + 1, len(batches) + 1):
+                tokens, sizes = collate([run.pieces[i] for i in batches[step - 1]])
+                loss, grad_norm = _lm_step(run, tokens.to(run.device), sizes)
+                if not math.isfinite(loss):
+                    raise TrainingError(
+                        f"the language model's loss became {loss} at epoch {epoch}, step "
+                        f"{step}; lower pretraining.lm.lr (the last checkpoint is in {run.path})"
+                    )
+                run.scheduler.step()
+                loop.step, loop.elapsed = step, time.perf_counter() - clock
+                loop.loss_sum += loss
+                loop.seen += 1
+                loop.real_tokens += int(sizes.sum())
+                loop.norms.append(grad_norm)
+                cb.on_step(step, loss, math.nan, grad_norm)
+                if stop.requested:
+                    run.checkpoint()
+                    raise TrainingInterrupted(
+                        f"stopped by {stop.requested} at epoch {epoch}, step {step}; continue "
+                        f"with: rnn-sentiment pretrain --resume {run.path}"
+                    )
+                if step % lm.checkpoint_every == 0 and step < len(batches):
+                    run.checkpoint()
+                    if lm.max_minutes is not None and loop.elapsed > lm.max_minutes * 60:
+                        cb.on_message(
+                            f"pretraining: the {lm.max_minutes}-minute budget is spent at "
+                            f"epoch {epoch}, step {step}; the encoder is written as it is now, "
+                            f"and more pretraining continues with: rnn-sentiment pretrain "
+                            f"--resume {run.path} pretraining.lm.max_minutes=null"
+                        )
+                        return "budget spent"
+            cb.on_epoch_end(_end_epoch(run, len(batches), epoch_start))
+            loop.start_epoch(epoch + 1)
+            loop.done = loop.epoch > lm.epochs
+            run.checkpoint()
+    return "complete"
+
+
+def _lm_step(run: LMRun, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[float, float]:
+    tcfg = run.config.training
+    with autocast(tokens.device, tcfg.precision):
+        loss = run.model(tokens, lengths)
+    if not torch.isfinite(loss):
+        return loss.item(), math.nan
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(run.model.parameters(), tcfg.grad_clip or math.inf)
+    run.optimizer.step()
+    return loss.item(), float(grad_norm)
+
+
+def _end_epoch(run: LMRun, steps: int, epoch_start: float) -> dict[str, Any]:
+    """Measure held-out perplexity, record the epoch and publish the encoder as it is now."""
+    loop = run.loop
+    perplexity = held_out_perplexity(run)
+    record = {
+        "epoch": loop.epoch,
+        "train_loss": loop.loss_sum / max(1, loop.seen),
+        **{f"perplexity_{name}": value for name, value in perplexity.items()},
+        "grad_norm_mean": sum(loop.norms) / max(1, len(loop.norms)),
+        "lr": run.scheduler.get_last_lr()[0],
+        "seconds": time.perf_counter() - epoch_start,
+        "best": True,
+    }
+    loop.history.append(record)
+    save_encoder(run.path, run.model.body, _metrics(run, "pretraining"))
+    return record
+
+
+@torch.no_grad()
+def held_out_perplexity(run: LMRun) -> dict[str, float]:
+    """Exact perplexity of each direction on the held-out pieces (up to ``validation_tokens``)."""
+    lm = run.config.pretraining.lm
+    run.model.eval()
+    pieces, budget = [], lm.validation_tokens
+    for piece in run.held_out:
+        if budget <= 0:
+            break
+        pieces.append(piece)
+        budget -= len(piece)
+    names = ("forward", "backward")
+    sums = [0.0, 0.0]
+    counts = [0, 0]
+    for batch in inference_batches([len(p) for p in pieces], lm.batch_size):
+        tokens, lengths = collate([pieces[i] for i in batch])
+        with autocast(run.device, run.config.training.precision):
+            found = run.model.nll_sums(tokens.to(run.device), lengths)
+        for d, (total, count) in enumerate(found):
+            sums[d] += total
+            counts[d] += count
+    run.model.train()
+    return {
+        names[d]: math.exp(sums[d] / counts[d]) for d in range(len(run.model.heads)) if counts[d]
+    }
+
+
+def _metrics(run: LMRun, status: str) -> dict[str, Any]:
+    loop = run.loop
+    last = loop.history[-1] if loop.history else {}
+    perplexity = {
+        k.removeprefix("perplexity_"): v for k, v in last.items() if k.startswith("perplexity_")
+    }
+    return {
+        "status": status,
+        "perplexity": perplexity,
+        "history": loop.history,
+        "data": run.data,
+        "softmax": run.config.pretraining.lm.softmax,
+        "pretraining_seconds": loop.elapsed,
+        "word2vec": loop.pretraining,
+        "real_tokens_trained": loop.real_tokens,
+    }
