@@ -383,7 +383,7 @@ def evaluate(
 
     def action() -> None:
         from rnn_sentiment import console
-        from rnn_sentiment.checkpoint import atomic_write_json
+        from rnn_sentiment.atomic import write_json
         from rnn_sentiment.inference.evaluate import evaluate as evaluate_model
         from rnn_sentiment.inference.models import describe_model_dir, resolve_model_dir
 
@@ -393,7 +393,7 @@ def evaluate(
             console.info(note)
         metrics = evaluate_model(model_dir, data, split, text_column, label_column)
         if output is not None:
-            atomic_write_json(output, metrics)
+            write_json(output, metrics)
         if plot is not None:
             from rnn_sentiment.report import plot_reliability
 

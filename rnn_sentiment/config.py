@@ -215,6 +215,50 @@ class PretrainingConfig(_Section):
     )
 
 
+class AdversarialConfig(_Section):
+    """Losses that smooth the classifier around each review (Miyato et al. 2017; Sachan et al.
+    2019): adversarial and virtual adversarial perturbations of the word embeddings, and entropy
+    minimisation. All off (0) by default; each costs extra forward and backward passes."""
+
+    epsilon: float = Field(
+        0.0,
+        ge=0.0,
+        description="Adversarial training: add the loss of each labelled review with its "
+        "embeddings moved this far (L2 norm per review, in units of the embedding table's "
+        "root-mean-square value) in the direction that raises its loss most; 0 is off.",
+    )
+    vat_epsilon: float = Field(
+        0.0,
+        ge=0.0,
+        description="Virtual adversarial training: add the KL divergence between the "
+        "predictions for each review (labelled and unlabelled) and for its embeddings moved "
+        "this far (same units) in the direction that changes them most; 0 is off.",
+    )
+    vat_xi: float = Field(
+        1e-3, gt=0.0, description="Finite-difference step of VAT's power iteration (same units)."
+    )
+    entropy_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Entropy minimisation: add this times the mean entropy of the predicted "
+        "label distribution (labelled and unlabelled reviews); 0 is off.",
+    )
+    unlabelled_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Unlabelled reviews (data.unlabelled_split) per step for virtual "
+        "adversarial training and entropy minimisation; None uses training.batch_size.",
+    )
+
+    @property
+    def uses_unlabelled(self) -> bool:
+        return self.vat_epsilon > 0 or self.entropy_weight > 0
+
+    @property
+    def active(self) -> bool:
+        return self.epsilon > 0 or self.uses_unlabelled
+
+
 class TrainingConfig(_Section):
     """Optimisation, stopping and hardware."""
 
@@ -279,6 +323,10 @@ class TrainingConfig(_Section):
         ge=0,
         description="Gradual unfreezing: only the classifier trains at first, and every this "
         "many steps the next layer down joins (the embeddings last); 0 trains all from step 1.",
+    )
+    adversarial: AdversarialConfig = Field(
+        default_factory=AdversarialConfig,  # type: ignore[arg-type]
+        description="Adversarial, virtual adversarial and entropy-minimisation losses.",
     )
     log_every: int = Field(50, ge=1, description="Steps between plain-text log lines.")
     checkpoint_every: int = Field(

@@ -72,9 +72,18 @@ class SentimentRNN(nn.Module):
         """Logits [batch, labels] for right-padded token ids [batch, time] of true ``lengths``."""
         return self.classifier(self.dropout(self.encode(tokens, lengths)))
 
+    def from_embeddings(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits [batch, labels] of reviews given as embeddings [batch, time, dim] (adversarial
+        training perturbs these)."""
+        states = self._states(embedded, lengths)
+        return self.classifier(self.dropout(self._pool(states, lengths.to(embedded.device))))
+
     def hidden_states(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Top-layer hidden states [batch, time, hidden * directions]."""
-        x = self.embedding_dropout(self.embedding(tokens))
+        return self._states(self.embedding(tokens), lengths)
+
+    def _states(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.embedding_dropout(embedded)
         for i, layer in enumerate(self.layers):
             x = layer(self.dropout(x) if i else x, lengths)
         return x

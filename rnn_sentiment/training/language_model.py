@@ -110,8 +110,9 @@ class OutputLayer(nn.Module):
 
     def loss(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean training loss of ``states`` [n, hidden] predicting ``targets`` [n]."""
-        if self.adaptive is not None:
-            return self.adaptive(states.float(), self.rank[targets]).loss
+        if self.adaptive is not None:  # its cluster outputs are copied into one fp32 tensor
+            with torch.autocast(states.device.type, enabled=False):
+                return self.adaptive(states.float(), self.rank[targets]).loss
         if self.kind == "full":
             return self.nll(states, targets).mean()
         return self._sampled(states, targets)
@@ -119,7 +120,8 @@ class OutputLayer(nn.Module):
     def nll(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Exact negative log-likelihood [n] of each target (the full or adaptive softmax)."""
         if self.adaptive is not None:
-            log_probs = self.adaptive.log_prob(states.float())
+            with torch.autocast(states.device.type, enabled=False):
+                log_probs = self.adaptive.log_prob(states.float())
             return -log_probs.gather(1, self.rank[targets][:, None])[:, 0]
         logits = nn.functional.linear(states, self.weight, self.bias).float()
         return nn.functional.cross_entropy(logits, targets, reduction="none")

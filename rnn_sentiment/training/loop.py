@@ -8,6 +8,7 @@ decides, once, whether the run is fresh or resumed; :func:`run_epochs` is the lo
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import random
@@ -43,6 +44,7 @@ from rnn_sentiment.runfiles import MAX_PARAMETERS, WEIGHTS_FILE
 from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training import distributed
+from rnn_sentiment.training.adversarial import regularised_loss
 from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memory
 from rnn_sentiment.training.diagnostics import explosion_warning, gradient_flow, longest_reviews
 from rnn_sentiment.training.distributed import Ranks
@@ -83,6 +85,9 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     loop: LoopState = field(default_factory=LoopState)
+    # Unlabelled reviews' ids, shortest first, for virtual adversarial training and entropy
+    # minimisation (training.adversarial); empty when neither is on.
+    unlabelled_ids: list[list[int]] = field(default_factory=list)
     flow: dict[str, Any] | None = None  # gradient flow of the weights training started from
     ranks: Ranks = field(default_factory=Ranks)  # several processes under torchrun, or one
     ddp: nn.Module | None = None  # the model wrapped for them (the same parameters)
@@ -187,9 +192,15 @@ def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
             raise ConfigError(problems)
         if ranks.active and config.training.unfreeze_steps:
             raise ConfigError(["training.unfreeze_steps is not supported under torchrun yet"])
+    if ranks.active and config.training.adversarial.active:
+        raise ConfigError(["training.adversarial is not supported under torchrun yet"])
     word2vec = config.pretraining.method != "none" and encoder is None
     run_dir = prepare_run_dir(config)
-    wants_unlabelled = word2vec or config.tokenizer.learn_from_unlabelled
+    wants_unlabelled = (
+        word2vec
+        or config.tokenizer.learn_from_unlabelled
+        or config.training.adversarial.uses_unlabelled
+    )
     try:
         splits = load_splits(config.data, config.training.seed, unlabelled=wants_unlabelled)
     except BaseException:
@@ -204,6 +215,7 @@ def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
     pipeline = TextPipeline.learn(texts, config.tokenizer, config.data.clean_html)
     save_run_files(run_dir, config, pipeline.tokenizer, splits.label_names)
     run = _assemble(config, run_dir, device, splits, pipeline)
+    run.unlabelled_ids = _unlabelled_ids(run, cb)
     if encoder is not None:
         run.loop.pretraining = start_from(run, encoder, cb)
     elif word2vec and ranks.main:  # the other ranks get rank 0's weights
@@ -231,11 +243,14 @@ def _resumed_run(run_dir: Path, config: Config | None, force: bool, cb: TrainCal
     """``run_dir``'s saved tokenizer, and its model, optimiser, schedule and RNG as last saved."""
     config = resumable_config(run_dir, config, force)
     device = seed_and_device(config.training)
-    # The vocabulary was learned and the embeddings pretrained before: no unlabelled texts.
-    splits = load_splits(config.data, config.training.seed, unlabelled=False)
+    # The vocabulary was learned and the embeddings pretrained before: unlabelled texts only
+    # for the losses that train on them.
+    wants_unlabelled = config.training.adversarial.uses_unlabelled
+    splits = load_splits(config.data, config.training.seed, unlabelled=wants_unlabelled)
     cb.on_message(_data_message(config, splits))
     pipeline = load_pipeline(run_dir, config)
     run = _assemble(config, run_dir, device, splits, pipeline)
+    run.unlabelled_ids = _unlabelled_ids(run, cb)
     # States saved before the start measure was kept fall back to this fresh model's.
     flow = _gradient_flow_start(run)
     run.loop = restore_state(run_dir, run.model, run.optimizer, run.scheduler)
@@ -275,6 +290,31 @@ def _assemble(
     return Run(
         config, run_dir, device, splits, pipeline, train_ids, val_ids, model, optimizer, scheduler
     )
+
+
+def _unlabelled_ids(run: Run, cb: TrainCallback) -> list[list[int]]:
+    """The unlabelled reviews' ids, shortest first, when training.adversarial trains on them."""
+    if not run.config.training.adversarial.uses_unlabelled:
+        return []
+    if not run.splits.unlabelled:
+        cb.on_warning(
+            "virtual adversarial training and entropy minimisation see only the labelled "
+            "reviews: the data has no unlabelled ones (set data.unlabelled_split)"
+        )
+        return []
+    ids = run.pipeline.encode_lists(run.splits.unlabelled, run.config.data.cache_dir)
+    return sorted(ids, key=len)
+
+
+def unlabelled_rows(
+    lengths: Sequence[int], longest: int, count: int, seed: int, epoch: int, step: int
+) -> list[int]:
+    """``count`` unlabelled reviews for one step, none longer than the step's longest labelled
+    review when there are enough such (so they add no padding), chosen by (seed, epoch, step)
+    alone: a resumed run draws the same ones. ``lengths`` is sorted, shortest first."""
+    fitting = max(bisect.bisect_right(lengths, longest), min(count, len(lengths)))
+    rng = random.Random(seed * 1_000_003 + epoch * 100_003 + step)
+    return sorted(rng.sample(range(fitting), min(count, fitting)))
 
 
 def _gradient_flow_start(run: Run) -> dict[str, Any] | None:
@@ -437,7 +477,16 @@ def _train_batch(
     tcfg, loop = run.config.training, run.loop
     share = run.ranks.share(batch) if run.ranks.active else batch
     rows = share or batch[:1]  # an empty share still takes part in the step, with no weight
-    tokens, lengths = collate([run.train_ids[i] for i in rows])
+    reviews = [run.train_ids[i] for i in rows]
+    real = sum(len(ids) for ids in reviews)
+    if run.unlabelled_ids:  # after the labelled rows: training.adversarial's unlabelled share
+        acfg = tcfg.adversarial
+        picked = unlabelled_rows(
+            [len(ids) for ids in run.unlabelled_ids], max(len(ids) for ids in reviews),
+            acfg.unlabelled_batch_size or tcfg.batch_size, tcfg.seed, loop.epoch, step,
+        )  # fmt: skip
+        reviews += [run.unlabelled_ids[i] for i in picked]
+    tokens, lengths = collate(reviews)
     targets = labels[rows].to(run.device)
     loss, correct, grad_norm = train_step(
         run.ddp or run.model, run.optimizer, tokens.to(run.device), lengths, targets, tcfg,
@@ -455,7 +504,7 @@ def _train_batch(
     loop.correct += correct
     loop.seen += len(batch)
     loop.clipped += int(tcfg.grad_clip is not None and grad_norm > tcfg.grad_clip)
-    loop.real_tokens += int(lengths.sum()) if share else 0
+    loop.real_tokens += real if share else 0
     loop.norms.append(grad_norm)
     return loss, correct, grad_norm
 
@@ -596,6 +645,13 @@ def train_step(
     DistributedDataParallel) this rank holds part of a global batch of ``batch_size``
     reviews (``weight`` 0: none, a stand-in row); loss and correct count are the whole batch's.
     """
+    if tcfg.adversarial.active and isinstance(model, SentimentRNN):  # one process only
+        with autocast(tokens.device, tcfg.precision):
+            loss, logits = regularised_loss(model, tokens, lengths, targets, tcfg.adversarial)
+        if not torch.isfinite(loss):
+            return loss.item(), 0, math.nan
+        correct, grad_norm = _update(model, optimizer, loss, tcfg, logits, targets)
+        return loss.item(), correct, grad_norm
     with autocast(tokens.device, tcfg.precision):
         logits = model(tokens, lengths)
     if ranks is None or not ranks.active:
