@@ -20,7 +20,8 @@ from rnn_sentiment.config import LanguageModelConfig, ModelConfig
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingInterrupted
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.tokenizer import PAD_ID
-from rnn_sentiment.training.encoder import ENCODER_FILE, load_encoder
+from rnn_sentiment.training import encoder as encoder_module
+from rnn_sentiment.training.encoder import BUNDLED_ENCODER_DIR, ENCODER_FILE, load_encoder
 from rnn_sentiment.training.language_model import (
     LanguageModel,
     lm_pieces,
@@ -347,3 +348,50 @@ def test_a_missing_encoder_is_a_one_line_error(tmp_path: Path) -> None:
     )
     assert code != 0 and "not found" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs" / "tiny").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# The encoder that ships with the package (pretraining.from=bundled)
+
+_SHIPPED = BUNDLED_ENCODER_DIR / "manifest.json"
+
+
+def test_bundled_without_a_shipped_encoder_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encoder_module, "BUNDLED_ENCODER_DIR", tmp_path / "none")
+    with pytest.raises(CheckpointError, match="ships no encoder"):
+        load_encoder("bundled")
+
+
+@pytest.mark.skipif(not _SHIPPED.is_file(), reason="no encoder ships in this checkout")
+def test_the_shipped_encoder_is_checked_and_never_modified(tmp_path: Path) -> None:
+    import hashlib
+
+    def digests() -> dict[str, str]:
+        return {
+            f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(BUNDLED_ENCODER_DIR.iterdir())
+        }
+
+    before = digests()
+    encoder = load_encoder("bundled")
+    assert encoder.metrics["status"] == "complete"
+    assert all(t.dtype == torch.float32 for t in encoder.tensors.values())
+    shape = {f"model.{k}": getattr(encoder.config.model, k) for k in
+             ("cell", "embedding_dim", "hidden_size", "num_layers", "bidirectional")}  # fmt: skip
+    config = tiny_config(
+        tmp_path, **{"pretraining.from": "bundled", **shape, "training.epochs": 1,
+                     "output.name": "from-bundled"}
+    )  # fmt: skip
+    from rnn_sentiment.training.loop import setup_run
+
+    run = setup_run(config, None, False, TrainCallback())
+    mine, theirs = run.pipeline.tokenizer.get_vocab(), encoder.tokenizer.get_vocab()
+    shared = [w for w in mine if w in theirs and mine[w] != PAD_ID]
+    assert len(shared) > 100
+    weights = run.model.embedding.weight
+    for word in shared[:200]:
+        assert torch.equal(weights[mine[word]], encoder.tensors["embedding.weight"][theirs[word]])
+    train(config.model_copy(update={"output": config.output.model_copy(update={"name": "t2"})}))
+    assert digests() == before

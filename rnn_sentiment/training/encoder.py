@@ -42,6 +42,8 @@ from rnn_sentiment.runfiles import (
 )
 from rnn_sentiment.tokenizer import PAD_ID, parse_tokenizer
 
+# The encoder that ships with the package (scripts/bundle_encoder.py): pretraining.from=bundled.
+BUNDLED_ENCODER_DIR = Path(__file__).parents[1] / "assets" / "encoder"
 ENCODER_FILE = "encoder.safetensors"
 ENCODER_FILES = (CONFIG_FILE, TOKENIZER_FILE, ENCODER_FILE, METRICS_FILE)
 _CAPS = {name: MAX_FILE_BYTES[name] for name in (MANIFEST_FILE, CONFIG_FILE, TOKENIZER_FILE)}
@@ -93,9 +95,22 @@ def read_encoder_config(path: Path) -> Config:
         return parse_config(files.read(CONFIG_FILE), path / CONFIG_FILE)
 
 
+def resolve_encoder(value: str | Path) -> Path:
+    """``bundled`` is the encoder shipped with the package; anything else is a directory."""
+    if str(value) != "bundled":
+        return Path(value)
+    if not (BUNDLED_ENCODER_DIR / MANIFEST_FILE).is_file():
+        raise CheckpointError(
+            "this installation ships no encoder (pretraining.from=bundled); give the path of "
+            "one written by rnn-sentiment pretrain"
+        )
+    return BUNDLED_ENCODER_DIR
+
+
 def load_encoder(path: str | Path) -> Encoder:
-    """Read and check an encoder directory; every problem is a one-line CheckpointError."""
-    path = Path(path)
+    """Read and check an encoder directory (``bundled``: the shipped one); every problem is a
+    one-line CheckpointError. Its tensors are returned as float32, whatever they are stored as."""
+    path = resolve_encoder(path)
     needed = ENCODER_FILES
     with RunFiles(path, needed=needed, names=ENCODER_FILES, caps=_CAPS) as files:
         if ENCODER_FILE not in files.digests:  # pragma: no cover - needed= checked it
@@ -110,6 +125,7 @@ def load_encoder(path: str | Path) -> Encoder:
             metrics = None
     if not isinstance(metrics, dict):
         raise CheckpointError(f"{path / METRICS_FILE} does not hold a JSON object")
+    tensors = {name: tensor.float() for name, tensor in tensors.items()}  # fp16 when shipped
     return Encoder(path, config, tokenizer, tensors, metrics)
 
 
