@@ -767,6 +767,28 @@ def export(
     _run(action, stdout=False)
 
 
+# compare's options.
+CompareCells = Annotated[
+    str, typer.Option(metavar="CELLS", help="Comma list of cells to train, in order.")
+]
+CompareSeeds = Annotated[
+    int, typer.Option(min=1, metavar="N", help="Runs per cell (seeds seed, seed+1, ...).")
+]
+CompareOut = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="DIR", help="Folder for the runs and the report. Default: runs/compare-<time>."
+    ),
+]
+MatchParams = Annotated[
+    bool,
+    typer.Option(
+        "--match-params",
+        help="Size each cell's hidden layer to the LSTM's parameter count, not its width.",
+    ),
+]
+
+
 @app.command()
 def compare(
     args: Annotated[
@@ -777,25 +799,10 @@ def compare(
             show_default=False,
         ),
     ] = None,
-    cells: Annotated[
-        str, typer.Option(metavar="CELLS", help="Comma list of cells to train, in order.")
-    ] = ("rnn,lstm,gru"),
-    seeds: Annotated[
-        int, typer.Option(min=1, metavar="N", help="Runs per cell (seeds seed, seed+1, ...).")
-    ] = 1,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="DIR", help="Folder for the runs and the report. Default: runs/compare-<time>."
-        ),
-    ] = None,
-    match_params: Annotated[
-        bool,
-        typer.Option(
-            "--match-params",
-            help="Size each cell's hidden layer to the LSTM's parameter count, not its width.",
-        ),
-    ] = False,
+    cells: CompareCells = "rnn,lstm,gru",
+    seeds: CompareSeeds = 1,
+    out: CompareOut = None,
+    match_params: MatchParams = False,
     fmt: Annotated[
         TableOrJson, typer.Option("--format", help="Table and charts, or every number as JSON.")
     ] = TableOrJson.table,
