@@ -612,19 +612,16 @@ def predict(
             input_format=input_format, output_format=output_format, text_column=text_column,
             keep_columns=keep_columns, chunk_size=chunk_size, long_reviews=long_reviews.value,
             window_stride=window_stride, resume=resume, max_review_chars=max_review_chars,
-            shard=shard,
-        )  # fmt: skip
+            shard=shard)  # fmt: skip
         if engine is ScoringEngine.ray and input_path is not None:
             ray = dict(address=address, workers=workers, threads=threads or 1,
                        batch_size=batch_size, quantize=q, dtype=dtype.value)  # fmt: skip
-            return _score_with_ray(model, input_path, output, options, ray, quiet,
-                                   fmt is PredictFormat.json)  # fmt: skip
+            return _score_with_ray(model, input_path, output, options, ray, quiet, fmt)
         predictor = _load_predictor(model, quiet, threads, batch_size, q, dtype.value)
         if explain:
             return _explain(predictor, reviews, fmt.value)
         if input_path is None:
-            return _print_predictions(predictor, reviews, fmt.value, long_reviews.value,
-                                      window_stride)  # fmt: skip
+            return _print_predictions(predictor, reviews, fmt.value, long_reviews, window_stride)
         _score_input(predictor, input_path, output, options, quiet, fmt is PredictFormat.json)
 
     _run(action, stdout=input_path is None or output == "-" or fmt is PredictFormat.json)
@@ -678,11 +675,11 @@ def _load_predictor(
 
 
 def _print_predictions(
-    predictor: Any, reviews: list[str], fmt: str, long_reviews: str, stride: int | None
+    predictor: Any, reviews: list[str], fmt: str, long_reviews: LongReviews, stride: int | None
 ) -> None:
     from rnn_sentiment import console
 
-    predictions = predictor.predict(reviews, long_reviews, stride)
+    predictions = predictor.predict(reviews, long_reviews.value, stride)
     console.predictions_out(console.prediction_rows(predictions, predictor.label_names), fmt)
 
 
@@ -711,7 +708,7 @@ def _score_with_ray(
     options: dict[str, Any],
     ray: dict[str, Any],
     quiet: bool,
-    summary: bool,
+    fmt: PredictFormat,
 ) -> None:
     from rnn_sentiment import console
     from rnn_sentiment.inference.models import describe_model_dir, resolve_model_dir
@@ -725,7 +722,7 @@ def _score_with_ray(
     result = score_with_ray(model, source, output, ScoringOptions(**given), **ray, quiet=quiet)
     if not quiet or result.rows_flagged:  # flagged rows are reported even with --quiet
         console.scoring_summary(result.to_dict())
-    if summary:
+    if fmt is PredictFormat.json:
         console.json_out(result.to_dict())
 
 

@@ -165,13 +165,7 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     else:
         pipeline = _saved_pipeline(path, config)
     ids = pipeline.untruncated.encode_lists(texts, config.data.cache_dir)
-    order = list(range(len(ids)))
-    random.Random(seed).shuffle(order)
-    cut = max(1, round(len(ids) * lm.validation_fraction))
-    held_out = lm_pieces([ids[i] for i in order[:cut]], lm.seq_length)
-    pieces = lm_pieces([ids[i] for i in order[cut:]], lm.seq_length)
-    if not pieces or not held_out:
-        raise TrainingError("too little text to pretrain on: every review is one token long")
+    pieces, held_out, cut = _split_pieces(ids, config)
     vocab = pipeline.tokenizer.get_vocab_size()
     model = LanguageModel(config.model, token_counts(pieces, vocab), lm).to(device)
     tcfg = config.training.model_copy(
@@ -207,6 +201,22 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
         f"{len(pieces):,} pieces, device {device}, encoder {path}"
     )
     return run
+
+
+def _split_pieces(
+    ids: list[list[int]], config: Config
+) -> tuple[list[list[int]], list[list[int]], int]:
+    """(training pieces, held-out pieces, held-out texts): a seeded share of the texts held out
+    whole, to measure perplexity on text the model never trained on."""
+    lm = config.pretraining.lm
+    order = list(range(len(ids)))
+    random.Random(config.training.seed).shuffle(order)
+    cut = max(1, round(len(ids) * lm.validation_fraction))
+    held_out = lm_pieces([ids[i] for i in order[:cut]], lm.seq_length)
+    pieces = lm_pieces([ids[i] for i in order[cut:]], lm.seq_length)
+    if not pieces or not held_out:
+        raise TrainingError("too little text to pretrain on: every review is one token long")
+    return pieces, held_out, cut
 
 
 def _saved_pipeline(path: Path, config: Config) -> TextPipeline:
