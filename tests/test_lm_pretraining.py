@@ -121,6 +121,22 @@ def test_each_output_layer_learns_a_language(softmax: str) -> None:
     assert math.exp(total / count) < 3.0
 
 
+@pytest.mark.parametrize("softmax", ["adaptive", "full"])
+def test_the_exact_likelihood_is_scored_in_slices_alike(
+    softmax: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bounded memory: a batch's positions are scored a slice at a time, with the same result.
+    from rnn_sentiment.training import language_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell="gru", embedding_dim=8, hidden_size=8)
+    head = LanguageModel(cfg, np.arange(1, 31, dtype=float), LanguageModelConfig(softmax=softmax))
+    states, targets = torch.randn(10, 8), torch.randint(2, 30, (10,))
+    whole = head.heads[0].nll(states, targets)
+    monkeypatch.setattr(language_model, "_NLL_ROWS", 3)
+    assert torch.allclose(head.heads[0].nll(states, targets), whole)
+
+
 # ----------------------------------------------------------------------------------------------
 # pretrain: the command's library function
 
