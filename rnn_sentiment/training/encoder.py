@@ -18,9 +18,10 @@ knows starts from the encoder's vector (the others start random, at the encoder'
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save as save_safetensors
@@ -34,13 +35,18 @@ from rnn_sentiment.runfiles import (
     CONFIG_FILE,
     MANIFEST_FILE,
     MAX_FILE_BYTES,
+    MAX_PARAMETERS,
     METRICS_FILE,
     TOKENIZER_FILE,
+    Header,
     RunFiles,
     exactly,
     parse_config,
 )
 from rnn_sentiment.tokenizer import PAD_ID, parse_tokenizer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # The encoder that ships with the package (scripts/bundle_encoder.py): pretraining.from=bundled.
 BUNDLED_ENCODER_DIR = Path(__file__).parents[1] / "assets" / "encoder"
@@ -48,8 +54,12 @@ ENCODER_FILE = "encoder.safetensors"
 ENCODER_FILES = (CONFIG_FILE, TOKENIZER_FILE, ENCODER_FILE, METRICS_FILE)
 _CAPS = {name: MAX_FILE_BYTES[name] for name in (MANIFEST_FILE, CONFIG_FILE, TOKENIZER_FILE)}
 _CAPS[METRICS_FILE] = MAX_FILE_BYTES[METRICS_FILE]
-# The model settings that give the encoder's tensors their shapes and meaning.
+# The model settings that give the encoder's tensors their shapes and meaning (nonlinearity only
+# for the vanilla RNN cell: LSTM and GRU ignore it).
 SHAPE_KEYS = ("cell", "nonlinearity", "embedding_dim", "hidden_size", "num_layers", "bidirectional")
+# Weights are floats: fp32 as pretrained, fp16 as shipped; an integer tensor of the right shape
+# would pass every other check and start training from nonsense.
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 
 @dataclass
@@ -89,16 +99,56 @@ def encoder_shapes(model: ModelConfig, vocab_size: int) -> dict[str, tuple[int, 
     return {k: tuple(v) for k, v in shapes.items() if not k.startswith("classifier.")}
 
 
+def _checked_shapes(model: ModelConfig, vocab_size: int, path: Path) -> dict[str, tuple[int, ...]]:
+    """:func:`encoder_shapes`, refused over :data:`MAX_PARAMETERS` before anything is read or
+    built: the file must be as long as its header says, but a sparse file costs nothing."""
+    shapes = encoder_shapes(model, vocab_size)
+    count = sum(math.prod(shape) for shape in shapes.values())
+    if count > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{path} describes an encoder of {count:,} parameters, over the {MAX_PARAMETERS:,} "
+            "an encoder directory may hold; it was not read"
+        )
+    return shapes
+
+
+def _float_weights(shapes: dict[str, tuple[int, ...]]) -> Callable[[Header, Path], None]:
+    """A header check: :func:`exactly` ``shapes``, every tensor a float."""
+    check_shapes = exactly(shapes)
+
+    def check(header: Header, where: Path) -> None:
+        check_shapes(header, where)
+        if any(dtype not in _FLOAT_DTYPES for dtype, _ in header.tensors.values()):
+            raise CheckpointError(
+                f"{where} holds a tensor that is not floating point; an encoder's weights are "
+                "float32 or float16"
+            )
+
+    return check
+
+
 def read_encoder_config(path: Path) -> Config:
-    """The checked config of an encoder directory (resuming its pretraining)."""
-    with RunFiles(path, needed=(CONFIG_FILE,), names=ENCODER_FILES, caps=_CAPS) as files:
-        return parse_config(files.read(CONFIG_FILE), path / CONFIG_FILE)
+    """The checked config of an encoder directory (resuming its pretraining); a model it
+    describes over :data:`MAX_PARAMETERS` is refused before anything builds it."""
+    _as_directory(path)
+    needed = (CONFIG_FILE, TOKENIZER_FILE)
+    with RunFiles(path, needed=needed, names=ENCODER_FILES, caps=_CAPS) as files:
+        config = parse_config(files.read(CONFIG_FILE), path / CONFIG_FILE)
+        tokenizer = parse_tokenizer(files.read(TOKENIZER_FILE), path / TOKENIZER_FILE)
+    _checked_shapes(config.model, tokenizer.get_vocab_size(), path)
+    return config
+
+
+def read_encoder_tokenizer(path: Path) -> Tokenizer:
+    """The checked tokenizer of an encoder directory (resuming its pretraining)."""
+    with RunFiles(path, needed=(TOKENIZER_FILE,), names=ENCODER_FILES, caps=_CAPS) as files:
+        return parse_tokenizer(files.read(TOKENIZER_FILE), path / TOKENIZER_FILE)
 
 
 def resolve_encoder(value: str | Path) -> Path:
     """``bundled`` is the encoder shipped with the package; anything else is a directory."""
     if str(value) != "bundled":
-        return Path(value)
+        return _as_directory(Path(value))
     if not (BUNDLED_ENCODER_DIR / MANIFEST_FILE).is_file():
         raise CheckpointError(
             "this installation ships no encoder (pretraining.from=bundled); give the path of "
@@ -107,18 +157,25 @@ def resolve_encoder(value: str | Path) -> Path:
     return BUNDLED_ENCODER_DIR
 
 
+def _as_directory(path: Path) -> Path:
+    """``path``, unless it is there but no directory (the one-line error would say "not found")."""
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(
+            f"{path} is not a directory; give the encoder directory rnn-sentiment pretrain "
+            "wrote (its output.dir/output.name)"
+        )
+    return path
+
+
 def load_encoder(path: str | Path) -> Encoder:
     """Read and check an encoder directory (``bundled``: the shipped one); every problem is a
     one-line CheckpointError. Its tensors are returned as float32, whatever they are stored as."""
     path = resolve_encoder(path)
-    needed = ENCODER_FILES
-    with RunFiles(path, needed=needed, names=ENCODER_FILES, caps=_CAPS) as files:
-        if ENCODER_FILE not in files.digests:  # pragma: no cover - needed= checked it
-            raise CheckpointError(f"{path} has no {ENCODER_FILE}")
+    with RunFiles(path, needed=ENCODER_FILES, names=ENCODER_FILES, caps=_CAPS) as files:
         config = parse_config(files.read(CONFIG_FILE), path / CONFIG_FILE)
         tokenizer = parse_tokenizer(files.read(TOKENIZER_FILE), path / TOKENIZER_FILE)
-        shapes = encoder_shapes(config.model, tokenizer.get_vocab_size())
-        tensors = files.read_tensors(ENCODER_FILE, exactly(shapes))
+        shapes = _checked_shapes(config.model, tokenizer.get_vocab_size(), path)
+        tensors = files.read_tensors(ENCODER_FILE, _float_weights(shapes))
         try:
             metrics = json.loads(files.read(METRICS_FILE))
         except (ValueError, RecursionError):
@@ -126,15 +183,21 @@ def load_encoder(path: str | Path) -> Encoder:
     if not isinstance(metrics, dict):
         raise CheckpointError(f"{path / METRICS_FILE} does not hold a JSON object")
     tensors = {name: tensor.float() for name, tensor in tensors.items()}  # fp16 when shipped
+    if not all(bool(torch.isfinite(tensor).all()) for tensor in tensors.values()):
+        raise CheckpointError(
+            f"{path / ENCODER_FILE} holds weights that are not finite (NaN or infinity); "
+            "pretrain it again, or restore it"
+        )
     return Encoder(path, config, tokenizer, tensors, metrics)
 
 
 def shape_mismatches(model: ModelConfig, encoder: ModelConfig) -> list[str]:
     """``model.<key>`` settings that differ from the encoder's, as config problems."""
+    keys = [k for k in SHAPE_KEYS if k != "nonlinearity" or "rnn" in (model.cell, encoder.cell)]
     return [
         f"model.{key} is {getattr(model, key)!r} but the encoder's is {getattr(encoder, key)!r}; "
         f"set model.{key}={getattr(encoder, key)} to start from it"
-        for key in SHAPE_KEYS
+        for key in keys
         if getattr(model, key) != getattr(encoder, key)
     ]
 
@@ -164,15 +227,36 @@ def start_from_encoder(
             rows.append(index)
             from_rows.append(found)
     embedding = model.embedding.weight
-    scale = float(source[1:].std())
+    # Population spread in float64: one vector of one dimension has a spread (0), and large
+    # finite weights do not overflow while squared.
+    words = source[PAD_ID + 1 :].double()
+    scale = float(words.std(correction=0)) if words.numel() else 0.0
     embedding.normal_(0.0, scale)  # new words: fresh vectors, as spread as the encoder's
-    embedding[torch.tensor(rows, dtype=torch.long)] = source[torch.tensor(from_rows)].to(
-        embedding.dtype
-    )
+    # On the model's device (a CUDA model refuses CPU values), long even when empty.
+    into = torch.tensor(rows, dtype=torch.long, device=embedding.device)
+    embedding[into] = source[torch.tensor(from_rows, dtype=torch.long)].to(embedding)
     embedding[PAD_ID] = 0.0
     return {
         "from": str(encoder.path),
         "words_from_encoder": len(rows),
         "new_words": tokenizer.get_vocab_size() - len(rows) - 1,
-        "encoder_perplexity": encoder.metrics.get("perplexity"),
+        "encoder_perplexity": encoder_perplexity(encoder.metrics),
+    }
+
+
+def encoder_perplexity(metrics: dict[str, Any]) -> dict[str, float] | None:
+    """The held-out perplexity of each direction an encoder's metrics.json reports, or None.
+
+    Only finite numbers under the two known names are taken: the file is untrusted, and what is
+    taken lands in the classifier's metrics.json and training state, which have caps of their own
+    and must stay strict JSON (no NaN)."""
+    found = metrics.get("perplexity")
+    if not isinstance(found, dict):
+        return None
+    return {
+        name: float(value)
+        for name in ("forward", "backward")
+        if isinstance(value := found.get(name), int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
     }
