@@ -461,7 +461,8 @@ def _schema_problem(loc: tuple[Any, ...], kind: str) -> str:
     known: list[str] = []
     section: Any = Config
     for part in loc:
-        fields = section.model_fields if _is_section(section) else {}
+        named = section.model_fields.items() if _is_section(section) else []
+        fields = {field.alias or name: field for name, field in named}  # 'from', not 'from_'
         if part not in fields:
             break
         known.append(str(part))

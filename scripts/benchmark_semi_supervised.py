@@ -28,7 +28,8 @@ from benchmark_accuracy import preset_config, tfidf_baseline, trained_run
 from rnn_sentiment.compare import measure
 from rnn_sentiment.data.sources import load_splits
 
-# Radii in units of the embedding RMS (training.adversarial); entropy weight as in Sachan et al.
+# Radii in units of the embedding RMS (training.adversarial): 5, as Miyato et al. used on
+# normalised embeddings; entropy weight 1, each term weighted alike as in Sachan et al.
 LOSSES = {
     "at": ["training.adversarial.epsilon={at}"],
     "vat": ["training.adversarial.vat_epsilon={vat}"],
@@ -116,9 +117,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/semi-supervised"))
     parser.add_argument("--rows", default=DEFAULT_ROWS, help=f"of {', '.join(ROWS)}")
     parser.add_argument("--seeds", default="42")
-    parser.add_argument("--at", type=float, default=1.0, help="adversarial radius")
-    parser.add_argument("--vat", type=float, default=1.0, help="virtual adversarial radius")
-    parser.add_argument("--em", type=float, default=0.1, help="entropy minimisation weight")
+    parser.add_argument("--at", type=float, default=5.0, help="adversarial radius")
+    parser.add_argument("--vat", type=float, default=5.0, help="virtual adversarial radius")
+    parser.add_argument("--em", type=float, default=1.0, help="entropy minimisation weight")
     parser.add_argument(
         "--reuse", action="store_true", help="take finished runs of the same recipe"
     )

@@ -2,8 +2,7 @@
 
 An encoder directory may come from anyone, like a run directory: every bad one is a one-line
 error with exit code 2, no traceback, nothing written (no run directory claimed, the encoder
-itself untouched), and memory bounded by what the config may describe. The tests marked xfail
-document bugs outside ``training/encoder.py``; each names the patch its reason refers to.
+itself untouched), and memory bounded by what the config may describe.
 """
 
 from __future__ import annotations
@@ -506,11 +505,6 @@ def test_resuming_a_finished_encoder_changes_nothing(encoder_dir: Path) -> None:
 # Bugs outside training/encoder.py, documented (patches in the reviewer's report)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lm_pretraining._setup claims the encoder directory before reading the data and "
-    "never removes it on failure (patch 1)",
-)
 def test_a_pretraining_that_fails_to_read_its_data_leaves_no_directory(tmp_path: Path) -> None:
     overrides = tiny_overrides(tmp_path, **_ENCODER, **{"data.source": str(tmp_path / "none")})
     code, _, err = invoke("pretrain", *overrides, "--quiet")
@@ -518,10 +512,6 @@ def test_a_pretraining_that_fails_to_read_its_data_leaves_no_directory(tmp_path:
     assert not (tmp_path / "runs" / "tiny").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pretrain builds the language model without train's parameter cap (patch 2)",
-)
 def test_pretrain_refuses_a_model_over_the_cap_before_building_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -537,29 +527,18 @@ def test_pretrain_refuses_a_model_over_the_cap_before_building_it(
     assert not (tmp_path / "runs" / "tiny").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="pretrain silently ignores pretraining.from (patch 3)")
 def test_pretrain_refuses_pretraining_from(pristine: Path, tmp_path: Path) -> None:
     config = tiny_config(tmp_path, **_ENCODER, **{"pretraining.from": str(pristine)})
     with pytest.raises(ConfigError, match="pretraining.from"):
         pretrain(config)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pretrain's 'already exists' error points at train --resume (loop.prepare_run_dir, "
-    "patch 4)",
-)
 def test_an_existing_encoder_name_points_at_pretrain_resume(tmp_path: Path) -> None:
     (tmp_path / "runs" / "tiny").mkdir(parents=True)
     code, _, err = invoke("pretrain", *tiny_overrides(tmp_path, **_ENCODER), "--quiet")
     _assert_one_line(code, err, "pretrain --resume")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sampling distribution is a float64 buffer, so the sampled loss is float64 "
-    "(patch 5)",
-)
 def test_the_sampled_softmax_loss_is_float32() -> None:
     cfg = ModelConfig(cell="gru", embedding_dim=8, hidden_size=8)
     model = LanguageModel(cfg, np.ones(40), LanguageModelConfig(softmax="sampled", samples=8))
@@ -567,11 +546,6 @@ def test_the_sampled_softmax_loss_is_float32() -> None:
     assert model(tokens, torch.full((3,), 6)).dtype == torch.float32
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VAT's probe (xi = 1e-3 embedding RMS) is below bfloat16's resolution: under "
-    "autocast many reviews get no perturbation (patch 6)",
-)
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_virtual_adversarial_loss_under_bf16_matches_fp32(cell: str) -> None:
     from rnn_sentiment.training import adversarial
@@ -595,10 +569,6 @@ def test_virtual_adversarial_loss_under_bf16_matches_fp32(cell: str) -> None:
     assert found[1] == pytest.approx(found[0], rel=0.2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loop._fresh_run refuses unfreeze_steps under torchrun only with an encoder (patch 7)",
-)
 def test_gradual_unfreezing_under_torchrun_is_refused_without_an_encoder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -614,11 +584,6 @@ def test_gradual_unfreezing_under_torchrun_is_refused_without_an_encoder(
         loop._fresh_run(config, TrainCallback(), Ranks(rank=0, world=2))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="metrics.json counts only the trainable parameters, fewer while layers are still "
-    "frozen at the end (patch 8)",
-)
 def test_the_parameter_count_does_not_depend_on_unfreezing(tmp_path: Path) -> None:
     from rnn_sentiment.training.loop import train
 
@@ -652,11 +617,6 @@ def test_an_encoder_from_another_validation_carve_is_warned_about(
     assert not same.warnings
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the provenance check ignores data.extra_train_sources, which change the carve "
-    "(patch 9)",
-)
 def test_extra_training_sources_that_change_the_carve_are_warned_about(
     pristine: Path, tmp_path: Path
 ) -> None:
@@ -676,11 +636,6 @@ def test_extra_training_sources_that_change_the_carve_are_warned_about(
     assert any("validation accuracy may be optimistic" in w for w in cb.warnings)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runfiles._schema_problem looks fields up by name, not alias: 'from' is reported "
-    "as 'pretraining' (patch 10)",
-)
 def test_a_bad_pretraining_from_in_a_saved_config_is_named() -> None:
     with pytest.raises(CheckpointError, match="'pretraining.from'"):
         parse_config(b"pretraining:\n  from: [1]\n", Path("enc/config.yaml"))

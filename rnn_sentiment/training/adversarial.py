@@ -73,8 +73,14 @@ def virtual_adversarial_loss(
     """KL between the clean predictions and those at the most sensitive nearby embeddings."""
     direction = unit_per_review(torch.randn_like(embedded, dtype=torch.float32), mask)
     direction.requires_grad_()
-    probe = embedded.detach() + cfg.vat_xi * unit * direction
-    divergence = kl_divergence(clean_logits, model.from_embeddings(probe, lengths))
+    # The probe moves a review by vat_xi of one embedding's RMS, far below bfloat16's resolution:
+    # under autocast its logits round to the clean ones and the direction is lost (measured: half
+    # the reviews got none). The power iteration runs in float32, its clean side included.
+    with torch.autocast(embedded.device.type, enabled=False):
+        start = embedded.detach().float()
+        clean = model.from_embeddings(start, lengths)
+        probe = start + cfg.vat_xi * unit * direction
+        divergence = kl_divergence(clean, model.from_embeddings(probe, lengths))
     (gradient,) = torch.autograd.grad(divergence, direction)
     move = cfg.vat_epsilon * unit * unit_per_review(gradient.detach(), mask)
     return kl_divergence(clean_logits, model.from_embeddings(embedded + move, lengths))

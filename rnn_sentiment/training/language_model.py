@@ -96,7 +96,8 @@ class OutputLayer(nn.Module):
         # Sampling distribution and its log (the logQ correction), from the texts' counts.
         smoothed = (counts + 1.0) ** 0.75
         smoothed[PAD_ID] = 0.0
-        self.register_buffer("proposal", torch.tensor(smoothed / smoothed.sum()), persistent=False)
+        proposal = torch.tensor(smoothed / smoothed.sum(), dtype=torch.float32)  # float64 promoted
+        self.register_buffer("proposal", proposal, persistent=False)  # the loss to float64
         # The adaptive softmax wants ids in order of frequency: rank[id] is that order.
         order = np.argsort(-counts, kind="stable")
         rank = np.empty_like(order)

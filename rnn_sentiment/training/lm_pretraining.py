@@ -28,8 +28,8 @@ from rnn_sentiment.model import count_parameters
 from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training.encoder import (
-    TOKENIZER_FILE,
     read_encoder_config,
+    read_encoder_tokenizer,
     save_encoder,
     save_encoder_files,
 )
@@ -38,6 +38,7 @@ from rnn_sentiment.training.loop import (
     autocast,
     build_optimizer,
     build_scheduler,
+    check_model_size,
     prepare_run_dir,
     seed_and_device,
 )
@@ -105,7 +106,14 @@ def pretrain(
 
 
 def check_pretrainable(config: Config) -> None:
-    """Refuse a model whose left-to-right states would see the token they must predict."""
+    """Refuse a model whose left-to-right states would see the token they must predict, one over
+    the run directory's parameter cap, and a setting pretrain would ignore."""
+    check_model_size(config)
+    if config.pretraining.from_ is not None:
+        raise ConfigError([
+            "pretraining.from is read by train, not by pretrain (which always starts from "
+            "random weights); drop it, or use a config without it"
+        ])  # fmt: skip
     model = config.model
     if model.bidirectional and model.num_layers > 1:
         raise ConfigError([
@@ -150,8 +158,13 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     check_pretrainable(config)
     lm, seed = config.pretraining.lm, config.training.seed
     device = seed_and_device(config.training)
-    path = resume if resume is not None else prepare_run_dir(config)
-    splits = load_splits(config.data, seed, unlabelled=True)
+    path = resume if resume is not None else prepare_run_dir(config, resume_with="pretrain")
+    try:
+        splits = load_splits(config.data, seed, unlabelled=True)
+    except BaseException:
+        if resume is None and not any(path.iterdir()):
+            path.rmdir()  # bad data must not leave an empty encoder directory behind
+        raise
     texts = splits.train.texts + splits.unlabelled
     cb.on_message(
         f"pretraining texts: {len(splits.train):,} training and {len(splits.unlabelled):,} "
@@ -182,6 +195,7 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
         "validation_reviews_left_out": len(splits.validation),
         "validation_fraction": config.data.validation_fraction,
         "validation_split": config.data.validation_split,
+        "extra_train_sources": config.data.extra_train_sources,
         "seed": seed,
         "tokens": sum(len(p) for p in pieces),
     }
@@ -220,13 +234,7 @@ def _split_pieces(
 
 
 def _saved_pipeline(path: Path, config: Config) -> TextPipeline:
-    from rnn_sentiment.runfiles import RunFiles
-    from rnn_sentiment.tokenizer import parse_tokenizer
-    from rnn_sentiment.training.encoder import _CAPS, ENCODER_FILES
-
-    with RunFiles(path, needed=(TOKENIZER_FILE,), names=ENCODER_FILES, caps=_CAPS) as files:
-        tokenizer = parse_tokenizer(files.read(TOKENIZER_FILE), path / TOKENIZER_FILE)
-    return TextPipeline(tokenizer, config.data.clean_html)
+    return TextPipeline(read_encoder_tokenizer(path), config.data.clean_html)
 
 
 def _word2vec(run: LMRun, ids: list[list[int]], cb: TrainCallback) -> dict[str, Any]:

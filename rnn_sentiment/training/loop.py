@@ -163,7 +163,7 @@ def setup_run(
     """Build the run the epochs continue: a new one, or ``resume``'s restored bit for bit."""
     ranks = ranks or Ranks()
     if resume is not None:
-        run = _resumed_run(Path(resume), config, force, cb)
+        run = _resumed_run(Path(resume), config, force, cb, ranks)
     elif config is None:
         raise ConfigError(["train needs a config unless it resumes a run"])
     else:
@@ -183,17 +183,14 @@ def setup_run(
 
 def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
     """A new run directory and text pipeline; the embeddings pretrained when asked."""
-    _check_model_size(config)
+    check_model_size(config)
+    _check_distributed(config, ranks)
     device = seed_and_device(config.training)
     encoder = load_encoder(config.pretraining.from_) if config.pretraining.from_ else None
     if encoder is not None:  # before any work: a bad or mismatched encoder is refused up front
         problems = shape_mismatches(config.model, encoder.config.model)
         if problems:
             raise ConfigError(problems)
-        if ranks.active and config.training.unfreeze_steps:
-            raise ConfigError(["training.unfreeze_steps is not supported under torchrun yet"])
-    if ranks.active and config.training.adversarial.active:
-        raise ConfigError(["training.adversarial is not supported under torchrun yet"])
     word2vec = config.pretraining.method != "none" and encoder is None
     run_dir = prepare_run_dir(config)
     wants_unlabelled = (
@@ -227,7 +224,7 @@ def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
     return run
 
 
-def _check_model_size(config: Config) -> None:
+def check_model_size(config: Config) -> None:
     """Refuse a model that could train but never load (over the run directory's cap), before any
     work: measured without allocating, at the largest vocabulary the tokenizer may learn."""
     shapes = parameter_shapes(config.model, config.tokenizer.vocab_size, 2)
@@ -239,9 +236,20 @@ def _check_model_size(config: Config) -> None:
         ])  # fmt: skip
 
 
-def _resumed_run(run_dir: Path, config: Config | None, force: bool, cb: TrainCallback) -> Run:
+def _check_distributed(config: Config, ranks: Ranks) -> None:
+    """Refuse what several training processes cannot do yet (a fresh run or a resumed one)."""
+    if ranks.active and config.training.unfreeze_steps:
+        raise ConfigError(["training.unfreeze_steps is not supported under torchrun yet"])
+    if ranks.active and config.training.adversarial.active:
+        raise ConfigError(["training.adversarial is not supported under torchrun yet"])
+
+
+def _resumed_run(
+    run_dir: Path, config: Config | None, force: bool, cb: TrainCallback, ranks: Ranks
+) -> Run:
     """``run_dir``'s saved tokenizer, and its model, optimiser, schedule and RNG as last saved."""
     config = resumable_config(run_dir, config, force)
+    _check_distributed(config, ranks)
     device = seed_and_device(config.training)
     # The vocabulary was learned and the embeddings pretrained before: unlabelled texts only
     # for the losses that train on them.
@@ -393,13 +401,23 @@ def start_from(run: Run, encoder: Encoder, cb: TrainCallback) -> dict[str, Any]:
         "pretraining.method and pretraining.lm are not run again"
     )
     data, mine = encoder.metrics.get("data", {}), run.config.data
+    # What decides which reviews the validation split is carved from (encoders written before
+    # extra_train_sources was recorded had none).
+    carve = {
+        "validation_split": mine.validation_split,
+        "validation_fraction": mine.validation_fraction,
+        "seed": run.config.training.seed,
+        "extra_train_sources": mine.extra_train_sources,
+    }
     same_source = isinstance(data, dict) and data.get("source") == mine.source
-    carve = (mine.validation_split, mine.validation_fraction, run.config.training.seed)
-    if same_source and (data.get("validation_split"), data.get("validation_fraction"),
-                        data.get("seed")) != carve:  # fmt: skip
+    if same_source and any(
+        data.get(key, [] if key == "extra_train_sources" else None) != value
+        for key, value in carve.items()
+    ):
         cb.on_warning(
             "the encoder was pretrained on this data source with another validation split "
-            "(data.validation_split, data.validation_fraction or training.seed differ), so its "
+            "(data.validation_split, data.validation_fraction, data.extra_train_sources or "
+            "training.seed differ), so its "
             "language model may have read this run's validation reviews: validation accuracy "
             "may be optimistic"
         )
@@ -579,7 +597,7 @@ def finish(
             with_temperature(val_probs, calibration["temperature"]), val_labels, splits.label_names
         ),
         "calibration": calibration,
-        "parameters": count_parameters(run.model),
+        "parameters": sum(p.numel() for p in run.model.parameters()),  # frozen ones too
         "train_seconds": loop.total_seconds(),  # pretraining included
         "real_tokens_per_second": loop.real_tokens / max(loop.elapsed, 1e-9),
         "history": loop.history,
@@ -735,7 +753,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def prepare_run_dir(config: Config) -> Path:
+def prepare_run_dir(config: Config, resume_with: str = "train") -> Path:
     """Claim a new run directory up front, so an unwritable location fails before any work.
 
     The directory is created exclusively: of two trainings given the same ``output.name`` at the
@@ -756,7 +774,7 @@ def prepare_run_dir(config: Config) -> Path:
             run_dir = parent / config.output.name
             raise CheckpointError(
                 f"{run_dir} already exists; choose another output.name or remove it (an "
-                f"interrupted run continues with: train --resume {run_dir})"
+                f"interrupted run continues with: {resume_with} --resume {run_dir})"
             ) from None
     stamp = f"{config.model.cell}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     for suffix in ["", *(f"-{n}" for n in range(2, 100))]:
