@@ -179,8 +179,6 @@ class PretrainingConfig(_Section):
     """Word vectors learned from review texts, labelled or not, before supervised training;
     or a pretrained encoder (``rnn-sentiment pretrain``) to start from."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
-
     method: Literal["none", "word2vec"] = Field(
         "none",
         description="'word2vec' learns the embedding layer's starting vectors from the training "
@@ -213,6 +211,13 @@ class PretrainingConfig(_Section):
         "from its recurrent layers and, for every word it knows, its vectors (new words start "
         "random); `method` and `lm` are not run again.",
     )
+
+    @field_validator("from_")
+    @classmethod
+    def _named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must name an encoder directory, or 'bundled'; null starts from none")
+        return value
 
 
 class AdversarialConfig(_Section):

@@ -39,11 +39,6 @@ _NLL_ROWS = 1024
 _CUTOFFS = (2_000, 10_000)
 
 
-def encoder_names(model: SentimentRNN) -> list[str]:
-    """The state-dict names of ``model`` an encoder directory holds: all but the classifier."""
-    return [name for name in model.state_dict() if not name.startswith("classifier.")]
-
-
 def token_counts(sequences: Sequence[Sequence[int]], vocab_size: int) -> np.ndarray:
     """How often each token id occurs in ``sequences`` (float64 [vocab])."""
     counts = np.zeros(vocab_size, dtype=np.float64)

@@ -43,7 +43,7 @@ from rnn_sentiment.training.loop import (
     seed_and_device,
 )
 from rnn_sentiment.training.pretrain import load_vectors, pretrain_vectors
-from rnn_sentiment.training.state import LoopState, restore_state, save_state
+from rnn_sentiment.training.state import LoopState, flat_keys, restore_state, save_state
 
 # Settings that change how pretraining goes about its work, never what it learns.
 _FREE_KEYS = {"training.num_threads", "training.log_every", "pretraining.lm.checkpoint_every",
@@ -127,7 +127,7 @@ def _resumable(path: Path, requested: Config | None) -> Config:
     saved = read_encoder_config(path)
     if requested is None:
         return saved
-    before, after = _flat(config_to_dict(saved)), _flat(config_to_dict(requested))
+    before, after = flat_keys(config_to_dict(saved)), flat_keys(config_to_dict(requested))
     changed = [
         f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
         for key in sorted(before.keys() | after.keys())
@@ -141,16 +141,6 @@ def _resumable(path: Path, requested: Config | None) -> Config:
             "changes, or start a new pretraining"
         ])  # fmt: skip
     return requested.model_copy(update={"output": saved.output})
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
@@ -206,7 +196,7 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
         run.loop = restore_state(path, model, optimizer, scheduler)
         cb.on_message(f"resuming {path} at epoch {run.loop.epoch}, step {run.loop.step}")
     elif config.pretraining.method == "word2vec":
-        run.loop.pretraining = _word2vec(run, ids[: len(ids)], cb)
+        run.loop.pretraining = _word2vec(run, ids, cb)
         run.checkpoint()
     encoder_size = count_parameters(model.body) - count_parameters(model.body.classifier)
     cb.on_message(

@@ -196,7 +196,7 @@ def resumable_config(run_dir: Path, requested: Config | None, force: bool) -> Co
     check_model_size(run_dir, saved)
     if requested is None:
         return saved
-    before, after = _flatten(config_to_dict(saved)), _flatten(config_to_dict(requested))
+    before, after = flat_keys(config_to_dict(saved)), flat_keys(config_to_dict(requested))
     changed = [
         f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
         for key in sorted(before.keys() | after.keys())
@@ -221,11 +221,12 @@ def resumable_config(run_dir: Path, requested: Config | None, force: bool) -> Co
     return config
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{"section.key": value}``."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flat_keys(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
