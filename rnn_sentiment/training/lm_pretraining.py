@@ -111,8 +111,8 @@ def check_pretrainable(config: Config) -> None:
     check_model_size(config)
     if config.pretraining.from_ is not None:
         raise ConfigError([
-            "pretraining.from is read by train, not by pretrain (which always starts from "
-            "random weights); drop it, or use a config without it"
+            "pretraining.from is read by train, not by pretrain (which starts from random or "
+            "word2vec weights); drop it, or use a config without it"
         ])  # fmt: skip
     model = config.model
     if model.bidirectional and model.num_layers > 1:
