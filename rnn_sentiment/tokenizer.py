@@ -57,6 +57,23 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
     return tokenizer
 
 
+def with_known_words(tokenizer: Tokenizer, known: Tokenizer) -> Tokenizer | None:
+    """``known``'s word-level vocabulary, each word at its id there, then the words of
+    ``tokenizer`` it lacks (in ``tokenizer``'s order), with ``tokenizer``'s text rules and
+    truncation. None when the two do not split and normalise text alike, or are not word-level
+    (their words would not mean the same)."""
+    mine, theirs = json.loads(tokenizer.to_str()), json.loads(known.to_str())
+    same_rules = all(mine.get(key) == theirs.get(key) for key in ("normalizer", "pre_tokenizer"))
+    word_level = mine["model"].get("type") == theirs["model"].get("type") == "WordLevel"
+    if not (same_rules and word_level):
+        return None
+    vocab = dict(known.get_vocab())
+    for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
+        vocab.setdefault(token, len(vocab))
+    mine["model"]["vocab"] = vocab
+    return Tokenizer.from_str(json.dumps(mine))
+
+
 def configure_truncation(tokenizer: Tokenizer, max_length: int | None, side: str) -> None:
     """Truncate encodings to ``max_length`` tokens (None disables truncation)."""
     if max_length is None:

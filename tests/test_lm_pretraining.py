@@ -280,6 +280,48 @@ def test_new_words_get_fresh_vectors(tmp_path: Path) -> None:
     assert run.loop.pretraining is not None and run.loop.pretraining["new_words"] >= 1
 
 
+def test_every_word_the_encoder_knows_joins_the_vocabulary_at_its_id(tmp_path: Path) -> None:
+    # A small training set lacks most of the encoder's words; a review met later may use them,
+    # so the classifier's vocabulary is the encoder's (same ids, same vectors) plus its own.
+    encoder_dir = pretrain(_lm_config(tmp_path)).encoder_dir
+    encoder = load_encoder(encoder_dir)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    with (folder / "train.jsonl").open("w") as handle:
+        for i in range(40):
+            text = f"zorblax {'splendid' if i % 2 else 'dreadful'} movie"
+            handle.write(json.dumps({"text": text, "label": i % 2}) + "\n")
+    config = tiny_config(
+        tmp_path, **{"pretraining.from": str(encoder_dir), "model.bidirectional": True,
+                     "data.source": str(folder), "output.name": "mine"}
+    )  # fmt: skip
+    from rnn_sentiment.training.loop import setup_run
+
+    run = setup_run(config, None, False, TrainCallback())
+    mine, theirs = run.pipeline.tokenizer.get_vocab(), encoder.tokenizer.get_vocab()
+    assert {w: mine[w] for w in theirs} == theirs  # every encoder word, at its own id
+    assert mine["zorblax"] >= len(theirs)  # new words after them
+    weights = run.model.embedding.weight
+    unseen = [w for w in theirs if w not in ("zorblax", "splendid", "dreadful", "movie")]
+    for word in unseen[2:50]:
+        assert torch.equal(weights[mine[word]], encoder.tensors["embedding.weight"][theirs[word]])
+    # Text rules still the run's: truncation at its own max_length.
+    assert run.pipeline.tokenizer.truncation["max_length"] == config.tokenizer.max_length
+
+
+def test_an_encoder_with_other_text_rules_keeps_the_runs_own_vocabulary(tmp_path: Path) -> None:
+    encoder_dir = pretrain(_lm_config(tmp_path, **{"tokenizer.lowercase": False})).encoder_dir
+    config = tiny_config(
+        tmp_path, **{"pretraining.from": str(encoder_dir), "model.bidirectional": True,
+                     "output.name": "clf"}
+    )  # fmt: skip
+    from rnn_sentiment.training.loop import setup_run
+
+    run = setup_run(config, None, False, TrainCallback())
+    own = TextPipeline.learn(run.splits.train.texts, config.tokenizer, True).tokenizer
+    assert run.pipeline.tokenizer.get_vocab() == own.get_vocab()
+
+
 def test_an_encoder_of_another_shape_is_refused_naming_the_key(tmp_path: Path) -> None:
     encoder_dir = pretrain(_lm_config(tmp_path)).encoder_dir
     config = tiny_config(tmp_path, **{"pretraining.from": str(encoder_dir),

@@ -43,7 +43,7 @@ from rnn_sentiment.runfiles import (
     exactly,
     parse_config,
 )
-from rnn_sentiment.tokenizer import PAD_ID, parse_tokenizer
+from rnn_sentiment.tokenizer import PAD_ID, parse_tokenizer, with_known_words
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -200,6 +200,14 @@ def shape_mismatches(model: ModelConfig, encoder: ModelConfig) -> list[str]:
         for key in keys
         if getattr(model, key) != getattr(encoder, key)
     ]
+
+
+def vocabulary_with_encoder(tokenizer: Tokenizer, encoder: Encoder) -> Tokenizer:
+    """This run's vocabulary grown to hold every word the encoder knows, at the encoder's ids,
+    then the run's own new words: a word absent from a small training set but met at prediction
+    time still has its pretrained vector. Unchanged when the two tokenizers differ in kind or
+    text rules (lower-casing, splitting)."""
+    return with_known_words(tokenizer, encoder.tokenizer) or tokenizer
 
 
 @torch.no_grad()

@@ -53,6 +53,7 @@ from rnn_sentiment.training.encoder import (
     load_encoder,
     shape_mismatches,
     start_from_encoder,
+    vocabulary_with_encoder,
 )
 from rnn_sentiment.training.pretrain import EnoughEpochs, load_vectors, pretrain_vectors
 from rnn_sentiment.training.state import LoopState, restore_state, resumable_config, save_state
@@ -210,6 +211,9 @@ def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
     unlabelled = splits.unlabelled if config.tokenizer.learn_from_unlabelled else []
     texts = splits.train.texts + unlabelled
     pipeline = TextPipeline.learn(texts, config.tokenizer, config.data.clean_html)
+    if encoder is not None:  # every word the encoder knows, so each keeps its vector
+        tokenizer = vocabulary_with_encoder(pipeline.tokenizer, encoder)
+        pipeline = TextPipeline(tokenizer, config.data.clean_html)
     save_run_files(run_dir, config, pipeline.tokenizer, splits.label_names)
     run = _assemble(config, run_dir, device, splits, pipeline)
     run.unlabelled_ids = _unlabelled_ids(run, cb)
