@@ -144,7 +144,9 @@ def compare(
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(out_dir) if out_dir is not None else Path(config.output.dir) / f"compare-{stamp}"
     split = "test" if config.data.test_split is not None else "validation"
-    result = Comparison(root, split, config.data.source, config.model_dump(mode="json"))
+    result = Comparison(
+        root, split, config.data.source, config.model_dump(mode="json", by_alias=True)
+    )
     plan = [(cell, config.training.seed + k) for k in range(seeds) for cell in cells]
     for index, (cell, seed) in enumerate(plan, start=1):
         hidden = matched_hidden_size(config.model, cell) if match_params else None
@@ -156,7 +158,7 @@ def compare(
 
 
 def _run_config(config: Config, cell: str, seed: int, hidden: int | None, root: Path) -> Config:
-    update = config.model_dump()
+    update = config.model_dump(by_alias=True)  # pretraining.from, as validation reads it
     update["model"]["cell"] = cell
     if hidden is not None:
         update["model"]["hidden_size"] = hidden

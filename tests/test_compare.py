@@ -83,3 +83,13 @@ def test_seeds_past_the_largest_are_refused_before_training(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="over the largest seed"):
         compare(config, ["rnn"], seeds=2, out_dir=tmp_path / "cmp")
     assert not (tmp_path / "cmp").exists()
+
+
+def test_each_run_keeps_every_setting_of_the_shared_config(tmp_path: Path) -> None:
+    # pretraining.from is spelled by its alias; a round trip by field name would refuse it.
+    from rnn_sentiment.compare import _run_config
+
+    config = load_config(None, ["pretraining.from=/encoders/imdb", "training.lr=0.004"])
+    run = _run_config(config, "gru", 7, None, tmp_path)
+    assert run.pretraining.from_ == "/encoders/imdb" and run.training.lr == 0.004
+    assert (run.model.cell, run.training.seed) == ("gru", 7)

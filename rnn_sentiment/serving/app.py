@@ -252,7 +252,7 @@ def model_metadata(
             metrics: dict[str, Any] | None = read_metrics(predictor.path)
         except CheckpointError:
             metrics = None
-        config = predictor.run.config.model_dump(mode="json")
+        config = predictor.run.config.model_dump(mode="json", by_alias=True)
         found = {"labels": predictor.label_names, "model_card": None, "metrics": metrics,
                  "config": config}  # fmt: skip
         engine = "pytorch"
