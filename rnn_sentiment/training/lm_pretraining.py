@@ -22,7 +22,7 @@ from torch import nn
 from rnn_sentiment.callbacks import TrainCallback
 from rnn_sentiment.config import Config, config_to_dict
 from rnn_sentiment.data.batching import collate, inference_batches, training_batches
-from rnn_sentiment.data.sources import load_splits
+from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.errors import ConfigError, TrainingError, TrainingInterrupted
 from rnn_sentiment.model import count_parameters
 from rnn_sentiment.signals import StopSignals
@@ -177,18 +177,7 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     optimizer = build_optimizer(model, tcfg)
     steps = math.ceil(len(pieces) / lm.batch_size) * lm.epochs
     scheduler = build_scheduler(optimizer, tcfg, steps)
-    data = {
-        "source": config.data.source,
-        "train_reviews": len(splits.train),
-        "unlabelled_reviews": len(splits.unlabelled),
-        "held_out_reviews": cut,
-        "validation_reviews_left_out": len(splits.validation),
-        "validation_fraction": config.data.validation_fraction,
-        "validation_split": config.data.validation_split,
-        "extra_train_sources": config.data.extra_train_sources,
-        "seed": seed,
-        "tokens": sum(len(p) for p in pieces),
-    }
+    data = _provenance(config, splits, cut, pieces)
     run = LMRun(
         config, path, device, model, optimizer, scheduler, pieces, held_out, data, LoopState()
     )
@@ -205,6 +194,24 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
         f"{len(pieces):,} pieces, device {device}, encoder {path}"
     )
     return run
+
+
+def _provenance(
+    config: Config, splits: DataSplits, held_out: int, pieces: list[list[int]]
+) -> dict[str, Any]:
+    """Which texts pretraining read (metrics.json): what a classifier's leak check compares."""
+    return {
+        "source": config.data.source,
+        "train_reviews": len(splits.train),
+        "unlabelled_reviews": len(splits.unlabelled),
+        "held_out_reviews": held_out,
+        "validation_reviews_left_out": len(splits.validation),
+        "validation_fraction": config.data.validation_fraction,
+        "validation_split": config.data.validation_split,
+        "extra_train_sources": config.data.extra_train_sources,
+        "seed": config.training.seed,
+        "tokens": sum(len(p) for p in pieces),
+    }
 
 
 def _split_pieces(
