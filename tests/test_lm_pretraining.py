@@ -322,14 +322,50 @@ def test_an_encoder_with_other_text_rules_keeps_the_runs_own_vocabulary(tmp_path
     assert run.pipeline.tokenizer.get_vocab() == own.get_vocab()
 
 
-def test_an_encoder_of_another_shape_is_refused_naming_the_key(tmp_path: Path) -> None:
+def test_an_encoder_of_other_vector_width_is_refused_naming_the_key(tmp_path: Path) -> None:
     encoder_dir = pretrain(_lm_config(tmp_path)).encoder_dir
     config = tiny_config(tmp_path, **{"pretraining.from": str(encoder_dir),
-                                      "model.bidirectional": True, "model.hidden_size": 24,
+                                      "model.bidirectional": True, "model.embedding_dim": 12,
                                       "output.name": "clf"})  # fmt: skip
-    with pytest.raises(ConfigError, match="model.hidden_size=16"):
+    with pytest.raises(ConfigError, match="model.embedding_dim=16"):
         train(config)
     assert not (tmp_path / "runs" / "clf").exists()
+
+
+OTHER_SHAPES = [
+    {"model.hidden_size": 24},
+    {"model.cell": "gru"},
+    {"model.bidirectional": False, "model.num_layers": 2},
+]
+
+
+@pytest.mark.parametrize("other", OTHER_SHAPES)
+def test_any_preset_of_the_same_vector_width_takes_the_vectors_alone(
+    tmp_path: Path, other: dict[str, object]
+) -> None:
+    encoder_dir = pretrain(_lm_config(tmp_path)).encoder_dir
+    config = tiny_config(tmp_path, **{"pretraining.from": str(encoder_dir),
+                                      "model.bidirectional": True, **other})  # fmt: skip
+    from rnn_sentiment.training.loop import setup_run
+
+    encoder = load_encoder(encoder_dir)
+    messages: list[str] = []
+
+    class Listen(TrainCallback):
+        def on_message(self, message: str) -> None:
+            messages.append(message)
+
+    run = setup_run(config, None, False, Listen())
+    summary = run.loop.pretraining
+    assert summary is not None and summary["recurrent_layers"].startswith("random: model.")
+    assert any("only the encoder's word vectors" in m for m in messages)
+    vocab, known = run.pipeline.tokenizer.get_vocab(), encoder.tokenizer.get_vocab()
+    shared = [w for w in known if w in vocab and known[w] != 0]
+    assert shared
+    vectors = run.model.embedding.weight.detach()
+    source = encoder.tensors["embedding.weight"]
+    for word in shared:
+        assert torch.equal(vectors[vocab[word]], source[known[word]])
 
 
 def test_discriminative_rates_divide_down_the_layers(tmp_path: Path) -> None:

@@ -202,6 +202,19 @@ def shape_mismatches(model: ModelConfig, encoder: ModelConfig) -> list[str]:
     ]
 
 
+def vector_mismatch(model: ModelConfig, encoder: ModelConfig) -> list[str]:
+    """The one shape a classifier must share with an encoder to start from anything of it: the
+    width of its word vectors. (Other shape keys differing, only the vectors are taken.)"""
+    if model.embedding_dim == encoder.embedding_dim:
+        return []
+    return [
+        f"model.embedding_dim is {model.embedding_dim} but the encoder's is "
+        f"{encoder.embedding_dim}; set model.embedding_dim={encoder.embedding_dim} to start from "
+        "its word vectors (and its cell, hidden_size, num_layers and bidirectional for its "
+        "recurrent layers too)"
+    ]
+
+
 def vocabulary_with_encoder(tokenizer: Tokenizer, encoder: Encoder) -> Tokenizer:
     """This run's vocabulary grown to hold every word the encoder knows, at the encoder's ids,
     then the run's own new words: a word absent from a small training set but met at prediction
@@ -214,17 +227,20 @@ def vocabulary_with_encoder(tokenizer: Tokenizer, encoder: Encoder) -> Tokenizer
 def start_from_encoder(
     model: SentimentRNN, tokenizer: Tokenizer, encoder: Encoder
 ) -> dict[str, Any]:
-    """Copy the encoder's recurrent layers into ``model`` and, for every word of ``tokenizer`` the
-    encoder knows, its vector; other words get fresh vectors at the encoder's scale.
+    """Copy the encoder's recurrent layers into ``model`` when their shapes agree and, for every
+    word of ``tokenizer`` the encoder knows, its vector; other words get fresh vectors at the
+    encoder's scale. A model whose recurrent layers differ from the encoder's (another cell, size
+    or depth) keeps its own random ones and takes the vectors alone.
 
-    Returns what was done, for metrics.json. Raises ConfigError when the shapes differ.
+    Returns what was done, for metrics.json. Raises ConfigError when the vector widths differ.
     """
-    problems = shape_mismatches(model.cfg, encoder.config.model)
+    problems = vector_mismatch(model.cfg, encoder.config.model)
     if problems:
         raise ConfigError(problems)
+    different = shape_mismatches(model.cfg, encoder.config.model)
     state = model.state_dict()
     for name, tensor in encoder.tensors.items():
-        if name != "embedding.weight":
+        if name != "embedding.weight" and not different:
             state[name].copy_(tensor)
     known = encoder.tokenizer.get_vocab()
     source = encoder.tensors["embedding.weight"]
@@ -248,6 +264,7 @@ def start_from_encoder(
         "from": str(encoder.path),
         "words_from_encoder": len(rows),
         "new_words": tokenizer.get_vocab_size() - len(rows) - 1,
+        "recurrent_layers": "random: " + "; ".join(different) if different else "from encoder",
         "encoder_perplexity": encoder_perplexity(encoder.metrics),
     }
 

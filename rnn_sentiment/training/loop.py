@@ -51,8 +51,8 @@ from rnn_sentiment.training.distributed import Ranks
 from rnn_sentiment.training.encoder import (
     Encoder,
     load_encoder,
-    shape_mismatches,
     start_from_encoder,
+    vector_mismatch,
     vocabulary_with_encoder,
 )
 from rnn_sentiment.training.pretrain import EnoughEpochs, load_vectors, pretrain_vectors
@@ -189,7 +189,7 @@ def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
     device = seed_and_device(config.training)
     encoder = load_encoder(config.pretraining.from_) if config.pretraining.from_ else None
     if encoder is not None:  # before any work: a bad or mismatched encoder is refused up front
-        problems = shape_mismatches(config.model, encoder.config.model)
+        problems = vector_mismatch(config.model, encoder.config.model)
         if problems:
             raise ConfigError(problems)
     word2vec = config.pretraining.method != "none" and encoder is None
@@ -404,6 +404,11 @@ def start_from(run: Run, encoder: Encoder, cb: TrainCallback) -> dict[str, Any]:
         f"keep its vectors, {summary['new_words']:,} new ones start random); "
         "pretraining.method and pretraining.lm are not run again"
     )
+    if summary["recurrent_layers"] != "from encoder":
+        cb.on_message(
+            "pretraining: only the encoder's word vectors are taken, and this model's recurrent "
+            f"layers start random: {summary['recurrent_layers'].removeprefix('random: ')}"
+        )
     data, mine = encoder.metrics.get("data", {}), run.config.data
     # What decides which reviews the validation split is carved from (encoders written before
     # extra_train_sources was recorded had none).

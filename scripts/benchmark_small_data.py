@@ -1,0 +1,443 @@
+"""Learning curves on small labelled sets: the small-data recipe against training from scratch,
+TF-IDF + logistic regression and NB-SVM, all in one run.
+
+    python scripts/benchmark_small_data.py --encoder DIR --out /tmp/small-data --plot curves.png
+    python scripts/benchmark_small_data.py --dataset imdb --sizes 500,1000,2000 --encoder DIR
+    python scripts/benchmark_small_data.py --encoder DIR --validation-only --arms recipe \
+        --set training.lr=0.001                          # tuning: the carved validation only
+    python scripts/benchmark_small_data.py --smoke      # under a minute, on the built-in corpus
+
+For every size and seed, a training set of that many labelled examples is drawn from the pool
+(SST-2 training sentences, or IMDB training reviews with --dataset imdb; nested: a seed's 1,000
+hold its 500) and written to a Parquet file under --out, the file a user would pass as
+``data.source``. Four arms learn from exactly those rows:
+
+* recipe: ``configs/small-data.yaml`` from the pretrained encoder (--encoder, default the
+  config's ``pretraining.from``), the real ``rnn_sentiment.train``;
+* scratch: the same config and model from random weights (``pretraining.from`` unset, method
+  none), without the two knobs that only make sense for pretrained layers (gradual unfreezing,
+  lower rates for lower layers), which would only hold random layers back;
+* TF-IDF + LR: ``tfidf_baseline`` of scripts/benchmark_accuracy.py;
+* NB-SVM: uni+bigram naive-Bayes log-count ratios feeding a linear SVM (Wang & Manning 2012).
+
+Every arm is scored on the same fixed held-out set, which nothing is tuned on and which training
+never reads: SST-2's validation split (872 sentences), or 5,000 IMDB test reviews drawn once with
+seed 0. The recurrent arms carve their own validation split from the drawn rows (early stopping,
+calibration); the linear baselines use all the rows with fixed settings. ``--validation-only``
+scores the recurrent arms on that carved split alone and never scores the held-out set: use it
+to tune. Prints Markdown tables (held-out accuracy, mean +- std over seeds; the recipe's margin
+over NB-SVM, paired by seed; wall time per arm), written with every run's figures as
+<out>/<dataset>.md and .json.
+
+Needs scikit-learn for the baselines: pip install -e '.[bench]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rnn_sentiment import evaluate, load_config, pretrain, train
+from rnn_sentiment.config import DataConfig
+from rnn_sentiment.data.sources import DataSplits, Reviews, load_splits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_accuracy import tfidf_baseline  # noqa: E402  (a sibling script, not a package)
+
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "small-data.yaml"
+ARMS = ("recipe", "scratch", "tfidf", "nbsvm")
+ARM_NAMES = {"recipe": "small-data recipe", "scratch": "same model from scratch",
+             "tfidf": "TF-IDF + LR", "nbsvm": "NB-SVM"}  # fmt: skip
+SCRATCH = ["pretraining.from=null", "pretraining.method=none",
+           "training.unfreeze_steps=0", "training.layer_lr_decay=1"]  # fmt: skip
+# Each run's own files: the token cache would fill up with one entry per drawn set.
+EVERY_RUN = ["data.cache_dir=null", "data.validation_split=null", "data.test_split=null"]
+IMDB_HELD_OUT = 5000
+# The smoke run: a tiny encoder pretrained on the built-in corpus first, tiny models throughout.
+SMOKE_MODEL = ["model.embedding_dim=16", "model.hidden_size=16", "training.epochs=2",
+               "training.unfreeze_steps=5", "training.num_threads=1"]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# NB-SVM
+
+
+class NBSVM:
+    """NB-SVM (Wang & Manning 2012): binarised n-gram features scaled by their naive-Bayes
+    log-count ratio r, a linear SVM on them, and its weights interpolated towards their mean
+    magnitude: w' = (1 - beta) mean|w| + beta w, beta 0.25 as in the paper.
+
+    The SVM's bias is scaled by beta with its weights, so the interpolated score is
+    ``beta * svm + (1 - beta) * mean|w| * naive Bayes``: kept unscaled, the bias outweighed the
+    shrunken weights (2-4 points lower on SST-2 training rows held out from 1,000 and 5,000
+    drawn ones; the held-out set was not looked at)."""
+
+    def __init__(self, ngrams: int = 2, alpha: float = 1.0, c: float = 1.0, beta: float = 0.25):
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        self.alpha, self.c, self.beta = alpha, c, beta
+        # Single letters and digits count as words ("i", "a", "9"): the paper keeps every token.
+        self.vectorizer = CountVectorizer(
+            ngram_range=(1, ngrams), binary=True, token_pattern=r"(?u)\b\w+\b"
+        )
+
+    def fit(self, texts: Sequence[str], labels: Sequence[int]) -> NBSVM:
+        from sklearn.svm import LinearSVC
+
+        features = self.vectorizer.fit_transform(texts)
+        y = np.asarray(labels)
+        if set(np.unique(y)) != {0, 1}:
+            raise ValueError("NB-SVM here is binary: labels must be 0 and 1")
+        p = self.alpha + np.asarray(features[y == 1].sum(axis=0)).ravel()
+        q = self.alpha + np.asarray(features[y == 0].sum(axis=0)).ravel()
+        self.r = np.log((p / p.sum()) / (q / q.sum()))
+        svm = LinearSVC(C=self.c, max_iter=10_000).fit(features.multiply(self.r).tocsr(), y)
+        w = svm.coef_.ravel()
+        self.w = (1 - self.beta) * np.abs(w).mean() + self.beta * w
+        self.b = self.beta * float(svm.intercept_[0])
+        return self
+
+    def decision_function(self, texts: Sequence[str]) -> np.ndarray:
+        features = self.vectorizer.transform(texts).multiply(self.r).tocsr()
+        return np.asarray(features @ self.w).ravel() + self.b
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        return (self.decision_function(texts) > 0).astype(int)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: the pool to draw from, the fixed held-out set, the drawn files
+
+
+@dataclass
+class Task:
+    """Where training sets are drawn from and what every arm is scored on."""
+
+    name: str
+    pool: Reviews
+    held_out: Reviews
+    label_names: list[str]
+
+
+def load_task(dataset: str, data_root: Path) -> Task:
+    """SST-2 (train / validation), IMDB (train / 5,000 test reviews) or the built-in corpus."""
+    source, held_split = {
+        "sst2": (str(data_root / "sst2"), "validation"),
+        "imdb": (str(data_root / "imdb"), "test"),
+        "builtin": ("builtin", "test"),
+    }[dataset]
+    if dataset != "builtin" and not Path(source).is_dir():
+        raise SystemExit(f"error: {source} not found (pass --data PATH)")
+    cfg = DataConfig(source=source, validation_split=held_split, cache_dir=None)
+    splits = load_splits(cfg, seed=0)
+    held_out = splits.validation
+    if dataset == "imdb":  # a fixed sample, the same in every run of this script
+        rows = np.random.default_rng(0).permutation(len(held_out))[:IMDB_HELD_OUT]
+        held_out = Reviews([held_out.texts[i] for i in rows], [held_out.labels[i] for i in rows])
+    return Task(dataset, splits.train, held_out, splits.label_names)
+
+
+def draw(pool: Reviews, size: int, seed: int) -> Reviews:
+    """``size`` rows of ``pool``: the first of one permutation per seed, so sets are nested."""
+    if size > len(pool):
+        raise SystemExit(f"error: size {size} is larger than the pool ({len(pool):,} rows)")
+    rows = np.random.default_rng(seed).permutation(len(pool))[:size]
+    return Reviews([pool.texts[i] for i in rows], [pool.labels[i] for i in rows])
+
+
+def write_reviews(path: Path, reviews: Reviews, label_names: list[str]) -> Path:
+    """A Parquet file with text and label columns, labels by name, as a user's file would be."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labels = [label_names[i] for i in reviews.labels]
+    pd.DataFrame({"text": reviews.texts, "label": labels}).to_parquet(path, index=False)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# The arms
+
+
+def recurrent_arm(
+    arm: str, train_file: Path, held_out_file: Path | None, seed: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Train the recipe (or the same model from scratch) on ``train_file``; score the run with
+    ``evaluate`` on the held-out file unless there is none (--validation-only)."""
+    run_name = f"{arm}-{train_file.stem}"
+    runs = args.out / "runs"
+    shutil.rmtree(runs / run_name, ignore_errors=True)  # an earlier benchmark's run
+    overrides = [
+        f"data.source={train_file}", *EVERY_RUN, f"training.seed={seed}",
+        f"output.dir={runs}", f"output.name={run_name}",
+        *(SMOKE_MODEL if args.smoke else []),
+        *([f"pretraining.from={args.encoder}"] if arm == "recipe" and args.encoder else []),
+        *(SCRATCH if arm == "scratch" else []),
+        *args.set,
+    ]  # fmt: skip
+    config = load_config(args.config, overrides)
+    start = time.perf_counter()
+    result = train(config)
+    seconds = time.perf_counter() - start
+    row = {
+        "validation": result.metrics["validation"]["accuracy"],
+        "seconds": seconds,
+        "best_epoch": result.metrics["best_epoch"],
+        "epochs_run": len(result.history),
+    }
+    start_from = result.metrics.get("pretraining", {})
+    for key in ("words_from_encoder", "new_words"):  # the recipe's vocabulary
+        if key in start_from:
+            row[key] = start_from[key]
+    if held_out_file is not None:
+        start = time.perf_counter()
+        row["held_out"] = evaluate(result.run_dir, source=str(held_out_file))["accuracy"]
+        row["score_seconds"] = time.perf_counter() - start
+    if not args.keep_runs:
+        shutil.rmtree(result.run_dir, ignore_errors=True)
+    return row
+
+
+def linear_arm(arm: str, train: Reviews, held_out: Reviews) -> dict[str, Any]:
+    """Fit TF-IDF + LR or NB-SVM on all of ``train``; score on ``held_out``."""
+    if arm == "tfidf":
+        splits = DataSplits(train, Reviews([], []), held_out)
+        scored = tfidf_baseline(splits)
+        return {"held_out": scored["accuracy"], "seconds": scored["train_seconds"]}
+    start = time.perf_counter()
+    model = NBSVM().fit(train.texts, train.labels)
+    seconds = time.perf_counter() - start
+    guess = model.predict(held_out.texts)
+    return {"held_out": float((guess == np.asarray(held_out.labels)).mean()), "seconds": seconds}
+
+
+def run_all(task: Task, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every arm on every (size, seed); one row each, also saved as it goes."""
+    held_out_file = None
+    if not args.validation_only:
+        held_out_file = write_reviews(
+            args.out / "data" / f"{task.name}-held-out.parquet", task.held_out, task.label_names
+        )
+    rows: list[dict[str, Any]] = []
+    for size in args.sizes:
+        for seed in range(args.seeds):
+            drawn = draw(task.pool, size, seed)
+            train_file = write_reviews(
+                args.out / "data" / f"{task.name}-{size}-seed{seed}.parquet",
+                drawn,
+                task.label_names,
+            )
+            for arm in args.arms:
+                if arm in ("recipe", "scratch"):
+                    row = recurrent_arm(arm, train_file, held_out_file, seed, args)
+                elif args.validation_only:
+                    continue  # the baselines have nothing to tune and nothing else to score
+                else:
+                    row = linear_arm(arm, drawn, task.held_out)
+                rows.append({"arm": arm, "size": size, "seed": seed, **row})
+                print(progress_line(rows[-1]), flush=True)
+                save(rows, args, task.name)
+    return rows
+
+
+def progress_line(row: dict[str, Any]) -> str:
+    figures = [f"{key} {row[key]:.4f}" for key in ("held_out", "validation") if key in row]
+    if "best_epoch" in row:
+        figures.append(f"best epoch {row['best_epoch']}/{row['epochs_run']}")
+    return f"  {row['size']:>6} seed {row['seed']} {row['arm']:<8} " + ", ".join(
+        [*figures, f"{row['seconds']:.1f} s"]
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables, plot
+
+
+def figures(rows: list[dict[str, Any]], arm: str, size: int, key: str) -> list[float]:
+    """``key`` of ``arm`` at ``size``, in seed order."""
+    found = sorted((r["seed"], r[key]) for r in rows if (r["arm"], r["size"]) == (arm, size))
+    return [value for _, value in found]
+
+
+def mean_std(values: list[float], scale: float = 1.0, digits: int = 4, sign: str = "") -> str:
+    """Mean ± sample standard deviation (0 for one value), times ``scale``."""
+    if not values:
+        return "-"
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{np.mean(values) * scale:{sign}.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def markdown(rows: list[dict[str, Any]], arms: list[str], key: str) -> str:
+    """Accuracy (``key``: held_out or validation) per size and arm, and the recipe's margin over
+    NB-SVM in points, paired by seed; then mean wall time per run."""
+    sizes = sorted({r["size"] for r in rows})
+    shown = [arm for arm in arms if any(r["arm"] == arm and key in r for r in rows)]
+    margin = key == "held_out" and {"recipe", "nbsvm"} <= set(shown)
+    head = ["labelled examples", *(ARM_NAMES[a] for a in shown)]
+    head += ["recipe − NB-SVM (points)"] if margin else []
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for size in sizes:
+        cells = [f"{size:,}", *(mean_std(figures(rows, a, size, key)) for a in shown)]
+        if margin:
+            gaps = np.subtract(
+                figures(rows, "recipe", size, key), figures(rows, "nbsvm", size, key)
+            )
+            cells.append(mean_std(list(gaps), scale=100, digits=1, sign="+"))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Wall time per run (seconds, mean over seeds; the recurrent arms: train() end "
+              "to end, reading the file and learning the vocabulary included):", "",
+              "| labelled examples | " + " | ".join(ARM_NAMES[a] for a in shown) + " |",
+              "|" + " --- |" * (len(shown) + 1)]  # fmt: skip
+    for size in sizes:
+        cells = [f"{np.mean(figures(rows, a, size, 'seconds')):.1f}" for a in shown]
+        lines.append(f"| {size:,} | " + " | ".join(cells) + " |")
+    totals = ", ".join(
+        f"{ARM_NAMES[a]} {sum(r['seconds'] for r in rows if r['arm'] == a) / 60:.1f} min"
+        for a in shown
+    )
+    return "\n".join([*lines, "", f"Total fitting time per arm: {totals}."]) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], arms: list[str], dataset: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({r["size"] for r in rows})
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for arm in arms:
+        means = [np.mean(figures(rows, arm, s, "held_out") or [np.nan]) for s in sizes]
+        stds = [np.std(figures(rows, arm, s, "held_out") or [np.nan]) for s in sizes]
+        axes.errorbar(sizes, means, yerr=stds, marker="o", capsize=3, label=ARM_NAMES[arm])
+    axes.set_xscale("log")
+    axes.set_xticks(sizes, [f"{s:,}" for s in sizes])
+    axes.set_xlabel("labelled training examples")
+    axes.set_ylabel("held-out accuracy")
+    held = "SST-2 validation (872)" if dataset == "sst2" else f"{dataset} held-out set"
+    axes.set_title(f"Small labelled sets: {held}")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+
+
+def save(rows: list[dict[str, Any]], args: argparse.Namespace, dataset: str) -> None:
+    data = {"argv": sys.argv[1:], "dataset": dataset, "encoder": args.encoder, "rows": rows}
+    (args.out / f"{dataset}.json").write_text(json.dumps(data, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# Main
+
+
+def smoke_encoder(args: argparse.Namespace) -> str:
+    """A tiny encoder pretrained on the built-in corpus in a few seconds."""
+    config = load_config(args.config, [
+        "data.source=builtin", "data.cache_dir=null", "pretraining.from=null",
+        "pretraining.lm.epochs=1", "pretraining.lm.samples=64", "pretraining.lm.batch_size=32",
+        *SMOKE_MODEL, f"output.dir={args.out}", "output.name=smoke-encoder",
+    ])  # fmt: skip
+    shutil.rmtree(args.out / "smoke-encoder", ignore_errors=True)
+    return str(pretrain(config).encoder_dir)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--dataset", choices=("sst2", "imdb", "builtin"), default="sst2")
+    parser.add_argument(
+        "--sizes",
+        default="500,1000,2000,5000,10000",
+        help="labelled training examples, comma-separated",
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="draws (and training seeds) per size")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"any of {', '.join(ARMS)}")
+    parser.add_argument(
+        "--encoder",
+        default=None,
+        help="encoder directory for the recipe (default: the config's pretraining.from)",
+    )
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the recipe")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for both recurrent arms (repeatable)",
+    )
+    parser.add_argument(
+        "--validation-only",
+        action="store_true",
+        help="score the recurrent arms on their carved validation split only, "
+        "never reading the held-out set (for tuning)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "small-data",
+        help="drawn data files, runs and results (keep it out of the repo)",
+    )
+    parser.add_argument("--plot", type=Path, default=None, help="save the learning curves here")
+    parser.add_argument("--keep-runs", action="store_true", help="keep every run directory")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny models on the built-in corpus, sizes 200,400, one seed; a "
+        "tiny encoder pretrained first unless --encoder is given",
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.dataset, args.seeds = "builtin", 1
+        if args.sizes == parser.get_default("sizes"):
+            args.sizes = "200,400"
+    args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    args.arms = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown:
+        parser.error(f"unknown arm {unknown[0]!r}; choose from {', '.join(ARMS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    task = load_task(args.dataset, args.data)
+    if args.smoke and args.encoder is None and "recipe" in args.arms:
+        args.encoder = smoke_encoder(args)
+    print(
+        f"{task.name}: drawing from {len(task.pool):,} labelled rows, "
+        + ("scoring the carved validation only" if args.validation_only
+           else f"held-out set of {len(task.held_out):,}")
+        + f"; sizes {args.sizes}, {args.seeds} seeds, arms {args.arms}",
+        flush=True,
+    )  # fmt: skip
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    rows = run_all(task, args)
+    key = "validation" if args.validation_only else "held_out"
+    table = markdown(rows, args.arms, key)
+    what = "carved validation" if args.validation_only else "held-out"
+    header = (
+        f"{task.name}, {what} accuracy, mean ± std over {args.seeds} seeds "
+        f"(started {started}; python scripts/benchmark_small_data.py {' '.join(sys.argv[1:])})"
+    )
+    (args.out / f"{task.name}.md").write_text(f"{header}\n\n{table}")
+    print(f"\n{header}\n\n{table}")
+    if args.plot is not None and not args.validation_only:
+        plot(rows, args.arms, task.name, args.plot)
+        print(f"plot: {args.plot}")
+    print(f"written: {args.out / f'{task.name}.md'}, {args.out / f'{task.name}.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""scripts/benchmark_small_data.py: its NB-SVM baseline, and the whole script in smoke mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "benchmark_small_data.py"
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("benchmark_small_data", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nbsvm_separates_by_words_and_bigrams() -> None:
+    pytest.importorskip("sklearn")
+    positive = ["a good film", "a great story", "not bad at all", "good acting", "great fun"]
+    negative = ["a bad film", "an awful story", "not good at all", "bad acting", "awful fun"]
+    model = _script().NBSVM().fit(positive + negative, [1] * 5 + [0] * 5)
+    assert model.predict(positive + negative).tolist() == [1] * 5 + [0] * 5
+    # Unseen reviews: the words carry over, and "not good" is negative through its bigram
+    # although "good" alone is positive.
+    assert model.predict(["great acting", "awful acting", "not good"]).tolist() == [1, 0, 0]
+    vocabulary = model.vectorizer.vocabulary_
+    assert model.r[vocabulary["good"]] > 0 > model.r[vocabulary["not good"]]
+
+
+def test_nbsvm_refuses_labels_other_than_0_and_1() -> None:
+    pytest.importorskip("sklearn")
+    with pytest.raises(ValueError, match="binary"):
+        _script().NBSVM().fit(["good", "bad", "fine"], [0, 1, 2])
+
+
+@pytest.mark.slow
+def test_smoke_run_compares_every_arm_and_plots(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    out, figure = tmp_path / "out", tmp_path / "curves.png"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--out", str(out), "--plot", str(figure)],
+        capture_output=True, text=True, timeout=300, cwd=SCRIPT.parents[1],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| labelled examples | small-data recipe | same model from scratch | TF-IDF + LR | " \
+        "NB-SVM | recipe − NB-SVM (points) |" in done.stdout  # fmt: skip
+    rows = json.loads((out / "builtin.json").read_text())["rows"]
+    assert {(r["arm"], r["size"]) for r in rows} == {
+        (arm, size) for arm in ("recipe", "scratch", "tfidf", "nbsvm") for size in (200, 400)
+    }
+    assert all(0.0 <= r["held_out"] <= 1.0 for r in rows)
+    assert all(0.0 <= r["validation"] <= 1.0 for r in rows if r["arm"] in ("recipe", "scratch"))
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    assert not (out / "runs" / "recipe-builtin-200-seed0").exists()  # runs removed once scored
