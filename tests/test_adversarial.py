@@ -107,6 +107,22 @@ def test_each_term_adds_to_the_loss_only_when_configured() -> None:
         assert float(loss) > float(ce) and logits.shape == (4, 2)
 
 
+def test_frozen_embeddings_are_still_perturbed_and_stay_unchanged() -> None:
+    # Gradual unfreezing freezes the embeddings for the first steps; adversarial training then
+    # still needs the loss's gradient with respect to the embedded reviews (it once raised
+    # "One of the differentiated Tensors does not require grad").
+    model = _model("gru")
+    model.embedding.requires_grad_(False)
+    tokens, lengths, targets = _batch()
+    ce = torch.nn.functional.cross_entropy(model(tokens, lengths), targets)
+    cfg = AdversarialConfig(epsilon=1.0, vat_epsilon=1.0)
+    loss, _ = regularised_loss(model, tokens, lengths, targets, cfg)
+    loss.backward()
+    assert float(loss) > float(ce)
+    assert model.embedding.weight.grad is None
+    assert all(p.grad is not None for p in model.classifier.parameters())
+
+
 def test_unlabelled_rows_fit_the_labelled_length_and_repeat_by_step() -> None:
     lengths = [1, 2, 3, 5, 8, 13, 21, 34]
     rows = unlabelled_rows(lengths, longest=8, count=3, seed=1, epoch=2, step=7)

@@ -106,6 +106,8 @@ def regularised_loss(
     """
     labelled = len(targets)
     embedded = model.embedding(tokens)
+    if not embedded.requires_grad:  # embeddings frozen (gradual unfreezing): perturb them anyway
+        embedded = embedded.detach().requires_grad_()
     logits = model.from_embeddings(embedded, lengths)
     loss = nn.functional.cross_entropy(logits[:labelled].float(), targets)
     total = loss
