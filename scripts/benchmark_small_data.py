@@ -320,10 +320,12 @@ def plot(rows: list[dict[str, Any]], arms: list[str], dataset: str, path: Path) 
         stds = [np.std(figures(rows, arm, s, "held_out") or [np.nan]) for s in sizes]
         axes.errorbar(sizes, means, yerr=stds, marker="o", capsize=3, label=ARM_NAMES[arm])
     axes.set_xscale("log")
+    axes.minorticks_off()  # the log axis's own minor labels ("6 x 10^2") clash with the sizes
     axes.set_xticks(sizes, [f"{s:,}" for s in sizes])
     axes.set_xlabel("labelled training examples")
     axes.set_ylabel("held-out accuracy")
-    held = "SST-2 validation (872)" if dataset == "sst2" else f"{dataset} held-out set"
+    titles = {"sst2": "SST-2 validation (872 sentences)", "imdb": f"IMDB test ({IMDB_HELD_OUT:,})"}
+    held = titles.get(dataset, f"{dataset} held-out set")
     axes.set_title(f"Small labelled sets: {held}")
     axes.grid(alpha=0.3)
     axes.legend()
