@@ -258,8 +258,10 @@ def test_training_starts_from_the_encoders_weights_and_vectors(tmp_path: Path) -
     assert run.loop.pretraining["words_from_encoder"] == len(shared)
 
 
-def test_new_words_get_fresh_vectors(tmp_path: Path) -> None:
-    encoder_dir = pretrain(_lm_config(tmp_path)).encoder_dir
+def _run_on_own_reviews(tmp_path: Path, encoder_dir: Path) -> Any:
+    """A run set up from ``encoder_dir`` on 40 reviews of four words, "zorblax" new to it."""
+    from rnn_sentiment.training.loop import setup_run
+
     folder = tmp_path / "mine"
     folder.mkdir()
     with (folder / "train.jsonl").open("w") as handle:
@@ -270,9 +272,12 @@ def test_new_words_get_fresh_vectors(tmp_path: Path) -> None:
         tmp_path, **{"pretraining.from": str(encoder_dir), "model.bidirectional": True,
                      "data.source": str(folder), "output.name": "mine"}
     )  # fmt: skip
-    from rnn_sentiment.training.loop import setup_run
+    return setup_run(config, None, False, TrainCallback())
 
-    run = setup_run(config, None, False, TrainCallback())
+
+def test_new_words_get_fresh_vectors(tmp_path: Path) -> None:
+    encoder_dir = pretrain(_lm_config(tmp_path)).encoder_dir
+    run = _run_on_own_reviews(tmp_path, encoder_dir)
     vocab = run.pipeline.tokenizer.get_vocab()
     row = run.model.embedding.weight[vocab["zorblax"]]
     assert row.abs().sum() > 0 and torch.isfinite(row).all()
@@ -285,19 +290,7 @@ def test_every_word_the_encoder_knows_joins_the_vocabulary_at_its_id(tmp_path: P
     # so the classifier's vocabulary is the encoder's (same ids, same vectors) plus its own.
     encoder_dir = pretrain(_lm_config(tmp_path)).encoder_dir
     encoder = load_encoder(encoder_dir)
-    folder = tmp_path / "mine"
-    folder.mkdir()
-    with (folder / "train.jsonl").open("w") as handle:
-        for i in range(40):
-            text = f"zorblax {'splendid' if i % 2 else 'dreadful'} movie"
-            handle.write(json.dumps({"text": text, "label": i % 2}) + "\n")
-    config = tiny_config(
-        tmp_path, **{"pretraining.from": str(encoder_dir), "model.bidirectional": True,
-                     "data.source": str(folder), "output.name": "mine"}
-    )  # fmt: skip
-    from rnn_sentiment.training.loop import setup_run
-
-    run = setup_run(config, None, False, TrainCallback())
+    run = _run_on_own_reviews(tmp_path, encoder_dir)
     mine, theirs = run.pipeline.tokenizer.get_vocab(), encoder.tokenizer.get_vocab()
     assert {w: mine[w] for w in theirs} == theirs  # every encoder word, at its own id
     assert mine["zorblax"] >= len(theirs)  # new words after them
@@ -306,7 +299,7 @@ def test_every_word_the_encoder_knows_joins_the_vocabulary_at_its_id(tmp_path: P
     for word in unseen[2:50]:
         assert torch.equal(weights[mine[word]], encoder.tensors["embedding.weight"][theirs[word]])
     # Text rules still the run's: truncation at its own max_length.
-    assert run.pipeline.tokenizer.truncation["max_length"] == config.tokenizer.max_length
+    assert run.pipeline.tokenizer.truncation["max_length"] == run.config.tokenizer.max_length
 
 
 def test_an_encoder_with_other_text_rules_keeps_the_runs_own_vocabulary(tmp_path: Path) -> None:
