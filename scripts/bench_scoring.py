@@ -54,8 +54,7 @@ from rnn_sentiment.checkpoint import load_run, save_metrics, save_run_files, sav
 from rnn_sentiment.data.batching import collate
 from rnn_sentiment.data.sources import to_reviews
 from rnn_sentiment.inference.export import export_model
-from rnn_sentiment.inference.exported import BATCH_SIZE as ONNX_BATCH_SIZE
-from rnn_sentiment.inference.exported import ONNX_FILE, ExportedPredictor
+from rnn_sentiment.inference.exported import ONNX_FILE, ExportedPredictor, default_batch_size
 from rnn_sentiment.inference.models import load_predictor
 from rnn_sentiment.inference.predictor import Predictor, set_threads
 from rnn_sentiment.inference.scoring import Scorer, ScoringOptions, score_file
@@ -192,7 +191,7 @@ def print_table(args: argparse.Namespace, rows: list[Row]) -> None:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"bench_scoring {when}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, batch {args.batch_size}; onnxruntime "
-          f"{onnxruntime.__version__}, batch {ONNX_BATCH_SIZE}")  # fmt: skip
+          f"{onnxruntime.__version__}, batch {default_batch_size(args.threads)}")  # fmt: skip
     print(f"model {args.model}, data {args.data}")
     print(f"{'variant':<46} {'reviews/s':>10} {'accuracy':>9} {'reviews':>8}")
     for name, rate, accuracy, n in rows:

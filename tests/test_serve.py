@@ -281,6 +281,54 @@ def test_the_batcher_gathers_waiting_requests_without_splitting_them() -> None:
     assert [a[:, 0].tolist() for a in answers] == [[1], [2, 3], [4], [5, 1], [7] * 5]
 
 
+def calls_for(texts: list[str], max_texts: int) -> list[list[int]]:
+    """The lengths of the reviews of each score call, for single-review requests sent at once."""
+    calls: list[list[str]] = []
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(fake_scorer(calls), wait_s=0.01, max_texts=max_texts)
+        batcher.start()
+        await asyncio.gather(*(batcher.score([text]) for text in texts))
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    return [[len(text) for text in call] for call in calls]
+
+
+def test_similar_lengths_share_a_call_and_the_oldest_request_is_never_passed_over() -> None:
+    # The oldest request goes first, with the nearest length.
+    assert calls_for(["a", "x" * 50, "bb", "y" * 49], 2) == [[1, 2], [50, 49]]
+    # Only the oldest 3 x 2 requests are considered: the 2 nearest the oldest 1 arrived 8th,
+    # so it does not overtake the six before it.
+    lengths = [1, 90, 80, 70, 60, 50, 40, 2]
+    assert calls_for(["z" * n for n in lengths], 2) == [[1, 50], [90, 80], [70, 60], [40, 2]]
+
+
+def test_each_call_is_answered_while_the_next_is_scored() -> None:
+    second_started, release = threading.Event(), threading.Event()
+
+    def score(texts: Sequence[str]) -> np.ndarray:
+        if texts == ["second"]:
+            second_started.set()
+            assert release.wait(10)
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    async def scenario() -> bool:
+        batcher = MicroBatcher(score, wait_s=0, max_texts=1)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.score(["first"]))
+        second = asyncio.ensure_future(batcher.score(["second"]))
+        await first
+        # Answered while the worker is inside the second call, which cannot end until released.
+        answered_early = await asyncio.to_thread(second_started.wait, 10) and not second.done()
+        release.set()
+        await second
+        await batcher.stop()
+        return answered_early
+
+    assert asyncio.run(scenario())
+
+
 class Panic(BaseException):
     """What a Rust panic in the tokenizers library raises: not an Exception."""
 

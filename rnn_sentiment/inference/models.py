@@ -36,8 +36,9 @@ def load_predictor(
     threads: int | None = None,
 ) -> Predictor | ExportedPredictor:
     """``model_dir`` ready to score: an exported directory on onnxruntime (``batch_size``
-    default 16, see ``exported.BATCH_SIZE``), a run directory on PyTorch (default 256, with
-    ``quantize`` / ``dtype`` as :mod:`rnn_sentiment.inference.engine` decides). The bundled
+    default 16, or 4 on one thread: see ``exported.default_batch_size``), a run directory on
+    PyTorch (default 256, with ``quantize`` / ``dtype`` as
+    :mod:`rnn_sentiment.inference.engine` decides). The bundled
     model runs from its exported copy unless ``quantize`` or ``dtype`` asks for PyTorch.
 
     Raises:
@@ -54,8 +55,6 @@ def load_predictor(
                 f"{model_dir} is an exported model: it runs in the precision it was exported in; "
                 "drop --quantize/--dtype, or export again with --quantize int8"
             )
-        if batch_size is None:
-            return ExportedPredictor.from_dir(model_dir, threads=threads)
         return ExportedPredictor.from_dir(model_dir, batch_size, threads)
     from rnn_sentiment.inference.predictor import Predictor, set_threads
 

@@ -55,13 +55,13 @@ class ServeSettings(_Strict):
     max_chars: int = Field(default=20_000, ge=1, le=10_000_000)
     """Characters in one review; a longer one is a 413. IMDB's longest review has 13,704."""
     batch_wait_ms: float = Field(default=1.0, ge=0, le=1000)
-    """How long the first waiting request waits for others to join its batch. Measured with 32
-    clients sending single IMDB reviews (scripts/bench_serve.py, 2 loaded cores): 0 ms scored 16
-    reviews a call on average, 1 ms 28-31 and 2 ms 31-32, at the same 420-610 requests/s within
-    the machine's noise; 5 ms was slower (480-500). 1 ms fills the batches and costs a lone
-    request 1 ms."""
+    """How long a request waits for others to share its model call while fewer reviews than
+    a call holds are waiting (under load there are always enough: no wait). It fills the
+    calls when 32 clients answered together send their next requests over a millisecond or
+    two, and costs a lone request 1 ms (see ``serving.batcher``)."""
     max_batch: int = Field(default=256, ge=1, le=100_000)
-    """The most reviews scored in one call; a larger request is scored alone."""
+    """The most reviews scored in one call, at most the model's batch size; a larger request
+    is scored alone."""
 
     @property
     def max_body_bytes(self) -> int:
@@ -151,7 +151,9 @@ def create_app(
     """
     settings = settings or ServeSettings()
     batcher = MicroBatcher(
-        predictor.predict_proba, settings.batch_wait_ms / 1000, settings.max_batch
+        predictor.predict_proba,
+        settings.batch_wait_ms / 1000,
+        min(settings.max_batch, predictor.batch_size),
     )
     metadata = model_metadata(predictor, settings)
     page = (files("rnn_sentiment.serving") / "page.html").read_text(encoding="utf-8")
