@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,7 +24,7 @@ MAX_SEED = 2**32 - 1  # the largest training.seed
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
 
 class LongRangeConfig(_Section):
@@ -454,6 +453,8 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 def dump_config(config: Config) -> str:
     """The resolved config as YAML text, sections in declaration order."""
+    import yaml  # here: a model's predict reads no YAML and starts without it
+
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)
 
 
@@ -474,6 +475,8 @@ def config_keys() -> list[str]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
     if path.is_dir():
         example = path / "default.yaml"
         raise ConfigError([f"{path} is a folder; give one of its YAML files (e.g. {example})"])
@@ -495,6 +498,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _apply_override(tree: dict[str, Any], item: str) -> None:
+    import yaml
+
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:

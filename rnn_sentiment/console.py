@@ -13,14 +13,16 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from rnn_sentiment.callbacks import CompareCallback, ScoringCallback, TrainCallback
+
+if TYPE_CHECKING:  # imported where a progress bar is drawn: predict starts without it
+    from rich.progress import Progress
 
 # No emoji codes: a review or label ":thumbs_up:" is printed as typed.
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
@@ -86,6 +88,14 @@ class TrainProgress(TrainCallback):
         self.first_step = True
         self.started = time.perf_counter()
         if self.live:
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
             self.progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -512,6 +522,14 @@ class ScoringProgress(ScoringCallback):
         self.total = total_rows
         self.started = self.last = time.perf_counter()
         if self.live:
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
             self.progress = Progress(
                 TextColumn("scoring"),
                 BarColumn(),

@@ -39,10 +39,10 @@ import stat
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeGuard
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from rnn_sentiment.config import Config
@@ -410,28 +410,37 @@ def parse_tensors(blob: bytes, where: Path) -> dict[str, torch.Tensor]:
 # Config and labels
 
 
-class _PlainYaml(yaml.SafeLoader):
-    """YAML as :func:`~rnn_sentiment.config.dump_config` writes it: no tags (safe tags such as
-    ``!!binary`` included), no aliases (a few lines of them can stand for gigabytes) and no key
-    twice in a mapping (the last one would silently win)."""
+@cache
+def _plain_yaml() -> type:
+    """The YAML loader of run files (built on first use: predict reads no YAML)."""
+    import yaml
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "tag", None) is not None:
-            raise yaml.composer.ComposerError(None, None, "a tag or an alias", event.start_mark)
-        return super().compose_node(parent, index)
+    class PlainYaml(yaml.SafeLoader):
+        """YAML as :func:`~rnn_sentiment.config.dump_config` writes it: no tags (safe tags such as
+        ``!!binary`` included), no aliases (a few lines of them can stand for gigabytes) and no key
+        twice in a mapping (the last one would silently win)."""
 
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        keys = [key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode)]
-        if len(keys) != len(set(keys)):
-            raise yaml.constructor.ConstructorError(None, None, "a key twice", node.start_mark)
-        return super().construct_mapping(node, deep)
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "tag", None) is not None:
+                raise yaml.composer.ComposerError(None, None, "a tag or an alias", event.start_mark)
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            keys = [key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode)]
+            if len(keys) != len(set(keys)):
+                raise yaml.constructor.ConstructorError(None, None, "a key twice", node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    return PlainYaml
 
 
 def parse_config(data: bytes, where: Path) -> Config:
     """The config in ``data``; a problem is named by line or by key, the file never quoted."""
+    import yaml
+
     try:
-        tree = yaml.load(data.decode("utf-8"), Loader=_PlainYaml)  # a SafeLoader, stricter
+        tree = yaml.load(data.decode("utf-8"), Loader=_plain_yaml())  # a SafeLoader, stricter
     except UnicodeDecodeError:
         raise CheckpointError(f"{where} is not UTF-8 text") from None
     except ValueError:  # a 5,000-digit number: Python refuses to convert it

@@ -171,10 +171,19 @@ class AsciiWordLevel:
         hit = cls._cache.get(id(tokenizer))
         if hit is not None and hit[0] is tokenizer and hit[1] == state:
             return hit[2]
-        spec = json.loads(tokenizer.to_str())
+        return cls.remember(tokenizer, json.loads(tokenizer.to_str()), state)
+
+    @classmethod
+    def remember(
+        cls, tokenizer: Tokenizer, spec: dict, state: tuple[object, ...] | None = None
+    ) -> AsciiWordLevel | None:
+        """The fast path for ``tokenizer`` from ``spec``, its ``to_str()`` already parsed (by
+        :func:`parse_tokenizer`, which saves serialising and parsing it again), kept for
+        :meth:`of`."""
         fast = cls(spec) if cls._supported(spec) else None
         if len(cls._cache) >= 8:
             cls._cache.clear()
+        state = _fingerprint(tokenizer) if state is None else state
         cls._cache[id(tokenizer)] = (tokenizer, state, fast)  # holds it: its id stays unique
         return fast
 
@@ -331,6 +340,7 @@ def parse_tokenizer(data: bytes, where: Path | str) -> Tokenizer:
         ) from None
     if tokenizer.get_vocab_size() != len(spec["model"]["vocab"]):
         raise CheckpointError(f"{where} is not a tokenizer rnn-sentiment writes: its added tokens")
+    AsciiWordLevel.remember(tokenizer, spec)  # what the library holds is what it was given
     return tokenizer
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,23 @@ def test_normalized_added_tokens_and_odd_inputs_are_left_to_rust(
     monkeypatch.setattr(module, "_rust_ids", broken)
     with pytest.raises(ValueError, match="Rust side"):
         encode(plain, ["plain", "café"])  # the non-ASCII text goes to the (broken) Rust thread
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+@pytest.mark.parametrize("lowercase", [True, False])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_loaded_tokenizer_holds_exactly_the_file_its_fast_path_was_built_from(
+    tmp_path: Path, kind: str, lowercase: bool, side: str
+) -> None:
+    # load_tokenizer builds the fast path from the file's JSON instead of to_str(): the two must
+    # be the same for every tokenizer rnn-sentiment writes.
+    cfg = TokenizerConfig(
+        kind=kind, lowercase=lowercase, vocab_size=60, min_frequency=1, max_length=5,
+        truncation_side=side,
+    )  # fmt: skip
+    save_tokenizer(train_tokenizer(FAST_CORPUS, cfg), tmp_path / "tokenizer.json")
+    loaded = load_tokenizer(tmp_path / "tokenizer.json")
+    written = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    assert json.loads(loaded.to_str()) == written
+    sample = ["this MOVIE is not good at all, really", "zebra"]
+    assert encode(loaded, sample) == rust_ids(loaded, sample)
