@@ -329,11 +329,44 @@ def test_each_call_is_answered_while_the_next_is_scored() -> None:
     assert asyncio.run(scenario())
 
 
+def test_requests_whose_clients_left_are_not_scored_and_the_rest_all_are() -> None:
+    calls: list[list[str]] = []
+    release = threading.Event()
+    score = fake_scorer(calls)
+
+    def blocking(texts: Sequence[str]) -> np.ndarray:
+        if texts == ["first"]:
+            assert release.wait(10)
+        return score(texts)
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = MicroBatcher(blocking, wait_s=0, max_texts=4)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.score(["first"]))
+        await asyncio.sleep(0.05)  # the worker is inside the first call
+        tasks = [asyncio.ensure_future(batcher.score([f"r{i}"])) for i in range(300)]
+        await asyncio.sleep(0)
+        for task in tasks[::3]:  # a third of the clients go away while waiting
+            task.cancel()
+        release.set()
+        answers = [await first]
+        answers += [await task for task in tasks[1::3] + tasks[2::3]]
+        await batcher.stop()
+        return answers
+
+    answers = asyncio.run(scenario())
+    scored = [text for call in calls for text in call]
+    gone = {f"r{i}" for i in range(0, 300, 3)}
+    assert len(answers) == 201 and not gone & set(scored)
+    assert sorted(scored) == sorted({"first"} | {f"r{i}" for i in range(300)} - gone)
+    assert all(len(call) <= 4 for call in calls)
+
+
 class Panic(BaseException):
     """What a Rust panic in the tokenizers library raises: not an Exception."""
 
 
-@pytest.mark.parametrize("failure", [ValueError("boom"), Panic("boom")])
+@pytest.mark.parametrize("failure", [ValueError("boom"), Panic("boom"), SystemExit("boom")])
 def test_a_scoring_failure_reaches_each_request_of_its_batch_and_no_other(
     failure: BaseException,
 ) -> None:

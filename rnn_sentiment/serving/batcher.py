@@ -173,29 +173,36 @@ class MicroBatcher:
     def _take(self) -> list[_Request]:
         """(Holding the lock.) The oldest waiting request and, of the next oldest (the window),
         those nearest its length, up to ``max_texts`` reviews, in arrival order. Requests whose
-        clients went away are dropped."""
-        live = [request for request in self._waiting if not request.done.done()]
+        clients went away are dropped as they are met. Only the window is looked at, so a long
+        waiting list under overload costs no more per call."""
+        window: list[_Request] = []
+        scanned = 0
+        for request in self._waiting:
+            scanned += 1
+            if request.done.done():
+                self._queued -= len(request.texts)
+            else:
+                window.append(request)
+                if len(window) == WINDOW * self.max_texts:
+                    break
+        rest = self._waiting[scanned:]
         taken: set[int] = set()
-        if live:
-            oldest, size = live[0], 0
-            window = live[: WINDOW * self.max_texts]
+        if window:
+            oldest, size = window[0], 0
             for request in sorted(window, key=lambda r: abs(r.longest - oldest.longest)):
                 if request is oldest or size + len(request.texts) <= self.max_texts:
                     taken.add(id(request))
                     size += len(request.texts)
-        batch = [request for request in live if id(request) in taken]
-        self._waiting = [request for request in live if id(request) not in taken]
-        self._queued = sum(len(request.texts) for request in self._waiting)
-        return batch
+            self._queued -= size
+        self._waiting = [request for request in window if id(request) not in taken] + rest
+        return [request for request in window if id(request) in taken]
 
 
 def _outcome(function: Callable[..., Any], *args: object) -> tuple[Any, BaseException | None]:
     """(``function(*args)``, None), or (None, the exception it raised; one that is not an
-    ``Exception`` becomes a RuntimeError). KeyboardInterrupt and SystemExit pass."""
+    ``Exception`` becomes a RuntimeError): whatever a call raises, the worker goes on."""
     try:
         return function(*args), None
-    except (KeyboardInterrupt, SystemExit):
-        raise
     except Exception as exc:
         return None, exc
     except BaseException as exc:
