@@ -411,8 +411,9 @@ def parse_tensors(blob: bytes, where: Path) -> dict[str, torch.Tensor]:
 
 
 @cache
-def _plain_yaml() -> type:
-    """The YAML loader of run files (built on first use: predict reads no YAML)."""
+def plain_yaml() -> type:
+    """The YAML loader of run files and check suites (built on first use: predict reads no
+    YAML)."""
     import yaml
 
     class PlainYaml(yaml.SafeLoader):
@@ -440,7 +441,7 @@ def parse_config(data: bytes, where: Path) -> Config:
     import yaml
 
     try:
-        tree = yaml.load(data.decode("utf-8"), Loader=_plain_yaml())  # a SafeLoader, stricter
+        tree = yaml.load(data.decode("utf-8"), Loader=plain_yaml())  # a SafeLoader, stricter
     except UnicodeDecodeError:
         raise CheckpointError(f"{where} is not UTF-8 text") from None
     except ValueError:  # a 5,000-digit number: Python refuses to convert it

@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rnn_sentiment.errors import ConfigError, DataError, did_you_mean
+from rnn_sentiment.runfiles import plain_yaml
 
 DEFAULT_SUITE = Path(__file__).parents[1] / "assets" / "checks" / "movie-reviews.yaml"
 MAX_SUITE_BYTES = 2**20  # the shipped suite is 15 KB; a cap keeps a stray file from filling memory
@@ -114,23 +115,6 @@ class SuiteFile(_Strict):
     )
 
 
-class _SuiteYaml(yaml.SafeLoader):
-    """Plain YAML: no tags (a suite is text and lists), no aliases (a few lines of them can stand
-    for gigabytes) and no key twice in a mapping (the last would silently win)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "tag", None) is not None:
-            raise yaml.composer.ComposerError(None, None, "a tag or an alias", event.start_mark)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        keys = [key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode)]
-        if len(keys) != len(set(keys)):
-            raise yaml.constructor.ConstructorError(None, None, "a key twice", node.start_mark)
-        return super().construct_mapping(node, deep)
-
-
 Lines = dict[tuple[Any, ...], int]  # a key's or item's path in the file -> its line
 
 
@@ -145,7 +129,7 @@ def _read_tree(path: Path) -> tuple[Any, Lines]:
     if len(data) > MAX_SUITE_BYTES:
         raise ConfigError([f"{path} is over the {MAX_SUITE_BYTES:,}-byte limit of a suite file"])
     try:
-        loader = _SuiteYaml(data.decode("utf-8"))
+        loader = plain_yaml()(data.decode("utf-8"))  # no tags, aliases or repeated keys
         try:
             node = loader.get_single_node()
             tree = loader.construct_document(node) if node is not None else None
