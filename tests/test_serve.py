@@ -122,6 +122,7 @@ def test_health_and_metadata(predictor: Any) -> None:
     assert metadata["labels"] == ["negative", "positive"]
     assert metadata["metrics"]["test"]["accuracy"] > 0.9
     assert metadata["limits"]["max_texts"] == 7
+    assert metadata["limits"]["max_batch"] == min(256, predictor.batch_size)  # what a call holds
     if isinstance(predictor, ExportedPredictor):
         assert metadata["engine"] == "onnxruntime"
         assert "bidirectional GRU" in metadata["model_card"]

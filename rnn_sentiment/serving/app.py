@@ -153,7 +153,7 @@ def create_app(
     batcher = MicroBatcher(
         predictor.predict_proba,
         settings.batch_wait_ms / 1000,
-        min(settings.max_batch, predictor.batch_size),
+        call_size(predictor, settings),
     )
     metadata = model_metadata(predictor, settings)
     page = (files("rnn_sentiment.serving") / "page.html").read_text(encoding="utf-8")
@@ -196,6 +196,11 @@ def create_app(
     _add_info_routes(app, metadata, page)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def call_size(predictor: Predictor | ExportedPredictor, settings: ServeSettings) -> int:
+    """Reviews in one model call: ``max_batch``, at most the model's batch size."""
+    return min(settings.max_batch, predictor.batch_size)
 
 
 def _add_info_routes(app: FastAPI, metadata: dict[str, Any], page: str) -> None:
@@ -258,7 +263,10 @@ def model_metadata(
         found = {"labels": predictor.label_names, "model_card": None, "metrics": metrics,
                  "config": config}  # fmt: skip
         engine = "pytorch"
-    limits = settings.model_dump() | {"max_body_bytes": settings.max_body_bytes}
+    limits = settings.model_dump() | {
+        "max_body_bytes": settings.max_body_bytes,
+        "max_batch": call_size(predictor, settings),  # what a call holds, the model's batch
+    }
     return _finite({"model": predictor.path.name, "engine": engine, **found, "limits": limits})
 
 
