@@ -35,7 +35,7 @@ from rnn_sentiment.inference.exported import ExportedPredictor  # noqa: E402
 from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR, load_predictor  # noqa: E402
 from rnn_sentiment.serving import require_serve_extra  # noqa: E402
 from rnn_sentiment.serving.app import ServeSettings, create_app  # noqa: E402
-from rnn_sentiment.serving.batcher import MicroBatcher  # noqa: E402
+from rnn_sentiment.serving.batcher import MicroBatcher, Stopped  # noqa: E402
 from rnn_sentiment.serving.server import listen  # noqa: E402
 
 REVIEWS = [
@@ -115,14 +115,14 @@ def test_explain_gives_the_explain_numbers(predictor: Any) -> None:
 
 
 def test_health_and_metadata(predictor: Any) -> None:
-    with TestClient(create_app(predictor, ServeSettings(max_texts=7))) as client:
+    with TestClient(create_app(predictor, ServeSettings(max_texts=7, max_batch=3))) as client:
         health = client.get("/health")
         metadata = client.get("/metadata").json()
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     assert metadata["labels"] == ["negative", "positive"]
     assert metadata["metrics"]["test"]["accuracy"] > 0.9
     assert metadata["limits"]["max_texts"] == 7
-    assert metadata["limits"]["max_batch"] == min(256, predictor.batch_size)  # what a call holds
+    assert metadata["limits"]["max_batch"] == 3 < predictor.batch_size  # what a call holds
     if isinstance(predictor, ExportedPredictor):
         assert metadata["engine"] == "onnxruntime"
         assert "bidirectional GRU" in metadata["model_card"]
@@ -282,14 +282,42 @@ def test_the_batcher_gathers_waiting_requests_without_splitting_them() -> None:
     assert [a[:, 0].tolist() for a in answers] == [[1], [2, 3], [4], [5, 1], [7] * 5]
 
 
+class Gate:
+    """A scorer whose first call, on ["gate"], holds the worker until ``release``: requests
+    sent meanwhile all wait together, whatever the timing of the machine."""
+
+    def __init__(self, score: Any) -> None:
+        self.inside, self.release = threading.Event(), threading.Event()
+        self.score = score
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if list(texts) == ["gate"]:
+            self.inside.set()
+            assert self.release.wait(10)
+            return np.zeros((1, 2), dtype=np.float32)
+        return self.score(texts)
+
+    async def hold(self, batcher: MicroBatcher) -> asyncio.Future[np.ndarray]:
+        """Send the gate request and return once the worker is inside it."""
+        gate = asyncio.ensure_future(batcher.score(["gate"]))
+        assert await asyncio.to_thread(self.inside.wait, 10)
+        return gate
+
+
 def calls_for(texts: list[str], max_texts: int) -> list[list[int]]:
-    """The lengths of the reviews of each score call, for single-review requests sent at once."""
+    """The lengths of the reviews of each score call, for single-review requests all waiting
+    when the worker looks."""
     calls: list[list[str]] = []
+    gate = Gate(fake_scorer(calls))
 
     async def scenario() -> None:
-        batcher = MicroBatcher(fake_scorer(calls), wait_s=0.01, max_texts=max_texts)
+        batcher = MicroBatcher(gate, wait_s=0.01, max_texts=max_texts)
         batcher.start()
-        await asyncio.gather(*(batcher.score([text]) for text in texts))
+        held = await gate.hold(batcher)
+        tasks = [asyncio.ensure_future(batcher.score([text])) for text in texts]
+        await asyncio.sleep(0)  # every request is waiting
+        gate.release.set()
+        await asyncio.gather(held, *tasks)
         await batcher.stop()
 
     asyncio.run(scenario())
@@ -299,13 +327,13 @@ def calls_for(texts: list[str], max_texts: int) -> list[list[int]]:
 def test_similar_lengths_share_a_call_and_the_oldest_request_is_never_passed_over() -> None:
     # The oldest request goes first, with the nearest length.
     assert calls_for(["a", "x" * 50, "bb", "y" * 49], 2) == [[1, 2], [50, 49]]
-    # Only the oldest 3 x 2 requests are considered: the 2 nearest the oldest 1 arrived 8th,
-    # so it does not overtake the six before it.
+    # The window is the oldest 3 x 2 requests: the 2 nearest the oldest 1 arrived 8th, so it
+    # does not overtake the six before it.
     lengths = [1, 90, 80, 70, 60, 50, 40, 2]
     assert calls_for(["z" * n for n in lengths], 2) == [[1, 50], [90, 80], [70, 60], [40, 2]]
 
 
-def test_each_call_is_answered_while_the_next_is_scored() -> None:
+def test_the_worker_goes_from_call_to_call_without_the_event_loop() -> None:
     second_started, release = threading.Event(), threading.Event()
 
     def score(texts: Sequence[str]) -> np.ndarray:
@@ -314,43 +342,38 @@ def test_each_call_is_answered_while_the_next_is_scored() -> None:
             assert release.wait(10)
         return np.zeros((len(texts), 2), dtype=np.float32)
 
-    async def scenario() -> bool:
+    async def scenario() -> tuple[bool, bool]:
         batcher = MicroBatcher(score, wait_s=0, max_texts=1)
         batcher.start()
         first = asyncio.ensure_future(batcher.score(["first"]))
         second = asyncio.ensure_future(batcher.score(["second"]))
-        await first
-        # Answered while the worker is inside the second call, which cannot end until released.
-        answered_early = await asyncio.to_thread(second_started.wait, 10) and not second.done()
+        await asyncio.sleep(0)  # both waiting
+        # The event loop is blocked here: the worker must start the second call by itself.
+        went_on = second_started.wait(10)
+        await first  # answered while the second call runs (it cannot end until released)
+        answered_early = not second.done()
         release.set()
         await second
         await batcher.stop()
-        return answered_early
+        return went_on, answered_early
 
-    assert asyncio.run(scenario())
+    assert asyncio.run(scenario()) == (True, True)
 
 
 def test_requests_whose_clients_left_are_not_scored_and_the_rest_all_are() -> None:
     calls: list[list[str]] = []
-    release = threading.Event()
-    score = fake_scorer(calls)
-
-    def blocking(texts: Sequence[str]) -> np.ndarray:
-        if texts == ["first"]:
-            assert release.wait(10)
-        return score(texts)
+    gate = Gate(fake_scorer(calls))
 
     async def scenario() -> list[np.ndarray]:
-        batcher = MicroBatcher(blocking, wait_s=0, max_texts=4)
+        batcher = MicroBatcher(gate, wait_s=0, max_texts=4)
         batcher.start()
-        first = asyncio.ensure_future(batcher.score(["first"]))
-        await asyncio.sleep(0.05)  # the worker is inside the first call
+        held = await gate.hold(batcher)
         tasks = [asyncio.ensure_future(batcher.score([f"r{i}"])) for i in range(300)]
         await asyncio.sleep(0)
         for task in tasks[::3]:  # a third of the clients go away while waiting
             task.cancel()
-        release.set()
-        answers = [await first]
+        gate.release.set()
+        answers = [await held]
         answers += [await task for task in tasks[1::3] + tasks[2::3]]
         await batcher.stop()
         return answers
@@ -359,8 +382,97 @@ def test_requests_whose_clients_left_are_not_scored_and_the_rest_all_are() -> No
     scored = [text for call in calls for text in call]
     gone = {f"r{i}" for i in range(0, 300, 3)}
     assert len(answers) == 201 and not gone & set(scored)
-    assert sorted(scored) == sorted({"first"} | {f"r{i}" for i in range(300)} - gone)
+    assert sorted(scored) == sorted({f"r{i}" for i in range(300)} - gone)
     assert all(len(call) <= 4 for call in calls)
+
+
+def test_explain_calls_and_scoring_take_turns_by_arrival() -> None:
+    order: list[str] = []
+    gate = Gate(lambda texts: order.append("score") or np.zeros((len(texts), 2), np.float32))
+
+    def explain(name: str) -> str:
+        order.append(name)
+        return name
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(gate, wait_s=0, max_texts=4)
+        batcher.start()
+        held = await gate.hold(batcher)
+        first = asyncio.ensure_future(batcher.run(explain, "explain 1"))
+        await asyncio.sleep(0.01)
+        scored = asyncio.ensure_future(batcher.score(["a review"]))
+        await asyncio.sleep(0.01)
+        later = [asyncio.ensure_future(batcher.run(explain, f"explain {i}")) for i in (2, 3)]
+        await asyncio.sleep(0)
+        gate.release.set()
+        await asyncio.gather(held, first, scored, *later)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    # A flood of explain calls arriving after a review does not hold it back.
+    assert order == ["explain 1", "score", "explain 2", "explain 3"]
+
+
+def test_stop_fails_waiting_requests_refuses_new_ones_and_the_batcher_restarts() -> None:
+    gate = Gate(fake_scorer([]))
+
+    async def scenario() -> tuple[Any, ...]:
+        batcher = MicroBatcher(gate, wait_s=0, max_texts=1)
+        batcher.start()
+        held = await gate.hold(batcher)
+        waiting = asyncio.ensure_future(batcher.score(["never scored"]))
+        await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(batcher.stop())
+        await asyncio.sleep(0.01)
+        gate.release.set()  # the call in progress ends; the worker stops after it
+        await stopping
+        results = await asyncio.gather(held, waiting, return_exceptions=True)
+        alive_after_stop = batcher.alive()
+        with pytest.raises(Stopped):
+            await batcher.score(["too late"])
+        batcher.start()
+        again = await batcher.score(["again"])
+        alive_again = batcher.alive()
+        await batcher.stop()
+        return (*results, alive_after_stop, again, alive_again)
+
+    held, waiting, alive_after_stop, again, alive_again = asyncio.run(scenario())
+    assert held.shape == (1, 2)  # the call in progress finished
+    assert isinstance(waiting, Stopped) and not alive_after_stop
+    assert again.tolist() == [[5.0, -5.0]] and alive_again
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # its log
+def test_if_the_worker_fails_every_request_fails_and_health_says_so(
+    exported: ExportedPredictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with TestClient(create_app(exported)) as client:
+        assert client.get("/health").status_code == 200
+        batcher = client.app.state.batcher  # type: ignore[attr-defined]
+
+        def broken(self: MicroBatcher) -> None:
+            raise MemoryError  # outside the model call: nothing catches it but the worker's end
+
+        monkeypatch.setattr(MicroBatcher, "_take", broken)
+        failed = client.post("/predict", json={"texts": ["This movie is not good"]})
+        batcher._thread.join(5)
+        health = client.get("/health")
+        after = client.post("/predict", json={"texts": ["fine"]})
+    assert failed.status_code == 503 and "stopped" in failed.json()["detail"]
+    assert health.status_code == 503 and health.json() == {"status": "unavailable"}
+    assert after.status_code == 503 and "not running" in after.json()["detail"]
+
+
+def test_a_model_that_gives_the_wrong_number_of_rows_fails_its_requests() -> None:
+    async def scenario() -> Any:
+        batcher = MicroBatcher(lambda texts: np.zeros((1, 2), np.float32), 0, max_texts=4)
+        batcher.start()
+        result = await asyncio.gather(batcher.score(["a", "b"]), return_exceptions=True)
+        await batcher.stop()
+        return result[0]
+
+    error = asyncio.run(scenario())
+    assert isinstance(error, RuntimeError) and "1 rows for 2 reviews" in str(error)
 
 
 class Panic(BaseException):

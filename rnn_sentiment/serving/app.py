@@ -15,7 +15,8 @@ server's probabilities are exactly ``predict``'s.
 
 Every error is ``{"detail": "<one line>"}``: 413 for a body or request over a limit, 422 for a
 body that is not JSON or not the expected shape (never a 500 or a traceback), 404/405 for
-unknown routes and methods, 500 only for a fault in the server itself.
+unknown routes and methods, 503 while the scoring worker is not running, 500 only for a fault
+in the server itself.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from rnn_sentiment import __version__
 from rnn_sentiment.errors import CheckpointError, DataError
 from rnn_sentiment.inference.exported import ExportedPredictor
 from rnn_sentiment.inference.results import prediction
-from rnn_sentiment.serving.batcher import MicroBatcher
+from rnn_sentiment.serving.batcher import MicroBatcher, Stopped
 from rnn_sentiment.text import fix_text
 
 if TYPE_CHECKING:
@@ -206,10 +207,13 @@ def call_size(predictor: Predictor | ExportedPredictor, settings: ServeSettings)
 def _add_info_routes(app: FastAPI, metadata: dict[str, Any], page: str) -> None:
     """``/health``, ``/metadata`` and the page at ``/``: what does not score."""
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        """``{"status": "ok"}`` while the server takes requests."""
-        return {"status": "ok"}
+    @app.get("/health", responses={503: {"description": "The scoring worker is not running."}})
+    async def health() -> JSONResponse:
+        """``{"status": "ok"}`` while the server takes requests; 503 ``{"status":
+        "unavailable"}`` when its scoring worker is not running (stopping, or failed)."""
+        if app.state.batcher.alive():
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable"}, 503)
 
     @app.get("/metadata")
     async def describe() -> dict[str, Any]:
@@ -299,6 +303,9 @@ def _add_error_handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": detail}, 422)
         return JSONResponse({"detail": str(exc.detail)}, exc.status_code, exc.headers)
 
+    async def stopped(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, 503)
+
     async def bad_review(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, 422)  # "nothing to explain: ..."
 
@@ -310,6 +317,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(DataError, bad_review)
+    app.add_exception_handler(Stopped, stopped)
     app.add_exception_handler(Exception, fault)
 
 
