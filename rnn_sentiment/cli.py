@@ -875,6 +875,13 @@ BatchWait = Annotated[
         help="How long a request waits for others to share its model call (default 1).",
     ),
 ]  # fmt: skip
+MaxActive = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=100_000, metavar="N",
+        help="Requests in progress at once; more get 503 and Retry-After (default 128).",
+    ),
+]  # fmt: skip
 
 
 @app.command()
@@ -887,6 +894,7 @@ def serve(
     max_texts: MaxTexts = None,
     max_chars: MaxChars = None,
     batch_wait_ms: BatchWait = None,
+    max_active: MaxActive = None,
 ) -> None:
     """Serve a model over HTTP until Ctrl-C or SIGTERM (requests in flight are finished).
 
@@ -910,7 +918,8 @@ def serve(
         from rnn_sentiment.serving.app import ServeSettings
         from rnn_sentiment.serving.server import serve as serve_model
 
-        given = {"max_texts": max_texts, "max_chars": max_chars, "batch_wait_ms": batch_wait_ms}
+        given = {"max_texts": max_texts, "max_chars": max_chars, "batch_wait_ms": batch_wait_ms,
+                 "max_active": max_active}  # fmt: skip
         settings = ServeSettings.model_validate({k: v for k, v in given.items() if v is not None})
         predictor = _load_predictor(model, False, threads, batch_size, None, "fp32")
 

@@ -200,6 +200,37 @@ BAD_BODIES = [
 ]
 
 
+def test_requests_beyond_max_active_get_503_until_one_ends(
+    exported: ExportedPredictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, release = threading.Event(), threading.Event()
+    real = exported.predict_proba
+
+    def held(texts: Sequence[str]) -> np.ndarray:
+        if "hold" in texts:
+            inside.set()
+            assert release.wait(10)
+        return real(texts)
+
+    monkeypatch.setattr(exported, "predict_proba", held)
+    with TestClient(create_app(exported, ServeSettings(max_active=1))) as client:
+        first: list[Any] = []
+        worker = threading.Thread(
+            target=lambda: first.append(client.post("/predict", json={"texts": ["hold"]}))
+        )
+        worker.start()
+        assert inside.wait(10)
+        busy = client.post("/predict", json={"texts": ["This movie is not good"]})
+        health = client.get("/health")  # GET is never refused
+        release.set()
+        worker.join(10)
+        after = client.post("/predict", json={"texts": ["This movie is not good"]})
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+    assert busy.json() == {"detail": "the server is busy (1 requests in progress); retry shortly"}
+    assert health.status_code == 200 and first[0].status_code == 200
+    assert after.status_code == 200
+
+
 @pytest.mark.parametrize(("body", "detail"), BAD_BODIES)
 def test_malformed_json_is_a_422_with_one_line(
     client: TestClient, body: bytes, detail: str

@@ -60,6 +60,10 @@ class ServeSettings(_Strict):
     a call holds are waiting (under load there are always enough: no wait). It fills the
     calls when 32 clients answered together send their next requests over a millisecond or
     two, and costs a lone request 1 ms (see ``serving.batcher``)."""
+    max_active: int = Field(default=128, ge=1, le=100_000)
+    """Requests (POST) in progress at once, their bodies being read included; one more is a
+    503 with ``Retry-After: 1``. With the limits above it bounds what requests can hold in
+    memory: at most ``max_active`` bodies of ``max_body_bytes``."""
     max_batch: int = Field(default=256, ge=1, le=100_000)
     """The most reviews scored in one call, at most the model's batch size; a larger request
     is scored alone."""
@@ -195,7 +199,7 @@ def create_app(
         return explanation
 
     _add_info_routes(app, metadata, page)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_active=settings.max_active)
     return app
 
 
@@ -349,16 +353,30 @@ def _place(loc: Sequence[str | int]) -> str:
 
 class BodyLimit:
     """ASGI middleware: a request body over ``max_bytes`` is a 413, answered before it is all
-    read or parsed (uvicorn itself reads bodies of any size)."""
+    read or parsed (uvicorn itself reads bodies of any size); a request beyond ``max_active``
+    in progress is a 503 with ``Retry-After: 1``, answered before its body is read."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_active: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_active = max_active
+        self.active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        if self.active >= self.max_active:
+            detail = f"the server is busy ({self.active:,} requests in progress); retry shortly"
+            await JSONResponse({"detail": detail}, 503, {"Retry-After": "1"})(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(scope, receive, send)
