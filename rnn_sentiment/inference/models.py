@@ -37,9 +37,9 @@ def load_predictor(
 ) -> Predictor | ExportedPredictor:
     """``model_dir`` ready to score: an exported directory on onnxruntime (``batch_size``
     default 16, or 4 on one thread: see ``exported.default_batch_size``), a run directory on
-    PyTorch (default 256, with ``quantize`` / ``dtype`` as
-    :mod:`rnn_sentiment.inference.engine` decides). The bundled
-    model runs from its exported copy unless ``quantize`` or ``dtype`` asks for PyTorch.
+    PyTorch (default 256, with ``quantize`` / ``dtype`` as :mod:`rnn_sentiment.inference.engine`
+    decides). The bundled model runs from its exported copy unless ``quantize`` or ``dtype``
+    asks for PyTorch.
 
     Raises:
         DataError: ``quantize`` or ``dtype`` for an exported model (its precision was chosen

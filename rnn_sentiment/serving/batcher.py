@@ -51,7 +51,9 @@ class _Request:
     texts: Sequence[str]
     done: asyncio.Future[np.ndarray] = field(repr=False)
     arrived: float = field(default_factory=time.monotonic)
-    longest: int = 0
+    longest: int = field(
+        init=False
+    )  # characters of its longest review: the length it is matched by
 
     def __post_init__(self) -> None:
         self.longest = max(map(len, self.texts), default=0)
