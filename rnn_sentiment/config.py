@@ -210,6 +210,13 @@ class PretrainingConfig(_Section):
         "from its recurrent layers and, for every word it knows, its vectors (new words start "
         "random); `method` and `lm` are not run again.",
     )
+    vocabulary: Literal["encoder", "own"] = Field(
+        "encoder",
+        description="With `from`: 'encoder' keeps every word the encoder knows (its ids and "
+        "vectors) and adds this run's new words; 'own' keeps this run's vocabulary alone "
+        "(tokenizer.vocab_size), each of its words the encoder knows taking its vector: a "
+        "smaller model, blind to the encoder's words the training data never shows.",
+    )
 
     @field_validator("from_")
     @classmethod

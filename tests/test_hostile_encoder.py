@@ -527,10 +527,14 @@ def test_pretrain_refuses_a_model_over_the_cap_before_building_it(
     assert not (tmp_path / "runs" / "tiny").exists()
 
 
-def test_pretrain_refuses_pretraining_from(pristine: Path, tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, **_ENCODER, **{"pretraining.from": str(pristine)})
-    with pytest.raises(ConfigError, match="pretraining.from"):
+def test_pretrain_checks_the_encoder_it_continues_before_any_work(
+    encoder_dir: Path, tmp_path: Path
+) -> None:
+    _flip_last_byte(encoder_dir)
+    config = tiny_config(tmp_path, **_ENCODER, **{"pretraining.from": str(encoder_dir)})
+    with pytest.raises(CheckpointError, match="checksum"):
         pretrain(config)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_an_existing_encoder_name_points_at_pretrain_resume(tmp_path: Path) -> None:

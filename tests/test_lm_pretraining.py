@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,12 @@ from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingInterrupt
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.tokenizer import PAD_ID
 from rnn_sentiment.training import encoder as encoder_module
-from rnn_sentiment.training.encoder import BUNDLED_ENCODER_DIR, ENCODER_FILE, load_encoder
+from rnn_sentiment.training.encoder import (
+    BUNDLED_ENCODER_DIR,
+    ENCODER_FILE,
+    load_encoder,
+    read_encoder_tokenizer,
+)
 from rnn_sentiment.training.language_model import (
     LanguageModel,
     lm_pieces,
@@ -206,6 +212,84 @@ def test_resuming_with_a_changed_config_is_refused(tmp_path: Path) -> None:
         pretrain(changed, resume=tmp_path / "runs" / "stopped")
 
 
+def _own_reviews(tmp_path: Path) -> Path:
+    """40 reviews of four words, "zorblax" new to an encoder of the built-in corpus."""
+    folder = tmp_path / "mine"
+    folder.mkdir(exist_ok=True)
+    with (folder / "train.jsonl").open("w") as handle:
+        for i in range(40):
+            text = f"zorblax {'splendid' if i % 2 else 'dreadful'} movie"
+            handle.write(json.dumps({"text": text, "label": i % 2}) + "\n")
+    return folder
+
+
+def test_pretraining_continues_from_an_encoder_on_new_texts(tmp_path: Path) -> None:
+    # ULMFiT's second stage: the language model goes on from an encoder, on another corpus.
+    from rnn_sentiment.training.lm_pretraining import _setup
+
+    base_dir = pretrain(_lm_config(tmp_path)).encoder_dir
+    base = load_encoder(base_dir)
+    config = _lm_config(
+        tmp_path, "continued",
+        **{"pretraining.from": str(base_dir), "data.source": str(_own_reviews(tmp_path))},
+    )  # fmt: skip
+    run = _setup(config, TrainCallback(), None)
+    vocab, theirs = read_encoder_tokenizer(run.path).get_vocab(), base.tokenizer.get_vocab()
+    assert {w: vocab[w] for w in theirs} == theirs and "zorblax" in vocab
+    state = run.model.body.state_dict()
+    for name, tensor in base.tensors.items():
+        if name != "embedding.weight":
+            assert torch.equal(state[name], tensor), name
+    vectors = run.model.body.embedding.weight
+    for word in [w for w in theirs if theirs[w] != PAD_ID]:
+        assert torch.equal(vectors[vocab[word]], base.tensors["embedding.weight"][theirs[word]])
+    assert vectors[vocab["zorblax"]].abs().sum() > 0
+    shutil.rmtree(run.path)  # set up only: pretrain below writes it for real
+    result = pretrain(config)
+    continued = load_encoder(result.encoder_dir)
+    assert result.metrics["from_encoder"]["words_from_encoder"] == len(theirs) - 1
+    assert result.metrics["word2vec"] is None
+    assert result.metrics["data"]["from"] == base.metrics["data"]
+    name = "layers.0.forward_rnn.weight_hh_l0"
+    assert not torch.equal(continued.tensors[name], base.tensors[name])  # it learned from them
+
+
+def test_continuing_an_encoder_of_another_shape_is_refused(tmp_path: Path) -> None:
+    base_dir = pretrain(_lm_config(tmp_path)).encoder_dir
+    config = _lm_config(
+        tmp_path, "other", **{"pretraining.from": str(base_dir), "model.hidden_size": 24}
+    )
+    with pytest.raises(ConfigError, match="model.hidden_size"):
+        pretrain(config)
+    assert not (tmp_path / "runs" / "other").exists()
+
+
+def test_the_leak_warning_follows_a_chain_of_encoders(tmp_path: Path) -> None:
+    from rnn_sentiment.training.loop import _may_have_read_validation
+
+    config = tiny_config(tmp_path)
+    carve = {
+        "validation_split": config.data.validation_split,
+        "validation_fraction": config.data.validation_fraction,
+        "seed": 42,
+        "extra_train_sources": [],
+    }
+    mine = {"source": config.data.source, **carve}
+    other = {"source": "elsewhere", **carve}
+    assert not _may_have_read_validation(mine, config)  # same split: it left validation out
+    assert _may_have_read_validation({**mine, "seed": 7}, config)
+    assert _may_have_read_validation(
+        {**other, "from": {**other, "from": {**mine, "seed": 7}}}, config
+    )
+    assert not _may_have_read_validation({**other, "from": {**other, "from": "junk"}}, config)
+    named = tiny_config(tmp_path, **{"data.validation_split": "test"})
+    assert not _may_have_read_validation({**mine, "seed": 7}, named)  # pretrain never reads it
+    deep: dict[str, Any] = {**other}
+    for _ in range(1000):  # a hostile metrics.json nests without end: bounded, no recursion
+        deep = {**other, "from": deep}
+    assert not _may_have_read_validation(deep, config)
+
+
 def test_a_bidirectional_stack_cannot_be_a_language_model(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="num_layers=1"):
         pretrain(_lm_config(tmp_path, **{"model.num_layers": 2}))
@@ -258,7 +342,7 @@ def test_training_starts_from_the_encoders_weights_and_vectors(tmp_path: Path) -
     assert run.loop.pretraining["words_from_encoder"] == len(shared)
 
 
-def _run_on_own_reviews(tmp_path: Path, encoder_dir: Path) -> Any:
+def _run_on_own_reviews(tmp_path: Path, encoder_dir: Path, **overrides: Any) -> Any:
     """A run set up from ``encoder_dir`` on 40 reviews of four words, "zorblax" new to it."""
     from rnn_sentiment.training.loop import setup_run
 
@@ -270,7 +354,7 @@ def _run_on_own_reviews(tmp_path: Path, encoder_dir: Path) -> Any:
             handle.write(json.dumps({"text": text, "label": i % 2}) + "\n")
     config = tiny_config(
         tmp_path, **{"pretraining.from": str(encoder_dir), "model.bidirectional": True,
-                     "data.source": str(folder), "output.name": "mine"}
+                     "data.source": str(folder), "output.name": "mine", **overrides}
     )  # fmt: skip
     return setup_run(config, None, False, TrainCallback())
 
@@ -300,6 +384,24 @@ def test_every_word_the_encoder_knows_joins_the_vocabulary_at_its_id(tmp_path: P
         assert torch.equal(weights[mine[word]], encoder.tensors["embedding.weight"][theirs[word]])
     # Text rules still the run's: truncation at its own max_length.
     assert run.pipeline.tokenizer.truncation["max_length"] == run.config.tokenizer.max_length
+
+
+def test_vocabulary_own_keeps_the_runs_words_with_the_encoders_vectors(tmp_path: Path) -> None:
+    # pretraining.vocabulary=own: a model as small as its own vocabulary (the bundled model's
+    # 10 MB), each of its words the encoder knows still starting from the encoder's vector.
+    encoder_dir = pretrain(_lm_config(tmp_path)).encoder_dir
+    encoder = load_encoder(encoder_dir)
+    run = _run_on_own_reviews(tmp_path, encoder_dir, **{"pretraining.vocabulary": "own"})
+    own = TextPipeline.learn(run.splits.train.texts, run.config.tokenizer, True).tokenizer
+    mine, theirs = run.pipeline.tokenizer.get_vocab(), encoder.tokenizer.get_vocab()
+    assert mine == own.get_vocab() and len(mine) < len(theirs)
+    shared = [w for w in mine if w in theirs and mine[w] != PAD_ID]
+    assert "movie" in shared and "zorblax" not in shared
+    weights = run.model.embedding.weight
+    for word in shared:
+        assert torch.equal(weights[mine[word]], encoder.tensors["embedding.weight"][theirs[word]])
+    assert run.loop.pretraining is not None
+    assert run.loop.pretraining["words_from_encoder"] == len(shared)
 
 
 def test_an_encoder_with_other_text_rules_keeps_the_runs_own_vocabulary(tmp_path: Path) -> None:

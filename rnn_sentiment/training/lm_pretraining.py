@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 
 from rnn_sentiment.callbacks import TrainCallback
@@ -28,10 +29,15 @@ from rnn_sentiment.model import count_parameters
 from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training.encoder import (
+    Encoder,
+    load_encoder,
     read_encoder_config,
     read_encoder_tokenizer,
     save_encoder,
     save_encoder_files,
+    shape_mismatches,
+    start_from_encoder,
+    vocabulary_with_encoder,
 )
 from rnn_sentiment.training.language_model import LanguageModel, lm_pieces, token_counts
 from rnn_sentiment.training.loop import (
@@ -106,14 +112,9 @@ def pretrain(
 
 
 def check_pretrainable(config: Config) -> None:
-    """Refuse a model whose left-to-right states would see the token they must predict, one over
-    the run directory's parameter cap, and a setting pretrain would ignore."""
+    """Refuse a model whose left-to-right states would see the token they must predict, and one
+    over the run directory's parameter cap."""
     check_model_size(config)
-    if config.pretraining.from_ is not None:
-        raise ConfigError([
-            "pretraining.from is read by train, not by pretrain (which starts from random or "
-            "word2vec weights); drop it, or use a config without it"
-        ])  # fmt: skip
     model = config.model
     if model.bidirectional and model.num_layers > 1:
         raise ConfigError([
@@ -143,9 +144,22 @@ def _resumable(path: Path, requested: Config | None) -> Config:
     return requested.model_copy(update={"output": saved.output})
 
 
+def _base_encoder(config: Config) -> Encoder | None:
+    """The encoder a fresh pretraining continues from (``pretraining.from``), checked before any
+    work: its language model goes on, so every shape key must equal the config's."""
+    if config.pretraining.from_ is None:
+        return None
+    encoder = load_encoder(config.pretraining.from_)
+    problems = shape_mismatches(config.model, encoder.config.model)
+    if problems:
+        raise ConfigError(problems)
+    return encoder
+
+
 def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     """Read and encode the texts, build the model; restore the saved state when resuming."""
     check_pretrainable(config)
+    encoder = _base_encoder(config) if resume is None else None  # resumed: its state has all
     lm, seed = config.pretraining.lm, config.training.seed
     device = seed_and_device(config.training)
     path = resume if resume is not None else prepare_run_dir(config, resume_with="pretrain")
@@ -164,6 +178,9 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     if resume is None:
         vocab_texts = texts if config.tokenizer.learn_from_unlabelled else splits.train.texts
         pipeline = TextPipeline.learn(vocab_texts, config.tokenizer, config.data.clean_html)
+        if encoder is not None and config.pretraining.vocabulary == "encoder":
+            tokenizer = vocabulary_with_encoder(pipeline.tokenizer, encoder)
+            pipeline = TextPipeline(tokenizer, config.data.clean_html)
         save_encoder_files(path, config, pipeline.tokenizer)
     else:
         pipeline = _saved_pipeline(path, config)
@@ -178,12 +195,17 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     steps = math.ceil(len(pieces) / lm.batch_size) * lm.epochs
     scheduler = build_scheduler(optimizer, tcfg, steps)
     data = _provenance(config, splits, cut, pieces)
+    if encoder is not None:  # what the encoder it continues read too (a classifier's leak check)
+        data["from"] = encoder.metrics.get("data")
     run = LMRun(
         config, path, device, model, optimizer, scheduler, pieces, held_out, data, LoopState()
     )
     if resume is not None:
         run.loop = restore_state(path, model, optimizer, scheduler)
         cb.on_message(f"resuming {path} at epoch {run.loop.epoch}, step {run.loop.step}")
+    elif encoder is not None:
+        run.loop.pretraining = _continue_from(run, pipeline.tokenizer, encoder, cb)
+        run.checkpoint()
     elif config.pretraining.method == "word2vec":
         run.loop.pretraining = _word2vec(run, ids, cb)
         run.checkpoint()
@@ -232,6 +254,20 @@ def _split_pieces(
 
 def _saved_pipeline(path: Path, config: Config) -> TextPipeline:
     return TextPipeline(read_encoder_tokenizer(path), config.data.clean_html)
+
+
+def _continue_from(
+    run: LMRun, tokenizer: Tokenizer, encoder: Encoder, cb: TrainCallback
+) -> dict[str, Any]:
+    """Start the language model from ``encoder`` (its recurrent layers, and its vector for every
+    word it knows; new words fresh, output layers new), to go on learning from these texts."""
+    summary = start_from_encoder(run.model.body, tokenizer, encoder)
+    cb.on_message(
+        f"pretraining: continuing the encoder {encoder.path} ({summary['words_from_encoder']:,} "
+        f"words keep its vectors, {summary['new_words']:,} new ones start random); "
+        "pretraining.method is not run"
+    )
+    return {"method": "encoder", **summary}
 
 
 def _word2vec(run: LMRun, ids: list[list[int]], cb: TrainCallback) -> dict[str, Any]:
@@ -366,6 +402,7 @@ def held_out_perplexity(run: LMRun) -> dict[str, float]:
 
 def _metrics(run: LMRun, status: str) -> dict[str, Any]:
     loop = run.loop
+    start = loop.pretraining or {}
     last = loop.history[-1] if loop.history else {}
     perplexity = {
         k.removeprefix("perplexity_"): v for k, v in last.items() if k.startswith("perplexity_")
@@ -377,6 +414,7 @@ def _metrics(run: LMRun, status: str) -> dict[str, Any]:
         "data": run.data,
         "softmax": run.config.pretraining.lm.softmax,
         "pretraining_seconds": loop.elapsed,
-        "word2vec": loop.pretraining,
+        "word2vec": start if start.get("method") == "word2vec" else None,
+        "from_encoder": start if start.get("method") == "encoder" else None,
         "real_tokens_trained": loop.real_tokens,
     }

@@ -211,7 +211,8 @@ def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
     unlabelled = splits.unlabelled if config.tokenizer.learn_from_unlabelled else []
     texts = splits.train.texts + unlabelled
     pipeline = TextPipeline.learn(texts, config.tokenizer, config.data.clean_html)
-    if encoder is not None:  # every word the encoder knows, so each keeps its vector
+    if encoder is not None and config.pretraining.vocabulary == "encoder":
+        # every word the encoder knows, so each keeps its vector
         tokenizer = vocabulary_with_encoder(pipeline.tokenizer, encoder)
         pipeline = TextPipeline(tokenizer, config.data.clean_html)
     save_run_files(run_dir, config, pipeline.tokenizer, splits.label_names)
@@ -409,20 +410,7 @@ def start_from(run: Run, encoder: Encoder, cb: TrainCallback) -> dict[str, Any]:
             "pretraining: only the encoder's word vectors are taken, and this model's recurrent "
             f"layers start random: {summary['recurrent_layers'].removeprefix('random: ')}"
         )
-    data, mine = encoder.metrics.get("data", {}), run.config.data
-    # What decides which reviews the validation split is carved from (encoders written before
-    # extra_train_sources was recorded had none).
-    carve = {
-        "validation_split": mine.validation_split,
-        "validation_fraction": mine.validation_fraction,
-        "seed": run.config.training.seed,
-        "extra_train_sources": mine.extra_train_sources,
-    }
-    same_source = isinstance(data, dict) and data.get("source") == mine.source
-    if same_source and any(
-        data.get(key, [] if key == "extra_train_sources" else None) != value
-        for key, value in carve.items()
-    ):
+    if _may_have_read_validation(encoder.metrics.get("data"), run.config):
         cb.on_warning(
             "the encoder was pretrained on this data source with another validation split "
             "(data.validation_split, data.validation_fraction, data.extra_train_sources or "
@@ -431,6 +419,32 @@ def start_from(run: Run, encoder: Encoder, cb: TrainCallback) -> dict[str, Any]:
             "may be optimistic"
         )
     return {"method": "encoder", "seconds": 0.0, **summary}
+
+
+def _may_have_read_validation(data: object, config: Config) -> bool:
+    """Whether pretraining that read ``data`` (an encoder's record of its texts; ``from``: the
+    encoder it continued, and so on) read this data source with another validation split."""
+    mine = config.data
+    if mine.validation_split is not None:
+        return False  # a split of its own, and pretraining reads the training and unlabelled ones
+    # What decides which reviews the validation split is carved from (encoders written before
+    # extra_train_sources was recorded had none).
+    carve = {
+        "validation_split": mine.validation_split,
+        "validation_fraction": mine.validation_fraction,
+        "seed": config.training.seed,
+        "extra_train_sources": mine.extra_train_sources,
+    }
+    for _ in range(16):  # encoders continuing encoders; bounded, as the file is not ours
+        if not isinstance(data, dict):
+            return False
+        if data.get("source") == mine.source and any(
+            data.get(key, [] if key == "extra_train_sources" else None) != value
+            for key, value in carve.items()
+        ):
+            return True
+        data = data.get("from")
+    return False
 
 
 # ----------------------------------------------------------------------------------------------
