@@ -22,6 +22,7 @@ both accuracies, so the cost of the conversion is measured, not assumed.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -30,7 +31,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as save_safetensors
 
-from rnn_sentiment.checkpoint import atomic_write_bytes, load_run, write_manifest
+from rnn_sentiment.checkpoint import (
+    atomic_write_bytes,
+    atomic_write_json,
+    load_run,
+    write_manifest,
+)
 from rnn_sentiment.config import dump_config, load_config
 from rnn_sentiment.inference.export import export_model
 from rnn_sentiment.inference.models import BUNDLED_EXPORT_DIR, BUNDLED_MODEL_DIR
@@ -41,6 +47,7 @@ from rnn_sentiment.runfiles import (
     TOKENIZER_FILE,
     WEIGHTS_FILE,
 )
+from rnn_sentiment.training.encoder import BUNDLED_ENCODER_DIR
 
 BUNDLED_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bundled.yaml"
 
@@ -62,8 +69,13 @@ def bundle(run_dir: Path, dest: Path, data_from: Path = BUNDLED_CONFIG) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".bundled-", dir=dest.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the package is read by every user
     (staging / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
-    for name in (TOKENIZER_FILE, LABELS_FILE, METRICS_FILE):
+    for name in (TOKENIZER_FILE, LABELS_FILE):
         shutil.copyfile(run_dir / name, staging / name)
+    metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    start = metrics.get("pretraining") or {}
+    if start.get("from") == str(BUNDLED_ENCODER_DIR):  # the shipped one, not this machine's path
+        start["from"] = "bundled"
+    atomic_write_json(staging / METRICS_FILE, metrics)
     metadata = {"format": "rnn-sentiment", "version": "1", "dtype": "float16"}
     atomic_write_bytes(staging / WEIGHTS_FILE, save_safetensors(tensors, metadata=metadata))
     write_manifest(staging)
@@ -141,6 +153,7 @@ def main() -> None:
     dest = bundle(args.run_dir, args.dest, args.data_from)
     size = (dest / WEIGHTS_FILE).stat().st_size
     print(f"bundled {args.run_dir} -> {dest} ({size / 2**20:.2f} MiB of fp16 weights)")
+    shutil.rmtree(dest.parent / BUNDLED_EXPORT_DIR.name, ignore_errors=True)  # the old export
     exported = export_model(dest, dest.parent / BUNDLED_EXPORT_DIR.name)
     print(f"exported {dest} -> {exported}")
     for data in args.check:

@@ -249,7 +249,7 @@ def test_pretraining_continues_from_an_encoder_on_new_texts(tmp_path: Path) -> N
     continued = load_encoder(result.encoder_dir)
     assert result.metrics["from_encoder"]["words_from_encoder"] == len(theirs) - 1
     assert result.metrics["word2vec"] is None
-    assert result.metrics["data"]["from"] == base.metrics["data"]
+    assert result.metrics["data"]["from"] == {**base.metrics["data"], "from": None}
     name = "layers.0.forward_rnn.weight_hh_l0"
     assert not torch.equal(continued.tensors[name], base.tensors[name])  # it learned from them
 
@@ -284,10 +284,21 @@ def test_the_leak_warning_follows_a_chain_of_encoders(tmp_path: Path) -> None:
     assert not _may_have_read_validation({**other, "from": {**other, "from": "junk"}}, config)
     named = tiny_config(tmp_path, **{"data.validation_split": "test"})
     assert not _may_have_read_validation({**mine, "seed": 7}, named)  # pretrain never reads it
+    from rnn_sentiment.training.lm_pretraining import _carried_provenance
+
+    hostile = {**mine, "seed": "x" * 10, "junk": "y" * 10**6, "extra_train_sources": [{}]}
+    carried = _carried_provenance({**other, "from": hostile})
+    assert carried is not None and carried["from"] is not None
+    assert "junk" not in carried["from"] and "extra_train_sources" not in carried["from"]
     deep: dict[str, Any] = {**other}
     for _ in range(1000):  # a hostile metrics.json nests without end: bounded, no recursion
         deep = {**other, "from": deep}
     assert not _may_have_read_validation(deep, config)
+    carried = _carried_provenance(deep)
+    for _ in range(8):
+        assert isinstance(carried, dict)
+        carried = carried["from"]
+    assert carried is None  # eight encoders back at most
 
 
 def test_a_bidirectional_stack_cannot_be_a_language_model(tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     scheduler = build_scheduler(optimizer, tcfg, steps)
     data = _provenance(config, splits, cut, pieces)
     if encoder is not None:  # what the encoder it continues read too (a classifier's leak check)
-        data["from"] = encoder.metrics.get("data")
+        data["from"] = _carried_provenance(encoder.metrics.get("data"))
     run = LMRun(
         config, path, device, model, optimizer, scheduler, pieces, held_out, data, LoopState()
     )
@@ -218,6 +218,11 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     return run
 
 
+_PROVENANCE_KEYS = {"source", "train_reviews", "unlabelled_reviews", "held_out_reviews",
+                    "validation_reviews_left_out", "validation_fraction", "validation_split",
+                    "seed", "tokens"}  # fmt: skip
+
+
 def _provenance(
     config: Config, splits: DataSplits, held_out: int, pieces: list[list[int]]
 ) -> dict[str, Any]:
@@ -234,6 +239,24 @@ def _provenance(
         "seed": config.training.seed,
         "tokens": sum(len(p) for p in pieces),
     }
+
+
+def _carried_provenance(data: object, depth: int = 8) -> dict[str, Any] | None:
+    """The record of texts an encoder read, as a continued encoder carries it: only the keys
+    :func:`_provenance` writes, with scalar values (the file is not ours, and this lands in the
+    new encoder's capped metrics.json), and at most ``depth`` encoders back."""
+    if not isinstance(data, dict) or depth <= 0:
+        return None
+    kept: dict[str, Any] = {
+        key: value
+        for key, value in data.items()
+        if key in _PROVENANCE_KEYS and (value is None or isinstance(value, str | int | float))
+    }
+    sources = data.get("extra_train_sources")
+    if isinstance(sources, list) and all(isinstance(s, str) for s in sources[:64]):
+        kept["extra_train_sources"] = sources[:64]
+    kept["from"] = _carried_provenance(data.get("from"), depth - 1)
+    return kept
 
 
 def _split_pieces(
