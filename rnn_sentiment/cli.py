@@ -300,13 +300,15 @@ def pretrain(
 ) -> None:
     """Pretrain an encoder (embeddings + recurrent layers) as a language model on the training
     and unlabelled texts, and write an encoder directory that `train` starts from with
-    pretraining.from=DIR.
+    pretraining.from=DIR. With pretraining.from=DIR (or bundled, the shipped one) the language
+    model of that encoder goes on learning from these texts instead of starting afresh.
 
     \b
     Examples:
       rnn-sentiment pretrain configs/imdb-lm.yaml output.name=imdb-encoder
       rnn-sentiment train configs/imdb-lm.yaml pretraining.from=runs/imdb-encoder
       rnn-sentiment pretrain --resume runs/imdb-encoder
+      rnn-sentiment pretrain configs/sst2-lm.yaml output.name=sst2-encoder   # continues bundled
     """
     path, items = _config_and_overrides(args)
 

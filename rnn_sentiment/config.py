@@ -208,14 +208,16 @@ class PretrainingConfig(_Section):
         alias="from",
         description="An encoder directory written by `rnn-sentiment pretrain`: training starts "
         "from its recurrent layers and, for every word it knows, its vectors (new words start "
-        "random); `method` and `lm` are not run again.",
+        "random); `method` and `lm` are not run again. `rnn-sentiment pretrain` continues "
+        "its language model on this config's texts instead (every shape key must equal its own).",
     )
     vocabulary: Literal["encoder", "own"] = Field(
         "encoder",
         description="With `from`: 'encoder' keeps every word the encoder knows (its ids and "
         "vectors) and adds this run's new words; 'own' keeps this run's vocabulary alone "
         "(tokenizer.vocab_size), each of its words the encoder knows taking its vector: a "
-        "smaller model, blind to the encoder's words the training data never shows.",
+        "smaller model, blind to the encoder's words the training data never shows. Ignored "
+        "without `from`.",
     )
 
     @field_validator("from_")

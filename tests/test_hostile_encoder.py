@@ -262,7 +262,7 @@ def test_a_run_directory_is_not_an_encoder(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "run"
     before = _digests(run_dir)
     code, _, err = _train_from(tmp_path, run_dir)
-    _assert_one_line(code, err, "not part of")
+    _assert_one_line(code, err, "a classifier's run directory, not an encoder")
     assert not (tmp_path / "out" / "runs" / "clf").exists()
     assert _digests(run_dir) == before
 
@@ -446,7 +446,7 @@ def test_resuming_a_run_directory_is_refused_and_changes_nothing(tmp_path: Path)
     assert code == 0, err
     run_dir = tmp_path / "runs" / "run"
     before = _digests(run_dir)
-    _assert_one_line(*_resume(run_dir)[::2], "not part of")
+    _assert_one_line(*_resume(run_dir)[::2], "a classifier's run directory, not an encoder")
     assert _digests(run_dir) == before
 
 

@@ -264,41 +264,90 @@ def test_continuing_an_encoder_of_another_shape_is_refused(tmp_path: Path) -> No
     assert not (tmp_path / "runs" / "other").exists()
 
 
+def _carve_of(config: Any) -> dict[str, Any]:
+    """The record an encoder pretrained on ``config``'s own data and split would carry."""
+    return {
+        "source": config.data.source,
+        "validation_split": config.data.validation_split,
+        "validation_fraction": config.data.validation_fraction,
+        "seed": config.training.seed,
+        "extra_train_sources": [],
+    }
+
+
 def test_the_leak_warning_follows_a_chain_of_encoders(tmp_path: Path) -> None:
     from rnn_sentiment.training.loop import _may_have_read_validation
 
     config = tiny_config(tmp_path)
-    carve = {
-        "validation_split": config.data.validation_split,
-        "validation_fraction": config.data.validation_fraction,
-        "seed": 42,
-        "extra_train_sources": [],
-    }
-    mine = {"source": config.data.source, **carve}
-    other = {"source": "elsewhere", **carve}
+    mine = _carve_of(config)
+    other = {**mine, "source": "elsewhere"}
     assert not _may_have_read_validation(mine, config)  # same split: it left validation out
     assert _may_have_read_validation({**mine, "seed": 7}, config)
-    assert _may_have_read_validation(
-        {**other, "from": {**other, "from": {**mine, "seed": 7}}}, config
-    )
+    chain = {**other, "from": {**other, "from": {**mine, "seed": 7}}}
+    assert _may_have_read_validation(chain, config)
     assert not _may_have_read_validation({**other, "from": {**other, "from": "junk"}}, config)
-    named = tiny_config(tmp_path, **{"data.validation_split": "test"})
-    assert not _may_have_read_validation({**mine, "seed": 7}, named)  # pretrain never reads it
-    from rnn_sentiment.training.lm_pretraining import _carried_provenance
-
-    hostile = {**mine, "seed": "x" * 10, "junk": "y" * 10**6, "extra_train_sources": [{}]}
-    carried = _carried_provenance({**other, "from": hostile})
-    assert carried is not None and carried["from"] is not None
-    assert "junk" not in carried["from"] and "extra_train_sources" not in carried["from"]
     deep: dict[str, Any] = {**other}
     for _ in range(1000):  # a hostile metrics.json nests without end: bounded, no recursion
         deep = {**other, "from": deep}
     assert not _may_have_read_validation(deep, config)
+
+
+def test_the_leak_warning_knows_a_data_set_by_hub_id_or_folder(tmp_path: Path) -> None:
+    # The shipped encoder records stanfordnlp/imdb; a run reads ../shared/data/imdb.
+    from rnn_sentiment.training.loop import _may_have_read_validation, dataset_name
+
+    assert dataset_name("stanfordnlp/imdb") == dataset_name("../shared/data/imdb/") == "imdb"
+    local = tiny_config(tmp_path, **{"data.source": "../shared/data/imdb"})
+    hub = {**_carve_of(local), "source": "stanfordnlp/imdb"}
+    assert not _may_have_read_validation(hub, local)
+    assert _may_have_read_validation({**hub, "validation_fraction": 0.5}, local)
+    assert not _may_have_read_validation({**hub, "extra_train_sources": 5}, local)  # hostile
+    # An encoder that read the run's data as an extra source read all of its training split.
+    extra = {**_carve_of(local), "source": "sst2", "extra_train_sources": ["stanfordnlp/imdb"]}
+    assert _may_have_read_validation(extra, local)
+    # A named validation split is read only by an encoder that trained or pretrained on it.
+    named = tiny_config(tmp_path, **{"data.validation_split": "test"})
+    record = {**_carve_of(named), "seed": 7, "train_split": "train", "unlabelled_split": None}
+    assert not _may_have_read_validation(record, named)
+    assert _may_have_read_validation({**record, "unlabelled_split": "test"}, named)
+
+
+def test_a_carried_record_keeps_short_strings_and_finite_numbers(tmp_path: Path) -> None:
+    from rnn_sentiment.training.lm_pretraining import _carried_provenance
+
+    mine = _carve_of(tiny_config(tmp_path))
+    hostile = {**mine, "seed": math.nan, "source": "x" * 10**6, "tokens": math.inf,
+               "junk": "y", "extra_train_sources": [{}], "validation_fraction": True}  # fmt: skip
+    carried = _carried_provenance({**mine, "from": hostile})
+    assert carried is not None and carried["from"] is not None
+    assert set(carried["from"]) == {"validation_split", "from"}  # the rest was not plain
+    json.dumps(carried, allow_nan=False)  # strict JSON, as metrics.json must be
+    deep: dict[str, Any] = {**mine}
+    for _ in range(1000):
+        deep = {**mine, "from": deep}
     carried = _carried_provenance(deep)
     for _ in range(8):
         assert isinstance(carried, dict)
         carried = carried["from"]
     assert carried is None  # eight encoders back at most
+
+
+def test_a_stopped_continued_pretraining_resumes_with_what_it_read(tmp_path: Path) -> None:
+    base_dir = pretrain(_lm_config(tmp_path)).encoder_dir
+    base = load_encoder(base_dir)
+
+    def config(name: str) -> Any:
+        return _lm_config(tmp_path, name, **{"pretraining.from": str(base_dir)})
+
+    whole = pretrain(config("whole"))
+    with pytest.raises(TrainingInterrupted):
+        pretrain(config("stopped"), _StopAt(epoch=1, step=3))
+    resumed = pretrain(None, resume=tmp_path / "runs" / "stopped")
+    assert resumed.metrics["data"]["from"] == whole.metrics["data"]["from"]
+    assert resumed.metrics["data"]["from"]["source"] == base.metrics["data"]["source"]
+    a = load_file(whole.encoder_dir / ENCODER_FILE)
+    b = load_file(resumed.encoder_dir / ENCODER_FILE)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_bidirectional_stack_cannot_be_a_language_model(tmp_path: Path) -> None:
@@ -548,6 +597,18 @@ def test_a_missing_encoder_is_a_one_line_error(tmp_path: Path) -> None:
     )
     assert code != 0 and "not found" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_a_run_directory_given_as_an_encoder_is_named_so(tmp_path: Path) -> None:
+    # The shipped classifier is the run directory a user is most likely to pass by mistake.
+    from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR
+
+    for command in ("train", "pretrain"):
+        overrides = {"pretraining.from": str(BUNDLED_MODEL_DIR), "model.bidirectional": True}
+        code, _, err = invoke(command, *tiny_overrides(tmp_path, **overrides))
+        assert code != 0 and len(err.strip().splitlines()) == 1
+        assert "a classifier's run directory, not an encoder" in err
+    assert not (tmp_path / "runs").exists()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from rnn_sentiment.runfiles import (
     MAX_PARAMETERS,
     METRICS_FILE,
     TOKENIZER_FILE,
+    WEIGHTS_FILE,
     Header,
     RunFiles,
     exactly,
@@ -57,6 +58,9 @@ _CAPS[METRICS_FILE] = MAX_FILE_BYTES[METRICS_FILE]
 # The model settings that give the encoder's tensors their shapes and meaning (nonlinearity only
 # for the vanilla RNN cell: LSTM and GRU ignore it).
 SHAPE_KEYS = ("cell", "nonlinearity", "embedding_dim", "hidden_size", "num_layers", "bidirectional")
+# How many encoders back a continued encoder's record of what it read goes (each one continuing
+# the last with rnn-sentiment pretrain), and how far the leak check follows it.
+PROVENANCE_DEPTH = 8
 # Weights are floats: fp32 as pretrained, fp16 as shipped; an integer tensor of the right shape
 # would pass every other check and start training from nonsense.
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
@@ -158,11 +162,17 @@ def resolve_encoder(value: str | Path) -> Path:
 
 
 def _as_directory(path: Path) -> Path:
-    """``path``, unless it is there but no directory (the one-line error would say "not found")."""
+    """``path``, unless it is there but no directory (the one-line error would say "not found"),
+    or is a classifier's run directory (it would say a file is not part of an encoder)."""
     if path.exists() and not path.is_dir():
         raise CheckpointError(
             f"{path} is not a directory; give the encoder directory rnn-sentiment pretrain "
             "wrote (its output.dir/output.name)"
+        )
+    if (path / WEIGHTS_FILE).is_file() and not (path / ENCODER_FILE).exists():
+        raise CheckpointError(
+            f"{path} is a classifier's run directory, not an encoder; give the encoder directory "
+            "rnn-sentiment pretrain wrote (its output.dir/output.name)"
         )
     return path
 

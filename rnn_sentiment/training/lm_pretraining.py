@@ -29,6 +29,7 @@ from rnn_sentiment.model import count_parameters
 from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training.encoder import (
+    PROVENANCE_DEPTH,
     Encoder,
     load_encoder,
     read_encoder_config,
@@ -195,13 +196,14 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     steps = math.ceil(len(pieces) / lm.batch_size) * lm.epochs
     scheduler = build_scheduler(optimizer, tcfg, steps)
     data = _provenance(config, splits, cut, pieces)
-    if encoder is not None:  # what the encoder it continues read too (a classifier's leak check)
-        data["from"] = _carried_provenance(encoder.metrics.get("data"))
     run = LMRun(
         config, path, device, model, optimizer, scheduler, pieces, held_out, data, LoopState()
     )
     if resume is not None:
         run.loop = restore_state(path, model, optimizer, scheduler)
+        start = run.loop.pretraining or {}
+        if start.get("method") == "encoder":  # saved with the state: what that encoder read
+            run.data["from"] = _carried_provenance(start.get("read"))
         cb.on_message(f"resuming {path} at epoch {run.loop.epoch}, step {run.loop.step}")
     elif encoder is not None:
         run.loop.pretraining = _continue_from(run, pipeline.tokenizer, encoder, cb)
@@ -218,9 +220,11 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     return run
 
 
-_PROVENANCE_KEYS = {"source", "train_reviews", "unlabelled_reviews", "held_out_reviews",
-                    "validation_reviews_left_out", "validation_fraction", "validation_split",
-                    "seed", "tokens"}  # fmt: skip
+_PROVENANCE_KEYS = {"source", "train_split", "unlabelled_split", "train_reviews",
+                    "unlabelled_reviews", "held_out_reviews", "validation_reviews_left_out",
+                    "validation_fraction", "validation_split", "seed", "tokens"}  # fmt: skip
+# The longest string a carried record keeps (a data source's name or path).
+_MAX_NAME = 1000
 
 
 def _provenance(
@@ -229,6 +233,8 @@ def _provenance(
     """Which texts pretraining read (metrics.json): what a classifier's leak check compares."""
     return {
         "source": config.data.source,
+        "train_split": config.data.train_split,
+        "unlabelled_split": config.data.unlabelled_split,
         "train_reviews": len(splits.train),
         "unlabelled_reviews": len(splits.unlabelled),
         "held_out_reviews": held_out,
@@ -241,22 +247,28 @@ def _provenance(
     }
 
 
-def _carried_provenance(data: object, depth: int = 8) -> dict[str, Any] | None:
+def _carried_provenance(data: object, depth: int = PROVENANCE_DEPTH) -> dict[str, Any] | None:
     """The record of texts an encoder read, as a continued encoder carries it: only the keys
-    :func:`_provenance` writes, with scalar values (the file is not ours, and this lands in the
-    new encoder's capped metrics.json), and at most ``depth`` encoders back."""
+    :func:`_provenance` writes, with short strings and finite numbers (the file is not ours, and
+    this lands in the new encoder's capped, strict-JSON metrics.json), ``depth`` encoders back
+    at most."""
     if not isinstance(data, dict) or depth <= 0:
         return None
-    kept: dict[str, Any] = {
-        key: value
-        for key, value in data.items()
-        if key in _PROVENANCE_KEYS and (value is None or isinstance(value, str | int | float))
-    }
+    kept = {key: value for key, value in data.items() if key in _PROVENANCE_KEYS and _plain(value)}
     sources = data.get("extra_train_sources")
-    if isinstance(sources, list) and all(isinstance(s, str) for s in sources[:64]):
-        kept["extra_train_sources"] = sources[:64]
+    if isinstance(sources, list) and len(sources) <= 64 and all(map(_plain, sources)):
+        kept["extra_train_sources"] = sources
     kept["from"] = _carried_provenance(data.get("from"), depth - 1)
     return kept
+
+
+def _plain(value: object) -> bool:
+    """None, a string of at most :data:`_MAX_NAME` characters, or a finite number."""
+    if isinstance(value, str):
+        return len(value) <= _MAX_NAME
+    if isinstance(value, bool):
+        return False
+    return value is None or (isinstance(value, int | float) and math.isfinite(value))
 
 
 def _split_pieces(
@@ -285,12 +297,14 @@ def _continue_from(
     """Start the language model from ``encoder`` (its recurrent layers, and its vector for every
     word it knows; new words fresh, output layers new), to go on learning from these texts."""
     summary = start_from_encoder(run.model.body, tokenizer, encoder)
+    # What the encoder read, for the classifier's leak check; kept with the state for a resume.
+    run.data["from"] = _carried_provenance(encoder.metrics.get("data"))
     cb.on_message(
         f"pretraining: continuing the encoder {encoder.path} ({summary['words_from_encoder']:,} "
         f"words keep its vectors, {summary['new_words']:,} new ones start random); "
         "pretraining.method is not run"
     )
-    return {"method": "encoder", **summary}
+    return {"method": "encoder", **summary, "read": run.data["from"]}
 
 
 def _word2vec(run: LMRun, ids: list[list[int]], cb: TrainCallback) -> dict[str, Any]:

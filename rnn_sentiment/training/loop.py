@@ -49,6 +49,7 @@ from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memor
 from rnn_sentiment.training.diagnostics import explosion_warning, gradient_flow, longest_reviews
 from rnn_sentiment.training.distributed import Ranks
 from rnn_sentiment.training.encoder import (
+    PROVENANCE_DEPTH,
     Encoder,
     load_encoder,
     start_from_encoder,
@@ -412,39 +413,51 @@ def start_from(run: Run, encoder: Encoder, cb: TrainCallback) -> dict[str, Any]:
         )
     if _may_have_read_validation(encoder.metrics.get("data"), run.config):
         cb.on_warning(
-            "the encoder was pretrained on this data source with another validation split "
-            "(data.validation_split, data.validation_fraction, data.extra_train_sources or "
-            "training.seed differ), so its "
-            "language model may have read this run's validation reviews: validation accuracy "
-            "may be optimistic"
+            "the encoder (or one it continued) was pretrained on this data with another "
+            "validation split (data.validation_split, data.validation_fraction, "
+            "data.extra_train_sources or training.seed differ), so its language model may have "
+            "read this run's validation reviews: validation accuracy may be optimistic"
         )
     return {"method": "encoder", "seconds": 0.0, **summary}
 
 
 def _may_have_read_validation(data: object, config: Config) -> bool:
     """Whether pretraining that read ``data`` (an encoder's record of its texts; ``from``: the
-    encoder it continued, and so on) read this data source with another validation split."""
+    encoder it continued, and so on) may have read this run's validation reviews. A data set is
+    known by its last name, so the hub's ``stanfordnlp/imdb`` is the folder ``.../imdb``."""
     mine = config.data
-    if mine.validation_split is not None:
-        return False  # a split of its own, and pretraining reads the training and unlabelled ones
+    ours = {dataset_name(mine.source)} | {dataset_name(s) for s in mine.extra_train_sources}
     # What decides which reviews the validation split is carved from (encoders written before
     # extra_train_sources was recorded had none).
     carve = {
         "validation_split": mine.validation_split,
         "validation_fraction": mine.validation_fraction,
         "seed": config.training.seed,
-        "extra_train_sources": mine.extra_train_sources,
+        "extra_train_sources": [dataset_name(s) for s in mine.extra_train_sources],
     }
-    for _ in range(16):  # encoders continuing encoders; bounded, as the file is not ours
+    for _ in range(PROVENANCE_DEPTH):  # encoders continuing encoders; bounded: not our file
         if not isinstance(data, dict):
             return False
-        if data.get("source") == mine.source and any(
-            data.get(key, [] if key == "extra_train_sources" else None) != value
-            for key, value in carve.items()
-        ):
-            return True
+        extra = data.get("extra_train_sources")
+        extra = extra if isinstance(extra, list) else []
+        theirs = {dataset_name(data.get("source"))} | {dataset_name(s) for s in extra}
+        if mine.validation_split is not None:  # a split of its own: read only if named so
+            named = (data.get("train_split"), data.get("unlabelled_split"))
+            if dataset_name(mine.source) in theirs and mine.validation_split in named:
+                return True
+        elif ours & theirs:
+            recorded = {**data, "extra_train_sources": [dataset_name(s) for s in extra]}
+            same_source = dataset_name(data.get("source")) == dataset_name(mine.source)
+            if not same_source or any(recorded.get(k) != v for k, v in carve.items()):
+                return True
         data = data.get("from")
     return False
+
+
+def dataset_name(source: object) -> str:
+    """A data source by its last name, lower-cased: ``stanfordnlp/imdb`` and ``../data/imdb/``
+    are both ``imdb``."""
+    return str(source).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
 
 
 # ----------------------------------------------------------------------------------------------
