@@ -178,10 +178,7 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     )
     if resume is None:
         vocab_texts = texts if config.tokenizer.learn_from_unlabelled else splits.train.texts
-        pipeline = TextPipeline.learn(vocab_texts, config.tokenizer, config.data.clean_html)
-        if encoder is not None and config.pretraining.vocabulary == "encoder":
-            tokenizer = vocabulary_with_encoder(pipeline.tokenizer, encoder)
-            pipeline = TextPipeline(tokenizer, config.data.clean_html)
+        pipeline = _new_pipeline(config, vocab_texts, encoder)
         save_encoder_files(path, config, pipeline.tokenizer)
     else:
         pipeline = _saved_pipeline(path, config)
@@ -285,6 +282,15 @@ def _split_pieces(
     if not pieces or not held_out:
         raise TrainingError("too little text to pretrain on: every review is one token long")
     return pieces, held_out, cut
+
+
+def _new_pipeline(config: Config, texts: list[str], encoder: Encoder | None) -> TextPipeline:
+    """The vocabulary of ``texts`` and, continuing an encoder that way, every word it knows."""
+    pipeline = TextPipeline.learn(texts, config.tokenizer, config.data.clean_html)
+    if encoder is None or config.pretraining.vocabulary != "encoder":
+        return pipeline
+    tokenizer = vocabulary_with_encoder(pipeline.tokenizer, encoder)
+    return TextPipeline(tokenizer, config.data.clean_html)
 
 
 def _saved_pipeline(path: Path, config: Config) -> TextPipeline:
