@@ -206,7 +206,11 @@ def test_an_exported_model_evaluates_as_its_run(
     from rnn_sentiment.inference.exported import ExportedPredictor
     from tests.helpers import invoke
 
-    assert (exported_run / "calibration.json").is_file()
+    # The run by name, as export.json gives it: never a path on the machine that exported it.
+    assert json.loads((exported_run / "calibration.json").read_text()) == {
+        "temperature": 1.7,
+        "from": calibrated_run.name,
+    }
     path = write_labelled(tmp_path, "csv", TEXTS * 5, LABELS * 5)
     from_run = evaluate(calibrated_run, str(path))
     from_export = evaluate(exported_run, str(path))

@@ -138,8 +138,8 @@ def export_model(
         METRICS_FILE: _json(metrics),
         CARD_FILE: model_card(info, run.label_names, metrics).encode("utf-8"),
     }
-    if run.temperature != 1.0:  # the run's calibration travels with it
-        files[CALIBRATION_FILE] = _json({"temperature": run.temperature, "from": str(source)})
+    if run.temperature != 1.0:  # the run's calibration travels with it (named as in EXPORT_FILE)
+        files[CALIBRATION_FILE] = _json({"temperature": run.temperature, "from": info.source.run})
     _publish(files, target)
     return target
 
