@@ -5,6 +5,8 @@ TF-IDF + logistic regression and NB-SVM, all in one run.
     python scripts/benchmark_small_data.py --dataset imdb --sizes 500,1000,2000 --encoder DIR
     python scripts/benchmark_small_data.py --encoder DIR --validation-only --arms recipe \
         --set training.lr=0.001                          # tuning: the carved validation only
+    python scripts/benchmark_small_data.py --dataset imdb --dev 2000 --sizes 2000,5000 --seeds 1 \
+        --set tokenizer.max_length=800                   # tuning: pool rows set aside, all arms
     python scripts/benchmark_small_data.py --smoke      # under a minute, on the built-in corpus
 
 For every size and seed, a training set of that many labelled examples is drawn from the pool
@@ -24,10 +26,12 @@ Every arm is scored on the same fixed held-out set, which nothing is tuned on an
 never reads: SST-2's validation split (872 sentences), or 5,000 IMDB test reviews drawn once with
 seed 0. The recurrent arms carve their own validation split from the drawn rows (early stopping,
 calibration); the linear baselines use all the rows with fixed settings. ``--validation-only``
-scores the recurrent arms on that carved split alone and never scores the held-out set: use it
-to tune. Prints Markdown tables (held-out accuracy, mean +- std over seeds; the recipe's margin
-over NB-SVM, paired by seed; wall time per arm), written with every run's figures as
-<out>/<dataset>.md and .json.
+scores the recurrent arms on that carved split alone and never scores the held-out set; ``--dev
+N`` sets N rows of the pool aside before drawing (the same rows in every run) and scores every
+arm on them instead of the held-out set, which it never reads: use either to tune. Prints
+Markdown tables (held-out accuracy, mean +- std over seeds; the recipe's margin over NB-SVM,
+paired by seed; wall time per arm), written with every run's figures as <out>/<dataset>.md and
+.json.
 
 Needs scikit-learn for the baselines: pip install -e '.[bench]'.
 """
@@ -148,6 +152,19 @@ def load_task(dataset: str, data_root: Path) -> Task:
     return Task(dataset, splits.train, held_out, splits.label_names)
 
 
+def set_aside(task: Task, rows: int) -> Task:
+    """``task`` scored on ``rows`` rows of its pool (one fixed permutation) instead of its
+    held-out set, and drawing from the rest, so no training set holds a scored row."""
+    if rows >= len(task.pool):
+        raise SystemExit(
+            f"error: --dev {rows} leaves nothing to draw from ({len(task.pool):,} rows)"
+        )
+    order = np.random.default_rng(1234).permutation(len(task.pool))
+    dev, rest = (Reviews([task.pool.texts[i] for i in part], [task.pool.labels[i] for i in part])
+                 for part in (order[:rows], order[rows:]))  # fmt: skip
+    return Task(task.name, rest, dev, task.label_names)
+
+
 def draw(pool: Reviews, size: int, seed: int) -> Reviews:
     """``size`` rows of ``pool``: the first of one permutation per seed, so sets are nested."""
     if size > len(pool):
@@ -225,7 +242,9 @@ def run_all(task: Task, args: argparse.Namespace) -> list[dict[str, Any]]:
     held_out_file = None
     if not args.validation_only:
         held_out_file = write_reviews(
-            args.out / "data" / f"{task.name}-held-out.parquet", task.held_out, task.label_names
+            args.out / "data" / f"{task.name}-{'dev' if args.dev else 'held-out'}.parquet",
+            task.held_out,
+            task.label_names,
         )
     rows: list[dict[str, Any]] = []
     for size in args.sizes:
@@ -385,6 +404,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "never reading the held-out set (for tuning)",
     )
     parser.add_argument(
+        "--dev",
+        type=int,
+        default=0,
+        metavar="N",
+        help="score every arm on N pool rows set aside before drawing, never reading the "
+        "held-out set (for tuning)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path(tempfile.gettempdir()) / "small-data",
@@ -403,6 +430,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.dataset, args.seeds = "builtin", 1
         if args.sizes == parser.get_default("sizes"):
             args.sizes = "200,400"
+    if args.dev and args.validation_only:
+        parser.error("--dev and --validation-only are two ways to tune: pass one")
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.arms = [a for a in args.arms.split(",") if a]
     unknown = [a for a in args.arms if a not in ARMS]
@@ -415,11 +444,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     task = load_task(args.dataset, args.data)
+    if args.dev:
+        task = set_aside(task, args.dev)
     if args.smoke and args.encoder is None and "recipe" in args.arms:
         args.encoder = smoke_encoder(args)
     print(
         f"{task.name}: drawing from {len(task.pool):,} labelled rows, "
         + ("scoring the carved validation only" if args.validation_only
+           else f"{len(task.held_out):,} pool rows set aside to score" if args.dev
            else f"held-out set of {len(task.held_out):,}")
         + f"; sizes {args.sizes}, {args.seeds} seeds, arms {args.arms}",
         flush=True,
@@ -428,14 +460,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = run_all(task, args)
     key = "validation" if args.validation_only else "held_out"
     table = markdown(rows, args.arms, key)
-    what = "carved validation" if args.validation_only else "held-out"
+    what = "carved validation" if args.validation_only else "set-aside" if args.dev else "held-out"
     header = (
         f"{task.name}, {what} accuracy, mean ± std over {args.seeds} seeds "
         f"(started {started}; python scripts/benchmark_small_data.py {' '.join(sys.argv[1:])})"
     )
     (args.out / f"{task.name}.md").write_text(f"{header}\n\n{table}")
     print(f"\n{header}\n\n{table}")
-    if args.plot is not None and not args.validation_only:
+    if args.plot is not None and not (args.validation_only or args.dev):
         plot(rows, args.arms, task.name, args.plot)
         print(f"plot: {args.plot}")
     print(f"written: {args.out / f'{task.name}.md'}, {args.out / f'{task.name}.json'}")

@@ -42,6 +42,31 @@ def test_nbsvm_refuses_labels_other_than_0_and_1() -> None:
         _script().NBSVM().fit(["good", "bad", "fine"], [0, 1, 2])
 
 
+def test_dev_rows_are_set_aside_from_every_draw_and_never_the_held_out_set() -> None:
+    script = _script()
+    from rnn_sentiment.data.sources import Reviews
+
+    pool = Reviews([f"review {i}" for i in range(100)], [i % 2 for i in range(100)])
+    held_out = Reviews(["a test review"], [1])
+    task = script.set_aside(script.Task("t", pool, held_out, ["neg", "pos"]), 30)
+    assert len(task.held_out.texts) == 30 and len(task.pool.texts) == 70
+    assert "a test review" not in task.held_out.texts
+    assert sorted(task.held_out.texts + task.pool.texts) == sorted(pool.texts)
+    for seed in range(3):  # the biggest draw takes the whole rest, and no set-aside row
+        assert not set(script.draw(task.pool, 70, seed).texts) & set(task.held_out.texts)
+    again = script.set_aside(script.Task("t", pool, held_out, ["neg", "pos"]), 30)
+    assert again.held_out.texts == task.held_out.texts  # the same rows in every run
+    labels = dict(zip(pool.texts, pool.labels, strict=True))
+    assert [labels[t] for t in task.held_out.texts] == task.held_out.labels
+    with pytest.raises(SystemExit, match="leaves nothing"):
+        script.set_aside(task, 70)
+
+
+def test_dev_and_validation_only_are_exclusive() -> None:
+    with pytest.raises(SystemExit):
+        _script().parse_args(["--dev", "100", "--validation-only"])
+
+
 @pytest.mark.slow
 def test_smoke_run_compares_every_arm_and_plots(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
