@@ -62,9 +62,13 @@ def test_dev_rows_are_set_aside_from_every_draw_and_never_the_held_out_set() -> 
         script.set_aside(task, 70)
 
 
-def test_dev_and_validation_only_are_exclusive() -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [["--dev", "100", "--validation-only"], ["--dev", "-5"], ["--dev", "100", "--plot", "a.png"]],
+)
+def test_tuning_options_refuse_what_makes_no_sense(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
-        _script().parse_args(["--dev", "100", "--validation-only"])
+        _script().parse_args(argv)
 
 
 @pytest.mark.slow
