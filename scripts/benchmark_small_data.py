@@ -451,7 +451,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--dev and --validation-only are two ways to tune: pass one")
     if args.plot is not None and (args.dev or args.validation_only):
         parser.error("--plot draws held-out learning curves: leave it out when tuning")
-    args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    try:
+        args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    except ValueError:
+        args.sizes = []
+    if not args.sizes or min(args.sizes) < 1:
+        parser.error("--sizes takes one or more positive counts, e.g. 500,1000")
     args.arms = [a for a in args.arms.split(",") if a]
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown:

@@ -64,7 +64,14 @@ def test_dev_rows_are_set_aside_from_every_draw_and_never_the_held_out_set() -> 
 
 @pytest.mark.parametrize(
     "argv",
-    [["--dev", "100", "--validation-only"], ["--dev", "-5"], ["--dev", "100", "--plot", "a.png"]],
+    [
+        ["--dev", "100", "--validation-only"],
+        ["--dev", "-5"],
+        ["--dev", "100", "--plot", "a.png"],
+        ["--sizes", ","],
+        ["--sizes", "0,500"],
+        ["--sizes", "1k"],
+    ],  # fmt: skip
 )
 def test_tuning_options_refuse_what_makes_no_sense(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
