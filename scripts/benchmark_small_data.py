@@ -33,7 +33,9 @@ shipped encoder's language model has read the set-aside texts, as it has read ev
 review, so their margin over the baselines can read higher than the held-out one). Prints
 Markdown tables (held-out accuracy, mean +- std over seeds; the recipe's margin over NB-SVM,
 paired by seed; wall time per arm), written with every run's figures as <out>/<dataset>.md and
-.json.
+.json. The JSON is saved after every run; ``--resume`` keeps the runs it holds (when they were
+made with the same settings) and runs only the missing ones, so a benchmark longer than a session
+continues where it was stopped, and more seeds or sizes can be added to an earlier one.
 
 Needs scikit-learn for the baselines: pip install -e '.[bench]'.
 """
@@ -41,6 +43,7 @@ Needs scikit-learn for the baselines: pip install -e '.[bench]'.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -57,6 +60,7 @@ import pandas as pd
 from rnn_sentiment import evaluate, load_config, pretrain, train
 from rnn_sentiment.config import DataConfig
 from rnn_sentiment.data.sources import DataSplits, Reviews, load_splits
+from rnn_sentiment.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_accuracy import tfidf_baseline  # noqa: E402  (a sibling script, not a package)
@@ -243,8 +247,11 @@ def linear_arm(arm: str, train: Reviews, held_out: Reviews) -> dict[str, Any]:
     return {"held_out": float((guess == np.asarray(held_out.labels)).mean()), "seconds": seconds}
 
 
-def run_all(task: Task, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every arm on every (size, seed); one row each, also saved as it goes."""
+def run_all(
+    task: Task, args: argparse.Namespace, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every arm on every (size, seed) not in ``rows`` already; one row each, added to ``rows``
+    and saved as it goes."""
     held_out_file = None
     if not args.validation_only:
         held_out_file = write_reviews(
@@ -252,7 +259,8 @@ def run_all(task: Task, args: argparse.Namespace) -> list[dict[str, Any]]:
             task.held_out,
             task.label_names,
         )
-    rows: list[dict[str, Any]] = []
+    scored = "dev" if args.dev else "held_out"
+    done = {(r["arm"], r["size"], r["seed"]) for r in rows}
     for size in args.sizes:
         for seed in range(args.seeds):
             drawn = draw(task.pool, size, seed)
@@ -262,6 +270,9 @@ def run_all(task: Task, args: argparse.Namespace) -> list[dict[str, Any]]:
                 task.label_names,
             )
             for arm in args.arms:
+                if (arm, size, seed) in done:
+                    print(progress_line(saved(rows, arm, size, seed), scored) + " (saved)")
+                    continue
                 if arm in ("recipe", "scratch"):
                     row = recurrent_arm(arm, train_file, held_out_file, seed, args)
                 elif args.validation_only:
@@ -269,9 +280,20 @@ def run_all(task: Task, args: argparse.Namespace) -> list[dict[str, Any]]:
                 else:
                     row = linear_arm(arm, drawn, task.held_out)
                 rows.append({"arm": arm, "size": size, "seed": seed, **row})
-                print(progress_line(rows[-1], "dev" if args.dev else "held_out"), flush=True)
+                print(progress_line(rows[-1], scored), flush=True)
                 save(rows, args, task.name)
     return rows
+
+
+def saved(rows: list[dict[str, Any]], arm: str, size: int, seed: int) -> dict[str, Any]:
+    return next(r for r in rows if (r["arm"], r["size"], r["seed"]) == (arm, size, seed))
+
+
+def requested(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The rows this invocation asked for (a resumed file can hold more)."""
+    wanted = {(arm, size, seed) for arm in args.arms for size in args.sizes
+              for seed in range(args.seeds)}  # fmt: skip
+    return [r for r in rows if (r["arm"], r["size"], r["seed"]) in wanted]
 
 
 def progress_line(row: dict[str, Any], scored: str = "held_out") -> str:
@@ -368,8 +390,49 @@ def save(rows: list[dict[str, Any]], args: argparse.Namespace, dataset: str) -> 
         else "held-out set"
     )  # fmt: skip
     data = {"argv": sys.argv[1:], "dataset": dataset, "encoder": args.encoder,
-            "held_out_is": scored_on, "rows": rows}  # fmt: skip
-    (args.out / f"{dataset}.json").write_text(json.dumps(data, indent=2) + "\n")
+            "held_out_is": scored_on, "settings": args.settings, "rows": rows}  # fmt: skip
+    path = args.out / f"{dataset}.json"
+    path.with_suffix(".json.tmp").write_text(json.dumps(data, indent=2) + "\n")
+    path.with_suffix(".json.tmp").replace(path)  # a kill mid-write keeps the last whole file
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What a row's figures depend on besides its arm, size and seed: the recipe as resolved
+    (config file and --set), the encoder, the data and what is scored."""
+    try:  # a bad --set fails now, not at the first recurrent run
+        config = load_config(args.config, list(args.set)).model_dump(mode="json")
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    return {"dataset": args.dataset, "data": str(args.data.resolve()), "dev": args.dev,
+            "validation_only": args.validation_only, "smoke": args.smoke,
+            "encoder": args.encoder, "config_sha256": digest}  # fmt: skip
+
+
+def resumed_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The rows an earlier run saved under --out, when --resume is given and they were made with
+    the same settings; a one-line error when they were not."""
+    path = args.out / f"{args.dataset}.json"
+    if not args.resume or not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+        old, rows = data.get("settings"), list(data["rows"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise SystemExit(
+            f"error: {path} is not this script's results file; pass another --out"
+        ) from None
+    if old != args.settings:
+        differ = (
+            "all"
+            if not isinstance(old, dict)
+            else next(key for key in args.settings if old.get(key) != args.settings[key])
+        )
+        raise SystemExit(
+            f"error: {path} holds runs made with other settings ({differ} differs); pass "
+            "another --out, or drop --resume to start over"
+        )
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,6 +498,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=None, help="save the learning curves here")
     parser.add_argument("--keep-runs", action="store_true", help="keep every run directory")
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs saved in OUT/<dataset>.json by an earlier run with the same settings "
+        "and run only the missing (arm, size, seed)",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="tiny models on the built-in corpus, sizes 200,400, one seed; a "
@@ -467,6 +536,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    args.settings = settings(args)
+    rows = resumed_rows(args)
     task = load_task(args.dataset, args.data)
     if args.dev:
         task = set_aside(task, args.dev)
@@ -482,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )  # fmt: skip
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    rows = run_all(task, args)
+    rows = requested(run_all(task, args, rows), args)
     key = "validation" if args.validation_only else "held_out"
     table = markdown(rows, args.arms, key)
     what = "carved validation" if args.validation_only else "set-aside" if args.dev else "held-out"

@@ -97,3 +97,33 @@ def test_smoke_run_compares_every_arm_and_plots(tmp_path: Path) -> None:
     assert all(0.0 <= r["validation"] <= 1.0 for r in rows if r["arm"] in ("recipe", "scratch"))
     assert figure.read_bytes().startswith(b"\x89PNG")
     assert not (out / "runs" / "recipe-builtin-200-seed0").exists()  # runs removed once scored
+
+
+def test_resume_keeps_saved_runs_and_refuses_other_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("sklearn")
+    script, out = _script(), tmp_path / "out"
+    base = ["--dataset", "builtin", "--arms", "nbsvm", "--sizes", "40", "--out", str(out)]
+    script.main([*base, "--seeds", "1"])
+    saved = out / "builtin.json"
+    data = json.loads(saved.read_text())
+    assert [(r["size"], r["seed"]) for r in data["rows"]] == [(40, 0)]
+    data["rows"][0]["held_out"] = 0.123  # a mark: a resumed run must keep this row, not redo it
+    saved.write_text(json.dumps(data))
+
+    script.main([*base, "--seeds", "2", "--sizes", "40,60", "--resume"])
+    rows = json.loads(saved.read_text())["rows"]
+    assert [(r["size"], r["seed"]) for r in rows] == [(40, 0), (40, 1), (60, 0), (60, 1)]
+    assert rows[0]["held_out"] == 0.123 and rows[1]["held_out"] != 0.123
+    assert "(saved)" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit, match="config_sha256 differs"):  # another recipe
+        script.main([*base, "--resume", "--set", "training.lr=0.5"])
+    with pytest.raises(SystemExit, match="dev differs"):
+        script.main([*base, "--resume", "--dev", "10"])
+    saved.write_text("not json")
+    with pytest.raises(SystemExit, match="not this script's results file"):
+        script.main([*base, "--resume"])
+    script.main([*base, "--seeds", "1"])  # without --resume: starts over
+    assert len(json.loads(saved.read_text())["rows"]) == 1
