@@ -60,7 +60,9 @@ import pandas as pd
 from rnn_sentiment import evaluate, load_config, pretrain, train
 from rnn_sentiment.config import DataConfig
 from rnn_sentiment.data.sources import DataSplits, Reviews, load_splits
-from rnn_sentiment.errors import ConfigError
+from rnn_sentiment.errors import CheckpointError, ConfigError
+from rnn_sentiment.runfiles import MANIFEST_FILE
+from rnn_sentiment.training.encoder import resolve_encoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_accuracy import tfidf_baseline  # noqa: E402  (a sibling script, not a package)
@@ -399,14 +401,32 @@ def save(rows: list[dict[str, Any]], args: argparse.Namespace, dataset: str) -> 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """What a row's figures depend on besides its arm, size and seed: the recipe as resolved
     (config file and --set), the encoder, the data and what is scored."""
-    try:  # a bad --set fails now, not at the first recurrent run
-        config = load_config(args.config, list(args.set)).model_dump(mode="json")
-    except ConfigError as error:
+    try:  # a bad --set or encoder fails now, not at the first recurrent run
+        config = load_config(args.config, list(args.set))
+        encoder = args.encoder or config.pretraining.from_
+        manifest = resolve_encoder(encoder) / MANIFEST_FILE if encoder else None
+        encoder_files = hashlib.sha256()  # its manifest lists every file's checksum
+        if manifest is not None and manifest.is_file():
+            with manifest.open("rb") as stream:
+                encoder_files = hashlib.file_digest(stream, "sha256")
+        elif manifest is not None and "recipe" in args.arms:
+            raise SystemExit(
+                f"error: {manifest.parent} is no encoder (it has no {MANIFEST_FILE}); give "
+                "the directory rnn-sentiment pretrain wrote, or leave --encoder out"
+            )
+    except (ConfigError, CheckpointError, OSError) as error:
         raise SystemExit(f"error: {error}") from None
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    return {"dataset": args.dataset, "data": str(args.data.resolve()), "dev": args.dev,
-            "validation_only": args.validation_only, "smoke": args.smoke,
-            "encoder": args.encoder, "config_sha256": digest}  # fmt: skip
+    resolved = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+    return {
+        "dataset": args.dataset,
+        "data": str(args.data.resolve()),
+        "dev": args.dev,
+        "validation_only": args.validation_only,
+        "smoke": args.smoke,
+        "encoder": args.encoder,
+        "config_sha256": hashlib.sha256(resolved).hexdigest(),
+        "encoder_sha256": encoder_files.hexdigest(),  # a retrained encoder: another recipe
+    }
 
 
 def resumed_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -418,6 +438,7 @@ def resumed_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
         old, rows = data.get("settings"), list(data["rows"])
+        {(r["arm"], r["size"], r["seed"]) for r in rows}  # every row names its run
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise SystemExit(
             f"error: {path} is not this script's results file; pass another --out"

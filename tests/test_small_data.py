@@ -127,3 +127,12 @@ def test_resume_keeps_saved_runs_and_refuses_other_settings(
         script.main([*base, "--resume"])
     script.main([*base, "--seeds", "1"])  # without --resume: starts over
     assert len(json.loads(saved.read_text())["rows"]) == 1
+
+
+def test_a_bad_override_or_encoder_fails_before_any_run(tmp_path: Path) -> None:
+    script, out = _script(), tmp_path / "out"
+    with pytest.raises(SystemExit, match="unknown key 'training.bogus'"):
+        script.main(["--dataset", "builtin", "--out", str(out), "--set", "training.bogus=1"])
+    with pytest.raises(SystemExit, match="is no encoder"):
+        script.main(["--dataset", "builtin", "--out", str(out), "--encoder", str(tmp_path / "x")])
+    assert not (out / "builtin.json").exists()
