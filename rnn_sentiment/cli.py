@@ -870,6 +870,13 @@ MaxChars = Annotated[
         min=1, max=10_000_000, metavar="N", help="Characters per review (default 20,000)."
     ),
 ]
+MaxExplainWords = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=100_000, metavar="N",
+        help="Words per /explain review; its time grows with the square (default 1,000).",
+    ),
+]  # fmt: skip
 BatchWait = Annotated[
     float | None,
     typer.Option(
@@ -895,6 +902,7 @@ def serve(
     batch_size: BatchSize = None,
     max_texts: MaxTexts = None,
     max_chars: MaxChars = None,
+    max_explain_words: MaxExplainWords = None,
     batch_wait_ms: BatchWait = None,
     max_active: MaxActive = None,
 ) -> None:
@@ -921,7 +929,7 @@ def serve(
         from rnn_sentiment.serving.server import serve as serve_model
 
         given = {"max_texts": max_texts, "max_chars": max_chars, "batch_wait_ms": batch_wait_ms,
-                 "max_active": max_active}  # fmt: skip
+                 "max_active": max_active, "max_explain_words": max_explain_words}  # fmt: skip
         settings = ServeSettings.model_validate({k: v for k, v in given.items() if v is not None})
         predictor = _load_predictor(model, False, threads, batch_size, None, "fp32")
 

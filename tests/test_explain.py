@@ -43,3 +43,20 @@ def test_punctuation_and_unknown_words_are_words(predictor: Predictor) -> None:
 def test_nothing_to_explain(predictor: Predictor) -> None:
     with pytest.raises(DataError, match="no words"):
         predictor.explain("   ")
+
+
+def test_a_review_over_max_words_is_refused_before_it_is_scored(predictor: Predictor) -> None:
+    from rnn_sentiment.inference.results import TooLongToExplain, explain_with
+
+    calls: list[int] = []
+
+    def never(ids: object) -> None:
+        calls.append(1)
+        raise AssertionError("scored a review over the limit")
+
+    with pytest.raises(TooLongToExplain, match="has 5 words; explaining reads it 11 times"):
+        explain_with(predictor.run.pipeline, ["negative", "positive"], never, "a b c d e", 4)
+    assert not calls
+    assert predictor.explain("This movie is not good", max_words=5).words[-1] == "good"
+    with pytest.raises(DataError, match="at most 4 words"):  # a DataError: exit code 2
+        predictor.explain("This movie is not good", max_words=4)

@@ -156,6 +156,8 @@ LIMITED = [
     (ServeSettings(max_chars=10), {"texts": ["ok", "x" * 11]}, 413,
      "texts[1] has 11 characters; at most 10"),
     (ServeSettings(max_chars=10), {"text": "x" * 11}, 413, "text has 11 characters; at most 10"),
+    (ServeSettings(max_explain_words=3), {"text": "not good at all"}, 413,
+     "text has 4 words; this server explains at most 3 (its --max-explain-words)"),
     (ServeSettings(), {"texts": []}, 422, "texts: List should have at least 1 item"),
     (ServeSettings(), {"texts": ["good", " \n\t"]}, 422,
      "texts[1] is empty; every review needs some text"),

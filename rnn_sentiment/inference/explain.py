@@ -22,16 +22,16 @@ from rnn_sentiment.metrics import with_temperature
 __all__ = ["METHOD", "Explanation", "explain"]
 
 
-def explain(run: LoadedRun, text: str) -> Explanation:
+def explain(run: LoadedRun, text: str, max_words: int | None = None) -> Explanation:
     """Running sentiment and occlusion attribution for each word of ``text`` (see
     :func:`~rnn_sentiment.inference.results.explain_with`).
 
     Raises:
-        DataError: the text has no tokens.
+        DataError: the text has no tokens, or more than ``max_words`` words.
     """
     device = next(run.model.parameters()).device
 
     def score_ids(ids: Sequence[Sequence[int]]) -> np.ndarray:
         return with_temperature(predict_proba_ids(run.model, ids, device=device), run.temperature)
 
-    return explain_with(run.pipeline, run.label_names, score_ids, text)
+    return explain_with(run.pipeline, run.label_names, score_ids, text, max_words)

@@ -244,9 +244,10 @@ class ExportedPredictor:
         while chunk := list(islice(iterator, chunk_size)):
             yield from self.predict(chunk)
 
-    def explain(self, text: str) -> Explanation:
-        """Per word: the running sentiment and its occlusion attribution (see ``results.py``)."""
-        return explain_with(self.pipeline, self.label_names, self.score_ids, text)
+    def explain(self, text: str, max_words: int | None = None) -> Explanation:
+        """Per word: the running sentiment and its occlusion attribution (see ``results.py``);
+        a review of more than ``max_words`` words is refused before it is scored."""
+        return explain_with(self.pipeline, self.label_names, self.score_ids, text, max_words)
 
     def metadata(self) -> dict[str, Any]:
         """The model card, metrics, labels and ``export.json``, each file checked as at load."""

@@ -123,11 +123,12 @@ class Predictor:
         while chunk := list(islice(iterator, chunk_size)):
             yield from self.predict(chunk)
 
-    def explain(self, text: str) -> Explanation:
-        """Per word: the running sentiment and its occlusion attribution (see ``explain.py``)."""
+    def explain(self, text: str, max_words: int | None = None) -> Explanation:
+        """Per word: the running sentiment and its occlusion attribution (see ``explain.py``);
+        a review of more than ``max_words`` words is refused before it is scored."""
         from rnn_sentiment.inference.explain import explain
 
-        return explain(self.run, text)
+        return explain(self.run, text, max_words)
 
 
 def set_threads(threads: int | None) -> None:

@@ -75,8 +75,24 @@ class Explanation:
         return data
 
 
+class TooLongToExplain(DataError):
+    """A review with more words than the caller allows to explain (a server's limit): its cost
+    grows with the square of its length."""
+
+    def __init__(self, words: int, limit: int) -> None:
+        self.words, self.limit = words, limit
+        super().__init__(
+            f"the review has {words:,} words; explaining reads it {2 * words + 1:,} times, "
+            f"so at most {limit:,} words are explained here"
+        )
+
+
 def explain_with(
-    pipeline: TextPipeline, label_names: Sequence[str], score_ids: ScoreIds, text: str
+    pipeline: TextPipeline,
+    label_names: Sequence[str],
+    score_ids: ScoreIds,
+    text: str,
+    max_words: int | None = None,
 ) -> Explanation:
     """Running sentiment and occlusion attribution for each word of ``text``.
 
@@ -87,10 +103,14 @@ def explain_with(
 
     Raises:
         DataError: the text has no tokens.
+        TooLongToExplain: it has more than ``max_words`` words (as read: up to the model's
+            ``max_length``), checked before anything is scored.
     """
     ids, words, spans = pipeline.words(text)
     if not spans:
         raise DataError("nothing to explain: the review has no words")
+    if max_words is not None and len(spans) > max_words:
+        raise TooLongToExplain(len(spans), max_words)
     prefixes = [ids[:end] for _, end in spans]
     occluded = [ids[:start] + ids[end:] or [UNK_ID] for start, end in spans]
     probs = score_ids([ids, *prefixes, *occluded])

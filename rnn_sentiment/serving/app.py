@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rnn_sentiment import __version__
 from rnn_sentiment.errors import CheckpointError, DataError
 from rnn_sentiment.inference.exported import ExportedPredictor
-from rnn_sentiment.inference.results import prediction
+from rnn_sentiment.inference.results import TooLongToExplain, prediction
 from rnn_sentiment.serving.batcher import MicroBatcher, Stopped
 from rnn_sentiment.text import fix_text
 
@@ -64,6 +64,10 @@ class ServeSettings(_Strict):
     """Requests (POST) in progress at once, their bodies being read included; one more is a
     503 with ``Retry-After: 1``. With the limits above it bounds what requests can hold in
     memory: at most ``max_active`` bodies of ``max_body_bytes``."""
+    max_explain_words: int = Field(default=1000, ge=1, le=100_000)
+    """Words in one ``/explain`` review (as the model reads it, up to its ``max_length``); more
+    is a 413. Explaining reads a review twice per word, so its time grows with the square of
+    the length, and the worker scores nothing else meanwhile."""
     max_batch: int = Field(default=256, ge=1, le=100_000)
     """The most reviews scored in one call, at most the model's batch size; a larger request
     is scored alone."""
@@ -194,7 +198,13 @@ def create_app(
         """Per word: the running sentiment and how much the label's probability drops without
         it (occlusion), as ``predict --explain``."""
         check_texts([request.text], settings, "text")
-        explanation = (await batcher.run(predictor.explain, request.text)).to_dict()
+        try:
+            limit = settings.max_explain_words
+            explained = await batcher.run(predictor.explain, request.text, limit)
+        except TooLongToExplain as error:
+            raise Refused(413, f"text has {error.words:,} words; this server explains at most "
+                               f"{error.limit:,} (its --max-explain-words)") from None  # fmt: skip
+        explanation = explained.to_dict()
         explanation["text"] = fix_text(request.text)[0]  # a lone surrogate has no UTF-8
         return explanation
 
