@@ -874,7 +874,8 @@ MaxExplainWords = Annotated[
     int | None,
     typer.Option(
         min=1, max=100_000, metavar="N",
-        help="Words per /explain review; its time grows with the square (default 1,000).",
+        help="Words per /explain review, as the model reads it; explaining's time grows with "
+        "the square (default 1,000).",
     ),
 ]  # fmt: skip
 BatchWait = Annotated[

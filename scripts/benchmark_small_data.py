@@ -46,6 +46,7 @@ import argparse
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,6 +77,11 @@ SCRATCH = ["pretraining.from=null", "pretraining.method=none",
 # Each run's own files: the token cache would fill up with one entry per drawn set.
 EVERY_RUN = ["data.cache_dir=null", "data.validation_split=null", "data.test_split=null"]
 IMDB_HELD_OUT = 5000
+# Each row records the code it was made with (--resume keeps rows of earlier commits).
+COMMIT = subprocess.run(
+    ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "--short", "HEAD"],
+    capture_output=True, text=True, check=False,
+).stdout.strip() or None  # fmt: skip
 # The smoke run: a tiny encoder pretrained on the built-in corpus first, tiny models throughout.
 SMOKE_MODEL = ["model.embedding_dim=16", "model.hidden_size=16", "training.epochs=2",
                "training.unfreeze_steps=5", "training.num_threads=1"]  # fmt: skip
@@ -209,7 +215,7 @@ def recurrent_arm(
         f"data.source={train_file}", *EVERY_RUN, f"training.seed={seed}",
         f"output.dir={runs}", f"output.name={run_name}",
         *(SMOKE_MODEL if args.smoke else []),
-        *([f"pretraining.from={args.encoder}"] if arm == "recipe" and args.encoder else []),
+        *(recipe_encoder(args) if arm == "recipe" else []),
         *(SCRATCH if arm == "scratch" else []),
         *args.set,
     ]  # fmt: skip
@@ -234,6 +240,11 @@ def recurrent_arm(
     if not args.keep_runs:
         shutil.rmtree(result.run_dir, ignore_errors=True)
     return row
+
+
+def recipe_encoder(args: argparse.Namespace) -> list[str]:
+    """The recipe arm's override for --encoder (a --set after it still wins)."""
+    return [f"pretraining.from={args.encoder}"] if args.encoder else []
 
 
 def linear_arm(arm: str, train: Reviews, held_out: Reviews) -> dict[str, Any]:
@@ -281,7 +292,7 @@ def run_all(
                     continue  # the baselines have nothing to tune and nothing else to score
                 else:
                     row = linear_arm(arm, drawn, task.held_out)
-                rows.append({"arm": arm, "size": size, "seed": seed, **row})
+                rows.append({"arm": arm, "size": size, "seed": seed, **row, "commit": COMMIT})
                 print(progress_line(rows[-1], scored), flush=True)
                 save(rows, args, task.name)
     return rows
@@ -403,7 +414,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     (config file and --set), the encoder, the data and what is scored."""
     try:  # a bad --set or encoder fails now, not at the first recurrent run
         config = load_config(args.config, list(args.set))
-        encoder = args.encoder or config.pretraining.from_
+        encoder = load_config(args.config, [*recipe_encoder(args), *args.set]).pretraining.from_
         manifest = resolve_encoder(encoder) / MANIFEST_FILE if encoder else None
         encoder_files = hashlib.sha256()  # its manifest lists every file's checksum
         if manifest is not None and manifest.is_file():
@@ -438,16 +449,25 @@ def resumed_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
         old, rows = data.get("settings"), list(data["rows"])
-        {(r["arm"], r["size"], r["seed"]) for r in rows}  # every row names its run
+        runs = [(r["arm"], r["size"], r["seed"]) for r in rows]
+        whole = all(isinstance(r["seconds"], float | int) for r in rows) and all(
+            isinstance(r["validation" if args.validation_only else "held_out"], float | int)
+            for r in rows
+            if r["arm"] in ("recipe", "scratch") or not args.validation_only
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        whole, runs = False, []
+    if not whole or len(set(runs)) != len(runs):
         raise SystemExit(
-            f"error: {path} is not this script's results file; pass another --out"
-        ) from None
+            f"error: {path} is not a whole results file of this script (a row lacks its "
+            "figures, or a run is there twice); pass another --out"
+        )
     if old != args.settings:
+        keys = sorted(set(args.settings) | set(old if isinstance(old, dict) else {}))
         differ = (
             "all"
             if not isinstance(old, dict)
-            else next(key for key in args.settings if old.get(key) != args.settings[key])
+            else next(k for k in keys if old.get(k) != args.settings.get(k))
         )
         raise SystemExit(
             f"error: {path} holds runs made with other settings ({differ} differs); pass "
@@ -557,14 +577,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.smoke and args.encoder is None and "recipe" in args.arms:
+        args.encoder = smoke_encoder(args)  # first: the settings name the encoder used
     args.settings = settings(args)
     rows = resumed_rows(args)
     task = load_task(args.dataset, args.data)
     if args.dev:
         task = set_aside(task, args.dev)
     check_size(task.pool, max(args.sizes))  # now, not hours in
-    if args.smoke and args.encoder is None and "recipe" in args.arms:
-        args.encoder = smoke_encoder(args)
     print(
         f"{task.name}: drawing from {len(task.pool):,} labelled rows, "
         + ("scoring the carved validation only" if args.validation_only

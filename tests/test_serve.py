@@ -157,7 +157,8 @@ LIMITED = [
      "texts[1] has 11 characters; at most 10"),
     (ServeSettings(max_chars=10), {"text": "x" * 11}, 413, "text has 11 characters; at most 10"),
     (ServeSettings(max_explain_words=3), {"text": "not good at all"}, 413,
-     "text has 4 words; this server explains at most 3 (its --max-explain-words)"),
+     "text has 4 words as the model reads it (punctuation marks count); this server explains "
+     "at most 3 (its --max-explain-words)"),
     (ServeSettings(), {"texts": []}, 422, "texts: List should have at least 1 item"),
     (ServeSettings(), {"texts": ["good", " \n\t"]}, 422,
      "texts[1] is empty; every review needs some text"),

@@ -115,6 +115,7 @@ def test_resume_keeps_saved_runs_and_refuses_other_settings(
     script.main([*base, "--seeds", "2", "--sizes", "40,60", "--resume"])
     rows = json.loads(saved.read_text())["rows"]
     assert [(r["size"], r["seed"]) for r in rows] == [(40, 0), (40, 1), (60, 0), (60, 1)]
+    assert all(r["commit"] == script.COMMIT for r in rows[1:])  # the code each was made with
     assert rows[0]["held_out"] == 0.123 and rows[1]["held_out"] != 0.123
     assert "(saved)" in capsys.readouterr().out
 
@@ -122,9 +123,16 @@ def test_resume_keeps_saved_runs_and_refuses_other_settings(
         script.main([*base, "--resume", "--set", "training.lr=0.5"])
     with pytest.raises(SystemExit, match="dev differs"):
         script.main([*base, "--resume", "--dev", "10"])
-    saved.write_text("not json")
-    with pytest.raises(SystemExit, match="not this script's results file"):
-        script.main([*base, "--resume"])
+    data = json.loads(saved.read_text())
+    for broken in (
+        {**data, "settings": {**data["settings"], "newer": 1}},  # a key this version lacks
+        {**data, "rows": data["rows"] + data["rows"][:1]},  # a run twice
+        {**data, "rows": [{k: v for k, v in data["rows"][0].items() if k != "held_out"}]},
+        "not json",
+    ):
+        saved.write_text(broken if isinstance(broken, str) else json.dumps(broken))
+        with pytest.raises(SystemExit, match="newer differs|not a whole results file"):
+            script.main([*base, "--resume"])
     script.main([*base, "--seeds", "1"])  # without --resume: starts over
     assert len(json.loads(saved.read_text())["rows"]) == 1
 

@@ -19,7 +19,7 @@ from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.inference.engine import Dtype, Quantize, choose_engine
 from rnn_sentiment.inference.results import Prediction, prediction
 from rnn_sentiment.metrics import with_temperature
-from rnn_sentiment.text import LongReviews, Windows
+from rnn_sentiment.text import LongReviews, TextPipeline, Windows
 
 if TYPE_CHECKING:
     from rnn_sentiment.inference.explain import Explanation
@@ -67,6 +67,11 @@ class Predictor:
     def path(self) -> Path:
         """The run directory this predictor was loaded from."""
         return self.run.path
+
+    @property
+    def pipeline(self) -> TextPipeline:
+        """The model directory's text pipeline: raw review to token ids, as everywhere."""
+        return self.run.pipeline
 
     @property
     def temperature(self) -> float:

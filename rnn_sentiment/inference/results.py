@@ -82,8 +82,9 @@ class TooLongToExplain(DataError):
     def __init__(self, words: int, limit: int) -> None:
         self.words, self.limit = words, limit
         super().__init__(
-            f"the review has {words:,} words; explaining reads it {2 * words + 1:,} times, "
-            f"so at most {limit:,} words are explained here"
+            f"the review has {words:,} words as the model reads it (punctuation marks count; "
+            f"cut to its max_length); explaining reads it {2 * words + 1:,} times, so at most "
+            f"{limit:,} words are explained here"
         )
 
 
@@ -126,6 +127,12 @@ def explain_with(
         running_labels=[names[int(row.argmax())] for row in running],
         attributions=[float(full[best] - row[best]) for row in without],
     )
+
+
+def words_to_explain(pipeline: TextPipeline, text: str) -> int:
+    """How many words :func:`explain_with` would explain in ``text`` (what its cost grows with:
+    the words as the model reads them, cut to its ``max_length``)."""
+    return len(pipeline.words(text)[2])
 
 
 def _named(names: list[str], row: np.ndarray) -> dict[str, float]:

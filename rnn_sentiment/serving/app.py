@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rnn_sentiment import __version__
 from rnn_sentiment.errors import CheckpointError, DataError
 from rnn_sentiment.inference.exported import ExportedPredictor
-from rnn_sentiment.inference.results import TooLongToExplain, prediction
+from rnn_sentiment.inference.results import prediction, words_to_explain
 from rnn_sentiment.serving.batcher import MicroBatcher, Stopped
 from rnn_sentiment.text import fix_text
 
@@ -198,13 +198,13 @@ def create_app(
         """Per word: the running sentiment and how much the label's probability drops without
         it (occlusion), as ``predict --explain``."""
         check_texts([request.text], settings, "text")
-        try:
-            limit = settings.max_explain_words
-            explained = await batcher.run(predictor.explain, request.text, limit)
-        except TooLongToExplain as error:
-            raise Refused(413, f"text has {error.words:,} words; this server explains at most "
-                               f"{error.limit:,} (its --max-explain-words)") from None  # fmt: skip
-        explanation = explained.to_dict()
+        words = words_to_explain(predictor.pipeline, request.text)
+        limit = settings.max_explain_words
+        if words > limit:  # counted here, not after waiting for the worker
+            raise Refused(413, f"text has {words:,} words as the model reads it (punctuation "
+                               f"marks count); this server explains at most {limit:,} (its "
+                               "--max-explain-words)")  # fmt: skip
+        explanation = (await batcher.run(predictor.explain, request.text)).to_dict()
         explanation["text"] = fix_text(request.text)[0]  # a lone surrogate has no UTF-8
         return explanation
 
