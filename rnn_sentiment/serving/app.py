@@ -198,12 +198,7 @@ def create_app(
         """Per word: the running sentiment and how much the label's probability drops without
         it (occlusion), as ``predict --explain``."""
         check_texts([request.text], settings, "text")
-        words = words_to_explain(predictor.pipeline, request.text)
-        limit = settings.max_explain_words
-        if words > limit:  # counted here, not after waiting for the worker
-            raise Refused(413, f"text has {words:,} words as the model reads it (punctuation "
-                               f"marks count); this server explains at most {limit:,} (its "
-                               "--max-explain-words)")  # fmt: skip
+        check_explain_length(predictor, request.text, settings)
         explanation = (await batcher.run(predictor.explain, request.text)).to_dict()
         explanation["text"] = fix_text(request.text)[0]  # a lone surrogate has no UTF-8
         return explanation
@@ -261,6 +256,18 @@ def check_texts(texts: Sequence[str], settings: ServeSettings, name: str = "text
                                f"{settings.max_chars:,}")  # fmt: skip
         if not text.strip():
             raise Refused(422, f"{where} is empty; every review needs some text")
+
+
+def check_explain_length(
+    predictor: Predictor | ExportedPredictor, text: str, settings: ServeSettings
+) -> None:
+    """Refuse (413) a review with more words to explain than the server allows: counted here,
+    not after waiting for the worker."""
+    words, limit = words_to_explain(predictor.pipeline, text), settings.max_explain_words
+    if words > limit:
+        raise Refused(413, f"text has {words:,} words as the model reads it (punctuation marks "
+                           f"count); this server explains at most {limit:,} (its "
+                           "--max-explain-words)")  # fmt: skip
 
 
 def model_metadata(
