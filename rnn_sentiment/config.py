@@ -247,6 +247,14 @@ class AdversarialConfig(_Section):
         "predictions for each review (labelled and unlabelled) and for its embeddings moved "
         "this far (same units) in the direction that changes them most; 0 is off.",
     )
+    radius_per: Literal["review", "token"] = Field(
+        "review",
+        description="What epsilon and vat_epsilon measure: 'review', each review's whole move "
+        "(L2 over all its tokens, as Miyato et al.), so a short review's few words move much "
+        "further than a long review's many; 'token', the root-mean-square move per token, so "
+        "a review's radius grows with the square root of its length and every word moves "
+        "alike, short reviews or long.",
+    )
     vat_xi: float = Field(
         1e-3, gt=0.0, description="Finite-difference step of VAT's power iteration (same units)."
     )

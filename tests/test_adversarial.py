@@ -20,6 +20,7 @@ from rnn_sentiment.training.adversarial import (
     embedding_rms,
     kl_divergence,
     mean_entropy,
+    radii,
     regularised_loss,
     token_mask,
     unit_per_review,
@@ -188,3 +189,24 @@ def test_a_run_with_every_term_trains_and_resumes_exactly(tmp_path: Path) -> Non
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == [
         {k: v for k, v in r.items() if k not in drop} for r in whole.history
     ]
+
+
+def test_a_radius_per_token_moves_every_word_alike_in_short_and_long_reviews() -> None:
+    model = _model("gru")
+    tokens, lengths, targets = _batch()
+    embedded = model.embedding(tokens)
+    loss = torch.nn.functional.cross_entropy(model.from_embeddings(embedded, lengths), targets)
+    mask = token_mask(lengths, tokens.shape[1], tokens.device)
+    per_token = AdversarialConfig(epsilon=0.5, radius_per="token")
+    radius = radii(0.5, 2.0, lengths, per_token)
+    assert torch.allclose(radius.flatten(), 1.0 * lengths.float().sqrt())
+    move = adversarial_perturbation(loss, embedded, mask, radius)
+    per_word = move.pow(2).sum(-1).sum(1) / lengths  # mean squared move per real token
+    assert torch.allclose(per_word.sqrt(), torch.full((4,), 1.0), atol=1e-5)
+    assert torch.all(move[mask[:, :, 0] == 0] == 0)
+    per_review = radii(0.5, 2.0, lengths, AdversarialConfig(epsilon=0.5))  # the default
+    assert torch.allclose(per_review.flatten(), torch.full((4,), 1.0))
+    # Through the loss: the moved reviews' loss is added, so it changes with the radius kind.
+    plain, _ = regularised_loss(model, tokens, lengths, targets, AdversarialConfig(epsilon=0.5))
+    scaled, _ = regularised_loss(model, tokens, lengths, targets, per_token)
+    assert float(scaled) > float(plain)  # every review here is longer than one token: further

@@ -11,8 +11,11 @@ Sachan, Zaheer and Salakhutdinov 2019):
 - entropy minimisation (EM): the mean entropy of the predictions added, pushing the decision
   boundary away from the reviews, unlabelled ones included.
 
-The ball's radius is per review, over all its tokens, in units of the embedding table's root
-mean square: the model can grow its embeddings to make a fixed radius negligible (Miyato et al.
+The ball's radius is per review, over all its tokens (``radius_per: review``, as Miyato et al.),
+or grows with the square root of the review's length so that the move's root mean square per
+token is the same in every review (``radius_per: token``: at a fixed radius a 3-word phrase's
+words move 9 times as far as a 230-word review's), in units of the embedding table's root mean
+square: the model can grow its embeddings to make a fixed radius negligible (Miyato et al.
 normalise the embeddings for that reason); scaling the radius with them does the same without
 changing the model. Padding is never perturbed.
 """
@@ -45,11 +48,22 @@ def embedding_rms(model: SentimentRNN) -> float:
     return float(model.embedding.weight[PAD_ID + 1 :].detach().float().pow(2).mean().sqrt())
 
 
-def adversarial_perturbation(
-    loss: torch.Tensor, embedded: torch.Tensor, mask: torch.Tensor, radius: float
+def radii(
+    epsilon: float, unit: float, lengths: torch.Tensor, cfg: AdversarialConfig
 ) -> torch.Tensor:
-    """The move of ``embedded`` of L2 norm ``radius`` per review that raises ``loss`` most, to
-    first order: along the loss's gradient (detached)."""
+    """[batch, 1, 1]: each review's radius, ``epsilon`` embedding RMS units per review, or per
+    token's root mean square (``radius_per: token``: times the square root of its length)."""
+    scale = lengths.float().clamp_min(1).sqrt() if cfg.radius_per == "token" else None
+    if scale is None:
+        scale = torch.ones(len(lengths), device=lengths.device)
+    return (epsilon * unit * scale)[:, None, None]
+
+
+def adversarial_perturbation(
+    loss: torch.Tensor, embedded: torch.Tensor, mask: torch.Tensor, radius: float | torch.Tensor
+) -> torch.Tensor:
+    """The move of ``embedded`` of L2 norm ``radius`` per review (a number, or [batch, 1, 1])
+    that raises ``loss`` most, to first order: along the loss's gradient (detached)."""
     (gradient,) = torch.autograd.grad(loss, embedded, retain_graph=True)
     return radius * unit_per_review(gradient.detach(), mask)
 
@@ -82,7 +96,8 @@ def virtual_adversarial_loss(
         probe = start + cfg.vat_xi * unit * direction
         divergence = kl_divergence(clean, model.from_embeddings(probe, lengths))
     (gradient,) = torch.autograd.grad(divergence, direction)
-    move = cfg.vat_epsilon * unit * unit_per_review(gradient.detach(), mask)
+    radius = radii(cfg.vat_epsilon, unit, lengths, cfg).to(embedded.device)
+    move = radius * unit_per_review(gradient.detach(), mask)
     return kl_divergence(clean_logits, model.from_embeddings(embedded + move, lengths))
 
 
@@ -114,7 +129,8 @@ def regularised_loss(
     mask = token_mask(lengths, tokens.shape[1], tokens.device)
     unit = embedding_rms(model)
     if cfg.epsilon > 0:
-        move = adversarial_perturbation(loss, embedded, mask, cfg.epsilon * unit)
+        radius = radii(cfg.epsilon, unit, lengths, cfg).to(embedded.device)
+        move = adversarial_perturbation(loss, embedded, mask, radius)
         moved = (embedded + move.to(embedded.dtype))[:labelled]
         total = total + nn.functional.cross_entropy(
             model.from_embeddings(moved, lengths[:labelled]).float(), targets
