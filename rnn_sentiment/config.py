@@ -255,6 +255,14 @@ class AdversarialConfig(_Section):
         "a review's radius grows with the square root of its length and every word moves "
         "alike, short reviews or long.",
     )
+    max_per_token: float | None = Field(
+        None,
+        gt=0.0,
+        description="With radius_per 'review': no review's words move further than this "
+        "root mean square per token (its radius at most this times the square root of its "
+        "length), so a short review is not moved as far as a long one's many words; null, "
+        "no cap.",
+    )
     vat_xi: float = Field(
         1e-3, gt=0.0, description="Finite-difference step of VAT's power iteration (same units)."
     )
@@ -270,6 +278,15 @@ class AdversarialConfig(_Section):
         description="Unlabelled reviews (data.unlabelled_split) per step for virtual "
         "adversarial training and entropy minimisation; None uses training.batch_size.",
     )
+
+    @model_validator(mode="after")
+    def _cap_per_review(self) -> AdversarialConfig:
+        if self.max_per_token is not None and self.radius_per == "token":
+            raise ValueError(
+                "max_per_token caps a per-review radius; with radius_per 'token' epsilon "
+                "already is the move per token: drop one of them"
+            )
+        return self
 
     @property
     def uses_unlabelled(self) -> bool:

@@ -210,3 +210,15 @@ def test_a_radius_per_token_moves_every_word_alike_in_short_and_long_reviews() -
     plain, _ = regularised_loss(model, tokens, lengths, targets, AdversarialConfig(epsilon=0.5))
     scaled, _ = regularised_loss(model, tokens, lengths, targets, per_token)
     assert float(scaled) > float(plain)  # every review here is longer than one token: further
+
+
+def test_a_per_token_cap_shrinks_short_reviews_radius_and_leaves_long_ones() -> None:
+    lengths = torch.tensor([4, 100, 400])
+    capped = AdversarialConfig(epsilon=5.0, max_per_token=0.35)
+    radius = radii(5.0, 2.0, lengths, capped).flatten()
+    # 0.35 * sqrt(4) = 0.7 < 5 and 0.35 * sqrt(400) = 7 > 5: the cap binds on the short review only.
+    assert torch.allclose(radius, torch.tensor([0.7, 3.5, 5.0]) * 2.0)
+    uncapped = radii(5.0, 2.0, lengths, AdversarialConfig(epsilon=5.0)).flatten()
+    assert torch.allclose(uncapped, torch.full((3,), 10.0))
+    with pytest.raises(ValueError, match="max_per_token caps a per-review radius"):
+        AdversarialConfig(epsilon=0.35, radius_per="token", max_per_token=0.35)

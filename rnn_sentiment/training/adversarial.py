@@ -14,10 +14,11 @@ Sachan, Zaheer and Salakhutdinov 2019):
 The ball's radius is per review, over all its tokens (``radius_per: review``, as Miyato et al.),
 or grows with the square root of the review's length so that the move's root mean square per
 token is the same in every review (``radius_per: token``: at a fixed radius a 3-word phrase's
-words move 9 times as far as a 230-word review's), in units of the embedding table's root mean
-square: the model can grow its embeddings to make a fixed radius negligible (Miyato et al.
-normalise the embeddings for that reason); scaling the radius with them does the same without
-changing the model. Padding is never perturbed.
+words move 9 times as far as a 230-word review's), or per review with a cap per token
+(``max_per_token``: long reviews move as Miyato's, short ones no further per word), in units of
+the embedding table's root mean square: the model can grow its embeddings to make a fixed radius
+negligible (Miyato et al. normalise the embeddings for that reason); scaling the radius with them
+does the same without changing the model. Padding is never perturbed.
 """
 
 from __future__ import annotations
@@ -52,11 +53,16 @@ def radii(
     epsilon: float, unit: float, lengths: torch.Tensor, cfg: AdversarialConfig
 ) -> torch.Tensor:
     """[batch, 1, 1]: each review's radius, ``epsilon`` embedding RMS units per review, or per
-    token's root mean square (``radius_per: token``: times the square root of its length)."""
-    scale = lengths.float().clamp_min(1).sqrt() if cfg.radius_per == "token" else None
-    if scale is None:
-        scale = torch.ones(len(lengths), device=lengths.device)
-    return (epsilon * unit * scale)[:, None, None]
+    token's root mean square (``radius_per: token``: times the square root of its length);
+    per review, at most ``max_per_token`` times that square root when it is set."""
+    root = lengths.float().clamp_min(1).sqrt()
+    if cfg.radius_per == "token":
+        per_review = epsilon * root
+    else:
+        per_review = torch.full_like(root, epsilon)
+        if cfg.max_per_token is not None:
+            per_review = torch.minimum(per_review, cfg.max_per_token * root)
+    return (unit * per_review)[:, None, None]
 
 
 def adversarial_perturbation(
