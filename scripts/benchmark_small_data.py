@@ -324,18 +324,27 @@ def progress_line(row: dict[str, Any], scored: str = "held_out") -> str:
 # Tables, plot
 
 
+def by_seed(rows: list[dict[str, Any]], arm: str, size: int, key: str) -> dict[int, float]:
+    """``key`` of ``arm`` at ``size``, by seed."""
+    return {r["seed"]: r[key] for r in rows if (r["arm"], r["size"]) == (arm, size) and key in r}
+
+
 def figures(rows: list[dict[str, Any]], arm: str, size: int, key: str) -> list[float]:
     """``key`` of ``arm`` at ``size``, in seed order."""
-    found = sorted((r["seed"], r[key]) for r in rows if (r["arm"], r["size"]) == (arm, size))
-    return [value for _, value in found]
+    return [value for _, value in sorted(by_seed(rows, arm, size, key).items())]
 
 
-def mean_std(values: list[float], scale: float = 1.0, digits: int = 4, sign: str = "") -> str:
-    """Mean ± sample standard deviation (0 for one value), times ``scale``."""
+def mean_std(
+    values: list[float], scale: float = 1.0, digits: int = 4, sign: str = "", of: int = 0
+) -> str:
+    """Mean ± sample standard deviation, times ``scale``; one value alone, without a spread it
+    does not have; and how many seeds when fewer than ``of`` (a run still going, or resumed)."""
     if not values:
         return "-"
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return f"{np.mean(values) * scale:{sign}.{digits}f} ± {std * scale:.{digits}f}"
+    text = f"{np.mean(values) * scale:{sign}.{digits}f}"
+    if len(values) > 1:
+        text += f" ± {float(np.std(values, ddof=1)) * scale:.{digits}f}"
+    return text + (f" ({len(values)} of {of} seeds)" if len(values) < of else "")
 
 
 def markdown(rows: list[dict[str, Any]], arms: list[str], key: str) -> str:
@@ -347,20 +356,21 @@ def markdown(rows: list[dict[str, Any]], arms: list[str], key: str) -> str:
     head = ["labelled examples", *(ARM_NAMES[a] for a in shown)]
     head += ["recipe − NB-SVM (points)"] if margin else []
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    seeds = max((len(figures(rows, a, size, key)) for a in shown for size in sizes), default=0)
     for size in sizes:
-        cells = [f"{size:,}", *(mean_std(figures(rows, a, size, key)) for a in shown)]
+        cells = [f"{size:,}", *(mean_std(figures(rows, a, size, key), of=seeds) for a in shown)]
         if margin:
-            gaps = np.subtract(
-                figures(rows, "recipe", size, key), figures(rows, "nbsvm", size, key)
-            )
-            cells.append(mean_std(list(gaps), scale=100, digits=1, sign="+"))
+            recipe, nbsvm = (by_seed(rows, arm, size, key) for arm in ("recipe", "nbsvm"))
+            gaps = [recipe[seed] - nbsvm[seed] for seed in sorted(recipe.keys() & nbsvm.keys())]
+            cells.append(mean_std(gaps, scale=100, digits=1, sign="+", of=seeds))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Wall time per run (seconds, mean over seeds; the recurrent arms: train() end "
               "to end, reading the file and learning the vocabulary included):", "",
               "| labelled examples | " + " | ".join(ARM_NAMES[a] for a in shown) + " |",
               "|" + " --- |" * (len(shown) + 1)]  # fmt: skip
     for size in sizes:
-        cells = [f"{np.mean(figures(rows, a, size, 'seconds')):.1f}" for a in shown]
+        times = [figures(rows, a, size, "seconds") for a in shown]
+        cells = [f"{np.mean(seconds):.1f}" if seconds else "-" for seconds in times]
         lines.append(f"| {size:,} | " + " | ".join(cells) + " |")
     totals = ", ".join(
         f"{ARM_NAMES[a]} {sum(r['seconds'] for r in rows if r['arm'] == a) / 60:.1f} min"

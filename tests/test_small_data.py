@@ -144,3 +144,26 @@ def test_a_bad_override_or_encoder_fails_before_any_run(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="is no encoder"):
         script.main(["--dataset", "builtin", "--out", str(out), "--encoder", str(tmp_path / "x")])
     assert not (out / "builtin.json").exists()
+
+
+def test_table_of_a_run_still_going_says_how_many_seeds_each_cell_has() -> None:
+    script = _script()
+
+    def row(arm: str, size: int, seed: int, held_out: float) -> dict[str, object]:
+        return {"arm": arm, "size": size, "seed": seed, "held_out": held_out, "seconds": 2.0}
+
+    rows = [row("recipe", 100, seed, 0.80 + seed / 100) for seed in range(3)]
+    rows += [row("nbsvm", 100, seed, 0.75) for seed in range(3)]
+    rows += [row("scratch", 100, 0, 0.6), row("recipe", 200, 0, 0.9), row("recipe", 200, 2, 0.7)]
+    rows += [row("nbsvm", 200, seed, 0.5) for seed in range(2)]
+    lines = script.markdown(rows, ["recipe", "scratch", "nbsvm"], "held_out").splitlines()
+    assert (
+        lines[2]
+        == "| 100 | 0.8100 ± 0.0100 | 0.6000 (1 of 3 seeds) | 0.7500 ± 0.0000 | +6.0 ± 1.0 |"
+    )
+    # the margin pairs seed 0 only: seed 2 has no NB-SVM run, seed 1 no recipe run
+    assert lines[3] == (
+        "| 200 | 0.8000 ± 0.1414 (2 of 3 seeds) | - | 0.5000 ± 0.0000 (2 of 3 seeds) "
+        "| +40.0 (1 of 3 seeds) |"
+    )
+    assert "| 200 | 2.0 | - | 2.0 |" in lines
