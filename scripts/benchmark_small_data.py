@@ -36,6 +36,7 @@ paired by seed; wall time per arm), written with every run's figures as <out>/<d
 .json. The JSON is saved after every run; ``--resume`` keeps the runs it holds (when they were
 made with the same settings) and runs only the missing ones, so a benchmark longer than a session
 continues where it was stopped, and more seeds or sizes can be added to an earlier one.
+``--report`` prints (and plots) what a stopped run saved, fitting nothing.
 
 Needs scikit-learn for the baselines: pip install -e '.[bench]'.
 """
@@ -555,6 +556,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and run only the missing (arm, size, seed)",
     )
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="fit nothing: print the tables (and --plot) of the runs saved in OUT/<dataset>.json "
+        "with the same settings, for a run stopped or still going; a cell with fewer seeds "
+        "than the rest says how many it has",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="tiny models on the built-in corpus, sizes 200,400, one seed; a "
@@ -569,6 +577,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--dev takes a number of rows, 1 or more")
     if args.dev and args.validation_only:
         parser.error("--dev and --validation-only are two ways to tune: pass one")
+    if args.report and args.smoke:
+        parser.error("--smoke fits tiny models; --report fits nothing: pass one")
+    args.resume = args.resume or args.report
     if args.plot is not None and (args.dev or args.validation_only):
         parser.error("--plot draws held-out learning curves: leave it out when tuning")
     try:
@@ -591,6 +602,9 @@ def main(argv: list[str] | None = None) -> None:
         args.encoder = smoke_encoder(args)  # first: the settings name the encoder used
     args.settings = settings(args)
     rows = resumed_rows(args)
+    if args.report:
+        report(requested(rows, args), args)
+        return
     task = load_task(args.dataset, args.data)
     if args.dev:
         task = set_aside(task, args.dev)
@@ -604,20 +618,32 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )  # fmt: skip
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    rows = requested(run_all(task, args, rows), args)
+    report(requested(run_all(task, args, rows), args), args, f"started {started}")
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace, when: str = "") -> None:
+    """Print the tables of ``rows`` (and plot them); a fitting run also writes them to OUT."""
+    if not rows:
+        raise SystemExit(
+            f"error: {args.out / f'{args.dataset}.json'} holds no run of these sizes, seeds and "
+            "arms with these settings; run without --report first"
+        )
     key = "validation" if args.validation_only else "held_out"
     table = markdown(rows, args.arms, key)
     what = "carved validation" if args.validation_only else "set-aside" if args.dev else "held-out"
+    when = when or "saved runs, nothing fitted"
     header = (
-        f"{task.name}, {what} accuracy, mean ± std over {args.seeds} seeds "
-        f"(started {started}; python scripts/benchmark_small_data.py {' '.join(sys.argv[1:])})"
+        f"{args.dataset}, {what} accuracy, mean ± std over {args.seeds} seeds "
+        f"({when}; python scripts/benchmark_small_data.py {' '.join(sys.argv[1:])})"
     )
-    (args.out / f"{task.name}.md").write_text(f"{header}\n\n{table}")
+    if not args.report:
+        (args.out / f"{args.dataset}.md").write_text(f"{header}\n\n{table}")
     print(f"\n{header}\n\n{table}")
     if args.plot is not None:
-        plot(rows, args.arms, task.name, args.plot)
+        plot(rows, args.arms, args.dataset, args.plot)
         print(f"plot: {args.plot}")
-    print(f"written: {args.out / f'{task.name}.md'}, {args.out / f'{task.name}.json'}")
+    if not args.report:
+        print(f"written: {args.out / f'{args.dataset}.md'}, {args.out / f'{args.dataset}.json'}")
 
 
 if __name__ == "__main__":

@@ -167,3 +167,27 @@ def test_table_of_a_run_still_going_says_how_many_seeds_each_cell_has() -> None:
         "| +40.0 (1 of 3 seeds) |"
     )
     assert "| 200 | 2.0 | - | 2.0 |" in lines
+
+
+def test_report_prints_what_a_stopped_run_saved_and_fits_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("sklearn")
+    script, out = _script(), tmp_path / "out"
+    base = ["--dataset", "builtin", "--arms", "tfidf,nbsvm", "--sizes", "40,60", "--out", str(out)]
+    with pytest.raises(SystemExit, match="holds no run"):
+        script.main([*base, "--report"])
+    script.main([*base, "--seeds", "2"])
+    saved = out / "builtin.json"
+    data = json.loads(saved.read_text())
+    data["rows"] = [r for r in data["rows"] if (r["arm"], r["size"], r["seed"]) != ("nbsvm", 60, 1)]
+    saved.write_text(json.dumps(data))  # as if stopped before its last run
+    capsys.readouterr()
+
+    script.main([*base, "--seeds", "2", "--report"])
+    printed = capsys.readouterr().out
+    assert "saved runs, nothing fitted" in printed
+    assert "| 60 | " in printed and " (1 of 2 seeds) |" in printed
+    assert json.loads(saved.read_text()) == data  # nothing fitted, nothing saved
+    with pytest.raises(SystemExit):
+        script.main([*base, "--report", "--smoke"])
