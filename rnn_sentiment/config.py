@@ -324,10 +324,11 @@ class TrainingConfig(_Section):
         description="Seed for data order, initialisation and dropout (0 to 4294967295).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32",
-        description="bf16 runs the matrix multiplies in bfloat16 under autocast (CPUs with "
-        "AVX-512 BF16 or AMX, and GPUs); weights and optimiser state stay fp32.",
+        description="bf16 runs the matrix multiplies in bfloat16 under autocast, weights and "
+        "optimiser state staying fp32: faster on CPUs with AVX-512 BF16 or AMX and on GPUs, "
+        "several times slower where it is emulated. auto: bf16 where it is native, else fp32.",
     )
     num_threads: int | None = Field(
         None,

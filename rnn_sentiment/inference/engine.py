@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from rnn_sentiment.errors import CheckpointError
+from rnn_sentiment.hardware import native_bf16, no_bf16
 from rnn_sentiment.inference.stepwise import StepwiseClassifier
 from rnn_sentiment.model import SentimentRNN
 
@@ -80,9 +81,11 @@ def choose_engine(
     if quantize is not None and dtype != "fp32":
         raise CheckpointError("--quantize int8 and --dtype bf16 cannot be combined; pick one")
     precision = quantize or dtype
-    if stepwise and next(model.parameters()).device.type == "cpu":
-        return _stepwise(model, precision)
-    return _nn(model, precision)
+    device = next(model.parameters()).device.type
+    engine = _stepwise(model, precision) if stepwise and device == "cpu" else _nn(model, precision)
+    if precision == "bf16" and not native_bf16(device):
+        engine.notes.append(f"bf16: {no_bf16(device)}; --dtype fp32 instead")
+    return engine
 
 
 def _stepwise(model: SentimentRNN, precision: str) -> Engine:

@@ -46,6 +46,8 @@ from rnn_sentiment.training.loop import (
     build_optimizer,
     build_scheduler,
     check_model_size,
+    check_precision,
+    precision_label,
     prepare_run_dir,
     seed_and_device,
 )
@@ -163,6 +165,7 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     encoder = _base_encoder(config) if resume is None else None  # resumed: its state has all
     lm, seed = config.pretraining.lm, config.training.seed
     device = seed_and_device(config.training)
+    check_precision(config, device, cb)
     path = resume if resume is not None else prepare_run_dir(config, resume_with="pretrain")
     try:
         splits = load_splits(config.data, seed, unlabelled=True)
@@ -212,7 +215,8 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     cb.on_message(
         f"language model: {config.model.cell}, {encoder_size:,} "
         f"encoder parameters, {lm.softmax} softmax, {data['tokens']:,} tokens in "
-        f"{len(pieces):,} pieces, device {device}, encoder {path}"
+        f"{len(pieces):,} pieces, device {device}, "
+        f"{precision_label(device, config.training.precision)}, encoder {path}"
     )
     return run
 

@@ -38,6 +38,7 @@ from rnn_sentiment.config import Config, TrainingConfig
 from rnn_sentiment.data.batching import collate, predict_proba_ids, training_batches
 from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
+from rnn_sentiment.hardware import native_bf16, no_bf16
 from rnn_sentiment.metrics import fit_calibration, probability_metrics, with_temperature
 from rnn_sentiment.model import SentimentRNN, build_model, count_parameters, parameter_shapes
 from rnn_sentiment.runfiles import MAX_PARAMETERS, WEIGHTS_FILE
@@ -175,10 +176,11 @@ def setup_run(
         # Rank 0's weights (pretrained embeddings included) are broadcast to every rank here.
         run.ddp = nn.parallel.DistributedDataParallel(run.model)
     processes = f", {ranks.world} processes (DistributedDataParallel)" if ranks.active else ""
+    precision = precision_label(run.device, run.config.training.precision)
     cb.on_message(
         f"model: {run.config.model.cell} with {count_parameters(run.model):,} parameters, "
-        f"vocabulary {run.pipeline.tokenizer.get_vocab_size():,}, device {run.device}"
-        f"{processes}, run {run.run_dir}"
+        f"vocabulary {run.pipeline.tokenizer.get_vocab_size():,}, device {run.device}, "
+        f"{precision}{processes}, run {run.run_dir}"
     )
     return run
 
@@ -188,6 +190,7 @@ def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
     check_model_size(config)
     _check_distributed(config, ranks)
     device = seed_and_device(config.training)
+    check_precision(config, device, cb)
     encoder = load_encoder(config.pretraining.from_) if config.pretraining.from_ else None
     if encoder is not None:  # before any work: a bad or mismatched encoder is refused up front
         problems = vector_mismatch(config.model, encoder.config.model)
@@ -257,6 +260,7 @@ def _resumed_run(
     config = resumable_config(run_dir, config, force)
     _check_distributed(config, ranks)
     device = seed_and_device(config.training)
+    check_precision(config, device, cb)
     # The vocabulary was learned and the embeddings pretrained before: unlabelled texts only
     # for the losses that train on them.
     wants_unlabelled = config.training.adversarial.uses_unlabelled
@@ -636,6 +640,8 @@ def finish(
         "parameters": sum(p.numel() for p in run.model.parameters()),  # frozen ones too
         "train_seconds": loop.total_seconds(),  # pretraining included
         "real_tokens_per_second": loop.real_tokens / max(loop.elapsed, 1e-9),
+        # what this machine computed in (training.precision=auto decides per machine)
+        "precision": "bf16" if uses_bf16(run.device, config.training.precision) else "fp32",
         "history": loop.history,
     }
     if loop.pretraining is not None:
@@ -767,9 +773,40 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """Whether ``training.precision`` computes in bfloat16 on ``device``: ``bf16`` always,
+    ``auto`` where the hardware does it natively (elsewhere it is slower than fp32)."""
+    return precision == "bf16" or (precision == "auto" and native_bf16(device.type))
+
+
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """Mixed precision for the forward pass: bfloat16 matmuls, fp32 weights and reductions."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
+
+
+def check_precision(config: Config, device: torch.device, cb: TrainCallback) -> None:
+    """Refuse bf16 where training would crash, before any work, and warn where it would be slow.
+
+    A CPU without bfloat16 instructions emulates bf16 (several times slower than fp32), and
+    oneDNN has no LSTM for it there at all ("could not create a primitive descriptor").
+    """
+    if config.training.precision != "bf16" or native_bf16(device.type):
+        return
+    if config.model.cell == "lstm" and device.type == "cpu":
+        raise ConfigError([
+            f"training.precision=bf16: {no_bf16(device.type)}, and an LSTM cannot train in "
+            "emulated bf16; set training.precision=auto (bf16 only where it is native) or fp32"
+        ])  # fmt: skip
+    cb.on_warning(
+        f"training.precision=bf16: {no_bf16(device.type)}; set "
+        "training.precision=auto (bf16 only where it is native) or fp32"
+    )
+
+
+def precision_label(device: torch.device, precision: str) -> str:
+    """What a run computes in, for its start message: "bf16", "fp32 (precision auto)", ..."""
+    used = "bf16" if uses_bf16(device, precision) else "fp32"
+    return f"{used} (precision auto)" if precision == "auto" else used
 
 
 def available_cpus() -> int:

@@ -1,0 +1,101 @@
+"""training.precision: auto takes bf16 only where the hardware has it; bf16 where it would be
+emulated warns, and an LSTM, which oneDNN cannot run there at all, is refused before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnn_sentiment.callbacks import TrainCallback
+from rnn_sentiment.errors import ConfigError
+from rnn_sentiment.inference import engine
+from rnn_sentiment.training import loop
+from rnn_sentiment.training.lm_pretraining import pretrain
+from rnn_sentiment.training.loop import train, uses_bf16
+from tests.helpers import tiny_config, tiny_model
+from tests.test_lm_pretraining import _lm_config
+
+CPU = torch.device("cpu")
+
+
+class _Messages(TrainCallback):
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.warnings: list[str] = []
+
+    def on_message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def on_warning(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+def _without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop, "native_bf16", lambda device_type: False)
+    monkeypatch.setattr(engine, "native_bf16", lambda device_type: False)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_is_bf16_only_where_native_and_the_others_are_what_they_say(
+    monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    monkeypatch.setattr(loop, "native_bf16", lambda device_type: native)
+    assert uses_bf16(CPU, "auto") is native
+    assert uses_bf16(CPU, "bf16") and not uses_bf16(CPU, "fp32")
+    with loop.autocast(CPU, "auto"):
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert product.dtype == (torch.bfloat16 if native else torch.float32)
+
+
+def test_auto_trains_in_fp32_without_bf16_and_says_so(
+    tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _without_bf16(monkeypatch)
+    seen = _Messages()
+    config = tiny_config(tmp_path, **{"data.source": str(jsonl_reviews), "model.cell": "lstm",
+                                      "training.precision": "auto"})  # fmt: skip
+    result = train(config, seen)
+    assert result.metrics["precision"] == "fp32" and not seen.warnings
+    assert any("device cpu, fp32 (precision auto)," in m for m in seen.messages)
+
+
+def test_bf16_where_it_is_emulated_warns_and_still_trains(
+    tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _without_bf16(monkeypatch)
+    seen = _Messages()
+    config = tiny_config(tmp_path, **{"data.source": str(jsonl_reviews), "model.cell": "gru",
+                                      "training.precision": "bf16"})  # fmt: skip
+    result = train(config, seen)
+    assert result.metrics["precision"] == "bf16"
+    assert seen.warnings == [
+        "training.precision=bf16: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX), "
+        "so bf16 is emulated: slower than fp32; set training.precision=auto (bf16 only where it "
+        "is native) or fp32"
+    ]
+
+
+def test_an_lstm_in_emulated_bf16_is_refused_before_any_work(
+    tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _without_bf16(monkeypatch)
+    config = tiny_config(tmp_path, **{"data.source": str(jsonl_reviews), "model.cell": "lstm",
+                                      "training.precision": "bf16"})  # fmt: skip
+    with pytest.raises(ConfigError, match="an LSTM cannot train in emulated bf16"):
+        train(config)
+    lm = _lm_config(tmp_path, **{"model.cell": "lstm", "training.precision": "bf16"})
+    with pytest.raises(ConfigError, match="an LSTM cannot train in emulated bf16"):
+        pretrain(lm)
+    for runs in (Path(config.output.dir), Path(lm.output.dir)):  # no run directory made
+        assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_scoring_in_emulated_bf16_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model("gru")
+    assert not any("bf16" in n for n in engine.choose_engine(model, dtype="fp32").notes)
+    _without_bf16(monkeypatch)
+    notes = engine.choose_engine(model, dtype="bf16").notes
+    assert any(n.startswith("bf16: this CPU has no bfloat16 instructions") for n in notes)
+    assert not any("bf16" in n for n in engine.choose_engine(model, dtype="fp32").notes)
