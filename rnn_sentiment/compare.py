@@ -21,6 +21,7 @@ from rnn_sentiment.data.sources import load_splits
 from rnn_sentiment.errors import ConfigError
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.model import build_model, count_parameters
+from rnn_sentiment.training.loop import check_precision, resolve_device
 
 CELLS = ("rnn", "lstm", "gru")
 # Review length buckets in tokens (before truncation): (label, first, last); None is open-ended.
@@ -148,6 +149,9 @@ def compare(
         root, split, config.data.source, config.model_dump(mode="json", by_alias=True)
     )
     plan = [(cell, config.training.seed + k) for k in range(seeds) for cell in cells]
+    device = resolve_device(config.training.device)
+    for cell in cells:  # a cell train would refuse, refused before any cell trains
+        check_precision(_run_config(config, cell, config.training.seed, None, root), device, cb)
     for index, (cell, seed) in enumerate(plan, start=1):
         hidden = matched_hidden_size(config.model, cell) if match_params else None
         run_config = _run_config(config, cell, seed, hidden, root)

@@ -15,8 +15,8 @@ import torch
 def native_bf16(device_type: str) -> bool:
     """Whether ``device_type`` ("cpu" or "cuda") has bfloat16 arithmetic: a CPU with AVX-512 BF16
     or AMX (torch.cpu's own probes), a CUDA GPU that supports it."""
-    if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cuda":  # not counting emulation, which pre-Ampere GPUs would report
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from rnn_sentiment import hardware
 from rnn_sentiment.callbacks import TrainCallback
+from rnn_sentiment.compare import compare
 from rnn_sentiment.errors import ConfigError
 from rnn_sentiment.inference import engine
 from rnn_sentiment.training import loop
@@ -57,7 +59,7 @@ def test_auto_trains_in_fp32_without_bf16_and_says_so(
     config = tiny_config(tmp_path, **{"data.source": str(jsonl_reviews), "model.cell": "lstm",
                                       "training.precision": "auto"})  # fmt: skip
     result = train(config, seen)
-    assert result.metrics["precision"] == "fp32" and not seen.warnings
+    assert result.metrics["training_precision"] == "fp32" and not seen.warnings
     assert any("device cpu, fp32 (precision auto)," in m for m in seen.messages)
 
 
@@ -69,7 +71,7 @@ def test_bf16_where_it_is_emulated_warns_and_still_trains(
     config = tiny_config(tmp_path, **{"data.source": str(jsonl_reviews), "model.cell": "gru",
                                       "training.precision": "bf16"})  # fmt: skip
     result = train(config, seen)
-    assert result.metrics["precision"] == "bf16"
+    assert result.metrics["training_precision"] == "bf16"
     assert seen.warnings == [
         "training.precision=bf16: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX), "
         "so bf16 is emulated: slower than fp32; set training.precision=auto (bf16 only where it "
@@ -99,3 +101,58 @@ def test_scoring_in_emulated_bf16_says_so(monkeypatch: pytest.MonkeyPatch) -> No
     notes = engine.choose_engine(model, dtype="bf16").notes
     assert any(n.startswith("bf16: this CPU has no bfloat16 instructions") for n in notes)
     assert not any("bf16" in n for n in engine.choose_engine(model, dtype="fp32").notes)
+
+
+def test_the_cpu_probe_is_torchs_own_and_still_there() -> None:
+    probes = [
+        getattr(torch.cpu, n) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
+    hardware.native_bf16.cache_clear()
+    assert hardware.native_bf16("cpu") == any(probe() for probe in probes)
+
+
+def test_a_gpu_that_would_emulate_bf16_counts_as_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[dict[str, object]] = []
+
+    def supported(**kwargs: object) -> bool:
+        asked.append(kwargs)
+        return kwargs.get("including_emulation", True) is True  # a pre-Ampere GPU's answers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    hardware.native_bf16.cache_clear()
+    try:
+        assert hardware.native_bf16("cuda") is False and asked == [{"including_emulation": False}]
+    finally:
+        hardware.native_bf16.cache_clear()
+
+
+def test_compare_refuses_an_lstm_in_emulated_bf16_before_any_cell_trains(
+    tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _without_bf16(monkeypatch)
+    config = tiny_config(
+        tmp_path, **{"data.source": str(jsonl_reviews), "training.precision": "bf16"}
+    )
+    with pytest.raises(ConfigError, match="an LSTM cannot train in emulated bf16"):
+        compare(config, ["rnn", "lstm"], out_dir=tmp_path / "cmp")
+    assert not (tmp_path / "cmp").exists() or not any((tmp_path / "cmp").iterdir())
+
+
+def test_a_resumed_lstm_is_told_how_to_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+    _without_bf16(monkeypatch)
+    config = tiny_config(Path("unused"), **{"model.cell": "lstm", "training.precision": "bf16"})
+    with pytest.raises(ConfigError, match="resume with training.precision=fp32 --force"):
+        loop.check_precision(config, CPU, TrainCallback(), resuming=True)
+
+
+def test_pretraining_records_what_it_computed_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _without_bf16(monkeypatch)
+    seen = _Messages()
+    result = pretrain(_lm_config(tmp_path, **{"training.precision": "auto"}), seen)
+    assert result.metrics["training_precision"] == "fp32" and not seen.warnings
+    assert any(", fp32 (precision auto), encoder " in m for m in seen.messages)

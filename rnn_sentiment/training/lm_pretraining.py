@@ -50,6 +50,7 @@ from rnn_sentiment.training.loop import (
     precision_label,
     prepare_run_dir,
     seed_and_device,
+    uses_bf16,
 )
 from rnn_sentiment.training.pretrain import load_vectors, pretrain_vectors
 from rnn_sentiment.training.state import LoopState, flat_keys, restore_state, save_state
@@ -165,7 +166,7 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     encoder = _base_encoder(config) if resume is None else None  # resumed: its state has all
     lm, seed = config.pretraining.lm, config.training.seed
     device = seed_and_device(config.training)
-    check_precision(config, device, cb)
+    check_precision(config, device, cb, resuming=resume is not None)
     path = resume if resume is not None else prepare_run_dir(config, resume_with="pretrain")
     try:
         splits = load_splits(config.data, seed, unlabelled=True)
@@ -464,4 +465,8 @@ def _metrics(run: LMRun, status: str) -> dict[str, Any]:
         "word2vec": start if start.get("method") == "word2vec" else None,
         "from_encoder": start if start.get("method") == "encoder" else None,
         "real_tokens_trained": loop.real_tokens,
+        # what this machine computed in (training.precision=auto decides per machine)
+        "training_precision": "bf16"
+        if uses_bf16(run.device, run.config.training.precision)
+        else "fp32",
     }

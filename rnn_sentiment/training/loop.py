@@ -260,7 +260,7 @@ def _resumed_run(
     config = resumable_config(run_dir, config, force)
     _check_distributed(config, ranks)
     device = seed_and_device(config.training)
-    check_precision(config, device, cb)
+    check_precision(config, device, cb, resuming=True)
     # The vocabulary was learned and the embeddings pretrained before: unlabelled texts only
     # for the losses that train on them.
     wants_unlabelled = config.training.adversarial.uses_unlabelled
@@ -641,7 +641,9 @@ def finish(
         "train_seconds": loop.total_seconds(),  # pretraining included
         "real_tokens_per_second": loop.real_tokens / max(loop.elapsed, 1e-9),
         # what this machine computed in (training.precision=auto decides per machine)
-        "precision": "bf16" if uses_bf16(run.device, config.training.precision) else "fp32",
+        "training_precision": "bf16"
+        if uses_bf16(run.device, config.training.precision)
+        else "fp32",
         "history": loop.history,
     }
     if loop.pretraining is not None:
@@ -784,7 +786,9 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
 
 
-def check_precision(config: Config, device: torch.device, cb: TrainCallback) -> None:
+def check_precision(
+    config: Config, device: torch.device, cb: TrainCallback, resuming: bool = False
+) -> None:
     """Refuse bf16 where training would crash, before any work, and warn where it would be slow.
 
     A CPU without bfloat16 instructions emulates bf16 (several times slower than fp32), and
@@ -793,9 +797,15 @@ def check_precision(config: Config, device: torch.device, cb: TrainCallback) -> 
     if config.training.precision != "bf16" or native_bf16(device.type):
         return
     if config.model.cell == "lstm" and device.type == "cpu":
+        fix = (
+            "resume it on a machine with bfloat16 instructions (train: or resume with "
+            "training.precision=fp32 --force)"
+            if resuming
+            else "set training.precision=auto (bf16 only where it is native) or fp32"
+        )
         raise ConfigError([
             f"training.precision=bf16: {no_bf16(device.type)}, and an LSTM cannot train in "
-            "emulated bf16; set training.precision=auto (bf16 only where it is native) or fp32"
+            f"emulated bf16; {fix}"
         ])  # fmt: skip
     cb.on_warning(
         f"training.precision=bf16: {no_bf16(device.type)}; set "
