@@ -37,7 +37,9 @@ def test_imdb_preset_learns_from_a_subset(tmp_path: Path) -> None:
          f"output.dir={tmp_path}"],
     )  # fmt: skip
     result = train(config)
-    assert result.metrics["validation"]["accuracy"] > 0.78
+    # learned (chance is 0.5): 0.7796 on a CPU with AVX2 only (2026-12-02), over 0.78 on one
+    # with AVX-512, whose kernels round differently
+    assert result.metrics["validation"]["accuracy"] > 0.76
     assert result.metrics["validation"]["n"] == 2500  # 10% of 25,000, stratified
     # the <br /> markup was cleaned before the tokenizer saw it
     assert "br" not in (result.run_dir / "tokenizer.json").read_text().split('"vocab"')[1][:2000]
