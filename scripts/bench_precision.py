@@ -6,7 +6,7 @@ chooses and what the other choice would cost.
 
 For each cell (the config's model shape otherwise), the project's own training step
 (``training.loop.train_step``, as ``train`` runs it) on a batch of random token ids, timed in
-fp32 and in bf16 alternately, ``--rounds`` times ``--steps`` steps each after one warm-up step, so
+fp32 and in bf16 alternately, ``--rounds`` times ``--steps`` steps each after a warm-up round, so
 both see the same machine load; it prints the median seconds per step of each and their ratio.
 On a CPU without bfloat16 instructions bf16 is emulated (slower) and an LSTM cannot train in it
 at all: ``train`` refuses it, and so does this script's row. The ratios are the point: other
@@ -24,7 +24,7 @@ import torch
 from rnn_sentiment.config import TrainingConfig, load_config
 from rnn_sentiment.hardware import native_bf16, no_bf16
 from rnn_sentiment.model import build_model
-from rnn_sentiment.training.loop import available_cpus, build_optimizer, train_step, uses_bf16
+from rnn_sentiment.training.loop import available_cpus, build_optimizer, train_step, used_precision
 
 VOCABULARY = 30_000
 
@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(available_cpus())
     native = native_bf16("cpu")
-    auto = "bf16" if uses_bf16(torch.device("cpu"), "auto") else "fp32"
+    auto = used_precision(torch.device("cpu"), "auto")
     print(
         f"{available_cpus()} CPU threads; "
         + ("this CPU has bfloat16 instructions" if native else no_bf16("cpu"))

@@ -4,6 +4,7 @@ emulated warns, and an LSTM, which oneDNN cannot run there at all, is refused be
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -51,14 +52,19 @@ def test_auto_is_bf16_only_where_native_and_the_others_are_what_they_say(
     assert product.dtype == (torch.bfloat16 if native else torch.float32)
 
 
+def _trained(tmp_path: Path, reviews: Path, cell: str, precision: str) -> tuple[Any, _Messages]:
+    """A tiny run trained with ``precision``, and what it said."""
+    seen = _Messages()
+    config = tiny_config(tmp_path, **{"data.source": str(reviews), "model.cell": cell,
+                                      "training.precision": precision})  # fmt: skip
+    return train(config, seen), seen
+
+
 def test_auto_trains_in_fp32_without_bf16_and_says_so(
     tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _without_bf16(monkeypatch)
-    seen = _Messages()
-    config = tiny_config(tmp_path, **{"data.source": str(jsonl_reviews), "model.cell": "lstm",
-                                      "training.precision": "auto"})  # fmt: skip
-    result = train(config, seen)
+    result, seen = _trained(tmp_path, jsonl_reviews, "lstm", "auto")
     assert result.metrics["training_precision"] == "fp32" and not seen.warnings
     assert any("device cpu, fp32 (precision auto)," in m for m in seen.messages)
 
@@ -67,10 +73,7 @@ def test_bf16_where_it_is_emulated_warns_and_still_trains(
     tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _without_bf16(monkeypatch)
-    seen = _Messages()
-    config = tiny_config(tmp_path, **{"data.source": str(jsonl_reviews), "model.cell": "gru",
-                                      "training.precision": "bf16"})  # fmt: skip
-    result = train(config, seen)
+    result, seen = _trained(tmp_path, jsonl_reviews, "gru", "bf16")
     assert result.metrics["training_precision"] == "bf16"
     assert seen.warnings == [
         "training.precision=bf16: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX), "

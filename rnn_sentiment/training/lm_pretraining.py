@@ -50,7 +50,7 @@ from rnn_sentiment.training.loop import (
     precision_label,
     prepare_run_dir,
     seed_and_device,
-    uses_bf16,
+    used_precision,
 )
 from rnn_sentiment.training.pretrain import load_vectors, pretrain_vectors
 from rnn_sentiment.training.state import LoopState, flat_keys, restore_state, save_state
@@ -466,7 +466,5 @@ def _metrics(run: LMRun, status: str) -> dict[str, Any]:
         "from_encoder": start if start.get("method") == "encoder" else None,
         "real_tokens_trained": loop.real_tokens,
         # what this machine computed in (training.precision=auto decides per machine)
-        "training_precision": "bf16"
-        if uses_bf16(run.device, run.config.training.precision)
-        else "fp32",
+        "training_precision": used_precision(run.device, run.config.training.precision),
     }

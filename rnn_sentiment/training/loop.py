@@ -641,9 +641,7 @@ def finish(
         "train_seconds": loop.total_seconds(),  # pretraining included
         "real_tokens_per_second": loop.real_tokens / max(loop.elapsed, 1e-9),
         # what this machine computed in (training.precision=auto decides per machine)
-        "training_precision": "bf16"
-        if uses_bf16(run.device, config.training.precision)
-        else "fp32",
+        "training_precision": used_precision(run.device, config.training.precision),
         "history": loop.history,
     }
     if loop.pretraining is not None:
@@ -781,9 +779,17 @@ def uses_bf16(device: torch.device, precision: str) -> bool:
     return precision == "bf16" or (precision == "auto" and native_bf16(device.type))
 
 
+def used_precision(device: torch.device, precision: str) -> str:
+    """ "bf16" or "fp32": what ``training.precision`` computes in on ``device``."""
+    return "bf16" if uses_bf16(device, precision) else "fp32"
+
+
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """Mixed precision for the forward pass: bfloat16 matmuls, fp32 weights and reductions."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
+
+
+_PRECISION_FIX = "set training.precision=auto (bf16 only where it is native) or fp32"
 
 
 def check_precision(
@@ -801,21 +807,18 @@ def check_precision(
             "resume it on a machine with bfloat16 instructions (train: or resume with "
             "training.precision=fp32 --force)"
             if resuming
-            else "set training.precision=auto (bf16 only where it is native) or fp32"
+            else _PRECISION_FIX
         )
         raise ConfigError([
             f"training.precision=bf16: {no_bf16(device.type)}, and an LSTM cannot train in "
             f"emulated bf16; {fix}"
         ])  # fmt: skip
-    cb.on_warning(
-        f"training.precision=bf16: {no_bf16(device.type)}; set "
-        "training.precision=auto (bf16 only where it is native) or fp32"
-    )
+    cb.on_warning(f"training.precision=bf16: {no_bf16(device.type)}; {_PRECISION_FIX}")
 
 
 def precision_label(device: torch.device, precision: str) -> str:
     """What a run computes in, for its start message: "bf16", "fp32 (precision auto)", ..."""
-    used = "bf16" if uses_bf16(device, precision) else "fp32"
+    used = used_precision(device, precision)
     return f"{used} (precision auto)" if precision == "auto" else used
 
 
