@@ -26,6 +26,7 @@ import numpy as np
 
 from rnn_sentiment import Predictor, load_config
 from rnn_sentiment.data.sources import load_splits
+from rnn_sentiment.errors import RnnSentimentError
 
 MODES = ("truncate", "window")
 
@@ -68,7 +69,11 @@ def main() -> None:
     args = parser.parse_args()
     rows, probs, labels = [], [], None
     for run_dir in args.runs:
-        figures, test_probs, test_labels = score_run(run_dir, args.set)
+        try:
+            figures, test_probs, test_labels = score_run(run_dir, args.set)
+        except RnnSentimentError as error:  # a moved data source, a missing run: one line
+            hint = " (a relative data.source is read from here: --set data.source=PATH)"
+            raise SystemExit(f"error: {run_dir}: {error}{hint}") from None
         if labels is not None and test_labels != labels:
             raise SystemExit(f"error: {run_dir} reads another test split than {args.runs[0]}")
         rows.append(figures)

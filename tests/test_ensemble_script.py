@@ -54,3 +54,16 @@ def test_a_run_without_a_test_split_is_refused_in_one_line(builtin_run: Path) ->
     assert done.stderr == (
         f"error: {builtin_run}'s data has no test split; name one with --set data.test_split=NAME\n"
     )
+
+
+def test_a_data_source_that_is_not_there_is_one_line(builtin_run: Path, tmp_path: Path) -> None:
+    gone = tmp_path / "moved-away"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(builtin_run), "--set", f"data.source={gone}"],
+        capture_output=True, text=True, timeout=300, cwd=SCRIPT.parents[1],
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"error: {builtin_run}: data source not found: {gone}")
+    assert "--set data.source=PATH" in done.stderr
