@@ -26,7 +26,7 @@ import numpy as np
 
 from rnn_sentiment import Predictor, load_config
 from rnn_sentiment.data.sources import load_splits
-from rnn_sentiment.errors import RnnSentimentError
+from rnn_sentiment.errors import DataError, RnnSentimentError
 
 MODES = ("truncate", "window")
 
@@ -72,7 +72,8 @@ def main() -> None:
         try:
             figures, test_probs, test_labels = score_run(run_dir, args.set)
         except RnnSentimentError as error:  # a moved data source, a missing run: one line
-            hint = " (a relative data.source is read from here: --set data.source=PATH)"
+            moved = isinstance(error, DataError)  # relative data paths are read from here
+            hint = " (a relative data.source is read from here: --set data.source=PATH)" * moved
             raise SystemExit(f"error: {run_dir}: {error}{hint}") from None
         if labels is not None and test_labels != labels:
             raise SystemExit(f"error: {run_dir} reads another test split than {args.runs[0]}")

@@ -67,3 +67,14 @@ def test_a_data_source_that_is_not_there_is_one_line(builtin_run: Path, tmp_path
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith(f"error: {builtin_run}: data source not found: {gone}")
     assert "--set data.source=PATH" in done.stderr
+
+
+def test_a_run_that_is_not_there_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "no-run")],
+        capture_output=True, text=True, timeout=300, cwd=SCRIPT.parents[1],
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"error: {tmp_path / 'no-run'}: config file not found: {tmp_path / 'no-run'}/config.yaml\n"
+    )
