@@ -72,8 +72,9 @@ def main() -> None:
         try:
             figures, test_probs, test_labels = score_run(run_dir, args.set)
         except RnnSentimentError as error:  # a moved data source, a missing run: one line
-            moved = isinstance(error, DataError)  # relative data paths are read from here
-            hint = " (a relative data.source is read from here: --set data.source=PATH)" * moved
+            hint = ""
+            if isinstance(error, DataError):  # relative data paths are read from here
+                hint = " (a relative data.source is read from here: --set data.source=PATH)"
             raise SystemExit(f"error: {run_dir}: {error}{hint}") from None
         if labels is not None and test_labels != labels:
             raise SystemExit(f"error: {run_dir} reads another test split than {args.runs[0]}")
