@@ -21,6 +21,13 @@ def native_bf16(device_type: str) -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+def bf16_refused(cell: str, device_type: str) -> bool:
+    """Whether training a ``cell`` in bf16 on ``device_type`` is refused: on a CPU without
+    bfloat16 instructions oneDNN has no LSTM for emulated bf16 ("could not create a primitive
+    descriptor"); the GRU and vanilla RNN run there, only slowly."""
+    return cell == "lstm" and device_type == "cpu" and not native_bf16(device_type)
+
+
 def no_bf16(device_type: str) -> str:
     """Why bf16 is slow on ``device_type``, for messages: "this CPU has no bfloat16 ..."."""
     if device_type == "cuda":

@@ -22,7 +22,7 @@ import time
 import torch
 
 from rnn_sentiment.config import TrainingConfig, load_config
-from rnn_sentiment.hardware import native_bf16, no_bf16
+from rnn_sentiment.hardware import bf16_refused, native_bf16, no_bf16
 from rnn_sentiment.model import build_model
 from rnn_sentiment.training.loop import available_cpus, build_optimizer, train_step, used_precision
 
@@ -71,7 +71,7 @@ def main() -> None:
     )
     print(f"{'cell':<8}{'fp32 s/step':>13}{'bf16 s/step':>13}{'bf16/fp32':>11}")
     for cell in args.cells.split(","):
-        if cell == "lstm" and not native:
+        if bf16_refused(cell, "cpu"):
             print(f"{cell:<8}{'':>13}{'refused':>13}{'':>11}  (train refuses it here)")
             continue
         seconds = step_seconds(cell, args)

@@ -40,7 +40,7 @@ import torch
 
 from rnn_sentiment.config import ModelConfig, TokenizerConfig, TrainingConfig
 from rnn_sentiment.data.batching import collate, training_batches
-from rnn_sentiment.hardware import native_bf16, no_bf16
+from rnn_sentiment.hardware import bf16_refused, native_bf16, no_bf16
 from rnn_sentiment.model import build_model
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.tokenizer import PAD_ID, UNK_ID
@@ -183,7 +183,7 @@ def run_project(
     """Real tokens per second of the project's path in fp32 and bf16."""
     result = {}
     for precision in ("fp32", "bf16"):
-        if precision == "bf16" and cell == "lstm" and not native_bf16("cpu"):
+        if precision == "bf16" and bf16_refused(cell, "cpu"):
             result.update(project_bf16=math.nan, data_share_bf16=math.nan)  # train refuses it
             continue
         padding = Padding()

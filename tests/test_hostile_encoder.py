@@ -25,7 +25,7 @@ from rnn_sentiment.callbacks import TrainCallback
 from rnn_sentiment.checkpoint import write_manifest
 from rnn_sentiment.config import AdversarialConfig, Config, LanguageModelConfig, ModelConfig
 from rnn_sentiment.errors import CheckpointError, ConfigError
-from rnn_sentiment.hardware import native_bf16
+from rnn_sentiment.hardware import bf16_refused
 from rnn_sentiment.model import build_model
 from rnn_sentiment.runfiles import MAX_PARAMETERS, parse_config
 from rnn_sentiment.tokenizer import PAD_ID, parse_tokenizer
@@ -555,7 +555,7 @@ def test_the_sampled_softmax_loss_is_float32() -> None:
 def test_virtual_adversarial_loss_under_bf16_matches_fp32(cell: str) -> None:
     from rnn_sentiment.training import adversarial
 
-    if cell == "lstm" and not native_bf16("cpu"):  # refused there: tests/test_precision.py
+    if bf16_refused(cell, "cpu"):  # refused there: tests/test_precision.py
         pytest.skip("oneDNN has no LSTM in emulated bf16 (this CPU has no bfloat16 instructions)")
 
     torch.manual_seed(0)

@@ -36,15 +36,14 @@ class _Messages(TrainCallback):
 
 
 def _without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loop, "native_bf16", lambda device_type: False)
-    monkeypatch.setattr(engine, "native_bf16", lambda device_type: False)
+    monkeypatch.setattr(hardware, "native_bf16", lambda device_type: False)
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_is_bf16_only_where_native_and_the_others_are_what_they_say(
     monkeypatch: pytest.MonkeyPatch, native: bool
 ) -> None:
-    monkeypatch.setattr(loop, "native_bf16", lambda device_type: native)
+    monkeypatch.setattr(hardware, "native_bf16", lambda device_type: native)
     assert uses_bf16(CPU, "auto") is native
     assert uses_bf16(CPU, "bf16") and not uses_bf16(CPU, "fp32")
     with loop.autocast(CPU, "auto"):
@@ -112,6 +111,19 @@ def test_the_cpu_probe_is_torchs_own_and_still_there() -> None:
     ]
     hardware.native_bf16.cache_clear()
     assert hardware.native_bf16("cpu") == any(probe() for probe in probes)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_only_an_lstm_on_a_cpu_without_bf16_is_refused(
+    monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    monkeypatch.setattr(hardware, "native_bf16", lambda device_type: native)
+    refused = {
+        (cell, device): hardware.bf16_refused(cell, device)
+        for cell in ("rnn", "lstm", "gru")
+        for device in ("cpu", "cuda")
+    }
+    assert refused == {key: key == ("lstm", "cpu") and not native for key in refused}
 
 
 def test_a_gpu_that_would_emulate_bf16_counts_as_without_it(

@@ -12,7 +12,7 @@ import pytest
 
 from rnn_sentiment.callbacks import TrainCallback
 from rnn_sentiment.errors import CheckpointError, DataError, TrainingError
-from rnn_sentiment.hardware import native_bf16
+from rnn_sentiment.hardware import bf16_refused
 from rnn_sentiment.training.loop import train
 from tests.helpers import tiny_config
 
@@ -31,7 +31,7 @@ def test_each_cell_learns_a_separable_task(tmp_path: Path, jsonl_reviews: Path, 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_each_cell_learns_in_bfloat16(tmp_path: Path, jsonl_reviews: Path, cell: str) -> None:
-    if cell == "lstm" and not native_bf16("cpu"):  # refused there: tests/test_precision.py
+    if bf16_refused(cell, "cpu"):  # refused there: tests/test_precision.py
         pytest.skip("oneDNN has no LSTM in emulated bf16 (this CPU has no bfloat16 instructions)")
     config = tiny_config(
         tmp_path,

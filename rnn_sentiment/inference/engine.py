@@ -36,8 +36,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from rnn_sentiment import hardware
 from rnn_sentiment.errors import CheckpointError
-from rnn_sentiment.hardware import native_bf16, no_bf16
 from rnn_sentiment.inference.stepwise import StepwiseClassifier
 from rnn_sentiment.model import SentimentRNN
 
@@ -83,8 +83,8 @@ def choose_engine(
     precision = quantize or dtype
     device = next(model.parameters()).device.type
     engine = _stepwise(model, precision) if stepwise and device == "cpu" else _nn(model, precision)
-    if precision == "bf16" and not native_bf16(device):
-        engine.notes.append(f"bf16: {no_bf16(device)}; --dtype fp32 instead")
+    if precision == "bf16" and not hardware.native_bf16(device):
+        engine.notes.append(f"bf16: {hardware.no_bf16(device)}; --dtype fp32 instead")
     return engine
 
 

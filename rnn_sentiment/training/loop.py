@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rnn_sentiment import hardware
 from rnn_sentiment.callbacks import TrainCallback
 from rnn_sentiment.checkpoint import (
     load_pipeline,
@@ -38,7 +39,6 @@ from rnn_sentiment.config import Config, TrainingConfig
 from rnn_sentiment.data.batching import collate, predict_proba_ids, training_batches
 from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
-from rnn_sentiment.hardware import native_bf16, no_bf16
 from rnn_sentiment.metrics import fit_calibration, probability_metrics, with_temperature
 from rnn_sentiment.model import SentimentRNN, build_model, count_parameters, parameter_shapes
 from rnn_sentiment.runfiles import MAX_PARAMETERS, WEIGHTS_FILE
@@ -776,7 +776,7 @@ def seed_everything(seed: int) -> None:
 def uses_bf16(device: torch.device, precision: str) -> bool:
     """Whether ``training.precision`` computes in bfloat16 on ``device``: ``bf16`` always,
     ``auto`` where the hardware does it natively (elsewhere it is slower than fp32)."""
-    return precision == "bf16" or (precision == "auto" and native_bf16(device.type))
+    return precision == "bf16" or (precision == "auto" and hardware.native_bf16(device.type))
 
 
 def used_precision(device: torch.device, precision: str) -> str:
@@ -800,9 +800,9 @@ def check_precision(
     A CPU without bfloat16 instructions emulates bf16 (several times slower than fp32), and
     oneDNN has no LSTM for it there at all ("could not create a primitive descriptor").
     """
-    if config.training.precision != "bf16" or native_bf16(device.type):
+    if config.training.precision != "bf16" or hardware.native_bf16(device.type):
         return
-    if config.model.cell == "lstm" and device.type == "cpu":
+    if hardware.bf16_refused(config.model.cell, device.type):
         fix = (
             "resume it on a machine with bfloat16 instructions (train: or resume with "
             "training.precision=fp32 --force)"
@@ -810,10 +810,10 @@ def check_precision(
             else _PRECISION_FIX
         )
         raise ConfigError([
-            f"training.precision=bf16: {no_bf16(device.type)}, and an LSTM cannot train in "
-            f"emulated bf16; {fix}"
+            f"training.precision=bf16: {hardware.no_bf16(device.type)}, and an LSTM cannot "
+            f"train in emulated bf16; {fix}"
         ])  # fmt: skip
-    cb.on_warning(f"training.precision=bf16: {no_bf16(device.type)}; {_PRECISION_FIX}")
+    cb.on_warning(f"training.precision=bf16: {hardware.no_bf16(device.type)}; {_PRECISION_FIX}")
 
 
 def precision_label(device: torch.device, precision: str) -> str:
