@@ -107,6 +107,7 @@ from rnn_sentiment.inference.sinks import (
     Sink,
     StdoutSink,
     partial_path,
+    progress_path,
 )
 from rnn_sentiment.signals import StopRequested, StopSignals
 from rnn_sentiment.text import LongReviews, fix_text
@@ -433,8 +434,8 @@ def score_file(
 
 def _check_paths(source: str, target: str, options: ScoringOptions) -> None:
     """Refuse an output that cannot be written before anything is read or scored."""
-    if target != "-" and source != "-" and Path(target).resolve() == Path(source).resolve():
-        raise DataError(f"--output {target} is the input file; choose another output path")
+    if target != "-" and source != "-":
+        _refuse_overwriting_the_input(Path(source), Path(target))
     if target != "-" and Path(target).is_dir():
         raise DataError(f"--output {target} is a directory; name a file, such as {target}/out.csv")
     if target != "-" and not _regular_or_absent(target):  # the final rename would replace it
@@ -446,6 +447,22 @@ def _check_paths(source: str, target: str, options: ScoringOptions) -> None:
         raise DataError("--resume needs a file input and a file output (not stdin / stdout)")
     if options.shard and source == "-":
         raise DataError("--shard needs a file input (each shard reads it from the start)")
+
+
+def _refuse_overwriting_the_input(source: Path, target: Path) -> None:
+    """Refuse an output whose writing would replace or delete the input: the output itself, or
+    the ``.partial`` / ``.progress.json`` beside it, which a run removes when it starts afresh."""
+    read = source.resolve()
+    written_by_run = (target, partial_path(target), progress_path(target))
+    for written in written_by_run:
+        where = written.resolve()
+        if read == where or where in read.parents:
+            if written == target:
+                raise DataError(f"--output {target} is the input file; choose another output path")
+            raise DataError(
+                f"--output {target} would replace the input: a run writes {written}; "
+                "choose another output path"
+            )
 
 
 def _regular_or_absent(path: str) -> bool:

@@ -200,6 +200,11 @@ def partial_path(output: Path) -> Path:
     return output.with_name(output.name + ".partial")
 
 
+def progress_path(output: Path) -> Path:
+    """Where the progress of an unfinished output is recorded."""
+    return output.with_name(output.name + ".progress.json")
+
+
 def remove_path(path: Path) -> None:
     """Remove whatever is at ``path`` without following it: a link or file is unlinked, only a
     real directory is removed with its contents."""
@@ -224,7 +229,7 @@ class Progress:
     """``<output>.progress.json``: rows committed, where the output ends, and what was scored."""
 
     def __init__(self, output: Path, identity: dict[str, Any]) -> None:
-        self.path = output.with_name(output.name + ".progress.json")
+        self.path = progress_path(output)
         self.identity = identity
 
     def load(self) -> dict[str, Any] | None:

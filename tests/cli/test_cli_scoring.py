@@ -83,6 +83,30 @@ def test_missing_input_and_output_equal_to_input(builtin_run: Path, tmp_path: Pa
     assert (tmp_path / "in.csv").read_text() == "text\nfine\n"
 
 
+@pytest.mark.parametrize(
+    ("source", "output", "kind"),
+    [
+        ("out.csv.partial", "out.csv", "txt"),  # a text output's unfinished file
+        ("out.jsonl.progress.json", "out.jsonl", "txt"),  # its progress record
+        ("out.parquet.partial", "out.parquet", "folder"),  # a Parquet output's folder of parts
+        ("out.parquet.partial/pos/1.txt", "out.parquet", "txt"),  # a file inside that folder
+    ],
+)
+def test_an_output_whose_leftovers_are_the_input_is_refused_and_nothing_is_deleted(
+    builtin_run: Path, tmp_path: Path, source: str, output: str, kind: str
+) -> None:
+    review = tmp_path / source / "pos" / "1.txt" if kind == "folder" else tmp_path / source
+    review.parent.mkdir(parents=True, exist_ok=True)
+    review.write_text("a fine film\n")
+    before = sorted(tmp_path.rglob("*"))
+    code, _, err = invoke(
+        "predict", "-m", str(builtin_run), "-i", str(tmp_path / source), "--input-format", kind,
+        "-o", str(tmp_path / output),
+    )  # fmt: skip
+    assert code == 2 and "would replace the input" in err and err.count("\n") == 1, err
+    assert sorted(tmp_path.rglob("*")) == before and review.read_text() == "a fine film\n"
+
+
 def test_resume_without_an_interrupted_run_scores_from_the_start(
     builtin_run: Path, tmp_path: Path
 ) -> None:
