@@ -763,6 +763,33 @@ def test_a_link_planted_at_the_progress_file_is_never_read_or_written(
     assert victim.read_text() == '{"version": 2, "rows": 1}' and not os.path.lexists(progress)
 
 
+def test_a_folder_input_never_reads_through_a_link_out_of_it(
+    model: Predictor, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    (secret / "pos").mkdir(parents=True)
+    (secret / "pos" / "key.txt").write_text("the secret itself")
+    (secret / "key.txt").write_text("the secret itself")
+    folder = tmp_path / "reviews"
+    (folder / "neg").mkdir(parents=True)
+    (folder / "neg" / "1.txt").write_text("A bore")
+    (folder / "neg" / "2.txt").symlink_to(secret / "key.txt")  # a file out of the folder
+    (folder / "neg" / "3.txt").symlink_to(folder / "neg" / "1.txt")  # one inside it: followed
+    os.mkfifo(folder / "neg" / "4.txt")  # never opened for reading (it would wait for a writer)
+    (folder / "pos").symlink_to(secret / "pos")  # a whole labelled folder out of it
+    score_file(model, folder, tmp_path / "out.jsonl")
+    rows = {row["id"]: row for row in map(json.loads, (tmp_path / "out.jsonl").open())}
+    outside = "cannot read file: a link out of the input folder (not followed)"
+    assert {name: (row["text"], row["error"]) for name, row in rows.items()} == {
+        "neg/1.txt": ("A bore", None),
+        "neg/2.txt": (None, outside),
+        "neg/3.txt": ("A bore", None),
+        "neg/4.txt": (None, "cannot read file: not a regular file"),
+        "pos/key.txt": (None, outside),
+    }
+    assert "secret" not in (tmp_path / "out.jsonl").read_text()
+
+
 def test_stdin_input_to_a_file_output_scores_every_line(tmp_path: Path) -> None:
     output = tmp_path / "out.csv"
     code, _, err = invoke("predict", "-m", BUNDLED, "--input", "-", "--input-format", "txt",

@@ -50,6 +50,7 @@ import itertools
 import json
 import os
 import re
+import stat
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -626,8 +627,8 @@ class FolderReader(Reader):
     """``aclImdb``-style ``pos/``, ``neg/`` (and ``unsup/``) folders of .txt reviews, or a
     folder of .txt files; columns ``id`` (the relative path), ``text`` and ``label``.
 
-    At most the cap of each file is read; a file that is not a regular one (a FIFO, a device) is
-    a flagged row, never opened.
+    At most the cap of each file is read; a file that is not a regular one (a FIFO, a device), or
+    a link (of a file or a subfolder) that leads out of the folder, is a flagged row, never read.
     """
 
     def __init__(self, folder: Path, max_chars: int = MAX_FIELD_CHARS) -> None:
@@ -643,20 +644,28 @@ class FolderReader(Reader):
         if not self.files:
             raise DataError(f"no .txt reviews in {folder} (nor in its pos/, neg/, unsup/)")
         self.folder = folder
+        self.root = folder.resolve()
         self.where = str(folder)
         self.max_chars = max_chars
         self.columns = ["id", "text", "label"]
 
     def _review(self, file: Path) -> tuple[Any, str]:
         """The text of one file and its problem."""
-        if not file.is_file():
-            return MISSING, "cannot read file: not a regular file"
+        real = file.resolve()  # a link is followed only while it stays inside the folder
+        if not real.is_relative_to(self.root):
+            return MISSING, "cannot read file: a link out of the input folder (not followed)"
         limit = _BYTES_PER_CHAR * (self.max_chars + 1)  # a BOM and the cap, in any characters
         try:
-            with file.open("rb") as handle:
-                data = handle.read(limit)
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             return MISSING, f"cannot read file: {exc.strerror}"
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return MISSING, "cannot read file: not a regular file"
+            try:
+                data = handle.read(limit)
+            except OSError as exc:
+                return MISSING, f"cannot read file: {exc.strerror}"
         text = data.decode("utf-8", "surrogateescape")
         if len(data) == limit or len(text.removeprefix("\ufeff")) > self.max_chars:
             return MISSING, too_long("field 'text'", self.max_chars)
