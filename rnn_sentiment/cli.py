@@ -12,15 +12,19 @@ import importlib
 import os
 import select
 import sys
+import traceback
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperGroup
 
 from rnn_sentiment import __version__
+
+if TYPE_CHECKING:
+    from rnn_sentiment.errors import RnnSentimentError
 
 # Typer vendors click (typer._click) in recent versions and uses click itself in older ones: the
 # module that defines BadParameter is the one whose exceptions the parser raises.
@@ -168,11 +172,7 @@ def _run(action: Callable[[], T], stdout: bool = True) -> T:
     except RnnSentimentError as exc:
         if _state["debug"]:
             raise
-        from rnn_sentiment import console
-
-        for problem in getattr(exc, "problems", None) or [str(exc)]:
-            console.error(problem)
-        raise typer.Exit(exc.exit_code) from None
+        return _fail(exc)
     except KeyboardInterrupt:
         from rnn_sentiment import console
 
@@ -186,6 +186,9 @@ def _run(action: Callable[[], T], stdout: bool = True) -> T:
         if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
             _silence_stdout()
             raise typer.Exit(OutputClosed.exit_code) from None
+        if isinstance(exc, OSError) and stdout and _writing_stdout(exc):
+            _silence_stdout()  # what is still buffered goes nowhere, not into a second error
+            return _fail(DataError(f"cannot write to stdout: {exc.strerror or exc}"))
         if _state["debug"] or isinstance(exc, (SystemExit, GeneratorExit)):
             raise
         from rnn_sentiment import console
@@ -193,6 +196,27 @@ def _run(action: Callable[[], T], stdout: bool = True) -> T:
         first = (str(exc).strip().splitlines() or [""])[0]  # one line, whatever the message
         console.error(f"internal error: {type(exc).__name__}: {first} (rerun with --debug)")
         raise typer.Exit(1) from None
+
+
+def _fail(exc: RnnSentimentError) -> NoReturn:
+    """Say what went wrong, one line per problem, and exit with the error's code."""
+    from rnn_sentiment import console
+
+    for problem in getattr(exc, "problems", None) or [str(exc)]:
+        console.error(problem)
+    raise typer.Exit(exc.exit_code) from None
+
+
+def _writing_stdout(exc: OSError) -> bool:
+    """Whether ``exc`` (a full disk, an I/O error) came from writing the command's result: raised
+    in console (the one module that writes to stdout), rich (which it calls) or _run's flush."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = Path(frames[-1].filename) if frames else Path()
+    return (
+        where.name in ("console.py", "cli.py")
+        and where.parent == Path(__file__).parent
+        or ("rich" in where.parts)
+    )
 
 
 def _stdout_reader_gone() -> bool:

@@ -402,6 +402,23 @@ def test_predict_piped_into_head_ends_quietly_with_141(tmp_path: Path) -> None:
     assert err == ""  # quietly, like other Unix tools: no message, no traceback
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize(
+    "args",
+    [["--format", "jsonl", "good"], ["good"], ["--input", "-"]],
+    ids=["jsonl", "table", "input"],
+)
+def test_a_full_disk_under_stdout_is_one_line_and_exit_code_2(args: list[str]) -> None:
+    command = [sys.executable, "-m", "rnn_sentiment", "predict", "-m", BUNDLED, "-q",
+               "--threads", "1", *args]  # fmt: skip
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(command, input=b"good\n", stdout=full, capture_output=False,
+                              stderr=subprocess.PIPE, timeout=60, check=False)  # fmt: skip
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert err == "error: cannot write to stdout: No space left on device\n"
+
+
 # ----------------------------------------------------------------------------------------------
 # 6. Output other tools accept
 
