@@ -411,9 +411,14 @@ def evaluate(
     def action() -> None:
         from rnn_sentiment import console
         from rnn_sentiment.atomic import write_json
+        from rnn_sentiment.errors import DataError
         from rnn_sentiment.inference.evaluate import evaluate as evaluate_model
         from rnn_sentiment.inference.models import describe_model_dir, resolve_model_dir
 
+        _check_written(output, "--output", data, (".json",))
+        _check_written(plot, "--plot", data, (".png", ".svg", ".pdf"))
+        if output is not None and plot is not None and output.resolve() == plot.resolve():
+            raise DataError("--output and --plot name the same file; give each its own")
         model_dir = resolve_model_dir(run_dir)
         note = describe_model_dir(model_dir, run_dir)
         if note:
@@ -431,6 +436,28 @@ def evaluate(
             console.metrics_table(metrics)
 
     _run(action)
+
+
+def _check_written(
+    path: Path | None, option: str, data: str | None, suffixes: tuple[str, ...]
+) -> None:
+    """Refuse, before any work, a file ``option`` names that could not be written (a folder, a
+    missing folder, a format not among ``suffixes``) or would replace the ``data`` being read."""
+    from rnn_sentiment.errors import DataError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise DataError(f"{option} {path} is a folder; name a file in it, such as "
+                        f"{path / ('metrics' + suffixes[0])}")  # fmt: skip
+    if not path.parent.is_dir():
+        raise DataError(f"{option} {path}: the folder {path.parent} does not exist; create it")
+    source = Path(data).resolve() if data is not None and Path(data).exists() else None
+    target = path.resolve()
+    if source is not None and (target == source or source in target.parents and path.exists()):
+        raise DataError(f"{option} {path} would replace the data being evaluated; choose another")
+    if path.suffix.lower() not in suffixes:
+        raise DataError(f"{option} {path}: name a {' or '.join(suffixes)} file")
 
 
 class Quantize(str, Enum):

@@ -416,3 +416,28 @@ def test_invisible_format_characters_are_shown_on_a_terminal() -> None:
 
     assert shown("pos\u202egnp") == "pos\\u202egnp"  # a right-to-left override, made visible
     assert shown("zero\u200bwidth") == "zero\\u200bwidth"
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "message"),
+    [
+        ("-o", "labelled.csv", "would replace the data being evaluated"),
+        ("-o", "folder", "is a folder; name a file in it, such as"),
+        ("-o", "nowhere/m.json", "does not exist; create it"),
+        ("-o", "m.txt", "name a .json file"),
+        ("--plot", "labelled.csv", "would replace the data being evaluated"),
+        ("--plot", "plot.txt", "name a .png or .svg or .pdf file"),
+        ("--plot", "folder", "is a folder"),
+        ("--plot", "nowhere/p.png", "does not exist"),
+    ],
+)
+def test_evaluate_refuses_an_output_it_could_not_write_before_any_scoring(
+    tmp_path: Path, option: str, name: str, message: str
+) -> None:
+    data = tmp_path / "labelled.csv"
+    data.write_text("text,label\na joy,positive\na bore,negative\n")
+    (tmp_path / "folder").mkdir()
+    code, out, err = invoke("evaluate", "--data", str(data), option, str(tmp_path / name))
+    assert code == 2 and message in err and err.count("\n") == 1 and not out, err
+    assert data.read_text() == "text,label\na joy,positive\na bore,negative\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "labelled.csv"]
