@@ -125,6 +125,18 @@ def test_aclimdb_folder(predictor: Predictor, tmp_path: Path) -> None:
     assert [r["label"] for r in rows] == ["negative", "positive", "positive"]
 
 
+@pytest.mark.parametrize("name", ["out.jsonl", "out.csv", "out.parquet"])
+def test_an_input_column_named_like_a_renamed_one_is_kept_too(
+    predictor: Predictor, tmp_path: Path, name: str
+) -> None:
+    (tmp_path / "in.csv").write_text("text,label,input_label,score\ngood movie,L1,IL1,5\n")
+    score_file(predictor, tmp_path / "in.csv", tmp_path / name)
+    (row,) = read_output(tmp_path / name)
+    kept = {k: str(v) for k, v in row.items() if k.startswith("input_")}
+    assert kept == {"input_input_label": "L1", "input_label": "IL1", "input_score": "5"}
+    assert row["label"] in ("negative", "positive") and not row["error"]
+
+
 def test_column_choices_and_errors(predictor: Predictor, tmp_path: Path) -> None:
     (tmp_path / "in.csv").write_text("key,body,stars\n7,The acting was not good.,1\n")
     with pytest.raises(DataError, match="did you mean --text-column body"):

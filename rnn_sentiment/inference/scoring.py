@@ -344,7 +344,7 @@ def output_columns(
     also_added: Sequence[str] = (),
 ) -> dict[str, str]:
     """Map of kept input column -> output name; a clash with an added column (``also_added``:
-    more of them, as an engine adds) gets ``input_``."""
+    more of them, as an engine adds) gets ``input_``, as many times as it takes to be unique."""
     if keep == "all":
         chosen = list(input_columns)
     elif keep == "none":
@@ -356,7 +356,15 @@ def output_columns(
                 raise missing_column(name, input_columns, where, "--keep-columns ")
     added = {"label", "score", "error", *(f"p_{fix_text(n)[0]}" for n in label_names)}
     added.update(also_added)
-    return {c: f"input_{c}" if c in added else c for c in chosen}
+    taken = added | {c for c in chosen if c not in added}
+    names = {}
+    for column in chosen:
+        name = column
+        while column in added and name in taken:  # label -> input_label, or input_input_label
+            name = f"input_{name}"
+        taken.add(name)
+        names[column] = name
+    return names
 
 
 # ----------------------------------------------------------------------------------------------
