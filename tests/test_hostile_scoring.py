@@ -807,6 +807,23 @@ def test_a_folder_input_never_reads_through_a_link_out_of_it(
     assert "secret" not in (tmp_path / "out.jsonl").read_text()
 
 
+@pytest.mark.parametrize(
+    "first", [b'{"text": "good movie", "id": 1}', b'{"text":\r"good movie", "id": 1}']
+)
+def test_a_lone_carriage_return_inside_a_json_line_is_white_space_not_a_line_end(
+    model: Predictor, tmp_path: Path, first: bytes
+) -> None:
+    lines = [first, b'{"text": "awful film",\r "id": 2}', b'{"text": "fine", "id": 3}\r']
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\r\n")
+    score_file(model, tmp_path / "in.jsonl", tmp_path / "out.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").open()]
+    assert [(row["id"], row["text"], row["error"]) for row in rows] == [
+        (1, "good movie", None),
+        (2, "awful film", None),
+        (3, "fine", None),
+    ]
+
+
 def test_stdin_input_to_a_file_output_scores_every_line(tmp_path: Path) -> None:
     output = tmp_path / "out.csv"
     code, _, err = invoke("predict", "-m", BUNDLED, "--input", "-", "--input-format", "txt",

@@ -163,10 +163,11 @@ class Reader:
             return None
 
 
-def _text_stream(handle: IO[bytes]) -> io.TextIOWrapper:
+def _text_stream(handle: IO[bytes], newline: str = "") -> io.TextIOWrapper:
     # surrogateescape: a bad byte never stops the read; fix_text flags and replaces it per row.
     # utf-8-sig: a byte-order mark is skipped, not glued to the first column's name.
-    return io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    # newline: "" (lines end at \n, \r\n or a lone \r, as the csv module needs), or "\n" only.
+    return io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline=newline)
 
 
 class _RecordTooLong(Exception):
@@ -368,7 +369,7 @@ class JsonlReader(Reader):
 
     def __init__(self, handle: IO[bytes], where: str, max_chars: int = MAX_FIELD_CHARS) -> None:
         self.max_chars = max_chars
-        self.stream = _text_stream(handle)
+        self.stream = _text_stream(handle, newline="\n")  # a lone \r is JSON white space
         self.where = where
         self.pending: list[str | None] = []
         self.array: list[Any] | None = None
@@ -382,7 +383,7 @@ class JsonlReader(Reader):
                 self.array = self._read_array(first.lstrip())
                 self._name_columns(next((v for v in self.array if isinstance(v, dict)), {}))
                 return
-            self.lines = _bounded_lines(self.stream.readline, self.row_limit, "\r\n", first)
+            self.lines = _bounded_lines(self.stream.readline, self.row_limit, "\n", first)
             self._peek()
         except _READ_ERRORS as exc:
             raise DataError(f"cannot read {where}: {exc}") from None
