@@ -54,6 +54,7 @@ from rnn_sentiment.runfiles import (
     RunFiles,
     at_most,
     exactly,
+    float_weights,
     model_shapes,
     open_dir,
     open_file,
@@ -201,13 +202,24 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         tokenizer = parse_tokenizer(files.read(TOKENIZER_FILE), path / TOKENIZER_FILE)
         vocab_size = tokenizer.get_vocab_size()
         shapes = model_shapes(config, vocab_size, len(label_names), path)
-        state = files.read_tensors(WEIGHTS_FILE, exactly(shapes))
+        state = files.read_tensors(WEIGHTS_FILE, float_weights(shapes))
+        check_weights(state, path / WEIGHTS_FILE)
         manifest_sha256 = files.manifest_sha256
         temperature = read_temperature(files, path)
     model = build_model(config.model, vocab_size, len(label_names))
     model.load_state_dict(state)  # every name and shape was checked against this very model
     model.to(device).eval()
     return LoadedRun(path, config, tokenizer, model, label_names, manifest_sha256, temperature)
+
+
+def check_weights(state: Mapping[str, torch.Tensor], where: Path) -> None:
+    """Refuse weights that hold NaN or infinity: every prediction would be NaN."""
+    for name, tensor in state.items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{where}: {name} holds NaN or infinity; the run diverged or the file is "
+                "damaged: train it again (or resume from a checkpoint written before that)"
+            )
 
 
 def verify_run(run_dir: Path) -> None:

@@ -364,6 +364,25 @@ def exactly(
     return check
 
 
+FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}  # safetensors' names
+
+
+def float_weights(shapes: Mapping[str, tuple[int, ...]]) -> Callable[[Header, Path], None]:
+    """A header check: :func:`exactly` ``shapes``, every tensor a float (an integer or bool one
+    would be cast into the model without a word)."""
+    check_shapes = exactly(shapes)
+
+    def check(header: Header, where: Path) -> None:
+        check_shapes(header, where)
+        if any(dtype not in FLOAT_DTYPES for dtype, _ in header.tensors.values()):
+            raise CheckpointError(
+                f"{where} holds a tensor that is not floating point; weights are float32, "
+                "bfloat16 or float16"
+            )
+
+    return check
+
+
 def at_most(parameters: int) -> Callable[[Header, Path], None]:
     """A header check for weights read without a config: at most ``parameters`` elements."""
 

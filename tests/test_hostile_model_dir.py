@@ -269,6 +269,26 @@ def test_a_modified_config_tokenizer_or_labels_file_is_detected(run: Path, name:
 
 
 @pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.fill_(float("nan")), "classifier.bias holds NaN or infinity"),
+        (lambda t: t.fill_(float("-inf")), "classifier.bias holds NaN or infinity"),
+        (lambda t: t.to(torch.uint8), "holds a tensor that is not floating point"),
+        (lambda t: t.to(torch.bool), "is not a valid safetensors file"),  # a type never used
+    ],
+)
+def test_weights_that_are_not_finite_floats_are_refused_with_a_valid_checksum(
+    run: Path, change: Callable[[torch.Tensor], torch.Tensor], message: str
+) -> None:
+    state = load_safetensors((run / WEIGHTS_FILE).read_bytes())
+    state["classifier.bias"] = change(state["classifier.bias"].clone())
+    (run / WEIGHTS_FILE).write_bytes(save_safetensors(state))
+    write_manifest(run)  # so that the weights themselves are what fails
+    error = one_line_error(load_run, run)
+    assert message in error and WEIGHTS_FILE in error, error
+
+
+@pytest.mark.parametrize(
     "name",
     ["../../etc/passwd", "/etc/passwd", "sub/config.yaml", "..", ".", "", "config.yaml\x00",
      "x" * 1000, "x" * 100_000, f"{SECRET}.json"],

@@ -21,7 +21,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors.torch import save as save_safetensors
@@ -39,15 +39,11 @@ from rnn_sentiment.runfiles import (
     METRICS_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
-    Header,
     RunFiles,
-    exactly,
+    float_weights,
     parse_config,
 )
 from rnn_sentiment.tokenizer import PAD_ID, parse_tokenizer, with_known_words
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 # The encoder that ships with the package (scripts/bundle_encoder.py): pretraining.from=bundled.
 BUNDLED_ENCODER_DIR = Path(__file__).parents[1] / "assets" / "encoder"
@@ -61,9 +57,6 @@ SHAPE_KEYS = ("cell", "nonlinearity", "embedding_dim", "hidden_size", "num_layer
 # How many encoders back a continued encoder's record of what it read goes (each one continuing
 # the last with rnn-sentiment pretrain), and how far the leak check follows it.
 PROVENANCE_DEPTH = 8
-# Weights are floats: fp32 as pretrained, fp16 as shipped; an integer tensor of the right shape
-# would pass every other check and start training from nonsense.
-_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 
 @dataclass
@@ -114,21 +107,6 @@ def _checked_shapes(model: ModelConfig, vocab_size: int, path: Path) -> dict[str
             "an encoder directory may hold; it was not read"
         )
     return shapes
-
-
-def _float_weights(shapes: dict[str, tuple[int, ...]]) -> Callable[[Header, Path], None]:
-    """A header check: :func:`exactly` ``shapes``, every tensor a float."""
-    check_shapes = exactly(shapes)
-
-    def check(header: Header, where: Path) -> None:
-        check_shapes(header, where)
-        if any(dtype not in _FLOAT_DTYPES for dtype, _ in header.tensors.values()):
-            raise CheckpointError(
-                f"{where} holds a tensor that is not floating point; an encoder's weights are "
-                "float32 or float16"
-            )
-
-    return check
 
 
 def read_encoder_config(path: Path) -> Config:
@@ -185,7 +163,7 @@ def load_encoder(path: str | Path) -> Encoder:
         config = parse_config(files.read(CONFIG_FILE), path / CONFIG_FILE)
         tokenizer = parse_tokenizer(files.read(TOKENIZER_FILE), path / TOKENIZER_FILE)
         shapes = _checked_shapes(config.model, tokenizer.get_vocab_size(), path)
-        tensors = files.read_tensors(ENCODER_FILE, _float_weights(shapes))
+        tensors = files.read_tensors(ENCODER_FILE, float_weights(shapes))
         try:
             metrics = json.loads(files.read(METRICS_FILE))
         except (ValueError, RecursionError):
