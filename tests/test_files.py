@@ -294,3 +294,23 @@ def test_blank_csv_lines_are_not_rows(tmp_path: Path) -> None:
     got = read_all(tmp_path / "in.csv")
     assert got["columns"] == {"text": ["good movie", "bad movie"], "label": ["1", "0"]}
     assert got["problems"] == ["", ""]
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.tsv", "in.jsonl", "in.txt", "in.csv.gz"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_file_is_one_error_that_says_how_to_re_encode_it(
+    tmp_path: Path, name: str, encoding: str
+) -> None:
+    text = {"jsonl": '{"text": "good"}\n', "txt": "good\n"}.get(name.split(".")[1], "text\ngood\n")
+    path = tmp_path / name
+
+    def write(data: bytes) -> None:
+        path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+
+    write(("\ufeff" + text).encode(encoding) if encoding == "utf-16-be" else text.encode(encoding))
+    with pytest.raises(DataError, match=r"is UTF-16 .*save it as UTF-8, for example: iconv"):
+        open_reader(str(path), detect_format(str(path), None))
+    write(b"\xef\xbb\xbf" + text.encode())  # UTF-8 with a byte-order mark: read, the mark dropped
+    reader = open_reader(str(path), detect_format(str(path), None))
+    assert next(reader.chunks(10)).columns["text"] == ["good"]
+    reader.close()

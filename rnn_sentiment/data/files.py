@@ -139,6 +139,7 @@ def open_reader(path: str, kind: str, max_chars: int = MAX_FIELD_CHARS) -> Reade
     handle, raw = _open_binary(path)
     reader: Reader
     try:
+        _refuse_utf16(handle, "stdin" if path == "-" else path)
         if kind in ("csv", "tsv"):
             reader = CsvReader(handle, "\t" if kind == "tsv" else ",", path, max_chars)
         elif kind == "jsonl":
@@ -151,6 +152,20 @@ def open_reader(path: str, kind: str, max_chars: int = MAX_FIELD_CHARS) -> Reade
         raise
     reader.raw = raw
     return reader
+
+
+def _refuse_utf16(handle: IO[bytes], where: str) -> None:
+    """Refuse a UTF-16 (or UTF-32) text, which spreadsheets save as "Unicode text": read as
+    UTF-8 it would be a garbled column name or a NUL between every two letters."""
+    try:
+        head = handle.peek(2)[:2]  # type: ignore[attr-defined]
+    except (AttributeError, OSError, EOFError):  # no peek; a bad gzip stream: said when read
+        return
+    if head in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(
+            f"{where} is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8, "
+            "for example: iconv -f UTF-16 -t UTF-8 IN > OUT"
+        )
 
 
 def _open_binary(path: str) -> tuple[IO[bytes], IO[bytes] | None]:
