@@ -474,7 +474,10 @@ def explanations_out(explanations: Sequence[Any], fmt: str) -> None:
         words = " ".join(_attributed(w, a) for w, a in zip(e.words, e.attributions, strict=True))
         colour = _label_colour(e.label)
         label = shown(e.label)
+        words = words or "[dim](no words: read as one unknown word)[/]"
         out.print(f"{words}  ->  [bold {colour}]{label}[/] ({e.probabilities[e.label]:.3f})")
+        if not e.words:
+            continue
         table = Table(show_header=True, caption=f"attribution: {shown(e.method)}")
         table.add_column("word")
         table.add_column("running sentiment")

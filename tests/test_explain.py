@@ -40,9 +40,15 @@ def test_punctuation_and_unknown_words_are_words(predictor: Predictor) -> None:
     assert explained.words == ["Zyzzyva", "was", "not", "good", "."]
 
 
-def test_nothing_to_explain(predictor: Predictor) -> None:
-    with pytest.raises(DataError, match="no words"):
-        predictor.explain("   ")
+@pytest.mark.parametrize("text", ["   ", "<br /><br />", "\ufeff"])
+def test_a_review_with_no_words_is_scored_as_predict_scores_it(
+    predictor: Predictor, text: str
+) -> None:
+    explained = predictor.explain(text)
+    (predicted,) = predictor.predict([text])
+    assert explained.words == [] and explained.attributions == [] and explained.running == []
+    assert explained.label == predicted.label
+    assert explained.probabilities == pytest.approx(predicted.probabilities, abs=1e-6)
 
 
 def test_a_review_over_max_words_is_refused_before_it_is_scored(predictor: Predictor) -> None:

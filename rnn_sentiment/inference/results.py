@@ -102,19 +102,19 @@ def explain_with(
     marks count as words); a word made of several subword pieces (BPE) is removed and scored as
     a whole. All prefixes and occlusions are scored in one call of ``score_ids``.
 
+    A review with no words (blank, or only HTML line breaks) is scored as every other path scores
+    it, as one unknown token, and has no words to attribute.
+
     Raises:
-        DataError: the text has no tokens.
         TooLongToExplain: it has more than ``max_words`` words (as read: up to the model's
             ``max_length``), checked before anything is scored.
     """
     ids, words, spans = pipeline.words(text)
-    if not spans:
-        raise DataError("nothing to explain: the review has no words")
     if max_words is not None and len(spans) > max_words:
         raise TooLongToExplain(len(spans), max_words)
     prefixes = [ids[:end] for _, end in spans]
     occluded = [ids[:start] + ids[end:] or [UNK_ID] for start, end in spans]
-    probs = score_ids([ids, *prefixes, *occluded])
+    probs = score_ids([ids or [UNK_ID], *prefixes, *occluded])  # no words: scored as predict does
     full, running, without = probs[0], probs[1 : len(spans) + 1], probs[len(spans) + 1 :]
     best = int(full.argmax())
     names = list(label_names)

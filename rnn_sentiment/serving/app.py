@@ -328,7 +328,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": str(exc)}, 503)
 
     async def bad_review(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, 422)  # "nothing to explain: ..."
+        return JSONResponse({"detail": str(exc)}, 422)  # "the review has 900 words as ..."
 
     async def fault(_: Request, exc: Exception) -> JSONResponse:
         detail = f"internal error ({type(exc).__name__}); the server's log has the details"
