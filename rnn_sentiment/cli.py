@@ -690,6 +690,11 @@ def _check_predict_options(
         raise DataError("--input scores a file; do not combine it with texts, --file or --explain")
     if explain and fmt is PredictFormat.csv:
         raise DataError("--explain prints a table, json or jsonl, not csv")
+    if input_path is not None and fmt in (PredictFormat.csv, PredictFormat.jsonl):
+        raise DataError(
+            f"with --input, --format is the summary's (table or json); the scored rows' format "
+            f"is --output-format {fmt.value}"
+        )
     if input_path == "-":
         _check_stdin()
 

@@ -60,6 +60,8 @@ def test_stdin_to_stdout_and_forced_formats(builtin_run: Path, tmp_path: Path) -
         (["--output", "out.xlsx"], "cannot tell the output format of out.xlsx"),
         (["--output", "-", "--resume"], "--resume needs a file input and a file output"),
         (["--output", "-", "--output-format", "parquet"], "Parquet output needs a file"),
+        (["--format", "csv"], "the scored rows' format is --output-format csv"),
+        (["--format", "jsonl", "-o", "-"], "the scored rows' format is --output-format jsonl"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_code_2(
