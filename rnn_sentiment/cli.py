@@ -1172,7 +1172,10 @@ def _read_lines(path: str, where: str) -> list[str]:
             problem = next((p for p in chunk.problems if p), None)
             if problem is not None:  # a line over the longest review the readers hold
                 line = len(lines) + chunk.problems.index(problem) + 1
-                raise DataError(f"{where}, line {line}: {problem}; score it with --input")
+                raise DataError(
+                    f"{where}, line {line}: {problem}; score such a file with --input and a "
+                    "larger --max-review-chars"
+                )
             lines.extend(chunk.columns["text"])
     finally:
         reader.close()

@@ -824,6 +824,17 @@ def test_a_lone_carriage_return_inside_a_json_line_is_white_space_not_a_line_end
     ]
 
 
+def test_the_fix_for_an_over_long_line_of_a_file_works(tmp_path: Path) -> None:
+    path = tmp_path / "reviews.txt"
+    path.write_text("good\n" + "fine " * (readers.MAX_FIELD_CHARS // 5 + 1) + "\n")
+    code, _, err = invoke("predict", "-m", BUNDLED, "--file", str(path))
+    assert code == 2 and "line 2:" in err and "with --input and a larger --max-review-chars" in err
+    code, out, err = invoke("predict", "-m", BUNDLED, "-q", "--input", str(path),
+                            "--max-review-chars", str(2 * readers.MAX_FIELD_CHARS))  # fmt: skip
+    assert code == 0, err
+    assert [json.loads(line)["error"] for line in out.splitlines()] == [None, None]
+
+
 def test_stdin_input_to_a_file_output_scores_every_line(tmp_path: Path) -> None:
     output = tmp_path / "out.csv"
     code, _, err = invoke("predict", "-m", BUNDLED, "--input", "-", "--input-format", "txt",
