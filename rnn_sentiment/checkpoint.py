@@ -38,6 +38,7 @@ from tokenizers import Tokenizer
 from rnn_sentiment import atomic
 from rnn_sentiment.config import Config, dump_config
 from rnn_sentiment.errors import CheckpointError
+from rnn_sentiment.jsonfile import parse_json
 from rnn_sentiment.model import SentimentRNN, build_model
 from rnn_sentiment.runfiles import (
     CALIBRATION_FILE,
@@ -251,10 +252,7 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     """The checked ``metrics.json`` of a run directory."""
     with RunFiles(run_dir, needed=(METRICS_FILE,)) as files:
         data = files.read(METRICS_FILE)
-    try:
-        metrics = json.loads(data)
-    except (ValueError, RecursionError):
-        metrics = None
+    metrics = parse_json(data, run_dir / METRICS_FILE)
     if not isinstance(metrics, dict):
         raise CheckpointError(f"{run_dir / METRICS_FILE} does not hold a JSON object")
     return metrics
@@ -319,10 +317,7 @@ def load_training_state(
         raise CheckpointError(
             f"{path} is corrupted or was modified (checksum mismatch); it cannot be resumed"
         )
-    try:
-        meta = json.loads(metadata["state"])
-    except (KeyError, ValueError, RecursionError):
-        meta = None
+    meta = parse_json(metadata.get("state", ""), path)
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} has no readable training state; it cannot be resumed")
     return parse_tensors(blob, path), meta

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import math
 import os
 import re
@@ -47,6 +46,7 @@ from pydantic import BaseModel, ValidationError
 
 from rnn_sentiment.config import Config
 from rnn_sentiment.errors import CheckpointError
+from rnn_sentiment.jsonfile import parse_json
 from rnn_sentiment.text import fix_text
 from rnn_sentiment.tokenizer import MAX_TOKENIZER_BYTES
 
@@ -160,10 +160,7 @@ class RunFiles:
         with open_file(self._dir_fd, where, missing) as (handle, size):
             _check_size(where, size, self.caps[MANIFEST_FILE])
             data = handle.read(size)
-        try:
-            manifest = json.loads(data)
-        except (ValueError, RecursionError):
-            manifest = None
+        manifest = parse_json(data, where)
         if not isinstance(manifest, dict):
             manifest = {}
         files, version = manifest.get("files"), manifest.get("format_version")
@@ -297,10 +294,7 @@ def read_safetensors(
 
 
 def _parse_header(raw: bytes, where: Path) -> Header:
-    try:
-        table = json.loads(raw)
-    except (ValueError, RecursionError):
-        table = None
+    table = parse_json(raw, where)
     if not isinstance(table, dict):
         raise _not_safetensors(where, "its header is not a JSON object")
     header = Header(table)
@@ -507,10 +501,7 @@ def _is_section(value: Any) -> bool:
 
 
 def parse_labels(data: bytes, where: Path) -> list[str]:
-    try:
-        labels = json.loads(data)
-    except (ValueError, RecursionError):
-        labels = None
+    labels = parse_json(data, where)
     names = labels.get("labels") if isinstance(labels, dict) else None
     if (
         not isinstance(names, list)
@@ -530,10 +521,7 @@ def parse_labels(data: bytes, where: Path) -> list[str]:
 def parse_temperature(data: bytes, where: Path) -> float:
     """The temperature of a ``calibration.json``: a JSON object whose ``temperature`` is a
     number within :data:`TEMPERATURE_RANGE`."""
-    try:
-        info = json.loads(data)
-    except (ValueError, RecursionError):
-        info = None
+    info = parse_json(data, where)
     value = info.get("temperature") if isinstance(info, dict) else None
     low, high = TEMPERATURE_RANGE
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:

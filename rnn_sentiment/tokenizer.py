@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from rnn_sentiment.atomic import atomic_open
 from rnn_sentiment.config import TokenizerConfig
 from rnn_sentiment.errors import CheckpointError
+from rnn_sentiment.jsonfile import parse_json
 
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
@@ -316,10 +317,9 @@ def parse_tokenizer(data: bytes, where: Path | str) -> Tokenizer:
     review to a fixed length when told to, and panics on a bad regular expression; none of that
     can reach it. Messages never quote the file.
     """
-    try:
-        spec = json.loads(data)
-    except (ValueError, RecursionError):
-        raise CheckpointError(f"cannot load tokenizer {where}: it is not JSON text") from None
+    spec = parse_json(data, where)
+    if spec is None:
+        raise CheckpointError(f"cannot load tokenizer {where}: it is not JSON text")
     try:
         problem = _spec_problem(spec)
     except (TypeError, ValueError, KeyError, AttributeError):  # a value of an unexpected type

@@ -192,6 +192,15 @@ def test_export_settings_are_checked(exported: Path) -> None:
     refused(exported, "tokenizer.json does not truncate as export.json says")
 
 
+def test_an_export_description_that_gives_a_key_twice_is_refused(exported: Path) -> None:
+    text = (exported / EXPORT_FILE).read_text()
+    first = next(iter(json.loads(text)))
+    data = ("{" + json.dumps(first) + ": null, " + text.lstrip()[1:]).encode()  # the last copy wins
+    (exported / EXPORT_FILE).write_bytes(data)
+    rewrite_manifest(exported, **{EXPORT_FILE: data})
+    refused(exported, "export.json gives a key twice in one object")
+
+
 def test_labels_that_do_not_fit_the_network_are_refused(exported: Path) -> None:
     data = json.dumps({"labels": ["negative", "neutral", "positive"]}).encode()
     (exported / "labels.json").write_bytes(data)

@@ -587,3 +587,28 @@ def test_values_of_the_wrong_size_or_type_inside_valid_files_are_one_line_errors
     (run / TOKENIZER_FILE).write_text(json.dumps(spec))
     write_manifest(run)
     assert "not a tokenizer" in one_line_error(load_run, run)
+
+
+def key_twice(text: str) -> str:
+    """``text``, a JSON object, with its first key given once more before the rest: a reader
+    that keeps the last copy of a key sees the file unchanged, one that keeps the first does not."""
+    first = next(iter(json.loads(text)))
+    return "{" + json.dumps(first) + ": null, " + text.lstrip()[1:]
+
+
+@pytest.mark.parametrize("name", [MANIFEST_FILE, LABELS_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
+                                  "metrics.json"])  # fmt: skip
+def test_a_key_given_twice_in_any_json_of_a_run_is_refused(run: Path, name: str) -> None:
+    # Found by a red-team pass: Python's json keeps the last copy of a key, silently.
+    if name == WEIGHTS_FILE:  # the safetensors header is JSON too
+        blob = (run / name).read_bytes()
+        length = int.from_bytes(blob[:8], "little")
+        header = key_twice(blob[8 : 8 + length].decode()).encode()
+        header += b" " * (-len(header) % 8)
+        (run / name).write_bytes(len(header).to_bytes(8, "little") + header + blob[8 + length :])
+    else:
+        (run / name).write_text(key_twice((run / name).read_text()))
+    if name != MANIFEST_FILE:
+        write_manifest(run)  # so that the JSON itself is what fails
+    call = read_metrics if name == "metrics.json" else load_run
+    assert f"{name} gives a key twice in one object" in one_line_error(call, run)

@@ -897,3 +897,15 @@ def test_an_over_long_first_json_row_names_no_columns(model: Predictor, tmp_path
     with pytest.raises(DataError, match="names no columns"):
         score_file(model, tmp_path / "in.jsonl", tmp_path / "out.tsv",
                    ScoringOptions(chunk_size=4, max_review_chars=12))  # fmt: skip
+
+
+def test_a_progress_file_that_gives_a_key_twice_is_unreadable(
+    model: Predictor, tmp_path: Path
+) -> None:
+    write_input(tmp_path / "in.csv", "csv", ["A joy", "A bore"])
+    output = tmp_path / "out.csv"
+    progress = tmp_path / "out.csv.progress.json"
+    progress.write_text('{"version": 2, "rows": 0, "rows": 1}')
+    with pytest.raises(DataError, match="unreadable; delete it to start over"):
+        score_file(model, tmp_path / "in.csv", output, ScoringOptions(resume=True))
+    assert progress.read_text() == '{"version": 2, "rows": 0, "rows": 1}'

@@ -34,7 +34,6 @@ import and the session's creation.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
@@ -47,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rnn_sentiment.config import ModelConfig, TokenizerConfig
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.inference.results import Explanation, Prediction, explain_with, prediction
+from rnn_sentiment.jsonfile import parse_json
 from rnn_sentiment.metrics import with_temperature
 from rnn_sentiment.runfiles import (
     CALIBRATION_FILE,
@@ -303,10 +303,7 @@ def parse_export_info(data: bytes, where: Path) -> ExportInfo:
 
 
 def _json_object(data: bytes, where: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
-        value = None
+    value = parse_json(data, where)
     if not isinstance(value, dict):
         raise CheckpointError(f"{where} does not hold a JSON object")
     return value

@@ -16,7 +16,6 @@ regular file.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import stat
@@ -27,7 +26,8 @@ from typing import IO, Any
 from rnn_sentiment import atomic
 from rnn_sentiment.data.files import is_gzip
 from rnn_sentiment.data.writers import encode_rows, merge_parquet_parts, write_parquet_part
-from rnn_sentiment.errors import DataError, OutputClosed
+from rnn_sentiment.errors import CheckpointError, DataError, OutputClosed
+from rnn_sentiment.jsonfile import parse_json
 
 PROGRESS_VERSION = 2  # 2: chunk_size and max_review_chars are part of the identity
 PROGRESS_BYTES = 1 << 20  # a progress file is a few hundred bytes; a larger one is not ours
@@ -247,9 +247,11 @@ class Progress:
                 data = handle.read(PROGRESS_BYTES + 1) if regular else b""
             if not regular or len(data) > PROGRESS_BYTES:
                 raise unreadable
-            state = json.loads(data.decode("utf-8"))
-        except (OSError, ValueError):
+            state = parse_json(data.decode("utf-8"), self.path)
+        except (OSError, ValueError, CheckpointError):  # a key given twice included
             raise unreadable from None
+        if state is None:
+            raise unreadable
         return state if isinstance(state, dict) else None
 
     def exists(self) -> bool:

@@ -17,7 +17,6 @@ knows starts from the encoder's vector (the others start random, at the encoder'
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from tokenizers import Tokenizer
 from rnn_sentiment.checkpoint import atomic_write_bytes, atomic_write_json, write_manifest
 from rnn_sentiment.config import Config, ModelConfig, dump_config
 from rnn_sentiment.errors import CheckpointError, ConfigError
+from rnn_sentiment.jsonfile import parse_json
 from rnn_sentiment.model import SentimentRNN, parameter_shapes
 from rnn_sentiment.runfiles import (
     CONFIG_FILE,
@@ -164,10 +164,7 @@ def load_encoder(path: str | Path) -> Encoder:
         tokenizer = parse_tokenizer(files.read(TOKENIZER_FILE), path / TOKENIZER_FILE)
         shapes = _checked_shapes(config.model, tokenizer.get_vocab_size(), path)
         tensors = files.read_tensors(ENCODER_FILE, float_weights(shapes))
-        try:
-            metrics = json.loads(files.read(METRICS_FILE))
-        except (ValueError, RecursionError):
-            metrics = None
+        metrics = parse_json(files.read(METRICS_FILE), path / METRICS_FILE)
     if not isinstance(metrics, dict):
         raise CheckpointError(f"{path / METRICS_FILE} does not hold a JSON object")
     tensors = {name: tensor.float() for name, tensor in tensors.items()}  # fp16 when shipped
