@@ -20,7 +20,7 @@ class _KeyTwice(ValueError):
     pass
 
 
-def parse_json(data: bytes | str, where: Path) -> Any:
+def parse_json(data: bytes | str, where: Path | str) -> Any:
     """The value of ``data``, or ``None`` when it is not JSON text or nests too deeply for the
     parser. Raises CheckpointError when an object in it gives a key twice."""
     try:
