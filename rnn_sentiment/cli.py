@@ -413,13 +413,17 @@ def evaluate(
         from rnn_sentiment.atomic import write_json
         from rnn_sentiment.errors import DataError
         from rnn_sentiment.inference.evaluate import evaluate as evaluate_model
+        from rnn_sentiment.inference.evaluate import recorded_data
         from rnn_sentiment.inference.models import describe_model_dir, resolve_model_dir
 
-        _check_written(output, "--output", data, (".json",))
-        _check_written(plot, "--plot", data, (".png", ".svg", ".pdf"))
+        model_dir = resolve_model_dir(run_dir)
+        if output is not None or plot is not None:
+            recorded = recorded_data(model_dir) if data is None else None  # read by default
+            reading = data if data is not None else (recorded.source if recorded else None)
+            _check_written(output, "--output", reading, model_dir, (".json",))
+            _check_written(plot, "--plot", reading, model_dir, (".png", ".svg", ".pdf"))
         if output is not None and plot is not None and output.resolve() == plot.resolve():
             raise DataError("--output and --plot name the same file; give each its own")
-        model_dir = resolve_model_dir(run_dir)
         note = describe_model_dir(model_dir, run_dir)
         if note:
             console.info(note)
@@ -439,11 +443,13 @@ def evaluate(
 
 
 def _check_written(
-    path: Path | None, option: str, data: str | None, suffixes: tuple[str, ...]
+    path: Path | None, option: str, data: str | None, model_dir: Path, suffixes: tuple[str, ...]
 ) -> None:
     """Refuse, before any work, a file ``option`` names that could not be written (a folder, a
-    missing folder, a format not among ``suffixes``) or would replace the ``data`` being read."""
+    missing folder, a format not among ``suffixes``) or would replace the ``data`` being read or
+    a file of the model directory."""
     from rnn_sentiment.errors import DataError
+    from rnn_sentiment.runfiles import replaces_model_file
 
     if path is None:
         return
@@ -456,6 +462,9 @@ def _check_written(
     target = path.resolve()
     if source is not None and (target == source or source in target.parents and path.exists()):
         raise DataError(f"{option} {path} would replace the data being evaluated; choose another")
+    if replaces_model_file(path, model_dir):
+        raise DataError(f"{option} {path} would replace a file of the model {model_dir}; "
+                        "choose another")  # fmt: skip
     if path.suffix.lower() not in suffixes:
         raise DataError(f"{option} {path}: name a {' or '.join(suffixes)} file")
 

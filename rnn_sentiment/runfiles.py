@@ -198,6 +198,13 @@ def _open_dir_fd(path: Path) -> int:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def replaces_model_file(path: Path, model_dir: Path) -> bool:
+    """Whether writing ``path`` would replace an entry of the model directory ``model_dir`` (one
+    of its files, or anything else there): no command's output may do that."""
+    parent = Path(os.path.realpath(path.parent))  # the file itself may be a link: not followed
+    return os.path.lexists(path) and parent == Path(os.path.realpath(model_dir))
+
+
 @contextmanager
 def open_dir(path: Path) -> Iterator[int]:
     fd = _open_dir_fd(path)

@@ -441,3 +441,41 @@ def test_evaluate_refuses_an_output_it_could_not_write_before_any_scoring(
     assert code == 2 and message in err and err.count("\n") == 1 and not out, err
     assert data.read_text() == "text,label\na joy,positive\na bore,negative\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "labelled.csv"]
+
+
+def test_evaluate_without_data_never_writes_over_what_it_reads_or_the_model(
+    tmp_path: Path,
+) -> None:
+    # Found by a red-team pass: with no --data, evaluate reads the run's own data.source, which
+    # -o could replace; and -o could replace the model's labels.json or metrics.json.
+
+    from rnn_sentiment.checkpoint import save_metrics, save_run_files, save_weights
+    from rnn_sentiment.model import build_model
+    from rnn_sentiment.tokenizer import train_tokenizer
+
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    for split in ("train", "test"):
+        (folder / f"{split}.csv").write_text("text,label\na joy,positive\na bore,negative\n")
+    data = folder / "test.csv"
+    config = tiny_config(tmp_path, **{"data.source": str(folder)})
+    tokenizer = train_tokenizer(POSITIVE + NEGATIVE, config.tokenizer)
+    run = tmp_path / "run"
+    save_run_files(run, config, tokenizer, ["negative", "positive"])
+    save_weights(run, build_model(config.model, tokenizer.get_vocab_size(), 2))
+    save_metrics(run, {"status": "complete", "history": []})
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for option, target, message in [
+        ("-o", data, "would replace the data being evaluated"),
+        ("--plot", data, "would replace the data being evaluated"),
+        ("-o", folder / "train.csv", "would replace the data being evaluated"),
+        ("-o", run / "metrics.json", "would replace a file of the model"),
+        ("-o", run / "labels.json", "would replace a file of the model"),
+        ("--plot", run / "labels.json", "would replace a file of the model"),
+    ]:
+        code, out, err = invoke("evaluate", str(run), option, str(target))
+        assert code == 2 and message in err and err.count("\n") == 1 and not out, err
+    assert data.read_text() == "text,label\na joy,positive\na bore,negative\n"
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    code, out, err = invoke("evaluate", str(run), "-o", str(run / "eval.json"), "--format", "json")
+    assert code == 0 and json.loads((run / "eval.json").read_text())["accuracy"] >= 0, err

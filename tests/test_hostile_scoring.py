@@ -909,3 +909,25 @@ def test_a_progress_file_that_gives_a_key_twice_is_unreadable(
     with pytest.raises(DataError, match="unreadable; delete it to start over"):
         score_file(model, tmp_path / "in.csv", output, ScoringOptions(resume=True))
     assert progress.read_text() == '{"version": 2, "rows": 0, "rows": 1}'
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_predict_never_writes_over_a_file_of_the_model(tmp_path: Path, exported: bool) -> None:
+    # Found by a red-team pass: `predict -o MODEL/labels.json` replaced the model's labels with
+    # predictions, and the model could no longer be loaded.
+    import shutil
+
+    source = BUNDLED_MODEL_DIR.with_name("bundled-onnx") if exported else BUNDLED_MODEL_DIR
+    run = Path(shutil.copytree(source, tmp_path / "model"))
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    write_input(tmp_path / "in.txt", "txt", ["A joy", "A bore"])
+    for name in ("labels.json", "metrics.json", "config.yaml", "manifest.json"):
+        if not (run / name).exists():
+            continue
+        code, out, err = invoke("predict", "-m", str(run), "--input", str(tmp_path / "in.txt"),
+                                "-o", str(run / name))  # fmt: skip
+        assert code == 2 and "would replace a file of the model" in err and not out, err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    code, _, err = invoke("predict", "-m", str(run), "-q", "--input", str(tmp_path / "in.txt"),
+                          "-o", str(run / "scores.csv"))  # fmt: skip
+    assert code == 0 and len((run / "scores.csv").read_text().splitlines()) == 3, err

@@ -136,11 +136,18 @@ def _trained_on(
     exported copy scores, as the bundled model's does); an exported directory does not."""
     if not isinstance(predictor, ExportedPredictor):
         return predictor.run.config.data
-    if isinstance(model, (str, Path)) and not is_exported_dir(model):
-        path = Path(model)
-        with RunFiles(path, needed=(CONFIG_FILE,)) as files:  # checked, as load_run reads it
-            return parse_config(files.read(CONFIG_FILE), path / CONFIG_FILE).data
+    if isinstance(model, (str, Path)):
+        return recorded_data(Path(model))
     return None
+
+
+def recorded_data(model_dir: Path) -> DataConfig | None:
+    """The data settings a model directory records: a run directory's (read from its checked
+    config, as load_run reads it); ``None`` for an exported directory, which records none."""
+    if is_exported_dir(model_dir):
+        return None
+    with RunFiles(model_dir, needed=(CONFIG_FILE,)) as files:
+        return parse_config(files.read(CONFIG_FILE), model_dir / CONFIG_FILE).data
 
 
 def _data_config(

@@ -109,6 +109,7 @@ from rnn_sentiment.inference.sinks import (
     partial_path,
     progress_path,
 )
+from rnn_sentiment.runfiles import replaces_model_file
 from rnn_sentiment.signals import StopRequested, StopSignals
 from rnn_sentiment.text import LongReviews, fix_text
 
@@ -123,6 +124,9 @@ class Scorer(Protocol):
     ``ExportedPredictor`` (which never imports torch)."""
 
     label_names: list[str]
+
+    @property
+    def path(self) -> Path: ...  # the model directory
 
     @property
     def quantize(self) -> str | None: ...
@@ -413,7 +417,7 @@ def score_file(
     options = options or ScoringOptions()
     callback = callback or ScoringCallback()
     source, target = str(input_path), str(output_path)
-    _check_paths(source, target, options)
+    _check_paths(source, target, options, predictor.path)
     in_kind = detect_format(source, options.input_format)
     out_kind = detect_format(target, options.output_format, output=True)
     reader = open_reader(source, in_kind, options.max_review_chars)
@@ -440,10 +444,14 @@ def score_file(
         reader.close()
 
 
-def _check_paths(source: str, target: str, options: ScoringOptions) -> None:
-    """Refuse an output that cannot be written before anything is read or scored."""
+def _check_paths(source: str, target: str, options: ScoringOptions, model_dir: Path) -> None:
+    """Refuse an output that cannot be written, or would replace the input or a file of the
+    model, before anything is read or scored."""
     if target != "-" and source != "-":
         _refuse_overwriting_the_input(Path(source), Path(target))
+    if target != "-" and replaces_model_file(Path(target), model_dir):
+        raise DataError(f"--output {target} would replace a file of the model {model_dir}; "
+                        "choose another output path")  # fmt: skip
     if target != "-" and Path(target).is_dir():
         raise DataError(f"--output {target} is a directory; name a file, such as {target}/out.csv")
     if target != "-" and not _regular_or_absent(target):  # the final rename would replace it
