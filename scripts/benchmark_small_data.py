@@ -276,7 +276,7 @@ def run_all(
     scored = "dev" if args.dev else "held_out"
     done = {(r["arm"], r["size"], r["seed"]) for r in rows}
     for size in args.sizes:
-        for seed in range(args.seeds):
+        for seed in seed_range(args):
             drawn = draw(task.pool, size, seed)
             train_file = write_reviews(
                 args.out / "data" / f"{task.name}-{size}-seed{seed}.parquet",
@@ -299,6 +299,12 @@ def run_all(
     return rows
 
 
+def seed_range(args: argparse.Namespace) -> range:
+    """The seeds asked for: --seeds of them from --first-seed (a draw depends on its size and
+    seed only, so one seed of a cell can be run, or rerun, on its own)."""
+    return range(args.first_seed, args.first_seed + args.seeds)
+
+
 def saved(rows: list[dict[str, Any]], arm: str, size: int, seed: int) -> dict[str, Any]:
     return next(r for r in rows if (r["arm"], r["size"], r["seed"]) == (arm, size, seed))
 
@@ -306,7 +312,7 @@ def saved(rows: list[dict[str, Any]], arm: str, size: int, seed: int) -> dict[st
 def requested(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
     """The rows this invocation asked for (a resumed file can hold more)."""
     wanted = {(arm, size, seed) for arm in args.arms for size in args.sizes
-              for seed in range(args.seeds)}  # fmt: skip
+              for seed in seed_range(args)}  # fmt: skip
     return [r for r in rows if (r["arm"], r["size"], r["seed"]) in wanted]
 
 
@@ -512,6 +518,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="labelled training examples, comma-separated",
     )
     parser.add_argument("--seeds", type=int, default=3, help="draws (and training seeds) per size")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        metavar="K",
+        help="the first seed: the seeds are K, K+1, ... (default 0)",
+    )
     parser.add_argument("--arms", default=",".join(ARMS), help=f"any of {', '.join(ARMS)}")
     parser.add_argument(
         "--encoder",
@@ -573,6 +586,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.dataset, args.seeds = "builtin", 1
         if args.sizes == parser.get_default("sizes"):
             args.sizes = "200,400"
+    if args.seeds < 1 or args.first_seed < 0:
+        parser.error("--seeds takes 1 or more, --first-seed 0 or more")
     if args.dev < 0:
         parser.error("--dev takes a number of rows, 1 or more")
     if args.dev and args.validation_only:

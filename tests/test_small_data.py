@@ -137,6 +137,22 @@ def test_resume_keeps_saved_runs_and_refuses_other_settings(
     assert len(json.loads(saved.read_text())["rows"]) == 1
 
 
+def test_first_seed_runs_one_seed_of_a_cell_as_the_whole_run_draws_it(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    script = _script()
+    base = ["--dataset", "builtin", "--arms", "nbsvm", "--sizes", "40"]
+    script.main([*base, "--seeds", "3", "--out", str(tmp_path / "all")])
+    script.main([*base, "--seeds", "1", "--first-seed", "2", "--out", str(tmp_path / "one")])
+    whole, alone = (json.loads((tmp_path / d / "builtin.json").read_text())["rows"]
+                    for d in ("all", "one"))  # fmt: skip
+    assert [r["seed"] for r in alone] == [2]
+    assert alone[0]["held_out"] == whole[2]["held_out"]
+    drawn = "data/builtin-40-seed2.parquet"
+    assert (tmp_path / "one" / drawn).read_bytes() == (tmp_path / "all" / drawn).read_bytes()
+    with pytest.raises(SystemExit):
+        script.main([*base, "--first-seed", "-1", "--out", str(tmp_path / "bad")])
+
+
 def test_a_bad_override_or_encoder_fails_before_any_run(tmp_path: Path) -> None:
     script, out = _script(), tmp_path / "out"
     with pytest.raises(SystemExit, match="unknown key 'training.bogus'"):
