@@ -411,19 +411,11 @@ def evaluate(
     def action() -> None:
         from rnn_sentiment import console
         from rnn_sentiment.atomic import write_json
-        from rnn_sentiment.errors import DataError
         from rnn_sentiment.inference.evaluate import evaluate as evaluate_model
-        from rnn_sentiment.inference.evaluate import recorded_data
         from rnn_sentiment.inference.models import describe_model_dir, resolve_model_dir
 
         model_dir = resolve_model_dir(run_dir)
-        if output is not None or plot is not None:
-            recorded = recorded_data(model_dir) if data is None else None  # read by default
-            reading = data if data is not None else (recorded.source if recorded else None)
-            _check_written(output, "--output", reading, model_dir, (".json",))
-            _check_written(plot, "--plot", reading, model_dir, (".png", ".svg", ".pdf"))
-        if output is not None and plot is not None and output.resolve() == plot.resolve():
-            raise DataError("--output and --plot name the same file; give each its own")
+        _check_evaluate_outputs(output, plot, data, model_dir)
         note = describe_model_dir(model_dir, run_dir)
         if note:
             console.info(note)
@@ -440,6 +432,24 @@ def evaluate(
             console.metrics_table(metrics)
 
     _run(action)
+
+
+def _check_evaluate_outputs(
+    output: Path | None, plot: Path | None, data: str | None, model_dir: Path
+) -> None:
+    """Refuse, before any scoring, ``-o`` / ``--plot`` files evaluate could not write or that
+    would replace what it reads (``data``, else the run's own data source) or the model."""
+    from rnn_sentiment.errors import DataError
+    from rnn_sentiment.inference.evaluate import recorded_data
+
+    if output is None and plot is None:
+        return
+    recorded = recorded_data(model_dir) if data is None else None  # read when --data is not given
+    reading = data if data is not None else (recorded.source if recorded else None)
+    _check_written(output, "--output", reading, model_dir, (".json",))
+    _check_written(plot, "--plot", reading, model_dir, (".png", ".svg", ".pdf"))
+    if output is not None and plot is not None and output.resolve() == plot.resolve():
+        raise DataError("--output and --plot name the same file; give each its own")
 
 
 def _check_written(
