@@ -586,8 +586,12 @@ MaxReviewChars = Annotated[
         help="With --input: longest field read (1,000,000); a longer one flags its row.",
     ),
 ]
+# More threads than any machine has cores only costs: 100,000 crashed the process (a segfault
+# in the thread pools, no message), and 5,000 took 12 s and 930 MB to start on 2 cores.
+MAX_THREADS = 256
 Threads = Annotated[
-    int | None, typer.Option(min=1, metavar="N", help="CPU threads (per Ray worker: 1).")
+    int | None,
+    typer.Option(min=1, max=MAX_THREADS, metavar="N", help="CPU threads (per Ray worker: 1)."),
 ]
 
 
@@ -620,7 +624,7 @@ RayAddress = Annotated[
 ]
 Workers = Annotated[
     int | None,
-    typer.Option(min=1, metavar="N", help="Ray workers (default: one per CPU)."),
+    typer.Option(min=1, max=4096, metavar="N", help="Ray workers (default: one per CPU)."),
 ]
 QuantizeOption = Annotated[
     Quantize | None,
@@ -932,7 +936,10 @@ Port = Annotated[int, typer.Option(min=0, max=65535, metavar="N", help="Port; 0:
 ServeThreads = Annotated[
     int,
     typer.Option(
-        min=1, metavar="N", help="CPU threads scoring reviews (the HTTP side has its own)."
+        min=1,
+        max=MAX_THREADS,
+        metavar="N",
+        help="CPU threads scoring reviews (the HTTP side has its own).",
     ),
 ]
 MaxTexts = Annotated[

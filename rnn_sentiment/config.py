@@ -195,7 +195,7 @@ class PretrainingConfig(_Section):
     threads: int = Field(
         1,
         ge=1,
-        le=4096,
+        le=256,
         description="Worker threads; 1 gives the same vectors on every run, more are faster "
         "but vary slightly from run to run.",
     )
@@ -333,7 +333,7 @@ class TrainingConfig(_Section):
     num_threads: int | None = Field(
         None,
         ge=1,
-        le=4096,
+        le=256,  # as --threads: more only costs (100,000 crashed PyTorch's thread pool)
         description="CPU threads for PyTorch; None uses every core this process may run on.",
     )
     max_minutes: float | None = Field(

@@ -479,3 +479,12 @@ def test_evaluate_without_data_never_writes_over_what_it_reads_or_the_model(
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     code, out, err = invoke("evaluate", str(run), "-o", str(run / "eval.json"), "--format", "json")
     assert code == 0 and json.loads((run / "eval.json").read_text())["accuracy"] >= 0, err
+
+
+@pytest.mark.parametrize("command", [["predict", "ok"], ["serve"], ["check"]])
+def test_an_absurd_thread_count_is_refused_before_anything_starts(command: list[str]) -> None:
+    # Found by a red-team pass: --threads 100000 crashed the process with a segfault and no
+    # message (and exhausted the machine's processes on onnxruntime).
+    code, out, err = invoke(command[0], "--threads", "100000", *command[1:])
+    assert code == 2 and "less than or equal to 256" in err and err.count("\n") == 1, err
+    assert not out
