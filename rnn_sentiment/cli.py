@@ -856,7 +856,8 @@ CompareSeeds = Annotated[
 CompareOut = Annotated[
     Path | None,
     typer.Option(
-        metavar="DIR", help="Folder for the runs and the report. Default: runs/compare-<time>."
+        metavar="DIR",
+        help="A new or empty folder for the runs and the report. Default: runs/compare-<time>.",
     ),
 ]
 MatchParams = Annotated[

@@ -6,6 +6,7 @@ ordinary run directory (``predict`` and ``evaluate`` accept it). Gradient flow i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from rnn_sentiment.api import train
 from rnn_sentiment.callbacks import CompareCallback
 from rnn_sentiment.config import MAX_SEED, Config, ModelConfig
 from rnn_sentiment.data.sources import load_splits
-from rnn_sentiment.errors import ConfigError
+from rnn_sentiment.errors import ConfigError, DataError
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.model import build_model, count_parameters
 from rnn_sentiment.training.loop import check_precision, resolve_device
@@ -130,7 +131,8 @@ def compare(
         config: the shared settings; ``model.cell``, ``training.seed`` and ``output`` are set here.
         cells: which of rnn, lstm, gru to train, in this order.
         seeds: runs per cell, with seeds ``training.seed``, ``training.seed + 1``, ...
-        out_dir: where run directories go; default ``<output.dir>/compare-<date>-<time>``.
+        out_dir: where run directories and the report go, a new or empty folder; default
+            ``<output.dir>/compare-<date>-<time>``.
         match_params: give each cell the hidden size whose parameter count is closest to the
             LSTM's at ``model.hidden_size``, instead of the same hidden size.
         callback: receives progress.
@@ -144,6 +146,10 @@ def compare(
     cb = callback or CompareCallback()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(out_dir) if out_dir is not None else Path(config.output.dir) / f"compare-{stamp}"
+    if os.path.lexists(root) and (not root.is_dir() or root.is_symlink() or any(root.iterdir())):
+        raise DataError(  # its report and charts would replace files of the same names there
+            f"--out {root} is not a new or empty folder; name one for the runs and the report"
+        )
     split = "test" if config.data.test_split is not None else "validation"
     result = Comparison(
         root, split, config.data.source, config.model_dump(mode="json", by_alias=True)

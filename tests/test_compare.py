@@ -85,6 +85,25 @@ def test_seeds_past_the_largest_are_refused_before_training(tmp_path: Path) -> N
     assert not (tmp_path / "cmp").exists()
 
 
+def test_an_output_folder_that_holds_anything_is_refused_before_training(tmp_path: Path) -> None:
+    # Found by a red-team pass: compare --out replaced a report.md, report.json and charts of the
+    # same names in a folder the user already had, and trained into a model directory.
+    from rnn_sentiment.config import load_config
+    from rnn_sentiment.errors import DataError
+
+    config = load_config(None, tiny_overrides(tmp_path))
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "report.md").write_text("my notes")
+    (tmp_path / "file").write_text("a file")
+    (tmp_path / "link").symlink_to(tmp_path / "empty", target_is_directory=True)
+    (tmp_path / "empty").mkdir()
+    for out in ("project", "file", "link"):
+        with pytest.raises(DataError, match="is not a new or empty folder"):
+            compare(config, ["rnn"], out_dir=tmp_path / out)
+    assert (tmp_path / "project" / "report.md").read_text() == "my notes"
+    assert not list((tmp_path / "empty").iterdir()) and not (tmp_path / "runs").exists()
+
+
 def test_each_run_keeps_every_setting_of_the_shared_config(tmp_path: Path) -> None:
     # pretraining.from is spelled by its alias; a round trip by field name would refuse it.
     from rnn_sentiment.compare import _run_config
