@@ -139,6 +139,27 @@ def test_openapi_docs_and_unknown_routes(client: TestClient) -> None:
     assert client.get("/predict").status_code == 405
 
 
+def test_the_reviews_are_counted_before_any_is_checked(exported: ExportedPredictor) -> None:
+    # Found by a red-team pass: pydantic checked every item of a long list of wrong types first,
+    # one error each: a 7.5 MB body of 2.5 million [] took 3.7 GB and 26 s on the event loop.
+    with TestClient(create_app(exported, ServeSettings(max_texts=100))) as client:
+        many = client.post("/predict", content=b'{"texts": [' + b"[]," * 500_000 + b"[]]}",
+                           headers={"content-type": "application/json"})  # fmt: skip
+        wrong = client.post("/predict", json={"texts": ["fine", *[[]] * 99]})
+        schema = client.get("/openapi.json").json()["components"]["schemas"]["PredictRequest"]
+    assert many.status_code == 413, many.text
+    assert many.json() == {"detail": "500,001 reviews in one request; at most 100 (send several "
+                                     "requests)"}  # fmt: skip
+    assert wrong.status_code == 422
+    assert wrong.json()["detail"] == (
+        "texts[1]: Input should be a valid string; texts[2]: Input should be a valid string; "
+        "texts[3]: Input should be a valid string (and 96 more)"
+    )
+    texts = schema["properties"]["texts"]
+    assert texts["type"] == "array" and texts["items"] == {"type": "string"}
+    assert texts["minItems"] == 1 and schema["required"] == ["texts"]
+
+
 def test_the_page_is_self_contained(client: TestClient) -> None:
     response = client.get("/")
     assert response.status_code == 200

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -86,7 +86,11 @@ class PredictRequest(_Strict):
         extra="forbid",
         json_schema_extra={"examples": [{"texts": ["This movie is not good", "A joy"]}]},
     )
-    texts: list[str] = Field(min_length=1, description="The reviews, each a non-empty string.")
+    # Checked by check_texts, their count first: pydantic would check every item and make one
+    # error per wrong one (a 7.5 MB body of 2.5 million [] took 3.7 GB and 26 s on the event loop).
+    texts: SkipValidation[list[str]] = Field(
+        description="The reviews, each a non-empty string.", json_schema_extra={"minItems": 1}
+    )
 
 
 class ExplainRequest(_Strict):
@@ -244,11 +248,20 @@ class Refused(Exception):
         self.detail = detail
 
 
-def check_texts(texts: Sequence[str], settings: ServeSettings, name: str = "texts") -> None:
-    """Refuse a request over the limits (413) or with an empty review (422)."""
+def check_texts(texts: Sequence[Any], settings: ServeSettings, name: str = "texts") -> None:
+    """Refuse a request over the limits (413), or with a review that is not a string or is
+    empty (422): the count first, so that a long list costs no more than a short one."""
+    if not isinstance(texts, list):
+        raise Refused(422, f"{name}: Input should be a valid list")
+    if not texts:
+        raise Refused(422, f"{name}: List should have at least 1 item; send one review or more")
     if len(texts) > settings.max_texts:
         raise Refused(413, f"{len(texts):,} reviews in one request; at most "
                            f"{settings.max_texts:,} (send several requests)")  # fmt: skip
+    wrong = [index for index, text in enumerate(texts) if not isinstance(text, str)]
+    if wrong:
+        shown = "; ".join(f"{name}[{index}]: Input should be a valid string" for index in wrong[:3])
+        raise Refused(422, shown + (f" (and {len(wrong) - 3:,} more)" if len(wrong) > 3 else ""))
     for index, text in enumerate(texts):
         where = f"{name}[{index}]" if name == "texts" else name
         if len(text) > settings.max_chars:
