@@ -106,15 +106,34 @@ def test_calibrate_refits_on_held_out_data_and_predictions_follow(
     rows = [{"text": t, "label": "positive"} for t in POSITIVE] + [
         {"text": t, "label": "negative"} for t in NEGATIVE
     ]
+    rows += [{"text": r["text"] + " !", "label": "negative" if r["label"] == "positive"
+              else "positive"} for r in rows]  # half mislabelled: enough errors to fit  # fmt: skip
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, out, err = invoke("calibrate", str(run_dir), "--data", str(data), "--format", "json")
     assert code == 0, err
     fitted = json.loads(out)
     assert fitted["fitted_on"] == str(data) and fitted["reviews"] == len(rows)
+    assert "not_fitted" not in fitted and fitted["temperature"] != TEMPERATURE
     assert fitted["after"]["log_loss"] <= fitted["before"]["log_loss"] + 1e-9
     assert load_run(run_dir).temperature == pytest.approx(fitted["temperature"])
     code, _, err = invoke("calibrate", str(tmp_path / "nowhere"), "--data", str(data))
     assert code == 2 and err.startswith("error: ")
+
+
+def test_a_refit_with_too_little_evidence_keeps_the_temperature(
+    hot_run: Path, tmp_path: Path
+) -> None:
+    # Found by a red-team pass: one labelled row "fitted" temperature 1, replacing the one fitted
+    # on the validation split, and predictions changed with no warning.
+    run_dir = Path(shutil.copytree(hot_run, tmp_path / "run"))
+    before = (run_dir / CALIBRATION_FILE).read_bytes()
+    data = tmp_path / "one.csv"
+    data.write_text(f"text,label\n{POSITIVE[0]},positive\n")
+    code, out, err = invoke("calibrate", str(run_dir), "--data", str(data))
+    assert code == 2 and not out and err.count("\n") == 1, err
+    assert "misclassified, and a temperature needs at least 5" in err and "is unchanged" in err
+    assert (run_dir / CALIBRATION_FILE).read_bytes() == before
+    assert load_run(run_dir).temperature == TEMPERATURE
 
 
 @pytest.mark.parametrize("content", ['{"temperature": 1000}', '{"temperature": "hot"}', "[]"])

@@ -28,12 +28,13 @@ from rnn_sentiment.inference.exported import ExportedPredictor, is_exported_dir
 from rnn_sentiment.inference.models import load_predictor
 from rnn_sentiment.inference.scoring import ScoringOptions, iter_scored
 from rnn_sentiment.metrics import (
+    MIN_ERRORS_TO_FIT,
     calibration_metrics,
     compute_metrics,
     fit_calibration,
     with_temperature,
 )
-from rnn_sentiment.runfiles import CONFIG_FILE, RunFiles, parse_config
+from rnn_sentiment.runfiles import CALIBRATION_FILE, CONFIG_FILE, RunFiles, parse_config
 
 if TYPE_CHECKING:
     from rnn_sentiment.inference.predictor import Predictor
@@ -99,6 +100,9 @@ def calibrate(
     data you will report test figures on). Returns what was saved: the temperature, the data,
     and ECE, Brier score and log loss before and after.
 
+    Raises DataError, leaving ``calibration.json`` as it was, when too few reviews are
+    misclassified to fit a temperature.
+
     Args:
         run_dir: a run directory (an exported model: calibrate its run and export again).
         source: labelled data; default: the run's own data.
@@ -125,6 +129,12 @@ def calibrate(
     labels, probs, _ = _labelled_probs(predictor, data_cfg, chosen, source, split)
     where = data_cfg.source if single_source(data_cfg.source) else f"{data_cfg.source}:{chosen}"
     calibration = fit_calibration(probs.astype(np.float64), labels, where)
+    if "not_fitted" in calibration:  # a refit that fits nothing must not undo the last one
+        raise DataError(
+            f"{where}: {calibration['errors']} of {calibration['reviews']:,} reviews "
+            f"misclassified, and a temperature needs at least {MIN_ERRORS_TO_FIT}; "
+            f"{path / CALIBRATION_FILE} is unchanged; pass more held-out labelled reviews"
+        )
     save_calibration(path, calibration)
     return calibration
 
