@@ -28,6 +28,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from rnn_sentiment.config import TokenizerConfig
+from rnn_sentiment.errors import DataError
 from rnn_sentiment.tokenizer import (
     configure_truncation,
     encode,
@@ -112,8 +113,11 @@ class TextPipeline:
         """Token ids as lists, cached on disk under ``cache_dir`` when given (training data)."""
         return encode_cached(self.tokenizer, self.prepare(texts), cache_dir)
 
-    def encode_windows(self, texts: Sequence[str], size: int, stride: int) -> Windows:
-        """Each whole review (not truncated) as windows of ``size`` tokens, ``stride`` apart."""
+    def encode_windows(self, texts: Sequence[str], size: int, stride: int | None) -> Windows:
+        """Each whole review (not truncated) as windows of ``size`` tokens, ``stride`` apart
+        (default: half of ``size``). A stride over ``size`` would skip the tokens between
+        windows, so it is refused (DataError)."""
+        stride = window_stride_of(size, stride)
         windows: list[np.ndarray] = []
         owner: list[int] = []
         for i, sequence in enumerate(self.untruncated.encode(texts)):
@@ -145,6 +149,19 @@ class TextPipeline:
         tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
         configure_truncation(tokenizer, None, "right")
         return TextPipeline(tokenizer, self.clean_html)
+
+
+def window_stride_of(size: int, stride: int | None) -> int:
+    """``stride`` (default: half of ``size``), refused (DataError) when over ``size``: the
+    tokens between windows would never be read."""
+    stride = stride or max(size // 2, 1)
+    if stride > size:
+        raise DataError(
+            f"--window-stride {stride:,} is longer than a window ({size:,} tokens, the length "
+            f"the model was trained on): the words between windows would not be read; give at "
+            f"most {size:,}"
+        )
+    return stride
 
 
 def window_starts(length: int, size: int, stride: int) -> list[int]:

@@ -12,6 +12,7 @@ import pytest
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR, describe_model_dir, resolve_model_dir
 from rnn_sentiment.inference.predictor import Predictor
+from tests.helpers import invoke
 
 REVIEWS = [
     "The acting was not good.",
@@ -63,6 +64,30 @@ def test_long_reviews_in_windows_read_the_whole_review(predictor: Predictor) -> 
     truncated = predictor.score([long])[0, 1]
     windowed = predictor.score([long], "window")[0, 1]
     assert truncated > 0.5 > windowed
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_a_window_stride_longer_than_a_window_is_refused_on_every_path(
+    tmp_path: Path, exported: bool
+) -> None:
+    # Found by a red-team pass: --window-stride 100000 read only the first and last windows of
+    # a long review, silently, though the windows are said to cover all of it.
+    from rnn_sentiment.errors import DataError
+    from rnn_sentiment.inference.models import load_predictor
+
+    model = load_predictor(BUNDLED_MODEL_DIR, quantize=None if exported else "int8")
+    size = 400  # the bundled model's trained length
+    long = "The story was absolutely brilliant. " * 100 + "The acting was awful. " * 300
+    for texts in ([long], []):  # refused before any review is read, even with none
+        with pytest.raises(DataError, match="--window-stride 401 is longer than a window \\(400"):
+            model.score(texts, "window", size + 1)
+    assert model.score([long], "window", size).shape == (1, 2)
+    source = tmp_path / "in.txt"
+    source.write_text("good\n" + long + "\n")
+    code, _, err = invoke("predict", "--input", str(source), "-o", str(tmp_path / "out.csv"),
+                          "--long-reviews", "window", "--window-stride", "401")  # fmt: skip
+    assert code == 2 and "give at most 400" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]  # no partial output left
 
 
 @pytest.mark.parametrize(("quantize", "dtype"), [("int8", "fp32"), (None, "bf16")])

@@ -59,7 +59,7 @@ from rnn_sentiment.runfiles import (
     parse_labels,
     read_temperature,
 )
-from rnn_sentiment.text import LongReviews, TextPipeline
+from rnn_sentiment.text import LongReviews, TextPipeline, window_stride_of
 from rnn_sentiment.tokenizer import PAD_ID, parse_tokenizer
 
 ONNX_FILE = "model.onnx"
@@ -204,12 +204,14 @@ class ExportedPredictor:
     ) -> np.ndarray:
         """Probabilities [n, labels]; ``window``: long reviews as overlapping windows of the
         trained length, ``window_stride`` tokens apart (default half of it), averaged."""
+        size = self.info.text.tokenizer.max_length
+        if long_reviews == "window":
+            window_stride = window_stride_of(size, window_stride)  # checked with no texts too
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         if long_reviews == "truncate":
             return self.score_ids(self.pipeline.encode(texts))
-        size = self.info.text.tokenizer.max_length
-        windows = self.pipeline.encode_windows(texts, size, window_stride or max(size // 2, 1))
+        windows = self.pipeline.encode_windows(texts, size, window_stride)
         return windows.mean(self.score_ids(windows.ids))
 
     def score_ids(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:

@@ -19,7 +19,7 @@ from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.inference.engine import Dtype, Quantize, choose_engine
 from rnn_sentiment.inference.results import Prediction, prediction
 from rnn_sentiment.metrics import with_temperature
-from rnn_sentiment.text import LongReviews, TextPipeline, Windows
+from rnn_sentiment.text import LongReviews, TextPipeline, Windows, window_stride_of
 
 if TYPE_CHECKING:
     from rnn_sentiment.inference.explain import Explanation
@@ -94,13 +94,15 @@ class Predictor:
         Truncation keeps the side of a long review the model was trained on; windows of the
         trained max length, ``window_stride`` tokens apart (default half of it), cover all of it.
         """
+        size = self.run.config.tokenizer.max_length
+        if long_reviews == "window":
+            window_stride = window_stride_of(size, window_stride)  # checked with no texts too
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         pipeline = self.run.pipeline
         if long_reviews == "truncate":
             return self._probabilities(pipeline.encode(texts))
-        size = self.run.config.tokenizer.max_length
-        windows = pipeline.encode_windows(texts, size, window_stride or max(size // 2, 1))
+        windows = pipeline.encode_windows(texts, size, window_stride)
         return self._mean_by_review(windows)
 
     def _probabilities(self, ids: Sequence[np.ndarray]) -> np.ndarray:

@@ -418,6 +418,7 @@ def score_file(
     callback = callback or ScoringCallback()
     source, target = str(input_path), str(output_path)
     _check_paths(source, target, options, predictor.path)
+    predictor.score([], options.long_reviews, options.window_stride)  # checks them, scores none
     in_kind = detect_format(source, options.input_format)
     out_kind = detect_format(target, options.output_format, output=True)
     reader = open_reader(source, in_kind, options.max_review_chars)
