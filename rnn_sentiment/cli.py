@@ -975,6 +975,13 @@ MaxActive = Annotated[
         help="Requests in progress at once; more get 503 and Retry-After (default 128).",
     ),
 ]  # fmt: skip
+BodySeconds = Annotated[
+    float | None,
+    typer.Option(
+        min=0.001, max=3600, metavar="S",
+        help="Seconds a request's body may take to arrive; a slower one gets 408 (default 30).",
+    ),
+]  # fmt: skip
 
 
 @app.command()
@@ -989,6 +996,7 @@ def serve(
     max_explain_words: MaxExplainWords = None,
     batch_wait_ms: BatchWait = None,
     max_active: MaxActive = None,
+    body_seconds: BodySeconds = None,
 ) -> None:
     """Serve a model over HTTP until Ctrl-C or SIGTERM (requests in flight are finished).
 
@@ -1013,8 +1021,9 @@ def serve(
         from rnn_sentiment.serving.server import serve as serve_model
 
         given = {"max_texts": max_texts, "max_chars": max_chars, "batch_wait_ms": batch_wait_ms,
-                 "max_active": max_active, "max_explain_words": max_explain_words}  # fmt: skip
-        settings = ServeSettings.model_validate({k: v for k, v in given.items() if v is not None})
+                 "max_active": max_active, "max_explain_words": max_explain_words,
+                 "body_seconds": body_seconds}  # fmt: skip
+        settings = ServeSettings.checked({k: v for k, v in given.items() if v is not None})
         predictor = _load_predictor(model, False, threads, batch_size, None, "fp32")
 
         def listening(url: str) -> None:

@@ -37,6 +37,7 @@ from rnn_sentiment.serving import require_serve_extra  # noqa: E402
 from rnn_sentiment.serving.app import ServeSettings, create_app  # noqa: E402
 from rnn_sentiment.serving.batcher import MicroBatcher, Stopped  # noqa: E402
 from rnn_sentiment.serving.server import listen  # noqa: E402
+from tests.helpers import invoke  # noqa: E402
 
 REVIEWS = [
     "This movie is not good",
@@ -674,3 +675,45 @@ def test_cli_serve_says_where_it_listens_and_exits_0_on_sigterm() -> None:
     log = server.stderr.read() if server.stderr else ""
     assert code == 0, log
     assert "stopped after scoring 1 reviews in 1 batches" in log
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408_and_frees_its_place() -> None:
+    # Found by a red-team pass: 128 clients sending headers and one byte of body held every
+    # place, and every POST got 503, for as long as they liked.
+    from rnn_sentiment.serving.app import BodyLimit
+
+    async def scenario() -> tuple[list[dict[str, Any]], int, bool]:
+        sent: list[dict[str, Any]] = []
+        called = False
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            nonlocal called
+            called = True
+
+        async def trickle() -> dict[str, Any]:
+            await asyncio.sleep(0.02)
+            return {"type": "http.request", "body": b" ", "more_body": True}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        limit = BodyLimit(app, max_bytes=10_000, max_active=1, body_seconds=0.2)
+        scope = {"type": "http", "method": "POST", "headers": []}
+        await limit(scope, trickle, send)
+        return sent, limit.active, called
+
+    sent, active, called = asyncio.run(scenario())
+    assert sent[0]["status"] == 408 and active == 0 and not called
+    assert json.loads(sent[1]["body"]) == {
+        "detail": "the request body did not all arrive within 0.2 s"
+    }
+
+
+def test_limits_that_would_let_requests_hold_too_much_memory_are_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="requests in progress could hold that much memory"):
+        ServeSettings(max_texts=100_000, max_chars=10_000_000)
+    assert ServeSettings().max_active * ServeSettings().max_body_bytes < 4 * 2**30
+    code, _, err = invoke("serve", "--max-texts", "100000", "--max-chars", "10000000")
+    assert code == 2 and err.count("\n") == 1 and "lower one of them" in err, err

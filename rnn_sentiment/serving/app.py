@@ -21,6 +21,7 @@ in the server itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -29,12 +30,19 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SkipValidation,
+    ValidationError,
+    model_validator,
+)
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnn_sentiment import __version__
-from rnn_sentiment.errors import CheckpointError, DataError
+from rnn_sentiment.errors import CheckpointError, ConfigError, DataError
 from rnn_sentiment.inference.exported import ExportedPredictor
 from rnn_sentiment.inference.results import prediction, words_to_explain
 from rnn_sentiment.serving.batcher import MicroBatcher, Stopped
@@ -46,6 +54,9 @@ if TYPE_CHECKING:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+MAX_HELD_BYTES = 16 * 2**30  # the defaults allow 3.9 GiB of bodies in progress at once
 
 
 class ServeSettings(_Strict):
@@ -71,6 +82,29 @@ class ServeSettings(_Strict):
     max_batch: int = Field(default=256, ge=1, le=100_000)
     """The most reviews scored in one call, at most the model's batch size; a larger request
     is scored alone."""
+    body_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """How long a request's body may take to arrive; a slower one is a 408 and frees its place
+    (128 clients sending a byte at a time otherwise held every place until they gave up)."""
+
+    @classmethod
+    def checked(cls, values: dict[str, Any]) -> ServeSettings:
+        """Settings from ``values``; ConfigError (one line) when they do not hold together."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
+            raise ConfigError(problems) from None
+
+    @model_validator(mode="after")
+    def _bounded_memory(self) -> ServeSettings:
+        held = self.max_active * self.max_body_bytes
+        if held > MAX_HELD_BYTES:
+            raise ValueError(
+                f"max_active x the largest body (6 bytes x max_texts x max_chars) is {held:,} "
+                f"bytes, over {MAX_HELD_BYTES:,}: requests in progress could hold that much "
+                "memory; lower one of them"
+            )
+        return self
 
     @property
     def max_body_bytes(self) -> int:
@@ -208,7 +242,12 @@ def create_app(
         return explanation
 
     _add_info_routes(app, metadata, page)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_active=settings.max_active)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        max_active=settings.max_active,
+        body_seconds=settings.body_seconds,
+    )
     return app
 
 
@@ -384,12 +423,16 @@ def _place(loc: Sequence[str | int]) -> str:
 class BodyLimit:
     """ASGI middleware: a request body over ``max_bytes`` is a 413, answered before it is all
     read or parsed (uvicorn itself reads bodies of any size); a request beyond ``max_active``
-    in progress is a 503 with ``Retry-After: 1``, answered before its body is read."""
+    in progress is a 503 with ``Retry-After: 1``, answered before its body is read; a body that
+    has not all arrived within ``body_seconds`` is a 408."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_active: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, max_active: int, body_seconds: float = 30.0
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_active = max_active
+        self.body_seconds = body_seconds
         self.active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -413,8 +456,18 @@ class BodyLimit:
             return
         chunks: list[bytes] = []
         size = 0
+        deadline = asyncio.get_running_loop().time() + self.body_seconds
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(
+                    receive(), deadline - asyncio.get_running_loop().time()
+                )
+            except TimeoutError:
+                detail = f"the request body did not all arrive within {self.body_seconds:g} s"
+                await JSONResponse({"detail": detail}, 408, {"Connection": "close"})(
+                    scope, receive, send
+                )
+                return
             if message["type"] == "http.disconnect":
                 return
             chunks.append(message.get("body", b""))
