@@ -134,6 +134,10 @@ def test_a_refit_with_too_little_evidence_keeps_the_temperature(
     assert "misclassified, and a temperature needs at least 5" in err and "is unchanged" in err
     assert (run_dir / CALIBRATION_FILE).read_bytes() == before
     assert load_run(run_dir).temperature == TEMPERATURE
+    for split, role in (("train", "training"), ("test", "test")):  # of the run's own data
+        code, out, err = invoke("calibrate", str(run_dir), "--split", split)
+        assert code == 2 and f"is the run's {role} split" in err and not out, err
+    assert (run_dir / CALIBRATION_FILE).read_bytes() == before
 
 
 @pytest.mark.parametrize("content", ['{"temperature": 1000}', '{"temperature": "hot"}', "[]"])

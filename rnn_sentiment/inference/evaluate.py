@@ -126,6 +126,14 @@ def calibrate(
             f"{path}'s validation reviews were carved from its training data and cannot be "
             "told apart now; pass --data FILE (and --split) with other held-out labelled reviews"
         )
+    own = predictor.run.config.data
+    if source is None and chosen in (own.train_split, own.test_split, "test"):  # evaluate's
+        role = "training" if chosen == own.train_split else "test"
+        raise DataError(
+            f"--split {chosen} is the run's {role} split: a temperature fitted there is "
+            "over-confident (training) or leaks into the test figures; fit it on held-out "
+            "reviews (the default, its validation split, or --data FILE)"
+        )
     labels, probs, _ = _labelled_probs(predictor, data_cfg, chosen, source, split)
     where = data_cfg.source if single_source(data_cfg.source) else f"{data_cfg.source}:{chosen}"
     calibration = fit_calibration(probs.astype(np.float64), labels, where)
