@@ -586,9 +586,7 @@ MaxReviewChars = Annotated[
         help="With --input: longest field read (1,000,000); a longer one flags its row.",
     ),
 ]
-# More threads than any machine has cores only costs: 100,000 crashed the process (a segfault
-# in the thread pools, no message), and 5,000 took 12 s and 930 MB to start on 2 cores.
-MAX_THREADS = 256
+MAX_THREADS = 256  # config.MAX_THREADS, spelled here so that --help imports no pydantic
 Threads = Annotated[
     int | None,
     typer.Option(min=1, max=MAX_THREADS, metavar="N", help="CPU threads (per Ray worker: 1)."),

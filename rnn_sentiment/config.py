@@ -21,6 +21,16 @@ from pydantic import (
 from rnn_sentiment.errors import ConfigError, did_you_mean
 
 MAX_SEED = 2**32 - 1  # the largest training.seed
+# More threads than any machine has cores only costs: 100,000 crashed PyTorch's thread pool (a
+# segfault, no message) and exhausted the machine's processes on onnxruntime.
+MAX_THREADS = 256
+
+
+def check_threads(threads: int | None) -> None:
+    """Refuse (ConfigError) a thread count outside 1 to :data:`MAX_THREADS`; None is the
+    library's default."""
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise ConfigError([f"threads must be 1 to {MAX_THREADS}, not {threads}"])
 
 
 class _Section(BaseModel):
@@ -195,7 +205,7 @@ class PretrainingConfig(_Section):
     threads: int = Field(
         1,
         ge=1,
-        le=256,
+        le=MAX_THREADS,
         description="Worker threads; 1 gives the same vectors on every run, more are faster "
         "but vary slightly from run to run.",
     )
@@ -333,7 +343,7 @@ class TrainingConfig(_Section):
     num_threads: int | None = Field(
         None,
         ge=1,
-        le=256,  # as --threads: more only costs (100,000 crashed PyTorch's thread pool)
+        le=MAX_THREADS,
         description="CPU threads for PyTorch; None uses every core this process may run on.",
     )
     max_minutes: float | None = Field(

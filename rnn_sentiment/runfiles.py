@@ -201,8 +201,10 @@ def _open_dir_fd(path: Path) -> int:
 def replaces_model_file(path: Path, model_dir: Path) -> bool:
     """Whether writing ``path`` would replace an entry of the model directory ``model_dir`` (one
     of its files, or anything else there): no command's output may do that."""
-    parent = Path(os.path.realpath(path.parent))  # the file itself may be a link: not followed
-    return os.path.lexists(path) and parent == Path(os.path.realpath(model_dir))
+    model = Path(os.path.realpath(model_dir))
+    if not os.path.lexists(path):
+        return False  # a link is judged both as itself and by where it leads (savefig follows)
+    return model in (Path(os.path.realpath(path.parent)), Path(os.path.realpath(path)).parent)
 
 
 @contextmanager

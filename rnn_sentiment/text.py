@@ -154,6 +154,8 @@ class TextPipeline:
 def window_stride_of(size: int, stride: int | None) -> int:
     """``stride`` (default: half of ``size``), refused (DataError) when over ``size``: the
     tokens between windows would never be read."""
+    if stride is not None and stride < 1:
+        raise DataError(f"--window-stride must be 1 or more, not {stride}")
     stride = stride or max(size // 2, 1)
     if stride > size:
         raise DataError(

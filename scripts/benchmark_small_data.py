@@ -647,8 +647,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, when: str = "")
     table = markdown(rows, args.arms, key)
     what = "carved validation" if args.validation_only else "set-aside" if args.dev else "held-out"
     when = when or "saved runs, nothing fitted"
+    seeds = f"({args.first_seed} to {args.first_seed + args.seeds - 1})"
     header = (
-        f"{args.dataset}, {what} accuracy, mean ± std over {args.seeds} seeds "
+        f"{args.dataset}, {what} accuracy, mean ± std over {args.seeds} seeds {seeds} "
         f"({when}; python scripts/benchmark_small_data.py {' '.join(sys.argv[1:])})"
     )
     if not args.report:

@@ -488,3 +488,25 @@ def test_an_absurd_thread_count_is_refused_before_anything_starts(command: list[
     code, out, err = invoke(command[0], "--threads", "100000", *command[1:])
     assert code == 2 and "less than or equal to 256" in err and err.count("\n") == 1, err
     assert not out
+
+
+def test_the_thread_cap_holds_in_the_library_too() -> None:
+    from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR, load_predictor
+
+    for quantize in (None, "int8"):  # onnxruntime, then PyTorch
+        with pytest.raises(ConfigError, match="threads must be 1 to 256, not 100000"):
+            load_predictor(BUNDLED_MODEL_DIR, quantize=quantize, threads=100_000)
+
+
+def test_a_plot_through_a_link_into_the_model_is_refused(tmp_path: Path) -> None:
+    from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR
+
+    model = Path(shutil.copytree(BUNDLED_MODEL_DIR, tmp_path / "model"))
+    (tmp_path / "r.png").symlink_to(model / "labels.json")
+    data = tmp_path / "labelled.csv"
+    data.write_text("text,label\na joy,positive\na bore,negative\n")
+    before = (model / "labels.json").read_bytes()
+    code, _, err = invoke("evaluate", str(model), "--data", str(data), "--plot",
+                          str(tmp_path / "r.png"))  # fmt: skip
+    assert code == 2 and "would replace a file of the model" in err, err
+    assert (model / "labels.json").read_bytes() == before

@@ -905,10 +905,11 @@ def test_a_progress_file_that_gives_a_key_twice_is_unreadable(
     write_input(tmp_path / "in.csv", "csv", ["A joy", "A bore"])
     output = tmp_path / "out.csv"
     progress = tmp_path / "out.csv.progress.json"
-    progress.write_text('{"version": 2, "rows": 0, "rows": 1}')
-    with pytest.raises(DataError, match="unreadable; delete it to start over"):
-        score_file(model, tmp_path / "in.csv", output, ScoringOptions(resume=True))
-    assert progress.read_text() == '{"version": 2, "rows": 0, "rows": 1}'
+    for planted in ('{"version": 2, "rows": 0, "rows": 1}', "[]", "null"):
+        progress.write_text(planted)
+        with pytest.raises(DataError, match="unreadable; delete it to start over"):
+            score_file(model, tmp_path / "in.csv", output, ScoringOptions(resume=True))
+        assert progress.read_text() == planted
 
 
 @pytest.mark.parametrize("exported", [False, True])

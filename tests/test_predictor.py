@@ -82,6 +82,9 @@ def test_a_window_stride_longer_than_a_window_is_refused_on_every_path(
         with pytest.raises(DataError, match="--window-stride 401 is longer than a window \\(400"):
             model.score(texts, "window", size + 1)
     assert model.score([long], "window", size).shape == (1, 2)
+    for stride in (0, -5):
+        with pytest.raises(DataError, match=f"--window-stride must be 1 or more, not {stride}"):
+            model.score([long], "window", stride)
     source = tmp_path / "in.txt"
     source.write_text("good\n" + long + "\n")
     code, _, err = invoke("predict", "--input", str(source), "-o", str(tmp_path / "out.csv"),

@@ -717,3 +717,5 @@ def test_limits_that_would_let_requests_hold_too_much_memory_are_refused() -> No
     assert ServeSettings().max_active * ServeSettings().max_body_bytes < 4 * 2**30
     code, _, err = invoke("serve", "--max-texts", "100000", "--max-chars", "10000000")
     assert code == 2 and err.count("\n") == 1 and "lower one of them" in err, err
+    with pytest.raises(RnnSentimentError, match="^max_texts: Input should be greater than"):
+        ServeSettings.checked({"max_texts": 0})

@@ -127,7 +127,8 @@ def calibrate(
             "told apart now; pass --data FILE (and --split) with other held-out labelled reviews"
         )
     own = predictor.run.config.data
-    if source is None and chosen in (own.train_split, own.test_split, "test"):  # evaluate's
+    reported = own.test_split or (None if own.validation_split else "test")  # evaluate's default
+    if source is None and chosen != own.validation_split and chosen in (own.train_split, reported):
         role = "training" if chosen == own.train_split else "test"
         raise DataError(
             f"--split {chosen} is the run's {role} split: a temperature fitted there is "

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rnn_sentiment.config import ModelConfig, TokenizerConfig
+from rnn_sentiment.config import ModelConfig, TokenizerConfig, check_threads
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.inference.results import Explanation, Prediction, explain_with, prediction
 from rnn_sentiment.jsonfile import parse_json
@@ -331,6 +331,7 @@ def _check_text_settings(
 def onnx_session(network: bytes, where: Path, threads: int | None) -> Any:
     """An onnxruntime session on ``network`` (checked bytes, never a path): CPU only, quiet,
     with the expected inputs and outputs."""
+    check_threads(threads)
     ort = _onnxruntime()
     options = ort.SessionOptions()
     # Fatal only: its warnings and errors would reach stderr past the console (an error is

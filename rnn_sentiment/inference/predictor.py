@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from rnn_sentiment.checkpoint import LoadedRun, load_run
+from rnn_sentiment.config import check_threads
 from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.inference.engine import Dtype, Quantize, choose_engine
 from rnn_sentiment.inference.results import Prediction, prediction
@@ -140,5 +141,6 @@ class Predictor:
 
 def set_threads(threads: int | None) -> None:
     """Use ``threads`` CPU threads for PyTorch (None: leave PyTorch's default, every core)."""
+    check_threads(threads)
     if threads is not None:
         torch.set_num_threads(threads)

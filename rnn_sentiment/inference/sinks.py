@@ -250,9 +250,9 @@ class Progress:
             state = parse_json(data.decode("utf-8"), self.path)
         except (OSError, ValueError, CheckpointError):  # a key given twice included
             raise unreadable from None
-        if state is None:
+        if not isinstance(state, dict):
             raise unreadable
-        return state if isinstance(state, dict) else None
+        return state
 
     def exists(self) -> bool:
         """Whether anything (a link included) is at the progress file's path."""

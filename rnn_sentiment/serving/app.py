@@ -92,7 +92,11 @@ class ServeSettings(_Strict):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
+            problems = [
+                ".".join(map(str, e["loc"])) + ": " * bool(e["loc"])
+                + str(e["msg"]).removeprefix("Value error, ")
+                for e in exc.errors()
+            ]  # fmt: skip
             raise ConfigError(problems) from None
 
     @model_validator(mode="after")
@@ -462,7 +466,7 @@ class BodyLimit:
                 message = await asyncio.wait_for(
                     receive(), deadline - asyncio.get_running_loop().time()
                 )
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 detail = f"the request body did not all arrive within {self.body_seconds:g} s"
                 await JSONResponse({"detail": detail}, 408, {"Connection": "close"})(
                     scope, receive, send
