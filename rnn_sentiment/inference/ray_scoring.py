@@ -119,7 +119,7 @@ def score_with_ray(
     options = _checked(options or ScoringOptions())
     load = {"batch_size": batch_size, "quantize": quantize, "dtype": dtype}
     scorer = BatchScorer.from_options(model, options, threads=threads, **load)
-    model_here = scorer.with_threads(None)  # loads here: a broken model fails at once
+    model_here = scorer.with_threads(None).predictor  # loads here: a broken model fails at once
     labels = model_here.label_names
     model_here.score([], options.long_reviews, options.window_stride)  # checks them, scores none
     files = [_input(path, kind, labels, options) for path, kind in _input_files(inputs, options)]
