@@ -112,6 +112,10 @@ def test_an_output_folder_with_files_in_it_is_refused(tmp_path: Path) -> None:
         score_with_ray(None, tmp_path / "in", tmp_path / "out")
     with pytest.raises(DataError, match="no column 'body'"):
         score_with_ray(None, tmp_path / "in", tmp_path / "new", ScoringOptions(text_column="body"))
+    wide = ScoringOptions(long_reviews="window", window_stride=401)  # the bundled model reads 400
+    with pytest.raises(DataError, match="--window-stride 401 is longer than a window"):
+        score_with_ray(None, tmp_path / "in", tmp_path / "new", wide)
+    assert not (tmp_path / "new").exists()  # refused before Ray starts or any part is written
 
 
 def map_workers() -> list[int]:
