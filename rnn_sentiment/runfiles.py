@@ -63,6 +63,11 @@ STATE_FILE = "state.safetensors"
 CALIBRATION_FILE = "calibration.json"  # optional: the temperature the probabilities are scaled by
 FORMAT_VERSION = 1
 RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, LABELS_FILE, METRICS_FILE, CALIBRATION_FILE)
+# The names of a model directory's own files (a run's, its training state's, an exported
+# model's: exported.EXPORTED_FILES); an output may be written beside them, never over one.
+MODEL_DIR_NAMES = frozenset(
+    {*RUN_FILES, MANIFEST_FILE, STATE_FILE, "model.onnx", "export.json", "model_card.md"}
+)
 
 # What a run directory may hold. Each cap is far above what this package trains (its largest
 # shipped config has 6.5 million parameters, the bundled tokenizer.json is 383 KiB) and far below
@@ -199,12 +204,16 @@ def _open_dir_fd(path: Path) -> int:
 
 
 def replaces_model_file(path: Path, model_dir: Path) -> bool:
-    """Whether writing ``path`` would replace an entry of the model directory ``model_dir`` (one
-    of its files, or anything else there): no command's output may do that."""
-    model = Path(os.path.realpath(model_dir))
+    """Whether writing ``path`` would replace one of the files the model directory
+    ``model_dir`` is made of (:data:`MODEL_DIR_NAMES`): no command's output may do that."""
     if not os.path.lexists(path):
-        return False  # a link is judged both as itself and by where it leads (savefig follows)
-    return model in (Path(os.path.realpath(path.parent)), Path(os.path.realpath(path)).parent)
+        return False
+    model = Path(os.path.realpath(model_dir))
+    written = (  # a link is judged both as itself and by where it leads (savefig follows it)
+        Path(os.path.realpath(path.parent)) / path.name,
+        Path(os.path.realpath(path)),
+    )
+    return any(w.parent == model and w.name in MODEL_DIR_NAMES for w in written)
 
 
 @contextmanager

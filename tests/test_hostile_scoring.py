@@ -929,6 +929,11 @@ def test_predict_never_writes_over_a_file_of_the_model(tmp_path: Path, exported:
                                 "-o", str(run / name))  # fmt: skip
         assert code == 2 and "would replace a file of the model" in err and not out, err
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
-    code, _, err = invoke("predict", "-m", str(run), "-q", "--input", str(tmp_path / "in.txt"),
-                          "-o", str(run / "scores.csv"))  # fmt: skip
-    assert code == 0 and len((run / "scores.csv").read_text().splitlines()) == 3, err
+    for _ in range(2):  # an output of one's own beside the model's files, and again over it
+        code, _, err = invoke("predict", "-m", str(run), "-q", "--input",
+                              str(tmp_path / "in.txt"), "-o", str(run / "scores.csv"))  # fmt: skip
+        assert code == 0 and len((run / "scores.csv").read_text().splitlines()) == 3, err
+    from rnn_sentiment.inference.exported import EXPORTED_FILES
+    from rnn_sentiment.runfiles import MODEL_DIR_NAMES
+
+    assert set(EXPORTED_FILES) <= MODEL_DIR_NAMES
