@@ -78,3 +78,19 @@ def token_batch() -> tuple[torch.Tensor, torch.Tensor]:
     """Random token ids of :data:`LENGTHS`: (tokens [batch, time], lengths)."""
     generator = torch.Generator().manual_seed(1)
     return collate([torch.randint(2, 60, (n,), generator=generator).tolist() for n in LENGTHS])
+
+
+def untrained_run(root: Path, **extra: object) -> Path:
+    """A valid run directory of :func:`tiny_config` (with ``extra`` overrides) under ``root``,
+    its weights random, written without training (milliseconds, not seconds)."""
+    from rnn_sentiment.checkpoint import save_metrics, save_run_files, save_weights
+    from rnn_sentiment.tokenizer import train_tokenizer
+
+    config = tiny_config(root, **extra)
+    tokenizer = train_tokenizer(POSITIVE + NEGATIVE, config.tokenizer)
+    run_dir = root / "run"
+    save_run_files(run_dir, config, tokenizer, ["negative", "positive"])
+    torch.manual_seed(0)
+    save_weights(run_dir, build_model(config.model, tokenizer.get_vocab_size(), 2))
+    save_metrics(run_dir, {"status": "complete", "history": []})
+    return run_dir

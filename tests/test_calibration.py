@@ -142,20 +142,9 @@ def test_a_refit_with_too_little_evidence_keeps_the_temperature(
 
 def test_a_run_validated_on_a_split_named_test_calibrates_there(tmp_path: Path) -> None:
     # The rule against fitting on the test split must not refuse a run's own validation split.
-    import torch
+    from tests.helpers import untrained_run
 
-    from rnn_sentiment.checkpoint import save_metrics, save_run_files, save_weights
-    from rnn_sentiment.model import build_model
-    from rnn_sentiment.tokenizer import train_tokenizer
-    from tests.helpers import tiny_config
-
-    config = tiny_config(tmp_path, **{"data.validation_split": "test"})
-    tokenizer = train_tokenizer(POSITIVE + NEGATIVE, config.tokenizer)
-    run_dir = tmp_path / "run"
-    save_run_files(run_dir, config, tokenizer, ["negative", "positive"])
-    torch.manual_seed(0)
-    save_weights(run_dir, build_model(config.model, tokenizer.get_vocab_size(), 2))
-    save_metrics(run_dir, {"status": "complete", "history": []})
+    run_dir = untrained_run(tmp_path, **{"data.validation_split": "test"})
     code, out, err = invoke("calibrate", str(run_dir), "--format", "json")
     assert code == 0 and json.loads(out)["fitted_on"] == "builtin:test", err
     code, _, err = invoke("calibrate", str(run_dir), "--split", "train")

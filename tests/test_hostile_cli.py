@@ -449,21 +449,14 @@ def test_evaluate_without_data_never_writes_over_what_it_reads_or_the_model(
     # Found by a red-team pass: with no --data, evaluate reads the run's own data.source, which
     # -o could replace; and -o could replace the model's labels.json or metrics.json.
 
-    from rnn_sentiment.checkpoint import save_metrics, save_run_files, save_weights
-    from rnn_sentiment.model import build_model
-    from rnn_sentiment.tokenizer import train_tokenizer
+    from tests.helpers import untrained_run
 
     folder = tmp_path / "reviews"
     folder.mkdir()
     for split in ("train", "test"):
         (folder / f"{split}.csv").write_text("text,label\na joy,positive\na bore,negative\n")
     data = folder / "test.csv"
-    config = tiny_config(tmp_path, **{"data.source": str(folder)})
-    tokenizer = train_tokenizer(POSITIVE + NEGATIVE, config.tokenizer)
-    run = tmp_path / "run"
-    save_run_files(run, config, tokenizer, ["negative", "positive"])
-    save_weights(run, build_model(config.model, tokenizer.get_vocab_size(), 2))
-    save_metrics(run, {"status": "complete", "history": []})
+    run = untrained_run(tmp_path, **{"data.source": str(folder)})
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     for option, target, message in [
         ("-o", data, "would replace the data being evaluated"),

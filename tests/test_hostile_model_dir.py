@@ -30,8 +30,6 @@ from rnn_sentiment.checkpoint import (
     load_run,
     read_metrics,
     save_metrics,
-    save_run_files,
-    save_weights,
     verify_run,
     write_manifest,
 )
@@ -45,10 +43,9 @@ from rnn_sentiment.runfiles import (
     TOKENIZER_FILE,
     WEIGHTS_FILE,
 )
-from rnn_sentiment.tokenizer import train_tokenizer
 from rnn_sentiment.training.loop import build_optimizer, build_scheduler, train
 from rnn_sentiment.training.state import LoopState, restore_state, resumable_config, save_state
-from tests.helpers import NEGATIVE, POSITIVE, invoke, tiny_config
+from tests.helpers import invoke, untrained_run
 
 SECRET = "SECRET-7f3a"  # planted in files that must never be echoed
 GiB = 2**30
@@ -57,15 +54,7 @@ GiB = 2**30
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small, valid run directory, written without training (milliseconds, not seconds)."""
-    root = tmp_path_factory.mktemp("base")
-    config = tiny_config(root, **{"model.cell": "gru"})
-    tokenizer = train_tokenizer(POSITIVE + NEGATIVE, config.tokenizer)
-    run_dir = root / "run"
-    save_run_files(run_dir, config, tokenizer, ["negative", "positive"])
-    torch.manual_seed(0)
-    save_weights(run_dir, build_model(config.model, tokenizer.get_vocab_size(), 2))
-    save_metrics(run_dir, {"status": "complete", "history": []})
-    return run_dir
+    return untrained_run(tmp_path_factory.mktemp("base"), **{"model.cell": "gru"})
 
 
 @pytest.fixture

@@ -246,12 +246,8 @@ def create_app(
         return explanation
 
     _add_info_routes(app, metadata, page)
-    app.add_middleware(
-        BodyLimit,
-        max_bytes=settings.max_body_bytes,
-        max_active=settings.max_active,
-        body_seconds=settings.body_seconds,
-    )
+    limits = (settings.max_body_bytes, settings.max_active, settings.body_seconds)
+    app.add_middleware(BodyLimit, *limits)
     return app
 
 
