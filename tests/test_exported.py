@@ -17,9 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from rnn_sentiment.checkpoint import save_metrics, save_run_files, save_weights
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.inference.export import export_model
 from rnn_sentiment.inference.exported import (
@@ -30,9 +28,7 @@ from rnn_sentiment.inference.exported import (
     is_exported_dir,
 )
 from rnn_sentiment.inference.predictor import Predictor
-from rnn_sentiment.model import build_model
-from rnn_sentiment.tokenizer import train_tokenizer
-from tests.helpers import NEGATIVE, POSITIVE, tiny_config
+from tests.helpers import untrained_run
 
 pytest.importorskip("onnxruntime", reason="exported models need the onnx extra: '.[onnx]'")
 
@@ -51,14 +47,7 @@ REVIEWS = [
 def source_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny LSTM run directory, written without training."""
     root = tmp_path_factory.mktemp("source")
-    config = tiny_config(root, **{"model.cell": "lstm", "tokenizer.max_length": 32})
-    tokenizer = train_tokenizer(POSITIVE + NEGATIVE, config.tokenizer)
-    run_dir = root / "run"
-    save_run_files(run_dir, config, tokenizer, ["negative", "positive"])
-    torch.manual_seed(0)
-    save_weights(run_dir, build_model(config.model, tokenizer.get_vocab_size(), 2))
-    save_metrics(run_dir, {"status": "complete", "history": []})
-    return run_dir
+    return untrained_run(root, **{"model.cell": "lstm", "tokenizer.max_length": 32})
 
 
 @pytest.fixture(scope="module")
