@@ -216,7 +216,7 @@ def test_compare_on_a_tiny_budget(tmp_path: Path) -> None:
     code, out, err = invoke("compare", *overrides, "--cells", "rnn,cnn", "--out", str(out_dir))
     assert code == 2 and "comma list" in err
     code, _, err = invoke("compare", *overrides, "--cells", "rnn", "--out", str(out_dir))
-    assert code == 2 and "already exists" in err
+    assert code == 2 and "is not a new or empty folder" in err
 
 
 def test_progress_after_resume_starts_from_the_first_step_shown(
