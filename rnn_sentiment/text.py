@@ -113,11 +113,9 @@ class TextPipeline:
         """Token ids as lists, cached on disk under ``cache_dir`` when given (training data)."""
         return encode_cached(self.tokenizer, self.prepare(texts), cache_dir)
 
-    def encode_windows(self, texts: Sequence[str], size: int, stride: int | None) -> Windows:
+    def encode_windows(self, texts: Sequence[str], size: int, stride: int) -> Windows:
         """Each whole review (not truncated) as windows of ``size`` tokens, ``stride`` apart
-        (default: half of ``size``). A stride over ``size`` would skip the tokens between
-        windows, so it is refused (DataError)."""
-        stride = window_stride_of(size, stride)
+        (as :func:`window_stride_of` decides and checks it)."""
         windows: list[np.ndarray] = []
         owner: list[int] = []
         for i, sequence in enumerate(self.untruncated.encode(texts)):

@@ -205,13 +205,12 @@ class ExportedPredictor:
         """Probabilities [n, labels]; ``window``: long reviews as overlapping windows of the
         trained length, ``window_stride`` tokens apart (default half of it), averaged."""
         size = self.info.text.tokenizer.max_length
-        if long_reviews == "window":
-            window_stride = window_stride_of(size, window_stride)  # checked with no texts too
-        if not texts:
+        stride = window_stride_of(size, window_stride) if long_reviews == "window" else None
+        if not texts:  # the stride is checked above, with no texts too
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
-        if long_reviews == "truncate":
+        if stride is None:
             return self.score_ids(self.pipeline.encode(texts))
-        windows = self.pipeline.encode_windows(texts, size, window_stride)
+        windows = self.pipeline.encode_windows(texts, size, stride)
         return windows.mean(self.score_ids(windows.ids))
 
     def score_ids(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:

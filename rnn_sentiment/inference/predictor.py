@@ -96,14 +96,13 @@ class Predictor:
         trained max length, ``window_stride`` tokens apart (default half of it), cover all of it.
         """
         size = self.run.config.tokenizer.max_length
-        if long_reviews == "window":
-            window_stride = window_stride_of(size, window_stride)  # checked with no texts too
-        if not texts:
+        stride = window_stride_of(size, window_stride) if long_reviews == "window" else None
+        if not texts:  # the stride is checked above, with no texts too
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         pipeline = self.run.pipeline
-        if long_reviews == "truncate":
+        if stride is None:
             return self._probabilities(pipeline.encode(texts))
-        windows = pipeline.encode_windows(texts, size, window_stride)
+        windows = pipeline.encode_windows(texts, size, stride)
         return self._mean_by_review(windows)
 
     def _probabilities(self, ids: Sequence[np.ndarray]) -> np.ndarray:
