@@ -959,6 +959,14 @@ MaxExplainWords = Annotated[
         "the square (default 1,000).",
     ),
 ]  # fmt: skip
+MaxExplaining = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=1000, metavar="N",
+        help="/explain requests waiting or running at once; more get 503 and Retry-After "
+        "(default 2). /predict never waits behind more than this many explains.",
+    ),
+]  # fmt: skip
 BatchWait = Annotated[
     float | None,
     typer.Option(
@@ -992,6 +1000,7 @@ def serve(
     max_texts: MaxTexts = None,
     max_chars: MaxChars = None,
     max_explain_words: MaxExplainWords = None,
+    max_explaining: MaxExplaining = None,
     batch_wait_ms: BatchWait = None,
     max_active: MaxActive = None,
     body_seconds: BodySeconds = None,
@@ -1020,7 +1029,7 @@ def serve(
 
         given = {"max_texts": max_texts, "max_chars": max_chars, "batch_wait_ms": batch_wait_ms,
                  "max_active": max_active, "max_explain_words": max_explain_words,
-                 "body_seconds": body_seconds}  # fmt: skip
+                 "max_explaining": max_explaining, "body_seconds": body_seconds}  # fmt: skip
         settings = ServeSettings.checked({k: v for k, v in given.items() if v is not None})
         predictor = _load_predictor(model, False, threads, batch_size, None, "fp32")
 

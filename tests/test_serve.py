@@ -222,6 +222,10 @@ BAD_BODIES = [
     (b'{"reviews": ["a"]}', "texts: Field required"),
     (b'{"texts": ["a"], "extra": 1}', "extra: Extra inputs are not permitted"),
     (b"", "the body is empty; send a JSON object"),
+    # a key twice could mean one thing to a proxy that keeps the first copy, another to us
+    (b'{"texts": ["loved it"], "texts": ["hated it"]}', "the key 'texts' is given twice"),
+    (b'{"texts": [{"a": 1, "a": 2}]}', "the key 'a' is given twice"),
+    (b'{"texts": ["a"], "' + b"k" * 5000 + b'": 1, "' + b"k" * 5000 + b'": 2}', "is given twice"),
 ]
 
 
@@ -254,6 +258,48 @@ def test_requests_beyond_max_active_get_503_until_one_ends(
     assert busy.json() == {"detail": "the server is busy (1 requests in progress); retry shortly"}
     assert health.status_code == 200 and first[0].status_code == 200
     assert after.status_code == 200
+
+
+def test_explain_requests_beyond_max_explaining_get_503_until_one_ends(
+    exported: ExportedPredictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, release = threading.Event(), threading.Event()
+    real = exported.explain
+
+    def held(text: str, max_words: int | None = None) -> Any:
+        inside.set()
+        assert release.wait(10)
+        return real(text, max_words)
+
+    monkeypatch.setattr(exported, "explain", held)
+    with TestClient(create_app(exported, ServeSettings(max_explaining=1))) as client:
+        first: list[Any] = []
+        worker = threading.Thread(
+            target=lambda: first.append(client.post("/explain", json={"text": "not good"}))
+        )
+        worker.start()
+        assert inside.wait(10)
+        busy = client.post("/explain", json={"text": "A joy"})
+        release.set()
+        worker.join(10)
+        scored = client.post("/predict", json={"texts": ["This movie is not good"]})
+        after = client.post("/explain", json={"text": "A joy"})
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+    assert busy.json() == {
+        "detail": "the server is busy (1 explain requests in progress, its limit); retry shortly"
+    }
+    assert first[0].status_code == 200 and first[0].json()["label"] == "negative"
+    assert scored.status_code == 200 and after.status_code == 200
+
+
+@pytest.mark.parametrize("endpoint", ["/predict", "/explain"])
+def test_a_key_given_twice_is_refused_on_every_endpoint(client: TestClient, endpoint: str) -> None:
+    response = client.post(endpoint, content=b'{"text": "good", "text": "bad"}', headers=JSON)
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": "the body is ambiguous: the key 'text' is given twice in one object; "
+        "give each key once"
+    }
 
 
 @pytest.mark.parametrize(("body", "detail"), BAD_BODIES)

@@ -22,14 +22,15 @@ in the server itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -45,6 +46,7 @@ from rnn_sentiment import __version__
 from rnn_sentiment.errors import CheckpointError, ConfigError, DataError
 from rnn_sentiment.inference.exported import ExportedPredictor
 from rnn_sentiment.inference.results import prediction, words_to_explain
+from rnn_sentiment.jsonfile import KeyTwice, loads_once_each
 from rnn_sentiment.serving.batcher import MicroBatcher, Stopped
 from rnn_sentiment.text import fix_text
 
@@ -79,6 +81,11 @@ class ServeSettings(_Strict):
     """Words in one ``/explain`` review (as the model reads it, up to its ``max_length``); more
     is a 413. Explaining reads a review twice per word, so its time grows with the square of
     the length, and the worker scores nothing else meanwhile."""
+    max_explaining: int = Field(default=2, ge=1, le=1000)
+    """``/explain`` requests waiting or running at once; one more is a 503 with
+    ``Retry-After: 1``. Explains take their turn with scoring, so a ``/predict`` never waits
+    behind more than this many (one bundled-model explain of 400 words takes 1.2 s on one
+    thread, a batch of 8 reviews 20 ms: 128 queued explains held ``/predict`` for minutes)."""
     max_batch: int = Field(default=256, ge=1, le=100_000)
     """The most reviews scored in one call, at most the model's batch size; a larger request
     is scored alone."""
@@ -206,6 +213,7 @@ def create_app(
         settings.batch_wait_ms / 1000,
         call_size(predictor, settings),
     )
+    explaining = Places(settings.max_explaining, "explain requests")
     metadata = model_metadata(predictor, settings)
     page = (files("rnn_sentiment.serving") / "page.html").read_text(encoding="utf-8")
 
@@ -221,6 +229,7 @@ def create_app(
         description=f"Sentiment of movie reviews with the model `{predictor.path.name}`.",
         lifespan=lifespan,
     )
+    app.router.route_class = OnceEachKeyRoute
     app.state.batcher = batcher
     _add_error_handlers(app)
     labels = list(predictor.label_names)
@@ -241,7 +250,8 @@ def create_app(
         it (occlusion), as ``predict --explain``."""
         check_texts([request.text], settings, "text")
         check_explain_length(predictor, request.text, settings)
-        explanation = (await batcher.run(predictor.explain, request.text)).to_dict()
+        with explaining.place():
+            explanation = (await batcher.run(predictor.explain, request.text)).to_dict()
         explanation["text"] = fix_text(request.text)[0]  # a lone surrogate has no UTF-8
         return explanation
 
@@ -278,13 +288,61 @@ def _add_info_routes(app: FastAPI, metadata: dict[str, Any], page: str) -> None:
         return HTMLResponse(page, headers=headers)
 
 
-class Refused(Exception):
-    """A request the server answers with ``status`` and a one-line ``detail``."""
+class OnceEachKeyRequest(Request):
+    """A request whose JSON body may not give a key twice in one object: ``{"text": "a",
+    "text": "b"}`` could mean one review to a proxy or filter in front of the server that keeps
+    the first copy and another to the server (Python keeps the last)."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = loads_once_each(await self.body())
+            except KeyTwice as exc:
+                detail = f"the body is ambiguous: {exc}; give each key once"
+                raise HTTPException(422, detail) from None
+        return self._json
+
+
+class OnceEachKeyRoute(APIRoute):
+    """A route whose handler reads the body as :class:`OnceEachKeyRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def once_each_key(request: Request) -> Response:
+            return await handler(OnceEachKeyRequest(request.scope, request.receive))
+
+        return once_each_key
+
+
+class Refused(Exception):
+    """A request the server answers with ``status``, a one-line ``detail`` and ``headers``."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.headers = headers
+
+
+class Places:
+    """At most ``limit`` requests of one kind in progress at once (on the event loop's thread);
+    one more is refused with a 503 and ``Retry-After: 1``."""
+
+    def __init__(self, limit: int, kind: str) -> None:
+        self.limit, self.kind, self.taken = limit, kind, 0
+
+    @contextmanager
+    def place(self) -> Iterator[None]:
+        if self.taken >= self.limit:
+            detail = (f"the server is busy ({self.taken:,} {self.kind} in progress, its "
+                      "limit); retry shortly")  # fmt: skip
+            raise Refused(503, detail, {"Retry-After": "1"})
+        self.taken += 1
+        try:
+            yield
+        finally:
+            self.taken -= 1
 
 
 def check_texts(texts: Sequence[Any], settings: ServeSettings, name: str = "texts") -> None:
@@ -363,7 +421,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     async def refused(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Refused)
-        return JSONResponse({"detail": exc.detail}, exc.status)
+        return JSONResponse({"detail": exc.detail}, exc.status, exc.headers)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
