@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from rnn_sentiment import evaluate, load_config, pretrain, train
+from rnn_sentiment.inference.models import load_predictor
 from rnn_sentiment.config import DataConfig
 from rnn_sentiment.data.sources import DataSplits, Reviews, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError
@@ -238,6 +239,13 @@ def recurrent_arm(
         start = time.perf_counter()
         row["held_out"] = evaluate(result.run_dir, source=str(held_out_file))["accuracy"]
         row["score_seconds"] = time.perf_counter() - start
+        if args.by_length is not None:
+            predictor = load_predictor(result.run_dir)
+            guess = predictor.score(args.by_length.texts).argmax(axis=1)
+            row.update(args.by_length.accuracies(guess))
+            rescored = float((guess == args.by_length.labels).mean())
+            if abs(rescored - row["held_out"]) > 1e-9:  # evaluate and predict read it alike
+                print(f"warning: the predictor scored {rescored:.4f}, evaluate {row['held_out']:.4f}")
     if not args.keep_runs:
         shutil.rmtree(result.run_dir, ignore_errors=True)
     return row
@@ -248,8 +256,11 @@ def recipe_encoder(args: argparse.Namespace) -> list[str]:
     return [f"pretraining.from={args.encoder}"] if args.encoder else []
 
 
-def linear_arm(arm: str, train: Reviews, held_out: Reviews) -> dict[str, Any]:
-    """Fit TF-IDF + LR or NB-SVM on all of ``train``; score on ``held_out``."""
+def linear_arm(
+    arm: str, train: Reviews, held_out: Reviews, by_length: Halves | None = None
+) -> dict[str, Any]:
+    """Fit TF-IDF + LR or NB-SVM on all of ``train``; score on ``held_out`` (and on its halves
+    by length; TF-IDF + LR's figures are its own ``tfidf_baseline``'s, no halves)."""
     if arm == "tfidf":
         splits = DataSplits(train, Reviews([], []), held_out)
         scored = tfidf_baseline(splits)
@@ -258,7 +269,31 @@ def linear_arm(arm: str, train: Reviews, held_out: Reviews) -> dict[str, Any]:
     model = NBSVM().fit(train.texts, train.labels)
     seconds = time.perf_counter() - start
     guess = model.predict(held_out.texts)
-    return {"held_out": float((guess == np.asarray(held_out.labels)).mean()), "seconds": seconds}
+    row = {"held_out": float((guess == np.asarray(held_out.labels)).mean()), "seconds": seconds}
+    return row | (by_length.accuracies(guess) if by_length is not None else {})
+
+
+@dataclass
+class Halves:
+    """The held-out reviews split at their median length in words (whitespace-separated, the
+    same count for every arm): the shorter half (at most the median) and the longer half."""
+
+    texts: list[str]
+    labels: np.ndarray
+    long: np.ndarray  # True: longer than the median
+    median: float
+
+    @classmethod
+    def of(cls, held_out: Reviews) -> Halves:
+        words = np.array([len(text.split()) for text in held_out.texts])
+        median = float(np.median(words))
+        return cls(list(held_out.texts), np.asarray(held_out.labels), words > median, median)
+
+    def accuracies(self, guess: np.ndarray) -> dict[str, float]:
+        """Accuracy on the shorter and the longer half of the held-out set."""
+        right = np.asarray(guess) == self.labels
+        return {"held_out_short": float(right[~self.long].mean()),
+                "held_out_long": float(right[self.long].mean())}  # fmt: skip
 
 
 def run_all(
@@ -274,6 +309,10 @@ def run_all(
             task.label_names,
         )
     scored = "dev" if args.dev else "held_out"
+    if args.by_length:
+        args.by_length = Halves.of(task.held_out)
+        print(f"by length: {int((~args.by_length.long).sum()):,} reviews of at most "
+              f"{args.by_length.median:g} words, {int(args.by_length.long.sum()):,} longer")
     done = {(r["arm"], r["size"], r["seed"]) for r in rows}
     for size in args.sizes:
         for seed in seed_range(args):
@@ -292,7 +331,7 @@ def run_all(
                 elif args.validation_only:
                     continue  # the baselines have nothing to tune and nothing else to score
                 else:
-                    row = linear_arm(arm, drawn, task.held_out)
+                    row = linear_arm(arm, drawn, task.held_out, args.by_length)
                 rows.append({"arm": arm, "size": size, "seed": seed, **row, "commit": COMMIT})
                 print(progress_line(rows[-1], scored), flush=True)
                 save(rows, args, task.name)
@@ -384,6 +423,31 @@ def markdown(rows: list[dict[str, Any]], arms: list[str], key: str) -> str:
         for a in shown
     )
     return "\n".join([*lines, "", f"Total fitting time per arm: {totals}."]) + "\n"
+
+
+def length_markdown(rows: list[dict[str, Any]]) -> str:
+    """The recipe's and NB-SVM's held-out accuracy on the shorter and the longer half of the
+    held-out reviews, and the recipe's margin on each, paired by seed ("" when no row has
+    them: --by-length was not given)."""
+    halves = ("held_out_short", "held_out_long")
+    sizes = sorted({r["size"] for r in rows if halves[0] in r and r["arm"] == "recipe"})
+    if not sizes or not any(r["arm"] == "nbsvm" and halves[0] in r for r in rows):
+        return ""
+    head = ["labelled examples", "recipe, shorter half", "recipe, longer half",
+            "NB-SVM, shorter half", "NB-SVM, longer half", "recipe − NB-SVM, shorter (points)",
+            "recipe − NB-SVM, longer (points)"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for size in sizes:
+        cells = [f"{size:,}"]
+        cells += [mean_std(figures(rows, arm, size, half))
+                  for arm in ("recipe", "nbsvm") for half in halves]  # fmt: skip
+        for half in halves:
+            recipe, nbsvm = (by_seed(rows, arm, size, half) for arm in ("recipe", "nbsvm"))
+            gaps = [recipe[seed] - nbsvm[seed] for seed in sorted(recipe.keys() & nbsvm.keys())]
+            cells.append(mean_std(gaps, scale=100, digits=1, sign="+"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(["By length (the held-out reviews split at their median length in words):",
+                      "", *lines]) + "\n"  # fmt: skip
 
 
 def plot(rows: list[dict[str, Any]], arms: list[str], dataset: str, path: Path) -> None:
@@ -560,6 +624,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=Path(tempfile.gettempdir()) / "small-data",
         help="drawn data files, runs and results (keep it out of the repo)",
     )
+    parser.add_argument(
+        "--by-length",
+        action="store_true",
+        help="also score the recipe and NB-SVM on the shorter and the longer half of the "
+        "held-out reviews (split at their median length in words; the recipe's held-out "
+        "reviews are scored a second time, by its predictor)",
+    )
     parser.add_argument("--plot", type=Path, default=None, help="save the learning curves here")
     parser.add_argument("--keep-runs", action="store_true", help="keep every run directory")
     parser.add_argument(
@@ -595,6 +666,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.report and args.smoke:
         parser.error("--smoke fits tiny models; --report fits nothing: pass one")
     args.resume = args.resume or args.report
+    if args.by_length and args.validation_only:
+        parser.error("--by-length scores the held-out set; --validation-only never does")
+    args.by_length = args.by_length or None  # run_all makes it the Halves of the held-out set
     if args.plot is not None and (args.dev or args.validation_only):
         parser.error("--plot draws held-out learning curves: leave it out when tuning")
     try:
@@ -645,6 +719,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, when: str = "")
         )
     key = "validation" if args.validation_only else "held_out"
     table = markdown(rows, args.arms, key)
+    if lengths := length_markdown(rows):
+        table += "\n" + lengths
     what = "carved validation" if args.validation_only else "set-aside" if args.dev else "held-out"
     when = when or "saved runs, nothing fitted"
     seeds = f"({args.first_seed} to {args.first_seed + args.seeds - 1})"

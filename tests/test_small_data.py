@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "benchmark_small_data.py"
@@ -151,6 +152,28 @@ def test_first_seed_runs_one_seed_of_a_cell_as_the_whole_run_draws_it(tmp_path: 
     assert (tmp_path / "one" / drawn).read_bytes() == (tmp_path / "all" / drawn).read_bytes()
     with pytest.raises(SystemExit):
         script.main([*base, "--first-seed", "-1", "--out", str(tmp_path / "bad")])
+
+
+def test_by_length_scores_each_half_of_the_held_out_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("sklearn")
+    script = _script()
+    argv = ["--smoke", "--by-length", "--arms", "recipe,nbsvm", "--sizes", "200"]
+    script.main([*argv, "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert "By length (the held-out reviews split at their median length in words)" in printed
+    assert "warning" not in printed  # the predictor's and evaluate's held-out accuracy agree
+    task = script.load_task("builtin", tmp_path)
+    halves = script.Halves.of(task.held_out)
+    words = np.array([len(text.split()) for text in task.held_out.texts])
+    assert set(words[halves.long]) and min(words[halves.long]) > max(words[~halves.long])
+    shorter, longer = int((~halves.long).sum()), int(halves.long.sum())
+    for row in json.loads((tmp_path / "out" / "builtin.json").read_text())["rows"]:
+        whole = (row["held_out_short"] * shorter + row["held_out_long"] * longer) / len(words)
+        assert whole == pytest.approx(row["held_out"], abs=1e-9), row["arm"]
+    with pytest.raises(SystemExit):
+        script.parse_args(["--by-length", "--validation-only"])
 
 
 def test_a_bad_override_or_encoder_fails_before_any_run(tmp_path: Path) -> None:
