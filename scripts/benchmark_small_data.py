@@ -60,10 +60,10 @@ import numpy as np
 import pandas as pd
 
 from rnn_sentiment import evaluate, load_config, pretrain, train
-from rnn_sentiment.inference.models import load_predictor
 from rnn_sentiment.config import DataConfig
 from rnn_sentiment.data.sources import DataSplits, Reviews, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError
+from rnn_sentiment.inference.models import load_predictor
 from rnn_sentiment.runfiles import MANIFEST_FILE
 from rnn_sentiment.training.encoder import resolve_encoder
 
@@ -245,7 +245,8 @@ def recurrent_arm(
             row.update(args.by_length.accuracies(guess))
             rescored = float((guess == args.by_length.labels).mean())
             if abs(rescored - row["held_out"]) > 1e-9:  # evaluate and predict read it alike
-                print(f"warning: the predictor scored {rescored:.4f}, evaluate {row['held_out']:.4f}")
+                print(f"warning: the predictor scored {rescored:.4f}, "
+                      f"evaluate {row['held_out']:.4f}")  # fmt: skip
     if not args.keep_runs:
         shutil.rmtree(result.run_dir, ignore_errors=True)
     return row
@@ -311,8 +312,10 @@ def run_all(
     scored = "dev" if args.dev else "held_out"
     if args.by_length:
         args.by_length = Halves.of(task.held_out)
-        print(f"by length: {int((~args.by_length.long).sum()):,} reviews of at most "
-              f"{args.by_length.median:g} words, {int(args.by_length.long.sum()):,} longer")
+        print(
+            f"by length: {int((~args.by_length.long).sum()):,} reviews of at most "
+            f"{args.by_length.median:g} words, {int(args.by_length.long.sum()):,} longer"
+        )
     done = {(r["arm"], r["size"], r["seed"]) for r in rows}
     for size in args.sizes:
         for seed in seed_range(args):

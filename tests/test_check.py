@@ -6,6 +6,7 @@ import json
 import random
 import re
 import textwrap
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -481,3 +482,31 @@ def test_the_bundled_model_passes_the_plain_tests_of_the_shipped_suite(
     assert rates["added neutral sentence"] <= 0.05
     assert rates["added positive sentence"] <= 0.05 and rates["added negative sentence"] <= 0.05
     assert sum(rate <= 0.1 for rate in rates.values()) >= len(rates) // 2
+
+
+def test_a_small_suite_cannot_ask_for_hours_of_filling(tmp_path: Path) -> None:
+    # 100 copies of one template over a shared list of 46 words: 97,336 fillings each to list,
+    # which took 20 s for this 3 KB file (and would take hours for 1 MiB of such lines)
+    words = ", ".join(f"w{i}" for i in range(46))
+    lines = "\n".join(["      - '{a} {a1} {a2}'"] * 100)
+    path = write_suite(
+        tmp_path,
+        f"""name: slow
+fill:
+  a: [{words}]
+tests:
+  - name: t
+    capability: c
+    type: mft
+    expect: positive
+    max_cases: 1
+    template:
+{lines}
+""",
+    )
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="over 2,000,000 fillings to consider"):
+        load_suite(path)
+    assert time.perf_counter() - started < 5
+    path.write_text(path.read_text().replace(lines, "\n".join(lines.splitlines()[:10])))
+    assert len(load_suite(path).tests[0].cases) == 1  # ten such templates are fine
