@@ -4,16 +4,22 @@ Python's ``json`` lets a later copy of a key silently replace an earlier one, so
 say one thing to a reader that keeps the first copy and another to one that keeps the last (the
 tokenizers library, another JSON parser, a person reviewing the file). Every such file is treated
 as possibly hostile, so a key given twice in one object is refused, by name of the file only
-(messages never quote a file that failed its check).
+(messages never quote a file that failed its check). So is a number no file of ours holds: an
+integer past 64 bits or a literal too large for a float (``1e400``), which Python would read
+as an integer no float can hold (``math.isfinite`` raises on it) or as infinity.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from rnn_sentiment.errors import CheckpointError
+
+# Counters, sizes and seeds that files of ours hold all fit in a signed 64-bit integer.
+_LARGEST_INT = 2**63 - 1
 
 
 class KeyTwice(ValueError):
@@ -30,18 +36,45 @@ def loads_once_each(data: bytes | str) -> Any:
     return json.loads(data, object_pairs_hook=_once_each)
 
 
+class OutOfRange(ValueError):
+    """A number of the JSON text is an integer past 64 bits or a float literal past a float's
+    range."""
+
+
 def parse_json(data: bytes | str, where: Path | str) -> Any:
     """The value of ``data``, or ``None`` when it is not JSON text or nests too deeply for the
-    parser. Raises CheckpointError when an object in it gives a key twice."""
+    parser. Raises CheckpointError when an object in it gives a key twice, or a number in it is
+    out of range (see the module's docstring)."""
     try:
-        return loads_once_each(data)
+        return json.loads(
+            data, object_pairs_hook=_once_each, parse_int=_int64, parse_float=_finite_float
+        )
     except KeyTwice:
         raise CheckpointError(
             f"{where} gives a key twice in one object, so readers could disagree on its value: "
             "it was altered; restore or recreate it"
         ) from None
+    except OutOfRange:
+        raise CheckpointError(
+            f"{where} holds a number too large for a file of this kind (an integer past 64 "
+            "bits, or a float past 1.8e308): it was altered; restore or recreate it"
+        ) from None
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
+
+
+def _int64(literal: str) -> int:
+    value = int(literal)  # Python's own limit on digits applies first (ValueError)
+    if abs(value) > _LARGEST_INT:
+        raise OutOfRange(literal[:40])
+    return value
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):  # json writes infinity as Infinity, never as a literal like 1e400
+        raise OutOfRange(literal[:40])
+    return value
 
 
 def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

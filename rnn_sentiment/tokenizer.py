@@ -360,8 +360,9 @@ def _spec_problem(spec: object) -> str | None:
     problem = _vocab_problem(model.get("vocab"), spec.get("added_tokens"))
     if problem is not None:
         return problem
-    if not isinstance(model.get("unk_token"), str) or model["unk_token"] not in model["vocab"]:
-        return "its unknown-word token is not in its vocabulary"
+    # An empty review is one [UNK] (UNK_ID), like a review of unknown words only.
+    if model.get("unk_token") != UNK_TOKEN or model["vocab"].get(UNK_TOKEN) != UNK_ID:
+        return f"its unknown-word token is not {UNK_TOKEN} at id {UNK_ID}"
     if model["type"] == "BPE" and not _plain_merges(model.get("merges"), len(model["vocab"])):
         return "its merges are not pairs of tokens"
     if spec.get("normalizer") not in _NORMALIZERS:

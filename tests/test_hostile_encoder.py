@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rnn_sentiment.callbacks import TrainCallback
-from rnn_sentiment.checkpoint import write_manifest
+from rnn_sentiment.checkpoint import save_training_state, write_manifest
 from rnn_sentiment.config import AdversarialConfig, Config, LanguageModelConfig, ModelConfig
 from rnn_sentiment.errors import CheckpointError, ConfigError
 from rnn_sentiment.hardware import bf16_refused
@@ -34,9 +35,11 @@ from rnn_sentiment.training.encoder import (
     ENCODER_FILE,
     ENCODER_FILES,
     Encoder,
+    encoder_name,
     encoder_shapes,
     load_encoder,
     read_encoder_config,
+    resolve_encoder,
     start_from_encoder,
 )
 from rnn_sentiment.training.language_model import LanguageModel
@@ -240,6 +243,15 @@ HOSTILE: dict[str, tuple[Callable[[Path], None], str]] = {
     "metrics a list": (_metrics_is("[1, 2]"), "JSON object"),
     "metrics nested 100,000 deep": (_metrics_is("[" * 100_000 + "]" * 100_000), "JSON object"),
     "metrics over its cap": (_metrics_is('{"a": "' + "x" * (17 * 2**20) + '"}'), "over the"),
+    # each was an OverflowError (exit 1) after the run directory was made
+    "metrics with an integer past 64 bits": (
+        _metrics_is('{"perplexity": {"forward": 1' + "0" * 400 + "}}"),
+        "a number too large",
+    ),
+    "metrics with a float past its range": (
+        _metrics_is('{"data": {"tokens": 1e400}}'),
+        "a number too large",
+    ),
 }
 
 
@@ -359,6 +371,20 @@ def test_a_vanilla_rnn_encoder_still_checks_its_nonlinearity(tmp_path: Path) -> 
     )
 
 
+def test_a_directory_named_bundled_is_recorded_by_its_path(
+    encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pretraining.from=./bundled`` is the user's directory: the run's metrics must not say it
+    started from the shipped encoder (found by a red-team pass)."""
+    shutil.copytree(encoder_dir, tmp_path / "work" / "bundled")
+    monkeypatch.chdir(tmp_path / "work")
+    encoder = load_encoder("./bundled")
+    model = build_model(encoder.config.model, encoder.tokenizer.get_vocab_size(), 2)
+    summary = start_from_encoder(model, encoder.tokenizer, encoder)
+    assert Path(summary["from"]) == (tmp_path / "work" / "bundled").absolute()
+    assert encoder_name(resolve_encoder("bundled")) == "bundled"  # the shipped one
+
+
 @pytest.mark.parametrize(
     "perplexity",
     [math.nan, math.inf, "x" * 2**20, [1.0] * 1000, {"forward": math.nan, "backward": 3.5}, True],
@@ -436,6 +462,19 @@ def test_an_encoder_of_one_known_word_still_gives_new_words_finite_vectors(
 # pretrain --resume on what is not a stopped pretraining
 
 
+def _reseal_state(**loop: object) -> Callable[[Path], None]:
+    """A tamperer who knows the format: the state's loop counters changed, and sealed anew."""
+
+    def tamper(path: Path) -> None:
+        state = path / "state.safetensors"
+        with safe_open(state, "pt") as handle:
+            meta = json.loads(handle.metadata()["state"])
+        meta["loop"].update(loop)
+        save_training_state(path, load_file(state), meta)
+
+    return tamper
+
+
 def _resume(path: Path, *overrides: str) -> tuple[int, str, str]:
     return invoke("pretrain", "--resume", str(path), *overrides, "--quiet")
 
@@ -460,9 +499,14 @@ def test_resuming_a_run_directory_is_refused_and_changes_nothing(tmp_path: Path)
         (lambda p: _flip(p / "config.yaml"), "checksum"),
         (_manifest_adds("labels.json"), "not part of"),
         (lambda p: (p / "tokenizer.json").unlink(), "is missing"),
+        (_reseal_state(history=[5]), "does not hold a training state"),
+        (_reseal_state(epoch=10**6), "does not hold a training state"),
+        (_reseal_state(pretraining={"method": "encoder", "read": {"tokens": 10**400}}),
+         "a number too large"),
     ],
     ids=["no state", "state tampered", "config over the cap", "config tampered",
-         "manifest lists a run file", "tokenizer missing"],
+         "manifest lists a run file", "tokenizer missing", "history of a number",
+         "epoch past the history", "tokens past 64 bits"],
 )  # fmt: skip
 def test_resuming_a_broken_encoder_is_one_line_and_changes_nothing(
     encoder_dir: Path, tamper: Callable[[Path], None], expected: str
@@ -538,10 +582,53 @@ def test_pretrain_checks_the_encoder_it_continues_before_any_work(
     assert not (tmp_path / "runs").exists()
 
 
-def test_an_existing_encoder_name_points_at_pretrain_resume(tmp_path: Path) -> None:
-    (tmp_path / "runs" / "tiny").mkdir(parents=True)
-    code, _, err = invoke("pretrain", *tiny_overrides(tmp_path, **_ENCODER), "--quiet")
-    _assert_one_line(code, err, "pretrain --resume")
+def test_pretrain_from_an_encoder_with_a_number_past_64_bits_is_one_line(
+    encoder_dir: Path, tmp_path: Path
+) -> None:
+    _metrics_is('{"data": {"tokens": 1' + "0" * 400 + "}}")(encoder_dir)
+    overrides = tiny_overrides(tmp_path, **_ENCODER, **{"pretraining.from": str(encoder_dir)})
+    _assert_one_line(*invoke("pretrain", *overrides, "--quiet")[::2], "a number too large")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_existing_output_name_points_at_what_would_continue_it(
+    encoder_dir: Path, tmp_path: Path
+) -> None:
+    """The hint names the command that resumes what the directory holds (a red-team pass found
+    ``pretrain`` into a classifier's run suggesting ``pretrain --resume`` on it)."""
+    runs = tmp_path / "runs"
+    shutil.copytree(encoder_dir, runs / "encoder")
+    code, _, err = invoke(
+        "train", *tiny_overrides(tmp_path, **{"output.name": "clf", "training.epochs": 1}), "-q"
+    )
+    assert code == 0, err
+    (runs / "empty").mkdir()
+    for name, hint in (("encoder", "pretrain --resume"), ("clf", "train --resume"), ("empty", "")):
+        for command in ("pretrain", "train"):
+            overrides = tiny_overrides(tmp_path, **_ENCODER, **{"output.name": name})
+            code, _, err = invoke(command, *overrides, "--quiet")
+            _assert_one_line(code, err, "already exists; choose another output.name")
+            assert (hint in err) if hint else ("--resume" not in err), err
+
+
+def test_train_resume_of_an_encoder_says_what_it_is(encoder_dir: Path) -> None:
+    code, _, err = invoke("train", "--resume", str(encoder_dir), "--quiet")
+    _assert_one_line(code, err, "is an encoder, not a classifier's run directory")
+    assert f"pretraining.from={encoder_dir}" in err
+
+
+def test_pretrain_resume_of_an_encoder_without_state_reads_no_data(
+    encoder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rnn_sentiment.training import lm_pretraining
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(lm_pretraining, "load_splits", never)
+    (encoder_dir / "state.safetensors").unlink()  # as the shipped encoder is
+    with pytest.raises(CheckpointError, match="no training state .* pretraining.from="):
+        pretrain(None, resume=encoder_dir)
 
 
 def test_the_sampled_softmax_loss_is_float32() -> None:

@@ -43,7 +43,7 @@ from rnn_sentiment.runfiles import (
     TOKENIZER_FILE,
     WEIGHTS_FILE,
 )
-from rnn_sentiment.training.loop import build_optimizer, build_scheduler, train
+from rnn_sentiment.training.loop import RECORD_KEYS, build_optimizer, build_scheduler, train
 from rnn_sentiment.training.state import LoopState, restore_state, resumable_config, save_state
 from tests.helpers import invoke, untrained_run
 
@@ -414,7 +414,7 @@ def test_the_training_state_carries_its_own_checksum_and_layout(run: Path) -> No
     loss = model(torch.tensor([[2, 3, 4]]), torch.tensor([3])).sum()
     loss.backward()
     optimizer.step()  # so the state holds optimiser moments too
-    save_state(run, model, optimizer, scheduler, LoopState(epoch=2, step=3))
+    save_state(run, model, optimizer, scheduler, second_epoch())
     good = (run / STATE_FILE).read_bytes()
     assert restore_state(run, *fresh_objects(run)).epoch == 2
 
@@ -448,6 +448,68 @@ def test_the_training_state_carries_its_own_checksum_and_layout(run: Path) -> No
     assert "symbolic link" in one_line_error(restore_state, run, *fresh_objects(run))
     (run / STATE_FILE).unlink()
     assert "no training state" in one_line_error(restore_state, run, *fresh_objects(run))
+
+
+def second_epoch(**changes: object) -> LoopState:
+    """Loop counters as a run saves them 3 steps into its second epoch, with ``changes``."""
+    record = {"epoch": 1, "train_loss": 0.6, "val_loss": 0.5, "val_accuracy": 0.75,
+              "val_macro_f1": 0.74, "best": True}  # fmt: skip
+    state = LoopState(epoch=2, step=3, history=[record], best=record, seen=24, correct=20,
+                      loss_sum=13.5, norms=[1.0, 0.5, 0.25], elapsed=3.5)  # fmt: skip
+    for key, value in changes.items():
+        setattr(state, key, value)
+    return state
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"best": {}},  # was a KeyError choosing the best epoch, an epoch later
+        {
+            "best": {
+                "epoch": 7,
+                "val_loss": 0.5,
+                "val_accuracy": 0.7,
+                "val_macro_f1": 0.7,
+                "best": True,
+            }
+        },  # fmt: skip
+        {"pretraining": {"seconds": "x"}},  # was a TypeError adding up the training time
+        {"pretraining": {"seconds": -1.0}},
+        {"step": 10**9},  # was a ZeroDivisionError at the end of the epoch
+        {"norms": ["a", "b", "c"]},  # was a TypeError
+        {"epoch": -5},
+        {"epoch": 9},  # accepted before: 8 epochs finished, one record
+        {"history": [{}]},
+        {"history": [{"epoch": 1, "val_loss": "low"}]},
+        {"elapsed": float("nan")},  # was written into metrics.json as NaN
+        {"elapsed": float("inf")},
+        {"loss_sum": float("nan")},
+        {"correct": 25},  # more right than seen
+        {"seen": 0},
+        {"clipped": -1},
+        {"stale_epochs": 2},
+        {"real_tokens": -1},
+    ],
+    ids=lambda changes: ",".join(changes),
+)
+def test_a_resealed_state_with_impossible_counters_is_refused(run: Path, changes: dict) -> None:
+    """Someone who knows the format can seal any values: they must still describe a point a run
+    can reach, or a resumed run would crash an epoch later or write nonsense into its metrics."""
+    save_state(run, *fresh_objects(run), second_epoch(**changes))
+    message = one_line_error(restore_state, run, *fresh_objects(run), RECORD_KEYS)
+    assert "does not hold a training state this version can resume" in message
+
+
+def test_a_state_with_a_number_past_64_bits_is_refused_by_the_cli(run: Path) -> None:
+    save_state(run, *fresh_objects(run), second_epoch(real_tokens=10**30))
+    code, out, err = invoke("train", "--resume", str(run))
+    last = err.splitlines()[-1]  # after the data's summary line
+    assert code == 2 and last.startswith("error: ") and err.count("error") == 1, err
+    assert "a number too large for a file of this kind" in err and "Traceback" not in err
+    save_state(run, *fresh_objects(run), second_epoch(best={}))
+    code, out, err = invoke("train", "--resume", str(run))
+    assert code == 2 and "does not hold a training state this version can resume" in err, err
 
 
 def test_the_manifest_records_the_bytes_written_not_what_is_on_disk_later(run: Path) -> None:
@@ -576,6 +638,24 @@ def test_values_of_the_wrong_size_or_type_inside_valid_files_are_one_line_errors
     (run / TOKENIZER_FILE).write_text(json.dumps(spec))
     write_manifest(run)
     assert "not a tokenizer" in one_line_error(load_run, run)
+
+
+def test_a_tokenizer_whose_unknown_word_is_not_unk_at_id_1_is_refused(run: Path) -> None:
+    """An empty review is scored as one [UNK], id 1: with another word there, it would be
+    scored as that word (found by a red-team pass)."""
+    spec = json.loads((run / TOKENIZER_FILE).read_text())
+    vocab = spec["model"]["vocab"]
+    word = next(token for token, index in vocab.items() if index == 5)
+    for swapped in ({"[UNK]": 5, word: 1}, {"[UNK]": 1, word: 5}):
+        spec["model"]["vocab"] = {**vocab, **swapped}
+        spec["model"]["unk_token"] = word if swapped["[UNK]"] == 1 else "[UNK]"
+        spec["added_tokens"] = [
+            {**token, "id": spec["model"]["vocab"][token["content"]]}
+            for token in spec["added_tokens"]
+        ]
+        (run / TOKENIZER_FILE).write_text(json.dumps(spec))
+        write_manifest(run)
+        assert "unknown-word token is not [UNK] at id 1" in one_line_error(load_run, run)
 
 
 def key_twice(text: str) -> str:

@@ -139,6 +139,13 @@ def resolve_encoder(value: str | Path) -> Path:
     return BUNDLED_ENCODER_DIR
 
 
+def encoder_name(path: Path) -> str:
+    """How a run's metrics name the encoder it started from: ``bundled`` for the shipped one,
+    the absolute path of any other (so a directory of the user's named ``bundled`` is never
+    read as the shipped one, and the name does not depend on where training ran from)."""
+    return "bundled" if path == BUNDLED_ENCODER_DIR else str(path.absolute())
+
+
 def _as_directory(path: Path) -> Path:
     """``path``, unless it is there but no directory (the one-line error would say "not found"),
     or is a classifier's run directory (it would say a file is not part of an encoder)."""
@@ -246,7 +253,7 @@ def start_from_encoder(
     embedding[into] = source[torch.tensor(from_rows, dtype=torch.long)].to(embedding)
     embedding[PAD_ID] = 0.0
     return {
-        "from": str(encoder.path),
+        "from": encoder_name(encoder.path),
         "words_from_encoder": len(rows),
         "new_words": tokenizer.get_vocab_size() - len(rows) - 1,
         "recurrent_layers": "random: " + "; ".join(different) if different else "from encoder",

@@ -24,8 +24,9 @@ from rnn_sentiment.callbacks import TrainCallback
 from rnn_sentiment.config import Config, config_to_dict
 from rnn_sentiment.data.batching import collate, inference_batches, training_batches
 from rnn_sentiment.data.sources import DataSplits, load_splits
-from rnn_sentiment.errors import ConfigError, TrainingError, TrainingInterrupted
+from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from rnn_sentiment.model import count_parameters
+from rnn_sentiment.runfiles import STATE_FILE
 from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training.encoder import (
@@ -129,7 +130,15 @@ def check_pretrainable(config: Config) -> None:
 
 
 def _resumable(path: Path, requested: Config | None) -> Config:
+    """The config to go on with, refused (before any data is read) when it changes one that
+    matters, or when the encoder has no state to resume from."""
     saved = read_encoder_config(path)
+    if not (path / STATE_FILE).exists() and not (path / STATE_FILE).is_symlink():
+        raise CheckpointError(
+            f"{path} has no training state ({STATE_FILE}) to resume from: its pretraining "
+            "finished, or it was shared without one; to go on pretraining it, start a new "
+            f"pretraining from it: pretrain CONFIG pretraining.from={path}"
+        )
     if requested is None:
         return saved
     before, after = flat_keys(config_to_dict(saved)), flat_keys(config_to_dict(requested))
@@ -167,7 +176,7 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     lm, seed = config.pretraining.lm, config.training.seed
     device = seed_and_device(config.training)
     check_precision(config, device, cb, resuming=resume is not None)
-    path = resume if resume is not None else prepare_run_dir(config, resume_with="pretrain")
+    path = resume if resume is not None else prepare_run_dir(config)
     try:
         splits = load_splits(config.data, seed, unlabelled=True)
     except BaseException:
@@ -201,7 +210,7 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
         config, path, device, model, optimizer, scheduler, pieces, held_out, data, LoopState()
     )
     if resume is not None:
-        run.loop = restore_state(path, model, optimizer, scheduler)
+        run.loop = restore_state(path, model, optimizer, scheduler, RECORD_KEYS)
         start = run.loop.pretraining or {}
         if start.get("method") == "encoder":  # saved with the state: what that encoder read
             run.data["from"] = _carried_provenance(start.get("read"))
@@ -401,6 +410,10 @@ def _lm_step(run: LMRun, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[f
     grad_norm = nn.utils.clip_grad_norm_(run.model.parameters(), tcfg.grad_clip or math.inf)
     run.optimizer.step()
     return loss.item(), float(grad_norm)
+
+
+# What each epoch's record holds at least (the directions' perplexities vary).
+RECORD_KEYS = ("epoch", "train_loss", "best")
 
 
 def _end_epoch(run: LMRun, steps: int, epoch_start: float) -> dict[str, Any]:

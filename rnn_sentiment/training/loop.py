@@ -41,7 +41,7 @@ from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from rnn_sentiment.metrics import fit_calibration, probability_metrics, with_temperature
 from rnn_sentiment.model import SentimentRNN, build_model, count_parameters, parameter_shapes
-from rnn_sentiment.runfiles import MAX_PARAMETERS, WEIGHTS_FILE
+from rnn_sentiment.runfiles import CONFIG_FILE, LABELS_FILE, MAX_PARAMETERS, WEIGHTS_FILE
 from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training import distributed
@@ -50,6 +50,7 @@ from rnn_sentiment.training.allocator import freed_memory_kept, wants_kept_memor
 from rnn_sentiment.training.diagnostics import explosion_warning, gradient_flow, longest_reviews
 from rnn_sentiment.training.distributed import Ranks
 from rnn_sentiment.training.encoder import (
+    ENCODER_FILE,
     PROVENANCE_DEPTH,
     Encoder,
     load_encoder,
@@ -257,6 +258,12 @@ def _resumed_run(
     run_dir: Path, config: Config | None, force: bool, cb: TrainCallback, ranks: Ranks
 ) -> Run:
     """``run_dir``'s saved tokenizer, and its model, optimiser, schedule and RNG as last saved."""
+    if (run_dir / ENCODER_FILE).exists() and not (run_dir / LABELS_FILE).exists():
+        raise CheckpointError(
+            f"{run_dir} is an encoder, not a classifier's run directory; continue its "
+            f"pretraining with: pretrain --resume {run_dir}, or start a classifier from it with: "
+            f"train CONFIG pretraining.from={run_dir}"
+        )
     config = resumable_config(run_dir, config, force)
     _check_distributed(config, ranks)
     device = seed_and_device(config.training)
@@ -271,7 +278,7 @@ def _resumed_run(
     run.unlabelled_ids = _unlabelled_ids(run, cb)
     # States saved before the start measure was kept fall back to this fresh model's.
     flow = _gradient_flow_start(run)
-    run.loop = restore_state(run_dir, run.model, run.optimizer, run.scheduler)
+    run.loop = restore_state(run_dir, run.model, run.optimizer, run.scheduler, RECORD_KEYS)
     run.flow = run.loop.gradient_flow_start or flow
     cb.on_message(f"resuming {run_dir} at epoch {run.loop.epoch}, step {run.loop.step}")
     return run
@@ -567,6 +574,10 @@ def _train_batch(
     return loss, correct, grad_norm
 
 
+# What choosing the best epoch (_better) reads from each epoch's record.
+RECORD_KEYS = ("epoch", "val_loss", "val_accuracy", "val_macro_f1", "best")
+
+
 def _end_epoch(run: Run, steps: int, epoch_start: float) -> dict[str, Any]:
     """Validate and record the epoch; save the weights when they are the best so far."""
     loop, tcfg = run.loop, run.config.training
@@ -839,7 +850,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def prepare_run_dir(config: Config, resume_with: str = "train") -> Path:
+def prepare_run_dir(config: Config) -> Path:
     """Claim a new run directory up front, so an unwritable location fails before any work.
 
     The directory is created exclusively: of two trainings given the same ``output.name`` at the
@@ -859,8 +870,8 @@ def prepare_run_dir(config: Config, resume_with: str = "train") -> Path:
         except FileExistsError:
             run_dir = parent / config.output.name
             raise CheckpointError(
-                f"{run_dir} already exists; choose another output.name or remove it (an "
-                f"interrupted run continues with: {resume_with} --resume {run_dir})"
+                f"{run_dir} already exists; choose another output.name or remove it"
+                + _resume_hint(run_dir)
             ) from None
     stamp = f"{config.model.cell}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     for suffix in ["", *(f"-{n}" for n in range(2, 100))]:
@@ -869,6 +880,15 @@ def prepare_run_dir(config: Config, resume_with: str = "train") -> Path:
         except FileExistsError:
             continue
     raise CheckpointError(f"{parent} already holds {stamp} and 98 more; set output.name")
+
+
+def _resume_hint(run_dir: Path) -> str:
+    """How what ``run_dir`` holds would continue, if it is a classifier's run or an encoder."""
+    if (run_dir / LABELS_FILE).is_file():
+        return f" (an interrupted training continues with: train --resume {run_dir})"
+    if (run_dir / CONFIG_FILE).is_file():  # an encoder: its config, no labels
+        return f" (an interrupted pretraining continues with: pretrain --resume {run_dir})"
+    return ""
 
 
 def _claim(run_dir: Path) -> Path:

@@ -13,7 +13,9 @@ and shape the freshly built model and optimiser give it, every setting the type 
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -95,13 +97,19 @@ def restore_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    record_keys: Collection[str] = ("epoch", "best"),
 ) -> LoopState:
-    """Load what :func:`save_state` wrote into fresh objects; return the loop counters."""
+    """Load what :func:`save_state` wrote into fresh objects; return the loop counters.
+
+    ``record_keys``: what each epoch's record in the history has (numbers; ``best`` a bool),
+    and the best epoch's record too, as the loop that saved the state writes them.
+    """
     expected = _state_shapes(model)
     required = [name for name in expected if name.startswith(("model.", "rng."))]
     tensors, meta = load_training_state(run_dir, expected, required)
     try:
         _check_settings(meta, optimizer, scheduler)
+        _check_counters(meta["loop"], record_keys)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         state: dict[int, dict[str, Any]] = {}
         for index, scalars in meta["optimizer"]["scalars"].items():
@@ -159,6 +167,57 @@ def _check_settings(
         raise ValueError("optimizer")
     if not _same_layout(meta["scheduler"], scheduler.state_dict()):
         raise ValueError("scheduler")
+
+
+def _check_counters(loop: dict[str, Any], record_keys: Collection[str]) -> None:
+    """Raise ``ValueError`` unless the loop counters (of the right types already) describe a
+    point a run can reach: one record per finished epoch, one gradient norm per step of this
+    one, counts that are not negative, finite times. A resealed state must not crash a resumed
+    run an epoch later, nor write a NaN into metrics.json."""
+    history, best, step, seen = loop["history"], loop["best"], loop["step"], loop["seen"]
+    if loop["epoch"] < 1 or len(history) != loop["epoch"] - 1:
+        raise ValueError("epoch")
+    for number, record in enumerate(history, 1):
+        if not _is_record(record, record_keys) or record["epoch"] != number:
+            raise ValueError("history")
+    if best is not None and not (
+        _is_record(best, record_keys) and 1 <= best["epoch"] <= len(history)
+    ):
+        raise ValueError("best")
+    if not (0 <= step <= seen and (seen == 0) == (step == 0) and len(loop["norms"]) == step):
+        raise ValueError("step")
+    if not all(isinstance(norm, float) for norm in loop["norms"]):
+        raise ValueError("norms")
+    if not (0 <= loop["correct"] <= seen and 0 <= loop["clipped"] <= step):
+        raise ValueError("correct")
+    if not (0 <= loop["stale_epochs"] <= len(history) and loop["real_tokens"] >= 0):
+        raise ValueError("stale_epochs")
+    seconds = (loop["pretraining"] or {}).get("seconds", 0.0)
+    if not all(_seconds(value) for value in (loop["elapsed"], seconds)):
+        raise ValueError("elapsed")
+    if not math.isfinite(loop["loss_sum"]):
+        raise ValueError("loss_sum")
+
+
+def _is_record(record: Any, keys: Collection[str]) -> bool:
+    """Whether ``record`` is a dict with an int ``epoch`` and numbers under ``keys`` (a bool
+    under ``best``)."""
+    return (
+        isinstance(record, dict)
+        and type(record.get("epoch")) is int
+        and all(
+            isinstance(record.get(key), bool) if key == "best" else _is_number(record.get(key))
+            for key in keys
+        )
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _seconds(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value) and value >= 0
 
 
 def _same_layout(saved: Any, fresh: Any) -> bool:
