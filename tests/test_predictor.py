@@ -85,6 +85,10 @@ def test_a_window_stride_longer_than_a_window_is_refused_on_every_path(
     for stride in (0, -5):
         with pytest.raises(DataError, match=f"--window-stride must be 1 or more, not {stride}"):
             model.score([long], "window", stride)
+    # A stride of 1 would score the review 400 times over: at most 64 windows read each token.
+    with pytest.raises(DataError, match="--window-stride 6 would read .* give at least 7"):
+        model.score([long], "window", 6)
+    assert model.score([long], "window", 7).shape == (1, 2)
     source = tmp_path / "in.txt"
     source.write_text("good\n" + long + "\n")
     code, _, err = invoke("predict", "--input", str(source), "-o", str(tmp_path / "out.csv"),
