@@ -282,12 +282,17 @@ def _fill_list(slot: str, lists: dict[str, list[str]]) -> str:
     raise ValueError(f"template slot '{{{slot}}}' has no fill list (add '{slot}' to fill)")
 
 
+def _slots(template: Template, lists: dict[str, list[str]]) -> tuple[list[str], list[str], int]:
+    """(each distinct slot, the fill list it draws from, how many fillings there are in all)."""
+    slots = list(dict.fromkeys(template.slots))
+    sources = [_fill_list(slot, lists) for slot in slots]
+    return slots, sources, math.prod(len(lists[source]) for source in sources)
+
+
 def _filling_work(template: Template, lists: dict[str, list[str]], cap: int) -> int:
     """How many fillings :func:`_assignments` considers for ``template``: checked before any
     is made, so a small suite cannot ask for hours of work."""
-    slots = list(dict.fromkeys(template.slots))
-    sources = [_fill_list(slot, lists) for slot in slots]
-    total = math.prod(len(lists[source]) for source in sources)
+    _, sources, total = _slots(template, lists)
     if len(set(sources)) == len(sources):
         return min(total, cap)
     return total if total <= _ENUMERATE_LIMIT else cap * 20
@@ -298,10 +303,8 @@ def _assignments(
 ) -> list[dict[str, str]]:
     """Up to ``cap`` fillings of ``template``, in product order: all of them when there are no
     more than ``cap``, else a seeded sample. Slots that share a list take different values."""
-    slots = list(dict.fromkeys(template.slots))
-    sources = [_fill_list(slot, lists) for slot in slots]
+    slots, sources, total = _slots(template, lists)
     values = [lists[source] for source in sources]
-    total = math.prod(len(v) for v in values)
 
     def filling(index: int) -> dict[str, str] | None:
         chosen = []
