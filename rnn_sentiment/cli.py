@@ -576,7 +576,9 @@ WindowStride = Annotated[
     int | None,
     typer.Option(min=1, metavar="N", help="Tokens between windows (default: half the length)."),
 ]
-ChunkSize = Annotated[int, typer.Option(min=1, metavar="N", help="Rows read and sorted together.")]
+ChunkSize = Annotated[
+    int, typer.Option(min=1, max=2**31 - 1, metavar="N", help="Rows read and sorted together.")
+]
 MaxReviewChars = Annotated[
     int | None,
     typer.Option(

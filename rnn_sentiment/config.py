@@ -111,7 +111,9 @@ class TokenizerConfig(_Section):
     vocab_size: int = Field(
         30000, ge=10, le=10_000_000, description="Largest vocabulary, specials included."
     )
-    min_frequency: int = Field(2, ge=1, description="Drop tokens seen fewer times in training.")
+    min_frequency: int = Field(
+        2, ge=1, le=2**31 - 1, description="Drop tokens seen fewer times in training."
+    )
     lowercase: bool = Field(True, description="Lower-case text before tokenizing.")
     max_length: int = Field(
         400, ge=1, le=1_000_000, description="Truncate reviews to this many tokens."

@@ -5,8 +5,9 @@ say one thing to a reader that keeps the first copy and another to one that keep
 tokenizers library, another JSON parser, a person reviewing the file). Every such file is treated
 as possibly hostile, so a key given twice in one object is refused, by name of the file only
 (messages never quote a file that failed its check). So is a number no file of ours holds: an
-integer past 64 bits or a literal too large for a float (``1e400``), which Python would read
-as an integer no float can hold (``math.isfinite`` raises on it) or as infinity.
+integer of 2**64 or more in magnitude (larger than any count, size, seed or file time of ours;
+past 1.8e308, ``math.isfinite`` even raises on it), or a float literal that overflows to
+infinity (``1e400``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 
 from rnn_sentiment.errors import CheckpointError
 
-# Counters, sizes and seeds that files of ours hold all fit in a signed 64-bit integer.
-_LARGEST_INT = 2**63 - 1
+# Counters, sizes, seeds and nanosecond file times that files of ours hold are all smaller in
+# magnitude (a file dated in the year 2300 has an st_mtime_ns past 2**63, not past 2**64).
+_INT_LIMIT = 2**64
 
 
 class KeyTwice(ValueError):
@@ -37,8 +39,8 @@ def loads_once_each(data: bytes | str) -> Any:
 
 
 class OutOfRange(ValueError):
-    """A number of the JSON text is an integer past 64 bits or a float literal past a float's
-    range."""
+    """A number of the JSON text is an integer of 2**64 or more in magnitude, or a float literal
+    past a float's range."""
 
 
 def parse_json(data: bytes | str, where: Path | str) -> Any:
@@ -56,8 +58,8 @@ def parse_json(data: bytes | str, where: Path | str) -> Any:
         ) from None
     except OutOfRange:
         raise CheckpointError(
-            f"{where} holds a number too large for a file of this kind (an integer past 64 "
-            "bits, or a float past 1.8e308): it was altered; restore or recreate it"
+            f"{where} holds a number too large for a file of this kind (an integer of 2**64 "
+            "or more, or a float past 1.8e308): it was altered; restore or recreate it"
         ) from None
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
@@ -65,7 +67,7 @@ def parse_json(data: bytes | str, where: Path | str) -> Any:
 
 def _int64(literal: str) -> int:
     value = int(literal)  # Python's own limit on digits applies first (ValueError)
-    if abs(value) > _LARGEST_INT:
+    if abs(value) >= _INT_LIMIT:
         raise OutOfRange(literal[:40])
     return value
 

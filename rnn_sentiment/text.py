@@ -169,7 +169,7 @@ def window_stride_of(size: int, stride: int | None) -> int:
     shortest = -(-size // MAX_WINDOW_OVERLAP)
     if stride < shortest:
         raise DataError(
-            f"--window-stride {stride:,} would read every token in up to {size // stride:,} "
+            f"--window-stride {stride:,} would read each token in up to {-(-size // stride):,} "
             f"windows of {size:,} tokens (at most {MAX_WINDOW_OVERLAP}): give at least {shortest:,}"
         )
     return stride

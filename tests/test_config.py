@@ -44,6 +44,13 @@ def test_all_problems_are_reported_at_once_and_name_their_key() -> None:
         assert key in joined
 
 
+def test_integers_that_reach_a_json_file_are_bounded() -> None:
+    # Found by a review: min_frequency=10**19 trained a 2-word vocabulary whose export.json
+    # (holding the tokenizer config) the export then refused to read back as altered.
+    problems = problems_of(overrides=["tokenizer.min_frequency=10000000000000000000"])
+    assert any(p.startswith("tokenizer.min_frequency") for p in problems), problems
+
+
 def test_cross_field_problem_is_reported() -> None:
     [problem] = problems_of(overrides=["data.test_split=train"])
     assert "data.test_split must differ from data.train_split" in problem

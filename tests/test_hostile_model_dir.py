@@ -34,6 +34,7 @@ from rnn_sentiment.checkpoint import (
     write_manifest,
 )
 from rnn_sentiment.errors import CheckpointError
+from rnn_sentiment.jsonfile import parse_json
 from rnn_sentiment.model import build_model
 from rnn_sentiment.runfiles import (
     CONFIG_FILE,
@@ -110,6 +111,7 @@ import torch
 torch.set_num_threads(1)
 from rnn_sentiment.checkpoint import load_run, load_weights, verify_run
 from rnn_sentiment.errors import CheckpointError
+from rnn_sentiment.jsonfile import parse_json
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.training.state import resumable_config
 
@@ -450,10 +452,16 @@ def test_the_training_state_carries_its_own_checksum_and_layout(run: Path) -> No
     assert "no training state" in one_line_error(restore_state, run, *fresh_objects(run))
 
 
-def second_epoch(**changes: object) -> LoopState:
-    """Loop counters as a run saves them 3 steps into its second epoch, with ``changes``."""
+def epoch_record(**changes: object) -> dict[str, object]:
+    """The first epoch's record in a run's history, with ``changes``."""
     record = {"epoch": 1, "train_loss": 0.6, "val_loss": 0.5, "val_accuracy": 0.75,
               "val_macro_f1": 0.74, "best": True}  # fmt: skip
+    return {**record, **changes}
+
+
+def second_epoch(**changes: object) -> LoopState:
+    """Loop counters as a run saves them 3 steps into its second epoch, with ``changes``."""
+    record = epoch_record()
     state = LoopState(epoch=2, step=3, history=[record], best=record, seen=24, correct=20,
                       loss_sum=13.5, norms=[1.0, 0.5, 0.25], elapsed=3.5)  # fmt: skip
     for key, value in changes.items():
@@ -465,15 +473,7 @@ def second_epoch(**changes: object) -> LoopState:
     "changes",
     [
         {"best": {}},  # was a KeyError choosing the best epoch, an epoch later
-        {
-            "best": {
-                "epoch": 7,
-                "val_loss": 0.5,
-                "val_accuracy": 0.7,
-                "val_macro_f1": 0.7,
-                "best": True,
-            }
-        },  # fmt: skip
+        {"best": epoch_record(epoch=7)},  # an epoch not yet trained
         {"pretraining": {"seconds": "x"}},  # was a TypeError adding up the training time
         {"pretraining": {"seconds": -1.0}},
         {"step": 10**9},  # was a ZeroDivisionError at the end of the epoch
@@ -490,6 +490,8 @@ def second_epoch(**changes: object) -> LoopState:
         {"clipped": -1},
         {"stale_epochs": 2},
         {"real_tokens": -1},
+        {"best": None, "done": True},  # was an AssertionError in finish()
+        {"history": [epoch_record(best=False)]},  # the best epoch was not the best
     ],
     ids=lambda changes: ",".join(changes),
 )
@@ -497,8 +499,18 @@ def test_a_resealed_state_with_impossible_counters_is_refused(run: Path, changes
     """Someone who knows the format can seal any values: they must still describe a point a run
     can reach, or a resumed run would crash an epoch later or write nonsense into its metrics."""
     save_state(run, *fresh_objects(run), second_epoch(**changes))
-    message = one_line_error(restore_state, run, *fresh_objects(run), RECORD_KEYS)
-    assert "does not hold a training state this version can resume" in message
+    message = one_line_error(restore_state, run, *fresh_objects(run), RECORD_KEYS, True)
+    assert "holds loop counters no run could reach (it was altered)" in message
+
+
+def test_json_numbers_are_refused_from_2_to_the_64_in_magnitude() -> None:
+    # A file dated in the year 2300 has an st_mtime_ns past 2**63 (a scoring progress file
+    # holds it): still read.
+    for number in (2**64 - 1, -(2**64 - 1), 10413792000000000000, 1.5e308):
+        assert parse_json(f'{{"n": {number}}}', "f.json") == {"n": number}
+    for literal in (str(2**64), str(-(2**64)), "1e400", "-1e400", "1" + "0" * 400):
+        with pytest.raises(CheckpointError, match="f.json holds a number too large"):
+            parse_json(f'{{"n": {literal}}}', "f.json")
 
 
 def test_a_state_with_a_number_past_64_bits_is_refused_by_the_cli(run: Path) -> None:
@@ -509,7 +521,7 @@ def test_a_state_with_a_number_past_64_bits_is_refused_by_the_cli(run: Path) -> 
     assert "a number too large for a file of this kind" in err and "Traceback" not in err
     save_state(run, *fresh_objects(run), second_epoch(best={}))
     code, out, err = invoke("train", "--resume", str(run))
-    assert code == 2 and "does not hold a training state this version can resume" in err, err
+    assert code == 2 and "loop counters no run could reach" in err, err
 
 
 def test_the_manifest_records_the_bytes_written_not_what_is_on_disk_later(run: Path) -> None:

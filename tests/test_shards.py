@@ -152,11 +152,24 @@ def test_a_shard_resumes_on_its_own(predictor: ExportedPredictor, tmp_path: Path
 
 @pytest.mark.parametrize(
     ("shard", "message"),
-    [("4/4", "K counts from 0"), ("1/0", "K counts from 0"), ("a/4", "not K/N"), ("2", "not K/N")],
+    [
+        ("4/4", "K counts from 0"),
+        ("1/0", "K counts from 0"),
+        ("a/4", "not K/N"),
+        ("2", "not K/N"),
+        ("0/10000000000000000000", "N is at most 1,000,000"),
+    ],  # fmt: skip
 )
 def test_a_wrong_shard_names_the_field(shard: str, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ScoringOptions(shard=shard)  # type: ignore[arg-type]
+
+
+def test_a_chunk_size_past_32_bits_is_refused() -> None:
+    # Found by a review: 10**19 validated, then the progress file holding it read as altered.
+    with pytest.raises(ValidationError, match="chunk_size"):
+        ScoringOptions(chunk_size=2**31)
+    assert ScoringOptions(chunk_size=2**31 - 1, shard=(0, 1_000_000)).chunk_size == 2**31 - 1
 
 
 def test_a_shard_of_stdin_is_refused(predictor: ExportedPredictor, tmp_path: Path) -> None:

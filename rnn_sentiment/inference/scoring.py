@@ -113,6 +113,10 @@ from rnn_sentiment.runfiles import replaces_model_file
 from rnn_sentiment.signals import StopRequested, StopSignals
 from rnn_sentiment.text import LongReviews, fix_text
 
+# A bound that keeps N (part of the resume identity) small: a million shards of a billion-row
+# file still hold a thousand rows each.
+MAX_SHARDS = 1_000_000
+
 FINGERPRINT_BYTES = 1 << 20
 # The largest max_review_chars: the readers hand multiples of it to C functions taking a C long
 # (csv.field_size_limit) or Py_ssize_t (readline), and no review comes near it.
@@ -158,7 +162,7 @@ class ScoringOptions(BaseModel):
     """Column holding the review; default: text, review, sentence, content or body."""
     keep_columns: str = "all"
     """Input columns copied to the output: 'all', 'none' or a comma-separated list."""
-    chunk_size: int = Field(default=4096, ge=1)
+    chunk_size: int = Field(default=4096, ge=1, le=2**31 - 1)
     """Rows read, sorted by length and scored together; memory grows with it."""
     max_review_chars: int = Field(default=MAX_FIELD_CHARS, ge=1, le=MAX_REVIEW_CHARS_LIMIT)
     """Longest review (and other field) read, in characters; a longer one flags its row."""
@@ -185,6 +189,8 @@ class ScoringOptions(BaseModel):
     @field_validator("shard")
     @classmethod
     def _check_shard(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and value[1] > MAX_SHARDS:
+            raise ValueError(f"shard {value[0]}/{value[1]}: N is at most {MAX_SHARDS:,}")
         if value is not None and not 0 <= value[0] < value[1]:
             raise ValueError(
                 f"shard {value[0]}/{value[1]}: K counts from 0 to N-1 (0/{max(value[1], 1)} is "

@@ -135,9 +135,9 @@ def _resumable(path: Path, requested: Config | None) -> Config:
     saved = read_encoder_config(path)
     if not (path / STATE_FILE).exists() and not (path / STATE_FILE).is_symlink():
         raise CheckpointError(
-            f"{path} has no training state ({STATE_FILE}) to resume from: its pretraining "
-            "finished, or it was shared without one; to go on pretraining it, start a new "
-            f"pretraining from it: pretrain CONFIG pretraining.from={path}"
+            f"{path} has no training state ({STATE_FILE}) to resume from: it was shared "
+            "without one, or its pretraining stopped before its first checkpoint; start a new "
+            f"pretraining (from it, if it holds an encoder: pretraining.from={path})"
         )
     if requested is None:
         return saved

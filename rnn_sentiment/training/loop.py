@@ -278,7 +278,9 @@ def _resumed_run(
     run.unlabelled_ids = _unlabelled_ids(run, cb)
     # States saved before the start measure was kept fall back to this fresh model's.
     flow = _gradient_flow_start(run)
-    run.loop = restore_state(run_dir, run.model, run.optimizer, run.scheduler, RECORD_KEYS)
+    run.loop = restore_state(
+        run_dir, run.model, run.optimizer, run.scheduler, RECORD_KEYS, keeps_best=True
+    )
     run.flow = run.loop.gradient_flow_start or flow
     cb.on_message(f"resuming {run_dir} at epoch {run.loop.epoch}, step {run.loop.step}")
     return run

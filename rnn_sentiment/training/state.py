@@ -98,18 +98,20 @@ def restore_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     record_keys: Collection[str] = ("epoch", "best"),
+    keeps_best: bool = False,
 ) -> LoopState:
     """Load what :func:`save_state` wrote into fresh objects; return the loop counters.
 
     ``record_keys``: what each epoch's record in the history has (numbers; ``best`` a bool),
     and the best epoch's record too, as the loop that saved the state writes them.
+    ``keeps_best``: the loop keeps the best epoch's record from the first epoch on.
     """
     expected = _state_shapes(model)
     required = [name for name in expected if name.startswith(("model.", "rng."))]
     tensors, meta = load_training_state(run_dir, expected, required)
     try:
         _check_settings(meta, optimizer, scheduler)
-        _check_counters(meta["loop"], record_keys)
+        _check_counters(meta["loop"], record_keys, keeps_best)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         state: dict[int, dict[str, Any]] = {}
         for index, scalars in meta["optimizer"]["scalars"].items():
@@ -124,6 +126,11 @@ def restore_state(
         torch.set_rng_state(tensors["rng.torch"])
         random.setstate(_tupled(meta["rng"]["python"]))
         return LoopState(**meta["loop"])
+    except Unreachable:
+        raise CheckpointError(
+            f"{run_dir / STATE_FILE} holds loop counters no run could reach (it was altered); "
+            "it cannot be resumed"
+        ) from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError,
             RuntimeError):  # fmt: skip
         raise CheckpointError(
@@ -169,34 +176,42 @@ def _check_settings(
         raise ValueError("scheduler")
 
 
-def _check_counters(loop: dict[str, Any], record_keys: Collection[str]) -> None:
-    """Raise ``ValueError`` unless the loop counters (of the right types already) describe a
-    point a run can reach: one record per finished epoch, one gradient norm per step of this
-    one, counts that are not negative, finite times. A resealed state must not crash a resumed
-    run an epoch later, nor write a NaN into metrics.json."""
+class Unreachable(ValueError):
+    """Loop counters of the right types that no run could have saved."""
+
+
+def _check_counters(loop: dict[str, Any], record_keys: Collection[str], keeps_best: bool) -> None:
+    """Raise :class:`Unreachable` unless the loop counters (of the right types already)
+    describe a point a run can reach: one record per finished epoch, one gradient norm per step
+    of this one, counts that are not negative, finite times. A resealed state must not crash a
+    resumed run an epoch later, nor write a NaN into metrics.json."""
     history, best, step, seen = loop["history"], loop["best"], loop["step"], loop["seen"]
     if loop["epoch"] < 1 or len(history) != loop["epoch"] - 1:
-        raise ValueError("epoch")
+        raise Unreachable("epoch")
     for number, record in enumerate(history, 1):
         if not _is_record(record, record_keys) or record["epoch"] != number:
-            raise ValueError("history")
+            raise Unreachable("history")
     if best is not None and not (
-        _is_record(best, record_keys) and 1 <= best["epoch"] <= len(history)
+        _is_record(best, record_keys)
+        and 1 <= best["epoch"] <= len(history)
+        and history[best["epoch"] - 1]["best"] is True
     ):
-        raise ValueError("best")
+        raise Unreachable("best")
+    if keeps_best and (best is None) != (not history):
+        raise Unreachable("best")
     if not (0 <= step <= seen and (seen == 0) == (step == 0) and len(loop["norms"]) == step):
-        raise ValueError("step")
+        raise Unreachable("step")
     if not all(isinstance(norm, float) for norm in loop["norms"]):
-        raise ValueError("norms")
+        raise Unreachable("norms")
     if not (0 <= loop["correct"] <= seen and 0 <= loop["clipped"] <= step):
-        raise ValueError("correct")
+        raise Unreachable("correct")
     if not (0 <= loop["stale_epochs"] <= len(history) and loop["real_tokens"] >= 0):
-        raise ValueError("stale_epochs")
+        raise Unreachable("stale_epochs")
     seconds = (loop["pretraining"] or {}).get("seconds", 0.0)
     if not all(_seconds(value) for value in (loop["elapsed"], seconds)):
-        raise ValueError("elapsed")
+        raise Unreachable("elapsed")
     if not math.isfinite(loop["loss_sum"]):
-        raise ValueError("loss_sum")
+        raise Unreachable("loss_sum")
 
 
 def _is_record(record: Any, keys: Collection[str]) -> bool:
