@@ -122,7 +122,7 @@ def load_model(
     from rnn_sentiment.inference.models import describe_model_dir, load_predictor, resolve_model_dir
 
     model_dir = resolve_model_dir(run_dir)
-    note = describe_model_dir(model_dir, run_dir)
+    note = describe_model_dir(model_dir, run_dir, "load_model(RUN_DIR)")
     if note and model_dir not in _NAMED:
         _NAMED.add(model_dir)
         print(note, file=sys.stderr)

@@ -416,7 +416,7 @@ def evaluate(
 
         model_dir = resolve_model_dir(run_dir)
         _check_evaluate_outputs(output, plot, data, model_dir)
-        note = describe_model_dir(model_dir, run_dir)
+        note = describe_model_dir(model_dir, run_dir, "rnn-sentiment evaluate RUN_DIR")
         if note:
             console.info(note)
         metrics = evaluate_model(model_dir, data, split, text_column, label_column)
@@ -741,13 +741,15 @@ def _load_predictor(
     batch_size: int | None,
     quantize: str | None,
     dtype: str,
+    yours: str = "--model RUN_DIR",
 ) -> Any:
-    """The model to score with (named on stderr when it was not given), its notes on stderr."""
+    """The model to score with (named on stderr when it was not given), its notes on stderr;
+    ``yours``: how the command is given another model."""
     from rnn_sentiment import console
     from rnn_sentiment.inference.models import describe_model_dir, load_predictor, resolve_model_dir
 
     model_dir = resolve_model_dir(model)
-    note = describe_model_dir(model_dir, model)
+    note = describe_model_dir(model_dir, model, yours)
     if note and not quiet:
         console.info(note)
     predictor = load_predictor(model_dir, batch_size, quantize, dtype, threads)
@@ -1033,7 +1035,8 @@ def serve(
                  "max_active": max_active, "max_explain_words": max_explain_words,
                  "max_explaining": max_explaining, "body_seconds": body_seconds}  # fmt: skip
         settings = ServeSettings.checked({k: v for k, v in given.items() if v is not None})
-        predictor = _load_predictor(model, False, threads, batch_size, None, "fp32")
+        yours = "rnn-sentiment serve MODEL"
+        predictor = _load_predictor(model, False, threads, batch_size, None, "fp32", yours)
 
         def listening(url: str) -> None:
             console.info(f"serving at {url}: try a review at {url}/, the API docs at {url}/docs")
@@ -1094,7 +1097,8 @@ def check(
         from rnn_sentiment.inference.check import load_suite, run_suite
 
         checks = load_suite(suite)  # a broken suite is reported before the model loads
-        predictor = _load_predictor(model, False, threads, None, None, "fp32")
+        yours = "rnn-sentiment check RUN_DIR"
+        predictor = _load_predictor(model, False, threads, None, None, "fp32", yours)
         result = run_suite(predictor, checks, examples)
         if fmt is TableOrJson.json:
             console.json_out({"model": str(predictor.path), **result.to_dict()})

@@ -220,6 +220,11 @@ def metrics_table(metrics: dict[str, Any]) -> None:
         f"[bold]{shown(metrics['model'])}[/] on {shown(metrics['source'])} "
         f"({metrics['split']}, {metrics['n']} reviews)"
     )
+    if metrics.get("unscored"):
+        out.print(
+            f"[yellow]{metrics['unscored']:,} rows left out[/] (unscored): labelled with no "
+            "text, or too long to read"
+        )
     out.print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}")
     if "calibration" in metrics:
         c = metrics["calibration"]

@@ -124,12 +124,30 @@ def test_unscored_and_unlabelled_rows(predictor: Predictor, tmp_path: Path) -> N
         {"review": "a fine film", "stars": -1},  # unlabelled: skipped
         {"review": "a fine film", "stars": ""},  # unlabelled: skipped
     ]
-    lines = [json.dumps(r) for r in rows] + ["{not json", "[1, 2]"]  # no label: skipped
+    # unreadable: unscored too (their labels, if any, are lost with them), never dropped silently
+    lines = [json.dumps(r) for r in rows] + ["{not json", "[1, 2]"]
     path = tmp_path / "labelled.jsonl"
     path.write_text("\n".join(lines) + "\n")
     metrics = evaluate(predictor, str(path), label_column="stars")
-    assert metrics["n"] == len(TEXTS) and metrics["unscored"] == 3
+    assert metrics["n"] == len(TEXTS) and metrics["unscored"] == 5
     assert metrics["accuracy"] == pytest.approx(expected_accuracy(predictor, TEXTS, LABELS))
+
+
+def test_a_row_too_long_to_read_is_unscored_not_dropped(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    # Found by a red-team pass: the reader blanks a row over its cap, label included, and
+    # evaluate skipped it as unlabelled: "n" shrank with nothing on stderr.
+    from rnn_sentiment.data.readers import MAX_FIELD_CHARS
+    from tests.helpers import invoke
+
+    path = write_labelled(tmp_path, "csv", TEXTS, LABELS)
+    with path.open("a") as handle:
+        handle.write('"' + "great " * (MAX_FIELD_CHARS // 5) + '",positive\n')
+    metrics = evaluate(predictor, str(path))
+    assert metrics["n"] == len(TEXTS) and metrics["unscored"] == 1
+    code, out, err = invoke("evaluate", str(predictor.path), "--data", str(path))
+    assert code == 0 and "1 rows left out (unscored)" in out, out + err
 
 
 def test_column_errors_name_the_command_line_option(predictor: Predictor, tmp_path: Path) -> None:

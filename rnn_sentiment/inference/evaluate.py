@@ -57,8 +57,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a model on a labelled split.
 
-    Labelled rows whose text is missing or empty (or unreadable) are left out of the metrics and
-    counted in ``unscored``; unlabelled rows (label -1, empty, ``unsup``) are skipped.
+    Labelled rows whose text is missing or empty, and rows that cannot be read, are left out of
+    the metrics and counted in ``unscored``; unlabelled rows (label -1, empty, ``unsup``) are
+    skipped.
     ``calibration`` is that of the probabilities the model gives (its temperature applied);
     ``uncalibrated``, when it has a temperature, that of the network's own.
 
@@ -222,7 +223,8 @@ def evaluate_reader(
     """Labels and class probabilities of every labelled row, read and scored chunk by chunk.
 
     Returns (labels, probabilities [n, labels], unscored): labelled rows whose text is missing or
-    empty are counted in ``unscored`` and left out of the metrics.
+    empty, and rows that could not be read (a field or the row over its length cap: its label
+    is lost with it), are counted in ``unscored`` and left out of the metrics.
     """
     where = reader.where
     text_column = choose_text_column(reader.columns, data_cfg.text_column, where)
@@ -239,7 +241,7 @@ def evaluate_reader(
         truth = to_reviews(([""] * chunk.rows, chunk.columns[label_column]), predictor.label_names)
         assert scored.probs is not None
         for row, (label, guess) in enumerate(zip(truth.labels, scored.predicted, strict=True)):
-            if label >= 0 and guess < 0:
+            if (label >= 0 and guess < 0) or chunk.problems[row]:
                 unscored += 1
             elif label >= 0:
                 labels.append(label)

@@ -96,13 +96,16 @@ def _newest_run(root: Path) -> Path:
     return max(runs, key=lambda p: (p / MANIFEST_FILE).stat().st_mtime)
 
 
-def describe_model_dir(model_dir: Path, given: str | Path | None = None) -> str | None:
-    """Which model scores, for stderr, unless the user named it (``given``) on the command line."""
+def describe_model_dir(
+    model_dir: Path, given: str | Path | None = None, yours: str = "--model RUN_DIR"
+) -> str | None:
+    """Which model scores, for stderr, unless the user named it (``given``) on the command line;
+    ``yours``: how the command is given another (an option, or its argument)."""
     if given is not None and Path(given) == model_dir:
         return None
     if model_dir == BUNDLED_MODEL_DIR:
         return "model: the bundled model (a bidirectional GRU trained on IMDB + SST-2); " + (
-            "yours: --model RUN_DIR"
+            f"yours: {yours}"
         )
     if given is None:
         return f"model: {model_dir} (from {MODEL_ENV})"
