@@ -420,12 +420,12 @@ def evaluate(
         if note:
             console.info(note)
         metrics = evaluate_model(model_dir, data, split, text_column, label_column)
-        if output is not None:
-            write_json(output, metrics)
-        if plot is not None:
+        if plot is not None:  # first: drawing is what can still fail
             from rnn_sentiment.report import plot_reliability
 
             plot_reliability(metrics, plot)
+        if output is not None:
+            write_json(output, metrics)
         if fmt is TableOrJson.json:
             console.json_out(metrics)
         else:
@@ -468,6 +468,8 @@ def _check_written(
                         f"{path / ('metrics' + suffixes[0])}")  # fmt: skip
     if not path.parent.is_dir():
         raise DataError(f"{option} {path}: the folder {path.parent} does not exist; create it")
+    if path.exists() and not path.is_file():
+        raise DataError(f"{option} {path} is not a regular file (a FIFO or a device); name a file")
     source = Path(data).resolve() if data is not None and Path(data).exists() else None
     target = path.resolve()
     if source is not None and (target == source or source in target.parents and path.exists()):

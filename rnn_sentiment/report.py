@@ -5,11 +5,12 @@ matplotlib is imported here only, inside the plotting functions, with the headle
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any
 
-from rnn_sentiment.checkpoint import atomic_write_json, atomic_write_text
+from rnn_sentiment.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
 from rnn_sentiment.compare import Comparison
 from rnn_sentiment.errors import CheckpointError
 
@@ -211,6 +212,11 @@ def plot_reliability(metrics: dict[str, Any], path: Path) -> None:
 
 
 def _save(fig: Any, path: Path) -> None:
+    """Write the figure in the format ``path``'s suffix names (PNG otherwise), atomically: a
+    link at ``path`` is replaced, never written through, and a failed write leaves no file."""
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    image = io.BytesIO()
+    kind = path.suffix.lower().lstrip(".")
+    fig.savefig(image, dpi=90, format=kind if kind in ("png", "svg", "pdf") else "png")
     _pyplot().close(fig)
+    atomic_write_bytes(path, image.getvalue())

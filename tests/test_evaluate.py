@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,29 @@ def test_calibration_comes_from_the_models_probabilities_and_plots(
                           "--plot", str(tmp_path / "reliability.png"))  # fmt: skip
     assert code == 0 and "calibration: ECE" in out
     assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_plot_replaces_a_link_and_refuses_a_fifo(predictor: Predictor, tmp_path: Path) -> None:
+    # Found by a red-team pass: --plot wrote through a link into the file it pointed at, and a
+    # FIFO or /dev/full failed with an internal error after -o had been written.
+    from tests.helpers import invoke
+
+    path = write_labelled(tmp_path, "csv", TEXTS, LABELS)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "link.svg").symlink_to(victim)
+    code, _, err = invoke("evaluate", str(predictor.path), "--data", str(path),
+                          "--plot", str(tmp_path / "link.svg"))  # fmt: skip
+    assert code == 0, err
+    assert victim.read_text() == "keep me" and not (tmp_path / "link.svg").is_symlink()
+    assert (tmp_path / "link.svg").read_text().lstrip().startswith("<?xml")
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "full.png").symlink_to("/dev/full")
+    for target in ("fifo.png", "full.png"):
+        outputs = ["-o", str(tmp_path / "m.json"), "--plot", str(tmp_path / target)]
+        code, _, err = invoke("evaluate", str(predictor.path), "--data", str(path), *outputs)
+        assert code == 2 and "is not a regular file" in err and err.count("\n") == 1, err
+        assert not (tmp_path / "m.json").exists()
 
 
 @pytest.fixture(scope="module")
