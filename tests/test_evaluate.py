@@ -153,6 +153,12 @@ def test_a_row_too_long_to_read_is_unscored_not_dropped(
 
 def test_column_errors_name_the_command_line_option(predictor: Predictor, tmp_path: Path) -> None:
     path = write_labelled(tmp_path, "csv", TEXTS, LABELS)
+    # Found by a red-team pass: the labels were scored as the reviews, exit 0.
+    with pytest.raises(DataError, match="both be read from the column 'label'; pass --text-col"):
+        evaluate(predictor, str(path), text_column="label")
+    cfg = DataConfig(source=str(path), text_column="label")
+    with pytest.raises(DataError, match="both be read from .* pass data.text_column=NAME"):
+        read_split(str(path), "train", cfg)
     with pytest.raises(DataError, match="did you mean --label-column label"):
         evaluate(predictor, str(path), label_column="lable")
     with pytest.raises(DataError, match="did you mean --text-column review"):

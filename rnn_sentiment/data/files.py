@@ -127,6 +127,27 @@ def choose_text_column(
     return found
 
 
+def labelled_columns(
+    columns: Sequence[str],
+    text_wanted: str | None,
+    label_column: str,
+    where: str,
+    options: tuple[str, str] = ("--text-column ", "--label-column "),
+) -> str:
+    """The text column of a labelled file (as :func:`choose_text_column` picks it), refused
+    when the label column is missing or is that same column. ``options``: how the text and the
+    label column are set, as in :func:`missing_column`."""
+    text = choose_text_column(columns, text_wanted, where, options[0])
+    if label_column not in columns:
+        raise missing_column(label_column, columns, where, options[1])
+    if text == label_column:
+        raise DataError(
+            f"{where}: the reviews and their labels would both be read from the column "
+            f"{ascii(text)[:60]}; pass {options[0]}NAME naming the reviews' column"
+        )
+    return text
+
+
 def open_reader(path: str, kind: str, max_chars: int = MAX_FIELD_CHARS) -> Reader:
     """A reader for ``path`` (``-`` for stdin) in format ``kind``; fields hold at most
     ``max_chars`` characters (a longer one flags its row)."""

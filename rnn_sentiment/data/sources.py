@@ -32,7 +32,7 @@ from rnn_sentiment.data.files import (
     EXTENSIONS,
     choose_text_column,
     format_of,
-    missing_column,
+    labelled_columns,
     open_reader,
 )
 from rnn_sentiment.data.readers import Chunk, FolderReader, ParquetReader, Reader, TableReader
@@ -210,12 +210,17 @@ def _collect(reader: Reader, cfg: DataConfig, labelled: bool) -> tuple[list[str]
     where = reader.where
     if not reader.columns:
         raise DataError(f"{where} names no columns: it is empty, or has no header or JSON object")
-    text_column = choose_text_column(reader.columns, cfg.text_column, where, "data.text_column=")
-    wanted = [text_column]
     if labelled:
-        if cfg.label_column not in reader.columns:
-            raise missing_column(cfg.label_column, reader.columns, where, "data.label_column=")
-        wanted.append(cfg.label_column)
+        options = ("data.text_column=", "data.label_column=")
+        text_column = labelled_columns(
+            reader.columns, cfg.text_column, cfg.label_column, where, options
+        )
+        wanted = [text_column, cfg.label_column]
+    else:
+        text_column = choose_text_column(
+            reader.columns, cfg.text_column, where, "data.text_column="
+        )
+        wanted = [text_column]
     if isinstance(reader, ParquetReader):
         reader.wanted = list(dict.fromkeys(wanted))
     texts: list[str] = []

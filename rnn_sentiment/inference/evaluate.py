@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rnn_sentiment.config import DataConfig
-from rnn_sentiment.data.files import choose_text_column, missing_column
+from rnn_sentiment.data.files import labelled_columns
 from rnn_sentiment.data.readers import ParquetReader, Reader
 from rnn_sentiment.data.sources import open_split, single_source, to_reviews
 from rnn_sentiment.errors import DataError
@@ -227,10 +227,8 @@ def evaluate_reader(
     is lost with it), are counted in ``unscored`` and left out of the metrics.
     """
     where = reader.where
-    text_column = choose_text_column(reader.columns, data_cfg.text_column, where)
     label_column = data_cfg.label_column
-    if label_column not in reader.columns:
-        raise missing_column(label_column, reader.columns, where, "--label-column ")
+    text_column = labelled_columns(reader.columns, data_cfg.text_column, label_column, where)
     if isinstance(reader, ParquetReader):
         reader.wanted = list(dict.fromkeys([text_column, label_column]))
     labels: list[int] = []
