@@ -19,7 +19,7 @@ from rnn_sentiment.api import train
 from rnn_sentiment.callbacks import CompareCallback
 from rnn_sentiment.config import MAX_SEED, Config, ModelConfig
 from rnn_sentiment.data.sources import load_splits
-from rnn_sentiment.errors import ConfigError, DataError
+from rnn_sentiment.errors import ConfigError, DataError, TrainingInterrupted
 from rnn_sentiment.inference.predictor import Predictor
 from rnn_sentiment.model import build_model, count_parameters
 from rnn_sentiment.training.loop import check_precision, resolve_device
@@ -158,12 +158,23 @@ def compare(
     device = resolve_device(config.training.device)
     for cell in cells:  # a cell train would refuse, refused before any cell trains
         check_precision(_run_config(config, cell, config.training.seed, None, root), device, cb)
-    for index, (cell, seed) in enumerate(plan, start=1):
-        hidden = matched_hidden_size(config.model, cell) if match_params else None
-        run_config = _run_config(config, cell, seed, hidden, root)
-        cb.on_run_start(index, len(plan), cell, seed, run_config.model.hidden_size)
-        trained = train(run_config, cb)
-        result.runs.append(measure(run_config, trained.run_dir, trained.metrics))
+    made_root = not os.path.lexists(root)
+    try:
+        for index, (cell, seed) in enumerate(plan, start=1):
+            hidden = matched_hidden_size(config.model, cell) if match_params else None
+            run_config = _run_config(config, cell, seed, hidden, root)
+            cb.on_run_start(index, len(plan), cell, seed, run_config.model.hidden_size)
+            trained = train(run_config, cb)
+            result.runs.append(measure(run_config, trained.run_dir, trained.metrics))
+    except TrainingInterrupted as exc:  # its hint would finish one run, not the comparison
+        raise TrainingInterrupted(
+            f"{str(exc).split(';')[0]} in run {index} of {len(plan)} ({cell}, seed {seed}); "
+            f"compare does not resume: run it again with another --out (or remove {root})"
+        ) from None
+    except BaseException:
+        if made_root and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()  # bad data must not leave an empty folder behind
+        raise
     return result
 
 

@@ -104,6 +104,39 @@ def test_an_output_folder_that_holds_anything_is_refused_before_training(tmp_pat
     assert not list((tmp_path / "empty").iterdir()) and not (tmp_path / "runs").exists()
 
 
+def test_bad_data_leaves_no_output_folder_behind(tmp_path: Path) -> None:
+    # Found by a red-team pass: the --out folder stayed, empty, after a data error.
+    from rnn_sentiment.errors import DataError
+
+    config = load_config(
+        None, tiny_overrides(tmp_path, **{"data.source": str(tmp_path / "no.csv")})
+    )
+    with pytest.raises(DataError, match="not found"):
+        compare(config, ["rnn"], out_dir=tmp_path / "cmp")
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_a_stop_says_the_comparison_does_not_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a red-team pass: the hint resumed one run, which does not finish the comparison.
+    from rnn_sentiment import compare as compare_module
+    from rnn_sentiment.errors import TrainingInterrupted
+
+    def stopped(config: object, callback: object) -> None:
+        raise TrainingInterrupted(
+            "stopped by SIGINT at epoch 2, step 3; continue with: rnn-sentiment train --resume x"
+        )
+
+    monkeypatch.setattr(compare_module, "train", stopped)
+    config = load_config(None, tiny_overrides(tmp_path))
+    with pytest.raises(TrainingInterrupted) as info:
+        compare(config, ["rnn", "gru"], out_dir=tmp_path / "cmp")
+    message = str(info.value)
+    assert message.startswith("stopped by SIGINT at epoch 2, step 3 in run 1 of 2 (rnn, seed ")
+    assert "compare does not resume" in message and "train --resume" not in message
+
+
 def test_each_run_keeps_every_setting_of_the_shared_config(tmp_path: Path) -> None:
     # pretraining.from is spelled by its alias; a round trip by field name would refuse it.
     from rnn_sentiment.compare import _run_config
