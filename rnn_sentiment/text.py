@@ -154,9 +154,15 @@ class TextPipeline:
 MAX_WINDOW_OVERLAP = 64
 
 
-def window_stride_of(size: int, stride: int | None) -> int:
+def window_stride_of(size: int, stride: int | None, long_reviews: str = "window") -> int | None:
     """``stride`` (default: half of ``size``), refused (DataError) when over ``size`` (the
-    tokens between windows would never be read) or under 1/:data:`MAX_WINDOW_OVERLAP` of it."""
+    tokens between windows would never be read) or under 1/:data:`MAX_WINDOW_OVERLAP` of it;
+    None when ``long_reviews`` is not 'window' (a stride given then is refused: it would be
+    ignored)."""
+    if long_reviews != "window":
+        if stride is not None:
+            raise DataError("--window-stride goes with --long-reviews window; add that, or drop it")
+        return None
     if stride is not None and stride < 1:
         raise DataError(f"--window-stride must be 1 or more, not {stride}")
     stride = stride or max(size // 2, 1)

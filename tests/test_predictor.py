@@ -89,11 +89,16 @@ def test_a_window_stride_longer_than_a_window_is_refused_on_every_path(
     with pytest.raises(DataError, match="--window-stride 6 would read .* give at least 7"):
         model.score([long], "window", 6)
     assert model.score([long], "window", 7).shape == (1, 2)
+    # A stride without windows would be ignored: refused (found by a red-team pass).
+    with pytest.raises(DataError, match="--window-stride goes with --long-reviews window"):
+        model.score([long], "truncate", 200)
     source = tmp_path / "in.txt"
     source.write_text("good\n" + long + "\n")
     code, _, err = invoke("predict", "--input", str(source), "-o", str(tmp_path / "out.csv"),
                           "--long-reviews", "window", "--window-stride", "401")  # fmt: skip
     assert code == 2 and "give at most 400" in err
+    code, _, err = invoke("predict", "-q", "--window-stride", "200", "a fine film")
+    assert code == 2 and "goes with --long-reviews window" in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]  # no partial output left
 
 

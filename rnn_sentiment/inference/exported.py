@@ -205,7 +205,7 @@ class ExportedPredictor:
         """Probabilities [n, labels]; ``window``: long reviews as overlapping windows of the
         trained length, ``window_stride`` tokens apart (default half of it), averaged."""
         size = self.info.text.tokenizer.max_length
-        stride = window_stride_of(size, window_stride) if long_reviews == "window" else None
+        stride = window_stride_of(size, window_stride, long_reviews)
         if not texts:  # the stride is checked above, with no texts too
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         if stride is None:

@@ -96,7 +96,7 @@ class Predictor:
         trained max length, ``window_stride`` tokens apart (default half of it), cover all of it.
         """
         size = self.run.config.tokenizer.max_length
-        stride = window_stride_of(size, window_stride) if long_reviews == "window" else None
+        stride = window_stride_of(size, window_stride, long_reviews)
         if not texts:  # the stride is checked above, with no texts too
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         pipeline = self.run.pipeline
