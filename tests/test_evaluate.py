@@ -153,6 +153,9 @@ def test_a_row_too_long_to_read_is_unscored_not_dropped(
 
 def test_column_errors_name_the_command_line_option(predictor: Predictor, tmp_path: Path) -> None:
     path = write_labelled(tmp_path, "csv", TEXTS, LABELS)
+    # Found by a red-team pass: a split of a single file read all of it, named as that split.
+    with pytest.raises(DataError, match="--split bogus: .* is a single file, .* drop --split"):
+        evaluate(predictor, str(path), split="bogus")
     # Found by a red-team pass: the labels were scored as the reviews, exit 0.
     with pytest.raises(DataError, match="both be read from the column 'label'; pass --text-col"):
         evaluate(predictor, str(path), text_column="label")

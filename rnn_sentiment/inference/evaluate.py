@@ -204,6 +204,11 @@ def _labelled_probs(
             f"{predictor.path} was trained on the single {single} {data_cfg.source}, which holds "
             "no held-out split; pass --data FILE with held-out labelled reviews"
         )
+    if split is not None and single is not None:  # it would read the whole of it, as any split
+        raise DataError(
+            f"--split {split}: {data_cfg.source} is a single {single}, which holds one split "
+            "only; drop --split"
+        )
     reader = open_split(data_cfg.source, chosen, data_cfg)
     try:
         labels, probs, unscored = evaluate_reader(predictor, reader, data_cfg)
