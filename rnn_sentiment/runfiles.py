@@ -197,8 +197,12 @@ class RunFiles:
 def _open_dir_fd(path: Path) -> int:
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         raise CheckpointError(f"model directory not found: {path}") from None
+    except NotADirectoryError:
+        raise CheckpointError(
+            f"{path} is a file, not a model directory; give the directory that holds it"
+        ) from None
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
 

@@ -151,6 +151,20 @@ def test_a_row_too_long_to_read_is_unscored_not_dropped(
     assert code == 0 and "1 rows left out (unscored)" in out, out + err
 
 
+def test_a_fifo_as_data_and_a_file_as_model_say_what_they_are(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    # Found by a red-team pass: both said "not found", though the path exists.
+    from rnn_sentiment.errors import CheckpointError
+
+    os.mkfifo(tmp_path / "reviews.csv")
+    with pytest.raises(DataError, match="is not a regular file or a folder"):
+        evaluate(predictor, str(tmp_path / "reviews.csv"))
+    path = write_labelled(tmp_path, "csv", TEXTS, LABELS)
+    with pytest.raises(CheckpointError, match="config.yaml is a file, not a model directory"):
+        evaluate(predictor.path / "config.yaml", str(path))
+
+
 def test_column_errors_name_the_command_line_option(predictor: Predictor, tmp_path: Path) -> None:
     path = write_labelled(tmp_path, "csv", TEXTS, LABELS)
     # Found by a red-team pass: a split of a single file read all of it, named as that split.

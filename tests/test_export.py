@@ -168,6 +168,10 @@ def test_an_existing_output_is_never_overwritten(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert is_exported_dir(export_model(run_dir, empty))  # an empty folder is taken over
+    # Found by a red-team pass: the message said to retrain or restore "the run".
+    with pytest.raises(CheckpointError, match="is an exported model already; export takes the run"):
+        export_model(empty, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
 
 
 def test_a_broken_run_is_refused_and_nothing_is_written(tmp_path: Path) -> None:

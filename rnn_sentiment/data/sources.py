@@ -278,6 +278,8 @@ def resolve_source(source: str, split: str) -> Path | None:
             f"no split '{split}' in {root}: expected {split}{'/'.join(EXTENSIONS)} or "
             f"{split}/pos + {split}/neg; found {', '.join(found) or 'nothing usable'}"
         )
+    if root.exists():  # a FIFO, a device, a socket
+        raise DataError(f"data source {source} is not a regular file or a folder; give a file")
     if _looks_like_path(source):
         raise DataError(f"data source not found: {source} (check the path, or use data.source=...)")
     return None

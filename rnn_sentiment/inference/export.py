@@ -65,6 +65,7 @@ from rnn_sentiment.inference.exported import (
     Precision,
     Source,
     TextSettings,
+    is_exported_dir,
     load_exported,
     onnx_session,
 )
@@ -108,6 +109,11 @@ def export_model(
     """
     source, target = Path(run_dir), Path(output_dir)
     _check_target(target)
+    if is_exported_dir(source):
+        raise CheckpointError(
+            f"{source} is an exported model already; export takes the run directory it was "
+            "exported from (an exported model predicts, evaluates and serves as it is)"
+        )
     run = load_run(source)
     metrics = read_metrics(source)
     network = onnx_network(run.model)
