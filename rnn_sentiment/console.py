@@ -481,6 +481,11 @@ def explanations_out(explanations: Sequence[Any], fmt: str) -> None:
         label = shown(e.label)
         words = words or "[dim](no words: read as one unknown word)[/]"
         out.print(f"{words}  ->  [bold {colour}]{label}[/] ({e.probabilities[e.label]:.3f})")
+        if e.words_cut:
+            out.print(
+                f"[yellow]{e.words_cut:,} more words were not read[/]: the model reads a review "
+                "up to its max_length (tokenizer.max_length), as predict does"
+            )
         if not e.words:
             continue
         table = Table(show_header=True, caption=f"attribution: {shown(e.method)}")

@@ -66,3 +66,21 @@ def test_a_review_over_max_words_is_refused_before_it_is_scored(predictor: Predi
     assert predictor.explain("This movie is not good", max_words=5).words[-1] == "good"
     with pytest.raises(DataError, match="at most 4 words"):  # a DataError: exit code 2
         predictor.explain("This movie is not good", max_words=4)
+
+
+def test_words_past_max_length_are_counted_as_cut() -> None:
+    # Found by a red-team pass: the JSON had the whole text but only the words read, unsaid.
+    import json
+
+    from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR
+    from tests.helpers import invoke
+
+    bundled = Predictor.from_dir(BUNDLED_MODEL_DIR)  # reads the last 400 tokens
+    review = "awful " * 20 + "movie " * 400
+    explained = bundled.explain(review)
+    assert explained.words_cut == 20 and set(explained.words) == {"movie"}
+    assert bundled.explain("This movie is not good").words_cut == 0
+    code, out, err = invoke("predict", "-q", "--explain", "--format", "json", review)
+    assert code == 0 and json.loads(out)[0]["words_cut"] == 20, err
+    code, out, _ = invoke("predict", "-q", "--explain", review)
+    assert "20 more words were not read" in out

@@ -59,6 +59,7 @@ class Explanation:
     running_labels: list[str]
     attributions: list[float]  # p(label | review) - p(label | review without words[i])
     method: str = METHOD
+    words_cut: int = 0  # words past the model's max_length, not read (nor in ``words``)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready, one entry per word."""
@@ -103,7 +104,8 @@ def explain_with(
     a whole. All prefixes and occlusions are scored in one call of ``score_ids``.
 
     A review with no words (blank, or only HTML line breaks) is scored as every other path scores
-    it, as one unknown token, and has no words to attribute.
+    it, as one unknown token, and has no words to attribute. Words past the model's max_length
+    (on the side it truncates) are not read, as on every path; ``words_cut`` counts them.
 
     Raises:
         TooLongToExplain: it has more than ``max_words`` words (as read: up to the model's
@@ -126,6 +128,7 @@ def explain_with(
         running=[_named(names, row) for row in running],
         running_labels=[names[int(row.argmax())] for row in running],
         attributions=[float(full[best] - row[best]) for row in without],
+        words_cut=len(pipeline.untruncated.words(text)[2]) - len(spans),
     )
 
 

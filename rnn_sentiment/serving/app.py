@@ -180,6 +180,9 @@ class ExplainResponse(BaseModel):
     probabilities: dict[str, float]
     words: list[Word]
     method: str
+    words_cut: int = Field(
+        0, description="Words past the model's max_length (tokenizer.max_length), not read."
+    )
 
 
 class ErrorResponse(BaseModel):
