@@ -472,8 +472,10 @@ def _check_written(
         raise DataError(f"{option} {path} is not a regular file (a FIFO or a device); name a file")
     source = Path(data).resolve() if data is not None and Path(data).exists() else None
     target = path.resolve()
-    if source is not None and (target == source or source in target.parents and path.exists()):
-        raise DataError(f"{option} {path} would replace the data being evaluated; choose another")
+    if source is not None and (target == source or source in target.parents):
+        # even a new file there could be read as a split next time
+        what = "replace the data" if path.exists() else "add a file to the data folder"
+        raise DataError(f"{option} {path} would {what} being evaluated; choose another")
     if replaces_model_file(path, model_dir):
         raise DataError(f"{option} {path} would replace a file of the model {model_dir}; "
                         "choose another")  # fmt: skip

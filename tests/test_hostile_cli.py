@@ -462,6 +462,8 @@ def test_evaluate_without_data_never_writes_over_what_it_reads_or_the_model(
         ("-o", data, "would replace the data being evaluated"),
         ("--plot", data, "would replace the data being evaluated"),
         ("-o", folder / "train.csv", "would replace the data being evaluated"),
+        # found by a red-team pass: a new test.json there would be read as a split next time
+        ("-o", folder / "test.json", "would add a file to the data folder being evaluated"),
         ("-o", run / "metrics.json", "would replace a file of the model"),
         ("-o", run / "labels.json", "would replace a file of the model"),
         ("--plot", run / "labels.json", "would replace a file of the model"),
