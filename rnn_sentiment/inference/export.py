@@ -87,6 +87,16 @@ INT8_PARTS = {
 }
 
 
+def _load_source(source: Path) -> LoadedRun:
+    """The run directory to export, loaded and checked; an exported model is refused by name."""
+    if is_exported_dir(source):
+        raise CheckpointError(
+            f"{source} is an exported model already; export takes the run directory it was "
+            "exported from (an exported model predicts, evaluates and serves as it is)"
+        )
+    return load_run(source)
+
+
 def export_model(
     run_dir: str | Path, output_dir: str | Path, quantize: Quantize | None = None
 ) -> Path:
@@ -109,12 +119,7 @@ def export_model(
     """
     source, target = Path(run_dir), Path(output_dir)
     _check_target(target)
-    if is_exported_dir(source):
-        raise CheckpointError(
-            f"{source} is an exported model already; export takes the run directory it was "
-            "exported from (an exported model predicts, evaluates and serves as it is)"
-        )
-    run = load_run(source)
+    run = _load_source(source)
     metrics = read_metrics(source)
     network = onnx_network(run.model)
     precision: Precision = "fp32"
