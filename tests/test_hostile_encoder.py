@@ -557,15 +557,20 @@ def test_a_pretraining_that_fails_to_read_its_data_leaves_no_directory(tmp_path:
     assert not (tmp_path / "runs" / "tiny").exists()
 
 
-def test_pretrain_refuses_a_model_over_the_cap_before_building_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _forbid(monkeypatch: pytest.MonkeyPatch, name: str, what: str) -> None:
+    """Make ``lm_pretraining.<name>`` fail the test with ``what`` if pretraining calls it."""
     from rnn_sentiment.training import lm_pretraining
 
     def never(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a model over the cap was built")
+        raise AssertionError(what)
 
-    monkeypatch.setattr(lm_pretraining, "LanguageModel", never)
+    monkeypatch.setattr(lm_pretraining, name, never)
+
+
+def test_pretrain_refuses_a_model_over_the_cap_before_building_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _forbid(monkeypatch, "LanguageModel", "a model over the cap was built")
     config = tiny_config(tmp_path, **_ENCODER, **{"model.hidden_size": 65536})
     with pytest.raises(ConfigError, match="parameters"):
         pretrain(config)
@@ -620,12 +625,7 @@ def test_train_resume_of_an_encoder_says_what_it_is(encoder_dir: Path) -> None:
 def test_pretrain_resume_of_an_encoder_without_state_reads_no_data(
     encoder_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rnn_sentiment.training import lm_pretraining
-
-    def never(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the data was read")
-
-    monkeypatch.setattr(lm_pretraining, "load_splits", never)
+    _forbid(monkeypatch, "load_splits", "the data was read")
     (encoder_dir / "state.safetensors").unlink()  # as the shipped encoder is
     with pytest.raises(CheckpointError, match="no training state .* pretraining.from="):
         pretrain(None, resume=encoder_dir)
