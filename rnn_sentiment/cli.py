@@ -145,8 +145,23 @@ def main_options(
 def _config_and_overrides(args: list[str] | None) -> tuple[str | None, list[str]]:
     """Split ``[CONFIG] [KEY=VALUE]...``: a first argument without '=' is the YAML file."""
     items = list(args or [])
-    path = items.pop(0) if items and "=" not in items[0] else None
+    path = _named(items.pop(0), "CONFIG") if items and "=" not in items[0] else None
     return path, items
+
+
+def _named(value: str, hint: str | None = None) -> str:
+    """A path typed on the command line. An empty one is a usage error (exit 2): pathlib reads
+    "" as ".", so ``--model ""`` (an unset shell variable) would quietly mean this folder."""
+    if value == "":
+        raise typer.BadParameter(
+            "an empty path; give a file or folder (an unset variable?)", param_hint=hint
+        )
+    return value
+
+
+def _path(value: str) -> Path:
+    """``_named`` as a Path, the parser of every Path argument and option."""
+    return Path(_named(value))
 
 
 def _run(action: Callable[[], T], stdout: bool = True) -> T:
@@ -261,6 +276,7 @@ def train(
         typer.Option(
             metavar="RUN_DIR",
             help="Continue an interrupted run from its last saved training state.",
+            parser=_path,
         ),
     ] = None,
     force: Annotated[
@@ -319,6 +335,7 @@ def pretrain(
         typer.Option(
             metavar="ENCODER_DIR",
             help="Continue a stopped pretraining from its last checkpoint.",
+            parser=_path,
         ),
     ] = None,
 ) -> None:
@@ -361,6 +378,7 @@ LabelledData = Annotated[
         "--data",
         metavar="PATH",
         help="Labelled data: a file, a folder or a hub id. Default: the run's data.",
+        parser=_named,
     ),
 ]
 Split = Annotated[
@@ -378,8 +396,10 @@ def evaluate(
     run_dir: Annotated[
         Path | None,
         typer.Argument(
+            metavar="RUN_DIR",
             help="A run directory written by 'train', or 'latest' (the newest under runs/). "
-            "Default: $RNN_SENTIMENT_MODEL, else the bundled model."
+            "Default: $RNN_SENTIMENT_MODEL, else the bundled model.",
+            parser=_path,
         ),
     ] = None,
     data: LabelledData = None,
@@ -392,12 +412,18 @@ def evaluate(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", metavar="FILE", help="Also write the metrics to this JSON file."
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Also write the metrics to this JSON file.",
+            parser=_path,
         ),
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option(metavar="FILE.png", help="Also draw the reliability diagram to this PNG."),
+        typer.Option(
+            metavar="FILE.png", help="Also draw the reliability diagram to this PNG.", parser=_path
+        ),
     ] = None,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, macro-F1, confusion matrix and calibration (ECE,
@@ -517,11 +543,14 @@ ModelDir = Annotated[
         metavar="DIR",
         help="A run directory, or 'latest' (the newest under runs/). "
         "Default: $RNN_SENTIMENT_MODEL, else the bundled model.",
+        parser=_path,
     ),
 ]
 ReviewFile = Annotated[
     Path | None,
-    typer.Option("--file", "-f", metavar="FILE", help="A text file with one review per line."),
+    typer.Option(
+        "--file", "-f", metavar="FILE", help="A text file with one review per line.", parser=_path
+    ),
 ]
 Format = Annotated[
     PredictFormat,
@@ -545,11 +574,18 @@ InputPath = Annotated[
         "-i",
         metavar="PATH",
         help="Review file or folder to score; '-': stdin.",
+        parser=_named,
     ),
 ]
 OutputPath = Annotated[
     str,
-    typer.Option("--output", "-o", metavar="PATH", help="With --input: scored file; '-': stdout."),
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="PATH",
+        help="With --input: scored file; '-': stdout.",
+        parser=_named,
+    ),
 ]
 InputFormat = Annotated[
     str | None,
@@ -822,9 +858,12 @@ def _explain(predictor: Any, reviews: list[str], fmt: str) -> None:
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="The run directory to export.")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="The run directory to export.", parser=_path)
+    ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="The folder to create (new, or empty).")
+        Path,
+        typer.Option("--output", "-o", help="The folder to create (new, or empty).", parser=_path),
     ],
     quantize: Annotated[
         Quantize | None,
@@ -864,6 +903,7 @@ CompareOut = Annotated[
     typer.Option(
         metavar="DIR",
         help="A new or empty folder for the runs and the report. Default: runs/compare-<time>.",
+        parser=_path,
     ),
 ]
 MatchParams = Annotated[
@@ -934,6 +974,7 @@ ServedModel = Annotated[
         "Default: $RNN_SENTIMENT_MODEL, else the bundled model.",
         metavar="MODEL",
         show_default=False,
+        parser=_path,
     ),
 ]
 Host = Annotated[
@@ -1057,14 +1098,18 @@ def check(
     model: Annotated[
         Path | None,
         typer.Argument(
+            metavar="MODEL",
             help="A run (or exported model) directory, or 'latest' (the newest under runs/). "
-            "Default: $RNN_SENTIMENT_MODEL, else the bundled model."
+            "Default: $RNN_SENTIMENT_MODEL, else the bundled model.",
+            parser=_path,
         ),
     ] = None,
     suite: Annotated[
         Path | None,
         typer.Option(
-            metavar="FILE", help="A suite YAML file. Default: the shipped movie-review suite."
+            metavar="FILE",
+            help="A suite YAML file. Default: the shipped movie-review suite.",
+            parser=_path,
         ),
     ] = None,
     fmt: Annotated[
@@ -1132,7 +1177,8 @@ def _fail_above(result: Any, rate: float) -> None:
 @app.command()
 def calibrate(
     run_dir: Annotated[
-        Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by 'train'.")
+        Path,
+        typer.Argument(metavar="RUN_DIR", help="A run directory written by 'train'.", parser=_path),
     ],
     data: LabelledData = None,
     split: Annotated[

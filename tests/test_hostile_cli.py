@@ -162,6 +162,41 @@ def test_seed_out_of_range_names_the_key(seed: str) -> None:
     assert load_config(None, ["training.seed=4294967295"]).training.seed == 2**32 - 1
 
 
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (["train", ""], "CONFIG"),
+        (["train", "", "training.epochs=1"], "CONFIG"),
+        (["train", "--resume", ""], "'--resume'"),
+        (["pretrain", ""], "CONFIG"),
+        (["compare", "--out", "", "training.epochs=1"], "'--out'"),
+        (["evaluate", ""], "'RUN_DIR'"),
+        (["evaluate", "--data", ""], "'--data'"),
+        (["evaluate", "--plot", ""], "'--plot'"),
+        (["calibrate", ""], "'RUN_DIR'"),
+        (["predict", "--model", "", "good"], "'--model'"),
+        (["predict", "--file", ""], "'--file'"),
+        (["predict", "--input", ""], "'--input'"),
+        (["predict", "--input", "reviews.txt", "-o", ""], "'--output'"),
+        (["export", "", "-o", "out"], "'RUN_DIR'"),
+        (["check", "--suite", ""], "'--suite'"),
+        (["serve", ""], "'MODEL'"),
+    ],
+)
+def test_an_empty_path_is_a_usage_error_not_this_folder(
+    args: list[str], name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pathlib reads "" as ".": `--model "$UNSET"` used to mean the current folder, and
+    # `predict --input r.txt -o ""` ended in an internal error.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reviews.txt").write_text("good\n")
+    code, out, err = invoke(*args)
+    assert code == 2 and out == ""
+    line = one_error(err)  # "for '--model' / '-m': ..." where the option has a short name
+    assert line.startswith(f"error: invalid value for {name}") and ": an empty path; " in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["reviews.txt"]  # nothing made
+
 def test_deeply_nested_values_are_config_errors(tmp_path: Path) -> None:
     deep = "[" * 5000 + "]" * 5000
     code, _, err = invoke("train", f"model.cell={deep}")
