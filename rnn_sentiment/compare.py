@@ -91,7 +91,12 @@ def parse_cells(text: str) -> list[str]:
     unknown = [c for c in cells if c not in CELLS]
     if unknown or not cells:
         raise ConfigError([f"--cells takes a comma list of {', '.join(CELLS)}; got '{text}'"])
-    return list(dict.fromkeys(cells))
+    twice = sorted({c for c in cells if cells.count(c) > 1})
+    if twice:
+        raise ConfigError(
+            [f"--cells names {', '.join(twice)} more than once; several runs of a cell: --seeds N"]
+        )
+    return cells
 
 
 def matched_hidden_size(model: ModelConfig, cell: str, reference: str = "lstm") -> int:

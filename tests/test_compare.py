@@ -45,7 +45,9 @@ def test_matched_hidden_sizes_give_the_closest_parameter_count() -> None:
 
 
 def test_parse_cells() -> None:
-    assert parse_cells("lstm, GRU,lstm") == ["lstm", "gru"]
+    assert parse_cells("lstm, GRU") == ["lstm", "gru"]
+    with pytest.raises(ConfigError, match=r"names lstm more than once; .*--seeds N"):
+        parse_cells("lstm, GRU,LSTM")  # once each: several runs of a cell are --seeds
     with pytest.raises(ConfigError, match="comma list"):
         parse_cells("lstm,cnn")
 
