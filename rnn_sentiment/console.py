@@ -218,7 +218,7 @@ def metrics_table(metrics: dict[str, Any]) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix, on stdout."""
     out.print(
         f"[bold]{shown(metrics['model'])}[/] on {shown(metrics['source'])} "
-        f"({metrics['split']}, {metrics['n']} reviews)"
+        f"({metrics['split'] + ', ' if metrics['split'] else ''}{metrics['n']} reviews)"
     )
     if metrics.get("unscored"):
         out.print(

@@ -79,6 +79,7 @@ def test_metrics_of_every_format_match_the_model(
     path = write_labelled(tmp_path, kind, TEXTS, LABELS)
     metrics = evaluate(predictor, str(path))
     assert metrics["n"] == len(TEXTS) and metrics["unscored"] == 0
+    assert metrics["split"] is None  # a file, or one pos/neg folder, is read whole
     assert metrics["accuracy"] == pytest.approx(expected_accuracy(predictor, TEXTS, LABELS))
     assert 0 < metrics["accuracy"] < 1
     assert sum(map(sum, metrics["confusion_matrix"])) == len(TEXTS)
@@ -190,7 +191,7 @@ def test_column_errors_name_the_command_line_option(predictor: Predictor, tmp_pa
 
 def test_the_runs_own_test_split_and_generated_data(predictor: Predictor) -> None:
     builtin = evaluate(predictor, split="test")  # the built-in corpus, read from its JSONL file
-    assert builtin["n"] == 500 and builtin["source"] == "builtin"
+    assert builtin["n"] == 500 and builtin["source"] == "builtin" and builtin["split"] == "test"
     texts, labels = read_split("builtin", "test", predictor.run.config.data)
     assert builtin["accuracy"] == pytest.approx(expected_accuracy(predictor, texts, labels))
     generated = evaluate(predictor, "long-range", "validation")  # built in memory, then chunked

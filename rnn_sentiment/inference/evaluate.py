@@ -83,7 +83,9 @@ def evaluate(
     if temperature != 1.0:
         raw = with_temperature(probs.astype(np.float64), 1.0 / temperature)
         metrics["uncalibrated"] = calibration_metrics(raw, labels)
-    metrics.update({"source": data_cfg.source, "split": chosen, "model": str(predictor.path)})
+    whole = single_source(data_cfg.source) is not None  # a file: no split was chosen
+    split_name = None if whole else chosen
+    metrics.update({"source": data_cfg.source, "split": split_name, "model": str(predictor.path)})
     metrics["unscored"] = unscored
     return metrics
 
@@ -215,7 +217,8 @@ def _labelled_probs(
     finally:
         reader.close()
     if not labels:
-        raise DataError(f"split '{chosen}' of {data_cfg.source} has no labelled reviews")
+        where = data_cfg.source if single else f"split '{chosen}' of {data_cfg.source}"
+        raise DataError(f"{where} has no labelled reviews")
     return labels, probs, unscored
 
 

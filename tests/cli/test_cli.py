@@ -38,6 +38,9 @@ def test_train_evaluate_predict_end_to_end(tmp_path: Path, jsonl_reviews: Path) 
 
     code, out, _ = invoke("evaluate", run_dir)
     assert code == 0 and "macro-F1" in out and "confusion" in out
+    assert f"on {jsonl_reviews} (test, 16 reviews)" in " ".join(out.split())
+    code, out, _ = invoke("evaluate", run_dir, "--data", str(jsonl_reviews / "test.jsonl"))
+    assert code == 0 and "test.jsonl (16 reviews)" in out  # a file is read whole: no split
 
     code, out, _ = invoke(
         "predict", "--model", run_dir, "i loved it", "awful acting", "--format", "jsonl"
