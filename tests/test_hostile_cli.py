@@ -162,7 +162,6 @@ def test_seed_out_of_range_names_the_key(seed: str) -> None:
     assert load_config(None, ["training.seed=4294967295"]).training.seed == 2**32 - 1
 
 
-
 @pytest.mark.parametrize(
     ("args", "name"),
     [
@@ -196,6 +195,7 @@ def test_an_empty_path_is_a_usage_error_not_this_folder(
     line = one_error(err)  # "for '--model' / '-m': ..." where the option has a short name
     assert line.startswith(f"error: invalid value for {name}") and ": an empty path; " in line
     assert sorted(path.name for path in tmp_path.iterdir()) == ["reviews.txt"]  # nothing made
+
 
 def test_deeply_nested_values_are_config_errors(tmp_path: Path) -> None:
     deep = "[" * 5000 + "]" * 5000
