@@ -390,6 +390,23 @@ ReviewColumn = Annotated[
 ]
 LabelColumn = Annotated[str | None, typer.Option(metavar="NAME", help="Column with the label.")]
 
+MetricsFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Also write the metrics to this JSON file.",
+        parser=_path,
+    ),
+]
+PlotFile = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE.png", help="Also draw the reliability diagram to this PNG.", parser=_path
+    ),
+]
+
 
 @app.command()
 def evaluate(
@@ -409,22 +426,8 @@ def evaluate(
     fmt: Annotated[TableOrJson, typer.Option("--format", help="Table or JSON.")] = (
         TableOrJson.table
     ),
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            metavar="FILE",
-            help="Also write the metrics to this JSON file.",
-            parser=_path,
-        ),
-    ] = None,
-    plot: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE.png", help="Also draw the reliability diagram to this PNG.", parser=_path
-        ),
-    ] = None,
+    output: MetricsFile = None,
+    plot: PlotFile = None,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, macro-F1, confusion matrix and calibration (ECE,
     Brier score, log loss) on labelled data.
@@ -1093,6 +1096,16 @@ def serve(
     _run(action, stdout=False)
 
 
+SuiteFile = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE",
+        help="A suite YAML file. Default: the shipped movie-review suite.",
+        parser=_path,
+    ),
+]
+
+
 @app.command()
 def check(
     model: Annotated[
@@ -1104,14 +1117,7 @@ def check(
             parser=_path,
         ),
     ] = None,
-    suite: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE",
-            help="A suite YAML file. Default: the shipped movie-review suite.",
-            parser=_path,
-        ),
-    ] = None,
+    suite: SuiteFile = None,
     fmt: Annotated[
         TableOrJson, typer.Option("--format", help="Tables and examples, or every number as JSON.")
     ] = TableOrJson.table,
