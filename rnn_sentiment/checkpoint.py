@@ -145,10 +145,28 @@ def save_weights(run_dir: Path, model: torch.nn.Module) -> None:
 
 
 def save_calibration(run_dir: Path, calibration: dict[str, Any]) -> None:
-    """Write ``calibration.json`` (its ``temperature`` and how it was fitted) into the manifest."""
+    """Write ``calibration.json`` (its ``temperature`` and how it was fitted) into the manifest.
+
+    A finished run is changed here, so the two writes are one change: the manifest first (a
+    manifest that cannot be written leaves the run as it was), then the file (the old manifest
+    is put back if it cannot be written), with Ctrl-C and SIGTERM held until both are done and
+    delivered after. A run is never left holding a calibration its manifest does not vouch for.
+    """
+    import signal
+
+    from rnn_sentiment.signals import StopSignals
+
     data = _json_text(calibration).encode("utf-8")
-    atomic_write_bytes(run_dir / CALIBRATION_FILE, data)
-    _update_manifest(run_dir, {CALIBRATION_FILE: data})
+    before = _digests(run_dir)
+    with StopSignals() as stop:
+        _update_manifest(run_dir, {CALIBRATION_FILE: data})
+        try:
+            atomic_write_bytes(run_dir / CALIBRATION_FILE, data)
+        except BaseException:
+            _write_manifest(run_dir, before)
+            raise
+    if stop.requested:
+        signal.raise_signal(getattr(signal, stop.requested))
 
 
 def save_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
@@ -173,14 +191,22 @@ def write_manifest(run_dir: Path, names: Sequence[str] = RUN_FILES) -> None:
 
 
 def _update_manifest(run_dir: Path, written: Mapping[str, bytes], fresh: bool = False) -> None:
-    digests: dict[str, str] = {}
-    if not fresh:
-        try:
-            with RunFiles(run_dir, needed=()) as files:
-                digests = dict(files.digests)
-        except CheckpointError:
-            pass  # unreadable: list what is written from now on; loading names what is missing
+    digests = {} if fresh else _digests(run_dir)
     digests.update({name: hashlib.sha256(data).hexdigest() for name, data in written.items()})
+    _write_manifest(run_dir, digests)
+
+
+def _digests(run_dir: Path) -> dict[str, str]:
+    """The manifest's digests; none when it is unreadable: then the manifest lists what is
+    written from now on, and loading names what is missing."""
+    try:
+        with RunFiles(run_dir, needed=()) as files:
+            return dict(files.digests)
+    except CheckpointError:
+        return {}
+
+
+def _write_manifest(run_dir: Path, digests: Mapping[str, str]) -> None:
     ordered = {name: digests[name] for name in RUN_FILES if name in digests}
     atomic_write_json(run_dir / MANIFEST_FILE, {"format_version": FORMAT_VERSION, "files": ordered})
 

@@ -169,3 +169,48 @@ def test_a_run_without_calibration_scores_as_before(builtin_run: Path, tmp_path:
     del manifest["files"][CALIBRATION_FILE]
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     assert load_run(run_dir).temperature == 1.0
+
+
+@pytest.mark.parametrize("failing", ["manifest", "calibration"])
+def test_a_refit_that_cannot_be_written_leaves_the_run_as_it_was(
+    hot_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    # Found by a red-team pass: calibration.json was replaced before the manifest, so a manifest
+    # that could not be written (or a Ctrl-C between the two) left a run nothing could load.
+    from rnn_sentiment import checkpoint
+
+    run_dir = Path(shutil.copytree(hot_run, tmp_path / "run"))
+    write = checkpoint.atomic_write_json if failing == "manifest" else checkpoint.atomic_write_bytes
+
+    def refuse(path: Path, *args: object) -> None:
+        if path.name == ("manifest.json" if failing == "manifest" else CALIBRATION_FILE):
+            raise PermissionError(13, "Operation not permitted", str(path))
+        write(path, *args)
+
+    name = "atomic_write_json" if failing == "manifest" else "atomic_write_bytes"
+    monkeypatch.setattr(checkpoint, name, refuse)
+    with pytest.raises(PermissionError):
+        save_calibration(run_dir, {"temperature": 1.5, "fitted_on": "refused"})
+    monkeypatch.undo()
+    assert load_run(run_dir).temperature == TEMPERATURE  # loads, checksums and all
+
+
+def test_ctrl_c_while_a_refit_is_written_waits_for_both_files(
+    hot_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    from rnn_sentiment import checkpoint
+
+    run_dir = Path(shutil.copytree(hot_run, tmp_path / "run"))
+    write = checkpoint.atomic_write_bytes
+
+    def interrupted(path: Path, *args: object) -> None:
+        if path.name == CALIBRATION_FILE:  # after the manifest, before calibration.json
+            signal.raise_signal(signal.SIGINT)
+        write(path, *args)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # delivered once both are written
+        save_calibration(run_dir, {"temperature": 1.5, "fitted_on": "interrupted"})
+    assert load_run(run_dir).temperature == 1.5
