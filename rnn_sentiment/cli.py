@@ -159,6 +159,12 @@ def _named(value: str, hint: str | None = None) -> str:
     return value
 
 
+def _split_name(value: str) -> str:
+    if value == "":
+        raise typer.BadParameter("an empty split name; give one (test, validation, ...) or drop it")
+    return value
+
+
 def _path(value: str) -> Path:
     """``_named`` as a Path, the parser of every Path argument and option."""
     return Path(_named(value))
@@ -383,7 +389,11 @@ LabelledData = Annotated[
 ]
 Split = Annotated[
     str | None,
-    typer.Option(metavar="NAME", help="Split (or file stem). Default: test, else validation."),
+    typer.Option(
+        metavar="NAME",
+        help="Split (or file stem). Default: test, else validation.",
+        parser=_split_name,
+    ),
 ]
 ReviewColumn = Annotated[
     str | None, typer.Option(metavar="NAME", help="Column with the review text.")
@@ -1189,7 +1199,11 @@ def calibrate(
     data: LabelledData = None,
     split: Annotated[
         str | None,
-        typer.Option(metavar="NAME", help="Split (or file stem). Default: the run's validation."),
+        typer.Option(
+            metavar="NAME",
+            help="Split (or file stem). Default: the run's validation.",
+            parser=_split_name,
+        ),
     ] = None,
     text_column: ReviewColumn = None,
     label_column: LabelColumn = None,

@@ -214,3 +214,26 @@ def test_ctrl_c_while_a_refit_is_written_waits_for_both_files(
     with pytest.raises(KeyboardInterrupt):  # delivered once both are written
         save_calibration(run_dir, {"temperature": 1.5, "fitted_on": "interrupted"})
     assert load_run(run_dir).temperature == 1.5
+
+
+def test_the_runs_own_training_or_test_reviews_are_refused_however_named(
+    hot_run: Path, tmp_path: Path
+) -> None:
+    # Found by a red-team pass: `--split ./test`, `--split ../builtin/train` and
+    # `--data builtin --split test` fitted on the reviews `--split test` is refused for.
+    from rnn_sentiment.data.sources import BUILTIN_DIR
+
+    run_dir = Path(shutil.copytree(hot_run, tmp_path / "run"))
+    before = (run_dir / CALIBRATION_FILE).read_bytes()
+    for args in (["--split", "./test"], ["--split", "../builtin/train"], ["--split", ".."],
+                 ["--split", str(BUILTIN_DIR / "train")]):  # fmt: skip
+        code, out, err = invoke("calibrate", str(run_dir), *args)
+        assert code == 2 and not out and "is not a split name" in err, (args, err)
+    for data, split, role in (("builtin", "test", "test"), (str(BUILTIN_DIR), "train", "training")):
+        code, out, err = invoke("calibrate", str(run_dir), "--data", data, "--split", split)
+        assert code == 2 and f"is the run's {role} split" in err and not out, err
+    code, _, err = invoke("calibrate", str(run_dir), "--split", "")
+    assert code == 2 and "an empty split name" in err
+    assert (run_dir / CALIBRATION_FILE).read_bytes() == before
+    code, _, err = invoke("evaluate", str(run_dir), "--split", "../builtin/test")
+    assert code == 2 and "is not a split name" in err  # evaluate reads nothing outside either

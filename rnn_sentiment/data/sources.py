@@ -264,6 +264,11 @@ def resolve_source(source: str, split: str) -> Path | None:
     if root.is_file():
         return root
     if root.is_dir():
+        if split in ("", ".", "..") or "/" in split or "\\" in split:  # nothing outside root
+            raise DataError(
+                f"split '{split}' is not a split name: a split is a file stem or folder name in "
+                f"{root} (train, test, ...); a file elsewhere is --data FILE (data.source)"
+            )
         for name in (split, *_SPLIT_ALIASES.get(split, ())):
             for suffix in EXTENSIONS:
                 for candidate in (root / f"{name}{suffix}", root / f"{name}{suffix}.gz"):

@@ -131,7 +131,8 @@ def calibrate(
         )
     own = predictor.run.config.data
     reported = own.test_split or (None if own.validation_split else "test")  # evaluate's default
-    if source is None and chosen != own.validation_split and chosen in (own.train_split, reported):
+    own_data = source is None or _same_source(source, own.source)
+    if own_data and chosen != own.validation_split and chosen in (own.train_split, reported):
         role = "training" if chosen == own.train_split else "test"
         raise DataError(
             f"--split {chosen} is the run's {role} split: a temperature fitted there is "
@@ -149,6 +150,16 @@ def calibrate(
         )
     save_calibration(path, calibration)
     return calibration
+
+
+def _same_source(given: str, own: str) -> bool:
+    """Whether ``--data`` names the run's own data: the same name, or the same local path."""
+    if given == own:
+        return True
+    from rnn_sentiment.data.sources import BUILTIN_DIR
+
+    paths = [BUILTIN_DIR if name == "builtin" else Path(name).expanduser() for name in (given, own)]
+    return all(path.exists() for path in paths) and paths[0].resolve() == paths[1].resolve()
 
 
 def _trained_on(
