@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import textwrap
@@ -293,6 +294,16 @@ def test_the_file_itself_is_checked_before_it_is_parsed(tmp_path: Path) -> None:
     assert "byte limit" in problems(big)[0]
     listed = write_suite(tmp_path, "- just a list\n")
     assert problems(listed) == [f"{listed} must hold a mapping with 'name' and 'tests'"]
+    # found by a red-team pass: a FIFO was "not found", and a NUL byte "nested too deeply"
+    os.mkfifo(tmp_path / "fifo.yaml")
+    assert "is not a regular file (a FIFO" in problems(tmp_path / "fifo.yaml")[0]
+    nul = write_suite(tmp_path, "name: x\ntests:\n  - name: 'a\0b'\n")
+    assert problems(nul) == [f"{nul}, line 3: not plain YAML: control character U+0000 is not "
+                             "allowed; remove it"]  # fmt: skip
+    lonely = write_suite(tmp_path, "name: x\nfill:\n  a: [good]\ntests:\n  - name: t\n"
+                         "    capability: c\n    type: mft\n    expect: positive\n"
+                         "    template: ['{a} {a1}']\n")  # fmt: skip
+    assert "its templates give no texts: slots that share a fill list" in problems(lonely)[0]
 
 
 def test_limits_stop_a_suite_too_big_to_score(
@@ -510,3 +521,29 @@ tests:
     assert time.perf_counter() - started < 5
     path.write_text(path.read_text().replace(lines, "\n".join(lines.splitlines()[:10])))
     assert len(load_suite(path).tests[0].cases) == 1  # ten such templates are fine
+
+
+def test_the_whole_suite_has_a_filling_budget_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a red-team pass: every test under its own cap, a 514 KB suite of 1,000 such tests
+    # would have filled templates for about 95 minutes, printing nothing.
+    from rnn_sentiment.inference import check
+
+    words = ", ".join(f"w{i}" for i in range(46))  # 97,336 fillings per template
+    tests = "".join(
+        f"""  - name: t{n}
+    capability: c
+    type: mft
+    expect: positive
+    max_cases: 1
+    template: ['{{a}} {{a1}} {{a2}}']
+"""
+        for n in range(3)
+    )
+    path = write_suite(tmp_path, f"name: many\nfill:\n  a: [{words}]\ntests:\n{tests}")
+    monkeypatch.setattr(check, "MAX_SUITE_WORK", 200_000)  # room for two of the three
+    with pytest.raises(ConfigError, match="t2.*the tests before it, the suite has over 200,000"):
+        load_suite(path)
+    monkeypatch.setattr(check, "MAX_SUITE_WORK", 300_000)
+    assert len(load_suite(path).tests) == 3

@@ -46,6 +46,9 @@ _ENUMERATE_LIMIT = 100_000  # with a shared list: products up to this size are l
 # Fillings considered for one test, over all its templates (listed, drawn or kept): a few
 # seconds. A 3 KB suite of 100 templates over one shared list of 46 words took 20 s before.
 MAX_FILLING_WORK = 2_000_000
+# ... and by the whole suite: each test under the cap, a thousand of them still took hours. The
+# shipped suite considers 7,540.
+MAX_SUITE_WORK = 2 * MAX_FILLING_WORK
 
 TestType = Literal["mft", "inv", "dir"]
 Perturbation = Literal[
@@ -125,8 +128,11 @@ def _read_tree(path: Path) -> tuple[Any, Lines]:
     """The parsed file and the line of every key and list item in it."""
     if path.is_dir():
         raise ConfigError([f"{path} is a folder; --suite takes a suite YAML file"])
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError([f"suite file not found: {path}"])
+    if not path.is_file():
+        raise ConfigError([f"{path} is not a regular file (a FIFO, device or socket); --suite "
+                           "takes a suite YAML file"])  # fmt: skip
     with path.open("rb") as handle:
         data = handle.read(MAX_SUITE_BYTES + 1)
     if len(data) > MAX_SUITE_BYTES:
@@ -140,6 +146,11 @@ def _read_tree(path: Path) -> tuple[Any, Lines]:
             loader.dispose()
     except UnicodeDecodeError:
         raise ConfigError([f"{path} is not UTF-8 text"]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids: it has no problem_mark
+        line = data.decode("utf-8")[: exc.position].count("\n") + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError([f"{path}, line {line}: not plain YAML: control character "
+                           f"U+{code:04X} is not allowed; remove it"]) from None  # fmt: skip
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         at = f", line {mark.line + 1}" if mark is not None else ""
@@ -477,7 +488,7 @@ def load_suite(path: str | Path | None = None) -> Suite:
     where = _Where(path, tree, lines)
     found: Found = []
     spec = _validated(SuiteFile, tree, (), where, found)
-    tests, names, total = [], set(), 0
+    tests, names, total, room = [], set(), 0, MAX_SUITE_WORK
     for index, data in enumerate(spec.tests if spec is not None else where.tests):
         if not isinstance(data, dict):
             continue  # reported by the suite's own check
@@ -488,7 +499,9 @@ def load_suite(path: str | Path | None = None) -> Suite:
             if entry.name in names:
                 raise _Problem("a second test with this name; names must be unique", "name")
             names.add(entry.name)
-            tests.append(_expand(entry, spec))
+            test, work = _expand(entry, spec, room)
+            tests.append(test)
+            room -= work
         except _Problem as exc:
             found.append(where(("tests", index, *exc.at), str(exc)))
             continue
@@ -501,8 +514,9 @@ def load_suite(path: str | Path | None = None) -> Suite:
     return Suite(spec.name, spec.description, path, spec.tolerance, tuple(tests))
 
 
-def _expand(entry: TestEntry, spec: SuiteFile) -> SuiteTest:
-    """The test's cases: templates filled, capped, and perturbed for inv and dir."""
+def _expand(entry: TestEntry, spec: SuiteFile, room: int) -> tuple[SuiteTest, int]:
+    """The test's cases (templates filled, capped, and perturbed for inv and dir), and the
+    fillings considered, which must fit in the test's cap and the suite's ``room``."""
     _check_fields(entry, spec)
     lists = {**spec.fill, **entry.fill}
     rng = random.Random(f"{spec.seed}/{entry.name}")  # a str seed hashes the same in every run
@@ -518,16 +532,27 @@ def _expand(entry: TestEntry, spec: SuiteFile) -> SuiteTest:
             raise _Problem(f"its templates have over {MAX_FILLING_WORK:,} fillings to consider; "
                            "use fewer templates, shorter fill lists or a lower max_cases",
                            "template", number)  # fmt: skip
+        if work > room:
+            raise _Problem(f"with the tests before it, the suite has over {MAX_SUITE_WORK:,} "
+                           "fillings to consider; split it into several suites, or use shorter "
+                           "fill lists or a lower max_cases", "template", number)  # fmt: skip
     filled = [(template, values) for template in templates
               for values in _assignments(template, lists, cap, rng)]  # fmt: skip
     if len(filled) > cap:
         filled = [filled[i] for i in sorted(rng.sample(range(len(filled)), cap))]
+    if not filled:
+        raise _Problem(
+            "its templates give no texts: slots that share a fill list take different words, "
+            "and the list has too few; add words",
+            "template",
+        )
     cases = _cases(entry, filled, lists, rng)
     if not cases:
         raise _Problem(f"perturbation '{entry.perturb}' changes none of its {len(filled)} "
                        "texts", "perturb")  # fmt: skip
-    return SuiteTest(entry.name, entry.capability, entry.type, entry.description, cases,
+    test = SuiteTest(entry.name, entry.capability, entry.type, entry.description, cases,
                      entry.expect, entry.perturb)  # fmt: skip
+    return test, work
 
 
 def _cases(
