@@ -63,10 +63,14 @@ def clean_html(text: str) -> str:
     return _BR_TAG.sub(" ", text)
 
 
+class NotAReview(DataError, TypeError):
+    """A review that is not a str (a DataError, and a TypeError as Python would raise)."""
+
+
 def prepare_text(text: str, html: bool) -> str:
     """Step 1 of the pipeline for one review (see the module docstring)."""
     if not isinstance(text, str):
-        raise TypeError(f"reviews must be strings, got {type(text).__name__}")
+        raise NotAReview(f"reviews must be strings, got {type(text).__name__}")
     # U+FEFF: a byte-order mark that an editor left at the start of a file or line; invisible,
     # it would otherwise glue itself to the first word and make it unknown.
     text = fix_text(text)[0].replace("\ufeff", "")
@@ -154,11 +158,38 @@ class TextPipeline:
 MAX_WINDOW_OVERLAP = 64
 
 
+def review_list(texts: Iterable[str]) -> Sequence[str]:
+    """``texts`` as the scoring methods take them: a list (or another sequence) of reviews, a
+    generator or a numpy array read into a list. One string would be scored a character at a
+    time, and None would fail far from the call: both are refused (NotAReview)."""
+    if isinstance(texts, (str, bytes)):
+        raise NotAReview(f"texts is one {type(texts).__name__}, not a list of reviews: pass [text]")
+    if isinstance(texts, np.ndarray):
+        return texts.tolist()
+    if isinstance(texts, Sequence):
+        return texts
+    if not isinstance(texts, Iterable):
+        raise NotAReview(f"texts must be a list of reviews, got {type(texts).__name__}")
+    return list(texts)
+
+
+def review_stream(texts: Iterable[str], chunk_size: int) -> Iterable[str]:
+    """``texts`` for ``iter_predict``, read lazily: refused as :func:`review_list` refuses, and
+    a ``chunk_size`` under 1 (which would read nothing, or fail inside islice) too."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
+        review_list(texts)  # raises: the same message
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise DataError(f"chunk_size must be a whole number of 1 or more, not {chunk_size!r}")
+    return texts
+
+
 def window_stride_of(size: int, stride: int | None, long_reviews: str = "window") -> int | None:
     """``stride`` (default: half of ``size``), refused (DataError) when over ``size`` (the
     tokens between windows would never be read) or under 1/:data:`MAX_WINDOW_OVERLAP` of it;
     None when ``long_reviews`` is not 'window' (a stride given then is refused: it would be
     ignored)."""
+    if long_reviews not in ("truncate", "window"):  # anything else was read as truncate
+        raise DataError(f"long_reviews must be 'truncate' or 'window', not {long_reviews!r}")
     if long_reviews != "window":
         if stride is not None:
             raise DataError("--window-stride goes with --long-reviews window; add that, or drop it")

@@ -155,3 +155,59 @@ def test_a_planted_metrics_file_cannot_hang_picking_the_default(
     (runs / "planted" / "metrics.json").unlink()
     (runs / "planted" / "metrics.json").symlink_to("/dev/zero")
     assert resolve_model_dir("latest", runs) == runs / "good"
+
+
+@pytest.mark.parametrize("exported", [True, False], ids=["exported", "pytorch"])
+def test_library_callers_get_a_package_error_that_says_what_to_pass(
+    exported: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a red-team pass: predict("good movie") scored ten characters; None, a numpy array
+    # or a generator failed deep inside; chunk_size=0 dropped every review; "" loaded the
+    # current folder; long_reviews="x" was read as truncate.
+    import rnn_sentiment
+    from rnn_sentiment.errors import DataError
+    from rnn_sentiment.inference.models import load_predictor
+
+    model = load_predictor(BUNDLED_MODEL_DIR, quantize=None if exported else "int8")
+    for method in (model.predict, model.predict_proba, model.score):
+        with pytest.raises(DataError, match="texts is one str, not a list of reviews: pass"):
+            method("good movie")
+        with pytest.raises(DataError, match="texts must be a list of reviews, got NoneType"):
+            method(None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="reviews must be strings, got int"):  # and DataError
+            method(["good", 5])  # type: ignore[list-item]
+    expected = model.predict_proba(REVIEWS[:2])
+    assert np.array_equal(model.predict_proba(np.array(REVIEWS[:2])), expected)
+    assert [p.label for p in model.predict(t for t in REVIEWS[:2])] == [
+        p.label for p in model.predict(REVIEWS[:2])
+    ]
+    with pytest.raises(DataError, match="long_reviews must be 'truncate' or 'window', not 'x'"):
+        model.predict(REVIEWS, long_reviews="x")  # type: ignore[arg-type]
+    for size in (0, -1, 1.5):
+        with pytest.raises(DataError, match="chunk_size must be a whole number of 1 or more"):
+            list(model.iter_predict(REVIEWS, chunk_size=size))  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="texts is one str"):
+        list(model.iter_predict("good movie"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="an empty model path"):
+        rnn_sentiment.load_model("")
+    with pytest.raises(DataError, match="an empty model path"):
+        rnn_sentiment.classify(["good"], model="")
+    with pytest.raises(DataError, match="not int"):
+        rnn_sentiment.load_model(123)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="an empty model path"):
+        rnn_sentiment.calibrate("")
+    with pytest.raises(DataError, match="not NoneType"):
+        rnn_sentiment.evaluate(None)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="source must be a non-empty str"):
+        rnn_sentiment.evaluate(model, "")
+    with pytest.raises(DataError, match="is not a split name"):
+        rnn_sentiment.evaluate(model, "builtin", 5)  # type: ignore[arg-type]
+    suite = rnn_sentiment.load_suite()
+    with pytest.raises(DataError, match="suite is a path; load it first"):
+        rnn_sentiment.run_suite(model, "my.yaml")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="the model must come from load_model"):
+        rnn_sentiment.run_suite(None, suite)  # type: ignore[arg-type]
+    for examples in (-1, "3"):
+        with pytest.raises(DataError, match="examples must be a whole number of 0 or more"):
+            rnn_sentiment.run_suite(model, suite, examples)  # type: ignore[arg-type]

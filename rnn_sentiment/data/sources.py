@@ -264,7 +264,7 @@ def resolve_source(source: str, split: str) -> Path | None:
     if root.is_file():
         return root
     if root.is_dir():
-        if split in ("", ".", "..") or "/" in split or "\\" in split:  # nothing outside root
+        if not isinstance(split, str) or split in ("", ".", "..") or "/" in split or "\\" in split:
             raise DataError(
                 f"split '{split}' is not a split name: a split is a file stem or folder name in "
                 f"{root} (train, test, ...); a file elsewhere is --data FILE (data.source)"

@@ -724,6 +724,21 @@ class SuiteResult:
         }
 
 
+def _check_arguments(scorer: object, suite: object, examples: object) -> None:
+    """run_suite's arguments as a library caller may pass them: each a DataError that says
+    what to pass, not an AttributeError from deep inside (or a silent slice of examples)."""
+    if isinstance(suite, (str, Path)):
+        raise DataError(
+            f"suite is a path; load it first: run_suite(model, load_suite({str(suite)!r}))"
+        )
+    if not isinstance(suite, Suite):
+        raise DataError(f"suite must come from load_suite(), not {type(suite).__name__}")
+    if not (hasattr(scorer, "label_names") and hasattr(scorer, "predict_proba")):
+        raise DataError(f"the model must come from load_model(), not {type(scorer).__name__}")
+    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
+        raise DataError(f"examples must be a whole number of 0 or more, not {examples!r}")
+
+
 def run_suite(scorer: Scorer, suite: Suite, examples: int = 3) -> SuiteResult:
     """Score every text of ``suite`` in one batch and judge each test's cases.
 
@@ -736,6 +751,7 @@ def run_suite(scorer: Scorer, suite: Suite, examples: int = 3) -> SuiteResult:
         DataError: the suite expects a label the model does not have, or the model's
             probabilities do not have one row per text and one column per label.
     """
+    _check_arguments(scorer, suite, examples)
     labels = tuple(scorer.label_names)
     _check_labels(suite, labels)
     texts = suite.texts()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from rnn_sentiment.data.readers import ParquetReader, Reader
 from rnn_sentiment.data.sources import open_split, single_source, to_reviews
 from rnn_sentiment.errors import DataError
 from rnn_sentiment.inference.exported import ExportedPredictor, is_exported_dir
-from rnn_sentiment.inference.models import load_predictor
+from rnn_sentiment.inference.models import load_predictor, model_path
 from rnn_sentiment.inference.scoring import ScoringOptions, iter_scored
 from rnn_sentiment.metrics import (
     MIN_ERRORS_TO_FIT,
@@ -72,7 +72,11 @@ def evaluate(
         text_column: overrides the run's text column.
         label_column: overrides the run's label column.
     """
-    predictor = load_predictor(Path(model)) if isinstance(model, (str, Path)) else model
+    predictor: Predictor | ExportedPredictor
+    if hasattr(model, "label_names"):  # a Predictor or ExportedPredictor (torch: lazily)
+        predictor = cast("Predictor | ExportedPredictor", model)
+    else:
+        predictor = load_predictor(model_path(model))
     trained_on = _trained_on(model, predictor)
     data_cfg = _data_config(trained_on, source, text_column, label_column, predictor.path)
     chosen = split or data_cfg.test_split or data_cfg.validation_split or "test"
@@ -111,7 +115,7 @@ def calibrate(
         source: labelled data; default: the run's own data.
         split: split or file stem; default: the run's validation split.
     """
-    path = Path(run_dir)
+    path = model_path(run_dir)
     if is_exported_dir(path):
         raise DataError(
             f"{path} is an exported model; calibrate the run directory it came from and export "
@@ -190,6 +194,10 @@ def _data_config(
     label_column: str | None,
     model_path: Path,
 ) -> DataConfig:
+    for name, value in (("source", source), ("text_column", text_column),
+                        ("label_column", label_column)):  # fmt: skip
+        if value is not None and (not isinstance(value, str) or not value):
+            raise DataError(f"{name} must be a non-empty str (None: the run's own), not {value!r}")
     if trained_on is None and source is None:
         raise DataError(
             f"{model_path} is an exported model, which does not record the data it was trained "

@@ -59,7 +59,13 @@ from rnn_sentiment.runfiles import (
     parse_labels,
     read_temperature,
 )
-from rnn_sentiment.text import LongReviews, TextPipeline, window_stride_of
+from rnn_sentiment.text import (
+    LongReviews,
+    TextPipeline,
+    review_list,
+    review_stream,
+    window_stride_of,
+)
 from rnn_sentiment.tokenizer import PAD_ID, parse_tokenizer
 
 ONNX_FILE = "model.onnx"
@@ -206,6 +212,7 @@ class ExportedPredictor:
         trained length, ``window_stride`` tokens apart (default half of it), averaged."""
         size = self.info.text.tokenizer.max_length
         stride = window_stride_of(size, window_stride, long_reviews)
+        texts = review_list(texts)
         if not texts:  # the stride is checked above, with no texts too
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         if stride is None:
@@ -236,12 +243,13 @@ class ExportedPredictor:
     ) -> list[Prediction]:
         """Label, score and per-class probabilities for each text (``long_reviews``: as in
         :meth:`score`)."""
+        texts = review_list(texts)  # a generator is read once, for both
         probs = self.score(texts, long_reviews, window_stride)
         return [prediction(t, row, self.label_names) for t, row in zip(texts, probs, strict=True)]
 
     def iter_predict(self, texts: Iterable[str], chunk_size: int = 4096) -> Iterator[Prediction]:
         """Score a stream of texts chunk by chunk, so memory stays flat for any input size."""
-        iterator = iter(texts)
+        iterator = iter(review_stream(texts, chunk_size))
         while chunk := list(islice(iterator, chunk_size)):
             yield from self.predict(chunk)
 

@@ -81,9 +81,22 @@ def resolve_model_dir(model: str | Path | None, runs_dir: str | Path = "runs") -
             "no bundled model in this installation; pass --model RUN_DIR (or set "
             f"{MODEL_ENV}=RUN_DIR), or train one with 'rnn-sentiment train'"
         )
-    if str(chosen) == LATEST and not Path(chosen).exists():
+    path = model_path(chosen)
+    if str(chosen) == LATEST and not path.exists():
         return _newest_run(Path(runs_dir))
-    return Path(chosen)
+    return path
+
+
+def model_path(model: object) -> Path:
+    """``model`` as a directory path: a str or Path, and not "" (which pathlib reads as the
+    current folder); anything else is a DataError that says what to pass."""
+    if isinstance(model, Path):
+        return model
+    if not isinstance(model, str):
+        raise DataError(f"a model is a directory path (str or Path), not {type(model).__name__}")
+    if not model:
+        raise DataError("an empty model path; give a run directory, or None for the default")
+    return Path(model)
 
 
 def _newest_run(root: Path) -> Path:

@@ -20,7 +20,14 @@ from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.inference.engine import Dtype, Quantize, choose_engine
 from rnn_sentiment.inference.results import Prediction, prediction
 from rnn_sentiment.metrics import with_temperature
-from rnn_sentiment.text import LongReviews, TextPipeline, Windows, window_stride_of
+from rnn_sentiment.text import (
+    LongReviews,
+    TextPipeline,
+    Windows,
+    review_list,
+    review_stream,
+    window_stride_of,
+)
 
 if TYPE_CHECKING:
     from rnn_sentiment.inference.explain import Explanation
@@ -97,6 +104,7 @@ class Predictor:
         """
         size = self.run.config.tokenizer.max_length
         stride = window_stride_of(size, window_stride, long_reviews)
+        texts = review_list(texts)
         if not texts:  # the stride is checked above, with no texts too
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         pipeline = self.run.pipeline
@@ -121,12 +129,13 @@ class Predictor:
     ) -> list[Prediction]:
         """Label, score and per-class probabilities for each text (``long_reviews``: as in
         :meth:`score`)."""
+        texts = review_list(texts)  # a generator is read once, for both
         probs = self.score(texts, long_reviews, window_stride)
         return [prediction(t, row, self.label_names) for t, row in zip(texts, probs, strict=True)]
 
     def iter_predict(self, texts: Iterable[str], chunk_size: int = 4096) -> Iterator[Prediction]:
         """Score a stream of texts chunk by chunk, so memory stays flat for any input size."""
-        iterator = iter(texts)
+        iterator = iter(review_stream(texts, chunk_size))
         while chunk := list(islice(iterator, chunk_size)):
             yield from self.predict(chunk)
 
