@@ -304,6 +304,10 @@ def test_the_file_itself_is_checked_before_it_is_parsed(tmp_path: Path) -> None:
                          "    capability: c\n    type: mft\n    expect: positive\n"
                          "    template: ['{a} {a1}']\n")  # fmt: skip
     assert "its templates give no texts: slots that share a fill list" in problems(lonely)[0]
+    blank = write_suite(tmp_path, "name: x\nfill:\n  a: ['', '  ']\ntests:\n  - name: t\n"
+                        "    capability: c\n    type: mft\n    expect: positive\n"
+                        "    template: ['{a}']\n")  # fmt: skip
+    assert "a filled template is empty or only spaces" in problems(blank)[0]  # predict refuses it
 
 
 def test_limits_stop_a_suite_too_big_to_score(

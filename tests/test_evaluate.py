@@ -133,6 +133,9 @@ def test_unscored_and_unlabelled_rows(predictor: Predictor, tmp_path: Path) -> N
     metrics = evaluate(predictor, str(path), label_column="stars")
     assert metrics["n"] == len(TEXTS) and metrics["unscored"] == 5
     assert metrics["accuracy"] == pytest.approx(expected_accuracy(predictor, TEXTS, LABELS))
+    path.write_text("\n".join(lines[len(TEXTS) :]) + "\n")  # only the unscored and unlabelled
+    with pytest.raises(DataError, match="has no labelled reviews with text \\(5 labelled rows"):
+        evaluate(predictor, str(path), label_column="stars")
 
 
 def test_a_row_too_long_to_read_is_unscored_not_dropped(

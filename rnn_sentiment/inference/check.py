@@ -564,6 +564,8 @@ def _cases(
     cases: dict[str, Case] = {}
     for template, values in filled:
         text = template.render(values)
+        if not text.strip():  # predict refuses an empty review: a test of one is no test
+            raise _Problem("a filled template is empty or only spaces; give it words", "template")
         if len(text) > MAX_TEXT_CHARS:
             raise _Problem(f"a filled template has {len(text):,} characters, over the "
                            f"{MAX_TEXT_CHARS:,} of a test sentence", "template")  # fmt: skip

@@ -237,7 +237,8 @@ def _labelled_probs(
         reader.close()
     if not labels:
         where = data_cfg.source if single else f"split '{chosen}' of {data_cfg.source}"
-        raise DataError(f"{where} has no labelled reviews")
+        empty = f" with text ({unscored:,} labelled rows unscored: no text, or unreadable)"
+        raise DataError(f"{where} has no labelled reviews{empty if unscored else ''}")
     return labels, probs, unscored
 
 
