@@ -23,8 +23,10 @@ against). Every problem is a one-line :class:`~rnn_sentiment.errors.CheckpointEr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import signal
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -65,6 +67,7 @@ from rnn_sentiment.runfiles import (
     read_safetensors,
     read_temperature,
 )
+from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.tokenizer import parse_tokenizer
 
@@ -152,18 +155,15 @@ def save_calibration(run_dir: Path, calibration: dict[str, Any]) -> None:
     is put back if it cannot be written), with Ctrl-C and SIGTERM held until both are done and
     delivered after. A run is never left holding a calibration its manifest does not vouch for.
     """
-    import signal
-
-    from rnn_sentiment.signals import StopSignals
-
     data = _json_text(calibration).encode("utf-8")
     before = _digests(run_dir)
     with StopSignals() as stop:
-        _update_manifest(run_dir, {CALIBRATION_FILE: data})
         try:
+            _update_manifest(run_dir, {CALIBRATION_FILE: data})
             atomic_write_bytes(run_dir / CALIBRATION_FILE, data)
-        except BaseException:
-            _write_manifest(run_dir, before)
+        except BaseException:  # a second Ctrl-C too: it is not held
+            with contextlib.suppress(OSError):  # the first error is the one to report
+                _write_manifest(run_dir, before)
             raise
     if stop.requested:
         signal.raise_signal(getattr(signal, stop.requested))

@@ -162,10 +162,10 @@ def review_list(texts: Iterable[str]) -> Sequence[str]:
     """``texts`` as the scoring methods take them: a list (or another sequence) of reviews, a
     generator or a numpy array read into a list. One string would be scored a character at a
     time, and None would fail far from the call: both are refused (NotAReview)."""
+    if isinstance(texts, np.ndarray):
+        texts = texts.tolist()  # a 0-d array gives back its one str: refused next
     if isinstance(texts, (str, bytes)):
         raise NotAReview(f"texts is one {type(texts).__name__}, not a list of reviews: pass [text]")
-    if isinstance(texts, np.ndarray):
-        return texts.tolist()
     if isinstance(texts, Sequence):
         return texts
     if not isinstance(texts, Iterable):

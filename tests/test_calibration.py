@@ -232,8 +232,28 @@ def test_the_runs_own_training_or_test_reviews_are_refused_however_named(
     for data, split, role in (("builtin", "test", "test"), (str(BUILTIN_DIR), "train", "training")):
         code, out, err = invoke("calibrate", str(run_dir), "--data", data, "--split", split)
         assert code == 2 and f"is the run's {role} split" in err and not out, err
+    code, out, err = invoke("calibrate", str(run_dir), "--data", str(BUILTIN_DIR / "train.jsonl"))
+    assert code == 2 and "train.jsonl is the run's training split" in err, err  # the file itself
     code, _, err = invoke("calibrate", str(run_dir), "--split", "")
     assert code == 2 and "an empty split name" in err
     assert (run_dir / CALIBRATION_FILE).read_bytes() == before
     code, _, err = invoke("evaluate", str(run_dir), "--split", "../builtin/test")
     assert code == 2 and "is not a split name" in err  # evaluate reads nothing outside either
+
+
+def test_a_run_trained_on_one_file_is_not_calibrated_on_that_file(
+    tmp_path: Path, jsonl_reviews: Path
+) -> None:
+    # Found by a fresh-eyes review: its validation reviews were carved from the file, so the
+    # file given back as --data is its training reviews, under the default split name.
+    from rnn_sentiment.training.loop import train
+    from tests.helpers import tiny_config
+
+    source = jsonl_reviews / "train.jsonl"
+    run_dir = train(tiny_config(tmp_path, **{"data.source": str(source)})).run_dir
+    code, out, err = invoke("calibrate", str(run_dir), "--data", str(source))
+    assert code == 2 and not out and f"{source} is the run's training split" in err, err
+    code, _, err = invoke("calibrate", str(run_dir), "--data", str(jsonl_reviews / "test.jsonl"))
+    assert (
+        "is the run's" not in err
+    )  # another file is held out: refused, if at all, for other reasons

@@ -549,5 +549,12 @@ def test_the_whole_suite_has_a_filling_budget_too(
     monkeypatch.setattr(check, "MAX_SUITE_WORK", 200_000)  # room for two of the three
     with pytest.raises(ConfigError, match="t2.*the tests before it, the suite has over 200,000"):
         load_suite(path)
+    # tests that fail once filled (a perturbation that changes none of the texts) spend it too
+    inv = path.read_text().replace(
+        "type: mft\n    expect: positive", "type: inv\n    perturb: numbers"
+    )
+    with pytest.raises(ConfigError, match="t2.*the tests before it, the suite has over 200,000"):
+        load_suite(write_suite(tmp_path, inv))
     monkeypatch.setattr(check, "MAX_SUITE_WORK", 300_000)
+    path = write_suite(tmp_path, f"name: many\nfill:\n  a: [{words}]\ntests:\n{tests}")
     assert len(load_suite(path).tests) == 3

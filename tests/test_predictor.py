@@ -176,6 +176,8 @@ def test_library_callers_get_a_package_error_that_says_what_to_pass(
             method(None)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="reviews must be strings, got int"):  # and DataError
             method(["good", 5])  # type: ignore[list-item]
+    with pytest.raises(DataError, match="texts is one str"):
+        model.predict_proba(np.array("good movie"))  # a 0-d array: one str too
     expected = model.predict_proba(REVIEWS[:2])
     assert np.array_equal(model.predict_proba(np.array(REVIEWS[:2])), expected)
     assert [p.label for p in model.predict(t for t in REVIEWS[:2])] == [
@@ -195,6 +197,12 @@ def test_library_callers_get_a_package_error_that_says_what_to_pass(
         rnn_sentiment.classify(["good"], model="")
     with pytest.raises(DataError, match="not int"):
         rnn_sentiment.load_model(123)  # type: ignore[arg-type]
+
+    class Where:  # any os.PathLike, as pytest's tmpdir is
+        def __fspath__(self) -> str:
+            return str(BUNDLED_MODEL_DIR)
+
+    assert rnn_sentiment.load_model(Where()).label_names == model.label_names  # type: ignore[arg-type]
     with pytest.raises(DataError, match="an empty model path"):
         rnn_sentiment.calibrate("")
     with pytest.raises(DataError, match="not NoneType"):

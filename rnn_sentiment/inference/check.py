@@ -488,7 +488,7 @@ def load_suite(path: str | Path | None = None) -> Suite:
     where = _Where(path, tree, lines)
     found: Found = []
     spec = _validated(SuiteFile, tree, (), where, found)
-    tests, names, total, room = [], set(), 0, MAX_SUITE_WORK
+    tests, names, total, room = [], set(), 0, [MAX_SUITE_WORK]
     for index, data in enumerate(spec.tests if spec is not None else where.tests):
         if not isinstance(data, dict):
             continue  # reported by the suite's own check
@@ -499,9 +499,7 @@ def load_suite(path: str | Path | None = None) -> Suite:
             if entry.name in names:
                 raise _Problem("a second test with this name; names must be unique", "name")
             names.add(entry.name)
-            test, work = _expand(entry, spec, room)
-            tests.append(test)
-            room -= work
+            tests.append(_expand(entry, spec, room))
         except _Problem as exc:
             found.append(where(("tests", index, *exc.at), str(exc)))
             continue
@@ -514,9 +512,10 @@ def load_suite(path: str | Path | None = None) -> Suite:
     return Suite(spec.name, spec.description, path, spec.tolerance, tuple(tests))
 
 
-def _expand(entry: TestEntry, spec: SuiteFile, room: int) -> tuple[SuiteTest, int]:
-    """The test's cases (templates filled, capped, and perturbed for inv and dir), and the
-    fillings considered, which must fit in the test's cap and the suite's ``room``."""
+def _expand(entry: TestEntry, spec: SuiteFile, room: list[int]) -> SuiteTest:
+    """The test's cases: templates filled, capped, and perturbed for inv and dir. The fillings
+    it considers must fit in the test's cap and in what is left of the suite's, ``room[0]``,
+    which they are taken from before any is made (a test that then fails still spent them)."""
     _check_fields(entry, spec)
     lists = {**spec.fill, **entry.fill}
     rng = random.Random(f"{spec.seed}/{entry.name}")  # a str seed hashes the same in every run
@@ -532,10 +531,11 @@ def _expand(entry: TestEntry, spec: SuiteFile, room: int) -> tuple[SuiteTest, in
             raise _Problem(f"its templates have over {MAX_FILLING_WORK:,} fillings to consider; "
                            "use fewer templates, shorter fill lists or a lower max_cases",
                            "template", number)  # fmt: skip
-        if work > room:
+        if work > room[0]:
             raise _Problem(f"with the tests before it, the suite has over {MAX_SUITE_WORK:,} "
                            "fillings to consider; split it into several suites, or use shorter "
                            "fill lists or a lower max_cases", "template", number)  # fmt: skip
+    room[0] -= work
     filled = [(template, values) for template in templates
               for values in _assignments(template, lists, cap, rng)]  # fmt: skip
     if len(filled) > cap:
@@ -550,9 +550,8 @@ def _expand(entry: TestEntry, spec: SuiteFile, room: int) -> tuple[SuiteTest, in
     if not cases:
         raise _Problem(f"perturbation '{entry.perturb}' changes none of its {len(filled)} "
                        "texts", "perturb")  # fmt: skip
-    test = SuiteTest(entry.name, entry.capability, entry.type, entry.description, cases,
+    return SuiteTest(entry.name, entry.capability, entry.type, entry.description, cases,
                      entry.expect, entry.perturb)  # fmt: skip
-    return test, work
 
 
 def _cases(

@@ -22,7 +22,12 @@ import numpy as np
 from rnn_sentiment.config import DataConfig
 from rnn_sentiment.data.files import labelled_columns
 from rnn_sentiment.data.readers import ParquetReader, Reader
-from rnn_sentiment.data.sources import open_split, single_source, to_reviews
+from rnn_sentiment.data.sources import (
+    open_split,
+    resolve_source,
+    single_source,
+    to_reviews,
+)
 from rnn_sentiment.errors import DataError
 from rnn_sentiment.inference.exported import ExportedPredictor, is_exported_dir
 from rnn_sentiment.inference.models import load_predictor, model_path
@@ -133,13 +138,11 @@ def calibrate(
             f"{path}'s validation reviews were carved from its training data and cannot be "
             "told apart now; pass --data FILE (and --split) with other held-out labelled reviews"
         )
-    own = predictor.run.config.data
-    reported = own.test_split or (None if own.validation_split else "test")  # evaluate's default
-    own_data = source is None or _same_source(source, own.source)
-    if own_data and chosen != own.validation_split and chosen in (own.train_split, reported):
-        role = "training" if chosen == own.train_split else "test"
+    role = _own_role(data_cfg.source, chosen, predictor.run.config.data)
+    if role is not None:
+        what = data_cfg.source if single_source(data_cfg.source) else f"--split {chosen}"
         raise DataError(
-            f"--split {chosen} is the run's {role} split: a temperature fitted there is "
+            f"{what} is the run's {role} split: a temperature fitted there is "
             "over-confident (training) or leaks into the test figures; fit it on held-out "
             "reviews (the default, its validation split, or --data FILE)"
         )
@@ -156,14 +159,31 @@ def calibrate(
     return calibration
 
 
-def _same_source(given: str, own: str) -> bool:
-    """Whether ``--data`` names the run's own data: the same name, or the same local path."""
-    if given == own:
-        return True
-    from rnn_sentiment.data.sources import BUILTIN_DIR
+def _own_role(source: str, split: str, own: DataConfig) -> str | None:
+    """'training' or 'test' when ``split`` of ``source`` holds the run's own training reviews or
+    those ``evaluate`` reports on, however named: the same local file or folder (``--data``
+    naming the file itself, or the whole file a run was trained on), else, for a hub split,
+    the same names."""
+    reported = own.test_split or (None if own.validation_split else "test")  # evaluate's default
+    roles = [(role, name) for role, name in (("training", own.train_split), ("test", reported))
+             if name is not None]  # fmt: skip
+    here = _location(source, split)
+    if here is None:  # a hub split (or one not found: reading it says so)
+        same = source == own.source and split != own.validation_split
+        return next((role for role, name in roles if same and split == name), None)
+    if own.validation_split is not None and here == _location(own.source, own.validation_split):
+        return None
+    return next((role for role, name in roles if here == _location(own.source, name)), None)
 
-    paths = [BUILTIN_DIR if name == "builtin" else Path(name).expanduser() for name in (given, own)]
-    return all(path.exists() for path in paths) and paths[0].resolve() == paths[1].resolve()
+
+def _location(source: str, split: str) -> Path | None:
+    """The local file or folder :func:`open_split` would read for ``split``, resolved; None for
+    a hub id, or where nothing is found."""
+    try:
+        found = resolve_source(source, split)
+    except (DataError, OSError):
+        return None
+    return found.resolve() if found is not None else None
 
 
 def _trained_on(

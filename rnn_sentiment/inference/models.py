@@ -92,6 +92,8 @@ def model_path(model: object) -> Path:
     current folder); anything else is a DataError that says what to pass."""
     if isinstance(model, Path):
         return model
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
     if not isinstance(model, str):
         raise DataError(f"a model is a directory path (str or Path), not {type(model).__name__}")
     if not model:
