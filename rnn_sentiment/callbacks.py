@@ -13,6 +13,18 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+def checked_callback(callback: object) -> TrainCallback:
+    """``callback`` as ``train`` and ``pretrain`` take it: None (silent) or a TrainCallback
+    instance, refused before any run directory is made (a class, or a str, failed later)."""
+    if callback is None:
+        return TrainCallback()
+    if not isinstance(callback, TrainCallback):
+        from rnn_sentiment.errors import ConfigError
+
+        raise ConfigError([f"callback must be a TrainCallback instance, not {callback!r}"])
+    return callback
+
+
 class TrainCallback:
     """Receives progress; the CLI renders it, library users may subclass it. No-ops by default."""
 

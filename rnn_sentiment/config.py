@@ -33,8 +33,43 @@ def check_threads(threads: int | None) -> None:
         raise ConfigError([f"threads must be 1 to {MAX_THREADS}, not {threads}"])
 
 
+def check_engine(
+    batch_size: object = None,
+    quantize: object = None,
+    dtype: object = "fp32",
+    threads: object = None,
+) -> None:
+    """How a library caller asks a model to score: refused (ConfigError) rather than ignored or
+    misread (batch_size=-1 gave an exported model's zero-filled scores as 0.5; quantize="int4"
+    scored in fp32)."""
+    problems = []
+    for name, value in (("batch_size", batch_size), ("threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            problems.append(f"{name} must be a whole number, not {value!r}")
+    if isinstance(batch_size, int) and batch_size < 1:
+        problems.append(f"batch_size must be 1 or more, not {batch_size}")
+    if quantize not in (None, "int8"):
+        problems.append(f"quantize must be 'int8' or None, not {quantize!r}")
+    if dtype not in ("fp32", "bf16"):
+        problems.append(f"dtype must be 'fp32' or 'bf16', not {dtype!r}")
+    if problems:
+        raise ConfigError(problems)
+    check_threads(threads)  # type: ignore[arg-type]  # an int or None, checked above
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
+    # allow_inf_nan: training.lr=.inf was accepted and ended in a NaN loss at step 2
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, defer_build=True, allow_inf_nan=False
+    )
+
+
+def _a_path(value: str | None) -> str | None:
+    """A path setting: not empty (pathlib reads "" as the current folder) and without NUL,
+    which the OS cannot take (a run failed halfway with ValueError)."""
+    if value is not None and (not value.strip() or "\0" in value):
+        raise ValueError("must be a path: not empty, and without NUL characters")
+    return value
 
 
 class LongRangeConfig(_Section):
@@ -102,6 +137,18 @@ class DataConfig(_Section):
         default_factory=LongRangeConfig,  # type: ignore[arg-type]
         description="Sizes and distances of the generated task when source is 'long-range'.",
     )
+
+    @field_validator("source", "cache_dir")
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        return _a_path(value)
+
+    @field_validator("extra_train_sources")
+    @classmethod
+    def _sources(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _a_path(value)
+        return values
 
 
 class TokenizerConfig(_Section):
@@ -235,7 +282,7 @@ class PretrainingConfig(_Section):
     @field_validator("from_")
     @classmethod
     def _named(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
+        if value is not None and (not value.strip() or "\0" in value):
             raise ValueError("must name an encoder directory, or 'bundled'; null starts from none")
         return value
 
@@ -413,6 +460,11 @@ class OutputConfig(_Section):
         "'<cell>-<date>-<time>'.",
     )
 
+    @field_validator("dir")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _a_path(value) or value
+
     @field_validator("name")
     @classmethod
     def _plain_name(cls, name: str | None) -> str | None:
@@ -491,6 +543,19 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
         for err in exc.errors():
             problems.extend(_describe(err).split("\n"))
         raise ConfigError(problems) from None
+
+
+def checked_config(config: object) -> Config | None:
+    """A config handed to ``train`` or ``pretrain``, validated again as a whole: a field set
+    after it was built (``config.data.test_split = "train"``) skipped the checks across
+    sections, and the run it trained wrote a config.yaml it could not load back."""
+    if config is None:
+        return None
+    if not isinstance(config, Config):
+        raise ConfigError(
+            [f"config must be a Config (load_config(path)), not {type(config).__name__}"]
+        )
+    return config_from_dict(config_to_dict(config))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

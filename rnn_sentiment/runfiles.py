@@ -45,7 +45,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeGuard
 from pydantic import BaseModel, ValidationError
 
 from rnn_sentiment.config import Config
-from rnn_sentiment.errors import CheckpointError
+from rnn_sentiment.errors import CheckpointError, DataError
 from rnn_sentiment.jsonfile import parse_json
 from rnn_sentiment.text import fix_text
 from rnn_sentiment.tokenizer import MAX_TOKENIZER_BYTES
@@ -207,11 +207,25 @@ def _open_dir_fd(path: Path) -> int:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def given_path(value: object, what: str, hint: str) -> Path:
+    """A path a caller passed (str or os.PathLike): not "" (which pathlib reads as the current
+    folder) and without NUL (which the OS cannot take); anything else is a DataError that
+    says what to pass (``hint``)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise DataError(f"{what} is a path (str or Path), not {type(value).__name__}")
+    if not value:
+        raise DataError(f"an empty {what} path; {hint}")
+    if "\0" in value:
+        raise DataError(f"{what} path {value!r} holds a NUL character; {hint}")
+    return Path(value)
+
+
 def replaces_model_file(path: Path, model_dir: Path) -> bool:
-    """Whether writing ``path`` would replace one of the files the model directory
-    ``model_dir`` is made of (:data:`MODEL_DIR_NAMES`): no command's output may do that."""
-    if not os.path.lexists(path):
-        return False
+    """Whether writing ``path`` would replace, or add, one of the files a model directory is
+    made of (:data:`MODEL_DIR_NAMES`) in ``model_dir``: no command's output may do that (a
+    scored CSV named model.onnx, absent before, made a run directory look exported)."""
     model = Path(os.path.realpath(model_dir))
     written = (  # a link is judged both as itself and by where it leads (savefig follows it)
         Path(os.path.realpath(path.parent)) / path.name,

@@ -26,6 +26,7 @@ import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from rnn_sentiment.config import check_engine
 from rnn_sentiment.data.readers import MAX_FIELD_CHARS, Chunk, arrow_chunk
 from rnn_sentiment.errors import DataError, first_line
 from rnn_sentiment.inference.models import load_predictor, resolve_model_dir
@@ -88,6 +89,7 @@ class BatchScorer:
         quantize: Literal["int8"] | None = None,
         dtype: Literal["fp32", "bf16"] = "fp32",
     ) -> None:
+        check_engine(batch_size, quantize, dtype, threads)  # here, not at the first batch
         self.model = None if model is None else resolve_model_dir(model).absolute()
         self.options = ScoringOptions(
             text_column=text_column,

@@ -52,7 +52,7 @@ from rnn_sentiment.checkpoint import (
     write_manifest,
 )
 from rnn_sentiment.data.batching import predict_proba_ids
-from rnn_sentiment.errors import CheckpointError, RnnSentimentError
+from rnn_sentiment.errors import CheckpointError, ConfigError, RnnSentimentError
 from rnn_sentiment.inference.exported import (
     CARD_FILE,
     EXPORT_FILE,
@@ -70,7 +70,14 @@ from rnn_sentiment.inference.exported import (
     onnx_session,
 )
 from rnn_sentiment.model import SentimentRNN
-from rnn_sentiment.runfiles import CALIBRATION_FILE, LABELS_FILE, METRICS_FILE, TOKENIZER_FILE
+from rnn_sentiment.runfiles import (
+    CALIBRATION_FILE,
+    LABELS_FILE,
+    METRICS_FILE,
+    TOKENIZER_FILE,
+    given_path,
+    replaces_model_file,
+)
 from rnn_sentiment.tokenizer import UNK_ID
 
 Quantize = Literal["int8"]
@@ -117,8 +124,11 @@ def export_model(
     Raises:
         CheckpointError: the run cannot be loaded, or ``output_dir`` is taken or unwritable.
     """
-    source, target = Path(run_dir), Path(output_dir)
-    _check_target(target)
+    source = given_path(run_dir, "run directory", "give the run directory to export")
+    target = given_path(output_dir, "output", "give a new folder to export into")
+    if quantize not in (None, "int8"):  # anything else was exported in fp32, silently
+        raise ConfigError([f"quantize must be 'int8' or None, not {quantize!r}"])
+    _check_target(target, source)
     run = _load_source(source)
     metrics = read_metrics(source)
     network = onnx_network(run.model)
@@ -325,9 +335,18 @@ def model_card(info: ExportInfo, label_names: list[str], metrics: dict[str, Any]
     return "\n".join(lines)
 
 
-def _check_target(target: Path) -> None:
+def _check_target(target: Path, source: Path) -> None:
+    """Refuse a target that is taken, inside the run as one of a model's file names, or that
+    cannot be made (checked before the export is done, not after)."""
     if target.is_symlink() or (target.exists() and not _empty_dir(target)):
         raise CheckpointError(f"{target} already exists; choose a new --output folder or remove it")
+    if replaces_model_file(target, source):
+        raise CheckpointError(f"{target} would add a model file to the run {source}; "
+                              "choose a folder outside it")  # fmt: skip
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create {target}: {exc.strerror or exc}") from None
 
 
 def _empty_dir(path: Path) -> bool:

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rnn_sentiment.config import ModelConfig, TokenizerConfig, check_threads
+from rnn_sentiment.config import ModelConfig, TokenizerConfig, check_engine, check_threads
 from rnn_sentiment.errors import CheckpointError
 from rnn_sentiment.inference.results import Explanation, Prediction, explain_with, prediction
 from rnn_sentiment.jsonfile import parse_json
@@ -275,6 +275,7 @@ def load_exported(
     path: Path, batch_size: int | None = None, threads: int | None = None
 ) -> ExportedPredictor:
     """Read and check an exported directory (see the module docstring) into a predictor."""
+    check_engine(batch_size, threads=threads)
     if os.path.isdir(path) and not is_exported_dir(path):
         raise CheckpointError(
             f"{path} is not an exported model (it has no {ONNX_FILE}); make one with "

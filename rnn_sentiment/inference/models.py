@@ -14,9 +14,10 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rnn_sentiment.config import check_engine
 from rnn_sentiment.errors import CheckpointError, DataError
 from rnn_sentiment.inference.exported import ExportedPredictor, is_exported_dir
-from rnn_sentiment.runfiles import MANIFEST_FILE
+from rnn_sentiment.runfiles import MANIFEST_FILE, given_path
 
 if TYPE_CHECKING:
     from rnn_sentiment.inference.predictor import Predictor
@@ -45,6 +46,7 @@ def load_predictor(
         DataError: ``quantize`` or ``dtype`` for an exported model (its precision was chosen
             when it was exported).
     """
+    check_engine(batch_size, quantize, dtype, threads)
     bundled = Path(model_dir).resolve() == BUNDLED_MODEL_DIR.resolve()  # however it is spelled
     if bundled and quantize is None and dtype == "fp32":
         usable = is_exported_dir(BUNDLED_EXPORT_DIR) and find_spec("onnxruntime") is not None
@@ -90,15 +92,7 @@ def resolve_model_dir(model: str | Path | None, runs_dir: str | Path = "runs") -
 def model_path(model: object) -> Path:
     """``model`` as a directory path: a str or Path, and not "" (which pathlib reads as the
     current folder); anything else is a DataError that says what to pass."""
-    if isinstance(model, Path):
-        return model
-    if isinstance(model, os.PathLike):
-        model = os.fspath(model)
-    if not isinstance(model, str):
-        raise DataError(f"a model is a directory path (str or Path), not {type(model).__name__}")
-    if not model:
-        raise DataError("an empty model path; give a run directory, or None for the default")
-    return Path(model)
+    return given_path(model, "model", "give a run directory, or None for the default")
 
 
 def _newest_run(root: Path) -> Path:

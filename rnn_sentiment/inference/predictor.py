@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from rnn_sentiment.checkpoint import LoadedRun, load_run
-from rnn_sentiment.config import check_threads
+from rnn_sentiment.config import check_engine, check_threads
 from rnn_sentiment.data.batching import predict_proba_ids
 from rnn_sentiment.inference.engine import Dtype, Quantize, choose_engine
 from rnn_sentiment.inference.results import Prediction, prediction
@@ -44,6 +44,7 @@ class Predictor:
         dtype: Dtype = "fp32",
         stepwise: bool = True,
     ) -> None:
+        check_engine(batch_size, quantize, dtype)
         self.run = run
         self.batch_size = batch_size
         self.label_names = run.label_names

@@ -111,6 +111,12 @@ def explain_with(
         TooLongToExplain: it has more than ``max_words`` words (as read: up to the model's
             ``max_length``), checked before anything is scored.
     """
+    if max_words is not None and (
+        isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1
+    ):
+        raise DataError(
+            f"max_words must be a whole number of 1 or more (or None), not {max_words!r}"
+        )
     ids, words, spans = pipeline.words(text)
     if max_words is not None and len(spans) > max_words:
         raise TooLongToExplain(len(spans), max_words)

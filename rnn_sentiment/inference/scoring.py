@@ -109,7 +109,7 @@ from rnn_sentiment.inference.sinks import (
     partial_path,
     progress_path,
 )
-from rnn_sentiment.runfiles import replaces_model_file
+from rnn_sentiment.runfiles import given_path, replaces_model_file
 from rnn_sentiment.signals import StopRequested, StopSignals
 from rnn_sentiment.text import LongReviews, fix_text
 
@@ -420,9 +420,9 @@ def score_file(
         ScoringInterrupted: Ctrl-C or SIGTERM; the committed rows stay for ``resume``.
         OutputClosed: stdout's reader went away (``| head``).
     """
-    options = options or ScoringOptions()
-    callback = callback or ScoringCallback()
-    source, target = str(input_path), str(output_path)
+    options, callback = _checked_arguments(predictor, options, callback)
+    source, target = (_stream_or_path(path, what) for path, what in
+                      ((input_path, "input"), (output_path, "output")))  # fmt: skip
     _check_paths(source, target, options, predictor.path)
     predictor.score([], options.long_reviews, options.window_stride)  # checks them, scores none
     in_kind = detect_format(source, options.input_format)
@@ -449,6 +449,28 @@ def score_file(
         return _run(predictor, reader, plan, sink, target, options, callback, block)
     finally:
         reader.close()
+
+
+def _checked_arguments(
+    predictor: object, options: object, callback: object
+) -> tuple[ScoringOptions, ScoringCallback]:
+    """score_file's arguments as a library caller may pass them: a DataError that says what
+    to pass, before any file is touched, not an AttributeError from deep inside."""
+    if not (hasattr(predictor, "label_names") and hasattr(predictor, "score")):
+        raise DataError(f"the model must come from load_model(), not {type(predictor).__name__}")
+    if options is not None and not isinstance(options, ScoringOptions):
+        raise DataError(f"options must be ScoringOptions(...), not {type(options).__name__}")
+    if callback is not None and not isinstance(callback, ScoringCallback):
+        raise DataError(f"callback must be a ScoringCallback instance, not {callback!r}")
+    return options or ScoringOptions(), callback or ScoringCallback()
+
+
+def _stream_or_path(path: object, what: str) -> str:
+    """'-' (stdin or stdout), or a path as :func:`given_path` takes it."""
+    if path == "-":
+        return "-"
+    given_path(path, what, "give a file, or '-'")
+    return os.fspath(path)  # type: ignore[call-overload]  # checked: str or PathLike
 
 
 def _check_paths(source: str, target: str, options: ScoringOptions, model_dir: Path) -> None:

@@ -20,13 +20,13 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from rnn_sentiment.callbacks import TrainCallback
-from rnn_sentiment.config import Config, config_to_dict
+from rnn_sentiment.callbacks import TrainCallback, checked_callback
+from rnn_sentiment.config import Config, checked_config, config_to_dict
 from rnn_sentiment.data.batching import collate, inference_batches, training_batches
 from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from rnn_sentiment.model import count_parameters
-from rnn_sentiment.runfiles import STATE_FILE
+from rnn_sentiment.runfiles import STATE_FILE, given_path
 from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training.encoder import (
@@ -98,9 +98,10 @@ def pretrain(
         callback: receives progress; None is silent.
         resume: an encoder directory whose pretraining was stopped, to continue exactly.
     """
-    cb = callback or TrainCallback()
+    config, cb = checked_config(config), checked_callback(callback)
     if resume is not None:
-        run = _setup(_resumable(Path(resume), config), cb, Path(resume))
+        resume = given_path(resume, "resume", "give the encoder directory to continue")
+        run = _setup(_resumable(resume, config), cb, resume)
     elif config is None:
         raise ConfigError(["pretrain needs a config unless it resumes"])
     else:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from rnn_sentiment import hardware
-from rnn_sentiment.callbacks import TrainCallback
+from rnn_sentiment.callbacks import TrainCallback, checked_callback
 from rnn_sentiment.checkpoint import (
     load_pipeline,
     load_weights,
@@ -35,13 +35,19 @@ from rnn_sentiment.checkpoint import (
     save_run_files,
     save_weights,
 )
-from rnn_sentiment.config import Config, TrainingConfig
+from rnn_sentiment.config import Config, TrainingConfig, checked_config
 from rnn_sentiment.data.batching import collate, predict_proba_ids, training_batches
 from rnn_sentiment.data.sources import DataSplits, load_splits
 from rnn_sentiment.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from rnn_sentiment.metrics import fit_calibration, probability_metrics, with_temperature
 from rnn_sentiment.model import SentimentRNN, build_model, count_parameters, parameter_shapes
-from rnn_sentiment.runfiles import CONFIG_FILE, LABELS_FILE, MAX_PARAMETERS, WEIGHTS_FILE
+from rnn_sentiment.runfiles import (
+    CONFIG_FILE,
+    LABELS_FILE,
+    MAX_PARAMETERS,
+    WEIGHTS_FILE,
+    given_path,
+)
 from rnn_sentiment.signals import StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training import distributed
@@ -131,8 +137,10 @@ def train(
             and ``predict`` do (the public :func:`rnn_sentiment.train` passes their scorer);
             None scores them with the training model's batched forward pass.
     """
+    config, cb = checked_config(config), checked_callback(callback)
+    if resume is not None:
+        resume = given_path(resume, "resume", "give the run directory to continue")
     ranks = distributed.start(config.training.device if config else "cpu")
-    cb = callback or TrainCallback()
     scratch: Path | None = None
     if not ranks.main:  # the same training, silent, its files in a folder removed at the end
         cb = TrainCallback()

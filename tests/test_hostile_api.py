@@ -1,0 +1,126 @@
+"""The library as a careless or hostile caller uses it: every wrong argument is one of the
+package's errors (RnnSentimentError), raised before any file is written, never an internal
+exception from deep inside or a silently wrong result. Found by a red-team pass of the API."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import rnn_sentiment as rs
+from rnn_sentiment.errors import CheckpointError, ConfigError, DataError
+from rnn_sentiment.inference.models import BUNDLED_MODEL_DIR, load_predictor
+from tests.helpers import invoke, tiny_overrides
+
+
+def test_scoring_output_may_not_add_a_model_file_to_the_model(
+    builtin_run: Path, tmp_path: Path
+) -> None:
+    # A scored CSV named model.onnx, absent before, made the run directory look exported.
+    run_dir = Path(shutil.copytree(builtin_run, tmp_path / "run"))
+    reviews = tmp_path / "in.csv"
+    reviews.write_text("text\na fine film\n")
+    model = rs.load_model(str(run_dir))
+    for name in ("model.onnx", "export.json"):  # absent from a run directory, until now
+        options = rs.ScoringOptions(output_format="csv")
+        with pytest.raises(DataError, match="would replace a file of the model"):
+            rs.score_file(model, str(reviews), str(run_dir / name), options)
+        assert not (run_dir / name).exists()
+    code, _, err = invoke("predict", "-m", str(run_dir), "-i", str(reviews), "-o",
+                          str(run_dir / "model.onnx"), "--output-format", "csv")  # fmt: skip
+    assert code == 2 and "would replace a file of the model" in err
+    assert rs.load_model(str(run_dir)).predict(["a fine film"])  # still loads
+    with pytest.raises(CheckpointError, match="would add a model file to the run"):
+        rs.export_model(run_dir, run_dir / "model.onnx")
+
+
+def test_export_refuses_a_bad_target_before_it_exports(builtin_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CheckpointError, match="cannot create .*afile/out"):
+        rs.export_model(builtin_run, tmp_path / "afile" / "out")  # was FileExistsError, after
+    with pytest.raises(ConfigError, match="quantize must be 'int8' or None, not 'int4'"):
+        rs.export_model(builtin_run, tmp_path / "q", quantize="int4")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="an empty output path"):
+        rs.export_model(builtin_run, "")
+    with pytest.raises(DataError, match="holds a NUL character"):
+        rs.export_model(builtin_run, str(tmp_path / "a\0b"))
+    with pytest.raises(DataError, match="run directory is a path .* not NoneType"):
+        rs.export_model(None, tmp_path / "n")  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ('data.source=""', "data.source"),
+        ('data.cache_dir=""', "data.cache_dir"),
+        ('output.dir="a\\0b"', "output.dir"),
+        ('pretraining.from="a\\0b"', "pretraining.from"),
+        ('data.extra_train_sources=[""]', "data.extra_train_sources"),
+        ("training.lr=.inf", "training.lr"),
+        ("training.max_minutes=.nan", "training.max_minutes"),
+    ],
+)
+def test_config_paths_and_numbers_a_run_cannot_use_are_refused(override: str, key: str) -> None:
+    # "" read the current folder; NUL failed halfway with ValueError; lr=inf gave a NaN loss.
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        rs.load_config(None, [override])
+
+
+def test_train_checks_its_arguments_before_it_claims_a_run_directory(tmp_path: Path) -> None:
+    config = rs.load_config(None, tiny_overrides(tmp_path, **{"output.name": "claimed"}))
+    config.data.test_split = "train"  # load_config refuses this; assigning did not
+    with pytest.raises(ConfigError, match="data.test_split must differ from data.train_split"):
+        rs.train(config)
+    config.data.test_split = None
+    for callback in ("x", rs.TrainCallback):  # a str, and the class instead of an instance
+        with pytest.raises(ConfigError, match="callback must be a TrainCallback instance"):
+            rs.train(config, callback=callback)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="config must be a Config .* not dict"):
+        rs.train({"model": {"cell": "gru"}})  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="an empty resume path"):
+        rs.train(None, resume="")
+    with pytest.raises(ConfigError, match="config must be a Config .* not str"):
+        rs.pretrain("configs/imdb-lm.yaml")  # type: ignore[arg-type]
+    assert not (tmp_path / "runs" / "claimed").exists()  # the name is still free
+
+
+@pytest.mark.parametrize("exported", [True, False], ids=["exported", "pytorch"])
+def test_how_a_model_scores_is_checked_not_ignored(exported: bool) -> None:
+    # batch_size=-1 gave an exported model's zero-filled array as probabilities of 0.5.
+    engine = {} if exported else {"quantize": "int8"}
+    for bad, message in (({"batch_size": -1}, "batch_size must be 1 or more, not -1"),
+                         ({"batch_size": "8"}, "batch_size must be a whole number"),
+                         ({"threads": 0}, "threads must be 1 to")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            load_predictor(BUNDLED_MODEL_DIR, **engine, **bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="quantize must be 'int8' or None, not 'int4'"):
+        load_predictor(BUNDLED_MODEL_DIR, quantize="int4")
+    with pytest.raises(ConfigError, match="dtype must be 'fp32' or 'bf16', not 'fp16'"):
+        load_predictor(BUNDLED_MODEL_DIR, dtype="fp16")
+    with pytest.raises(ConfigError, match="threads must be a whole number"):
+        rs.BatchScorer(None, threads="2")  # type: ignore[arg-type]  # at once, not per batch
+    model = load_predictor(BUNDLED_MODEL_DIR, **engine)  # type: ignore[arg-type]
+    for max_words in ("5", -1, 0, float("nan"), True):
+        with pytest.raises(DataError, match="max_words must be a whole number of 1 or more"):
+            model.explain("a fine film", max_words=max_words)  # type: ignore[arg-type]
+    assert model.explain("a fine film", max_words=3).words
+
+
+def test_score_file_checks_its_arguments_before_any_file(tmp_path: Path) -> None:
+    reviews = tmp_path / "in.csv"
+    reviews.write_text("text\na fine film\n")
+    model = load_predictor(BUNDLED_MODEL_DIR)
+    out = str(tmp_path / "out.csv")
+    with pytest.raises(DataError, match="the model must come from load_model"):
+        rs.score_file(str(BUNDLED_MODEL_DIR), str(reviews), out)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="options must be ScoringOptions"):
+        rs.score_file(model, str(reviews), out, {"keep_columns": "none"})  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="callback must be a ScoringCallback instance"):
+        rs.score_file(model, str(reviews), out, None, "x")  # type: ignore[arg-type]
+    for source, target in (("", out), (str(reviews), ""), (str(reviews), out + "\0")):
+        with pytest.raises(DataError, match="an empty (input|output) path|holds a NUL"):
+            rs.score_file(model, source, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # no .partial left
