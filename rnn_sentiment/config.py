@@ -6,6 +6,7 @@ silently ignored setting.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -522,6 +523,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     Raises:
         ConfigError: listing every problem found, each naming its key.
     """
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise ConfigError([f"path must be a YAML file's path (str or Path), not {path!r}"])
+    if overrides is not None and (
+        isinstance(overrides, (str, bytes))
+        or not isinstance(overrides, (list, tuple))
+        or not all(isinstance(item, str) for item in overrides)
+    ):
+        raise ConfigError(
+            [f"overrides must be a list of 'key.sub=value' strings, not {overrides!r}"]
+        )
     tree = _read_yaml(Path(path)) if path is not None else {}
     problems: list[str] = []
     for item in overrides or []:
@@ -586,17 +597,27 @@ def config_keys() -> list[str]:
     return walk(Config, "")
 
 
+MAX_CONFIG_BYTES = 2**20  # the largest shipped config is 3 KB: a cap keeps a stray file out
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     if path.is_dir():
         example = path / "default.yaml"
         raise ConfigError([f"{path} is a folder; give one of its YAML files (e.g. {example})"])
+    if path.exists() and not path.is_file():
+        raise ConfigError([f"{path} is not a regular file (a FIFO, device or socket); give a "
+                           "YAML config file"])  # fmt: skip
     if not path.is_file():
         hint = "" if path.suffix in {".yaml", ".yml"} else " (configs are YAML files)"
         raise ConfigError([f"config file not found: {path}{hint}"])
+    with path.open("rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path} is over the {MAX_CONFIG_BYTES:,}-byte limit of a config file"])
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = yaml.safe_load(data.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise ConfigError([f"{path} is not valid YAML: {first_line}"]) from None

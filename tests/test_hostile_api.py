@@ -124,3 +124,60 @@ def test_score_file_checks_its_arguments_before_any_file(tmp_path: Path) -> None
         with pytest.raises(DataError, match="an empty (input|output) path|holds a NUL"):
             rs.score_file(model, source, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # no .partial left
+
+
+def test_arguments_are_checked_before_ray_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a red-team pass: workers=-1, address=123, threads=0 and a dict of options all
+    # reached ray.init, and an input of None or "" failed inside (or read the current folder).
+    from rnn_sentiment.inference import ray_scoring
+    from rnn_sentiment.inference.ray_scoring import score_with_ray
+
+    class NoRay:  # whatever reaches Ray fails the test
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"ray.{name} was reached")
+
+    monkeypatch.setattr(ray_scoring, "_import_ray", NoRay)
+    source = tmp_path / "in.csv"
+    source.write_text("text\na fine film\n")
+    out = tmp_path / "out"
+    for bad, message in (({"workers": 0}, "workers must be a whole number of 1 or more"),
+                         ({"address": 123}, "address must be a Ray address"),
+                         ({"options": {"chunk_size": 3}}, "options must be ScoringOptions"),
+                         ({"threads": 0}, "threads must be 1 to"),
+                         ({"batch_size": -1}, "batch_size must be 1 or more")):  # fmt: skip
+        with pytest.raises((DataError, ConfigError), match=message):
+            score_with_ray(None, source, out, **bad)
+    for inputs, message in (
+        (None, "inputs must be a file, a folder or a list"),
+        ("", "an empty input path"),
+        ([source, ""], "an empty input path"),
+    ):
+        with pytest.raises(DataError, match=message):
+            score_with_ray(None, inputs, out)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="an empty output path"):
+        score_with_ray(None, source, "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_load_config_checks_its_arguments_and_the_file(tmp_path: Path) -> None:
+    # load_config(None, "model.cell=gru") read each character as an override; [1] and None
+    # raised AttributeError; a FIFO was "not found"; a file of any size was read whole.
+    import os
+
+    from rnn_sentiment.config import MAX_CONFIG_BYTES
+
+    for overrides in ("model.cell=gru", [1], [None], 5):
+        with pytest.raises(ConfigError, match="overrides must be a list of 'key.sub=value'"):
+            rs.load_config(None, overrides)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="path must be a YAML file's path"):
+        rs.load_config(123)  # type: ignore[arg-type]
+    assert rs.load_config(None, ("model.cell=gru",)).model.cell == "gru"  # a tuple is a list
+    os.mkfifo(tmp_path / "fifo.yaml")
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        rs.load_config(tmp_path / "fifo.yaml")
+    big = tmp_path / "big.yaml"
+    big.write_text("model:\n  cell: gru\n" + "#" * MAX_CONFIG_BYTES)
+    with pytest.raises(ConfigError, match="byte limit of a config file"):
+        rs.load_config(big)

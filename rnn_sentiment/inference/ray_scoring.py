@@ -64,6 +64,7 @@ from rnn_sentiment.inference.scoring import (
     plan_scoring,
     tally,
 )
+from rnn_sentiment.runfiles import given_path
 
 SOURCE_COLUMNS = ("source_file", "source_row")
 INSTALL_HINT = "Ray is not installed; pip install 'rnn-sentiment[ray]' (or pip install 'ray[data]')"
@@ -116,6 +117,7 @@ def score_with_ray(
             not empty, unsupported options.
     """
     ray = _import_ray()
+    _check_arguments(options, address, workers)
     options = _checked(options or ScoringOptions())
     load = {"batch_size": batch_size, "quantize": quantize, "dtype": dtype}
     scorer = BatchScorer.from_options(model, options, threads=threads, **load)
@@ -123,7 +125,7 @@ def score_with_ray(
     labels = model_here.label_names
     model_here.score([], options.long_reviews, options.window_stride)  # checks them, scores none
     files = [_input(path, kind, labels, options) for path, kind in _input_files(inputs, options)]
-    output = _empty_folder(Path(output_dir))
+    output = _empty_folder(given_path(output_dir, "output", "give a new or empty folder"))
     started = time.perf_counter()
     ours = not ray.is_initialized()
     if ours:
@@ -164,6 +166,18 @@ def _ray_quiet(ray: Any, quiet: bool) -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _check_arguments(options: object, address: object, workers: object) -> None:
+    """What Ray would otherwise be started with: each a DataError before it starts."""
+    if options is not None and not isinstance(options, ScoringOptions):
+        raise DataError(f"options must be ScoringOptions(...), not {type(options).__name__}")
+    if address is not None and not isinstance(address, str):
+        raise DataError(f"address must be a Ray address (str) or None, not {address!r}")
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise DataError(f"workers must be a whole number of 1 or more (or None), not {workers!r}")
+
+
 def _checked(options: ScoringOptions) -> ScoringOptions:
     problems = []
     if options.output_format not in (None, "parquet"):
@@ -181,11 +195,17 @@ def _input_files(
     inputs: str | Path | Sequence[str | Path], options: ScoringOptions
 ) -> list[tuple[str, str]]:
     """Each input file and its format, in order: a folder's data files sorted by name."""
-    given = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    given: list[object]
+    if isinstance(inputs, (str, os.PathLike)):
+        given = [inputs]
+    elif isinstance(inputs, Sequence):
+        given = list(inputs)
+    else:
+        raise DataError(f"inputs must be a file, a folder or a list of them, not {inputs!r}")
     if not given:
         raise DataError("no input to score")
     found: list[tuple[str, str]] = []
-    for item in map(Path, given):
+    for item in (given_path(path, "input", "give a file or a folder") for path in given):
         if str(item) == "-":
             raise DataError("--engine ray reads files, not stdin")
         if item.is_dir() and options.input_format != "folder":
