@@ -58,7 +58,37 @@ def check_engine(
     check_threads(threads)  # type: ignore[arg-type]  # an int or None, checked above
 
 
-class _Section(BaseModel):
+class CheckedModel(BaseModel):
+    """A settings model whose assignments raise ConfigError, one line per problem as
+    ``load_config`` reports them, not pydantic's ValidationError
+    (``config.model.hidden_size = -1``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise ConfigError(validation_problems(exc)) from None
+
+
+class CheckedRoot(CheckedModel):
+    """A :class:`CheckedModel` whose constructor raises ConfigError too
+    (``Config(model={"cell": "x"})``, ``ScoringOptions(chunk_size=-1)``). Only for models that
+    are never a field of another: pydantic calls a custom ``__init__`` for a nested model too,
+    and a ConfigError there would stop it listing every problem of the whole."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(validation_problems(exc)) from None
+
+
+def validation_problems(exc: ValidationError) -> list[str]:
+    """pydantic's errors as the one-line problems a ConfigError lists."""
+    return [line for err in exc.errors() for line in _describe(err).split("\n")]
+
+
+class _Section(CheckedModel):
     # allow_inf_nan: training.lr=.inf was accepted and ended in a NaN loss at step 2
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, defer_build=True, allow_inf_nan=False
@@ -479,7 +509,7 @@ class OutputConfig(_Section):
         return name
 
 
-class Config(_Section):
+class Config(CheckedRoot, _Section):
     """A whole run: one section per concern."""
 
     data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
@@ -550,10 +580,7 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        problems: list[str] = []
-        for err in exc.errors():
-            problems.extend(_describe(err).split("\n"))
-        raise ConfigError(problems) from None
+        raise ConfigError(validation_problems(exc)) from None
 
 
 def checked_config(config: object) -> Config | None:

@@ -181,3 +181,20 @@ def test_load_config_checks_its_arguments_and_the_file(tmp_path: Path) -> None:
     big.write_text("model:\n  cell: gru\n" + "#" * MAX_CONFIG_BYTES)
     with pytest.raises(ConfigError, match="byte limit of a config file"):
         rs.load_config(big)
+
+
+def test_settings_built_or_changed_by_hand_raise_config_errors() -> None:
+    # They raised pydantic's ValidationError; load_config's one-line problems now, every one.
+    with pytest.raises(ConfigError, match=r"model\.cell: .*; training\.lr: "):
+        rs.Config(model={"cell": "x"}, training={"lr": -1})
+    with pytest.raises(ConfigError, match="unknown key 'bogus'"):
+        rs.Config(bogus=1)
+    config = rs.Config()
+    with pytest.raises(ConfigError, match="hidden_size: Input should be greater than or equal"):
+        config.model.hidden_size = -1
+    assert config.model.hidden_size > 0
+    for bad in ({"chunk_size": -1}, {"long_reviews": "cut"}, {"max_review_chars": -1}):
+        with pytest.raises(ConfigError):
+            rs.ScoringOptions(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="window_stride"):
+        rs.BatchScorer(None, window_stride=0)
