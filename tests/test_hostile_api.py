@@ -198,3 +198,15 @@ def test_settings_built_or_changed_by_hand_raise_config_errors() -> None:
             rs.ScoringOptions(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="window_stride"):
         rs.BatchScorer(None, window_stride=0)
+
+
+def test_a_batch_with_two_columns_of_one_name_is_refused() -> None:
+    import pyarrow as pa
+
+    scorer = rs.BatchScorer()
+    twice = pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"])
+    with pytest.raises(DataError, match="more than one column named text; rename them"):
+        scorer(twice)  # was a KeyError
+    with pytest.raises(DataError, match="schema must be a pyarrow Schema"):
+        scorer.output_schema(None)  # type: ignore[arg-type]
+    assert "positive" in " ".join(scorer(pa.table({"text": ["good"]})).column_names)

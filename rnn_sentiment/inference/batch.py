@@ -167,7 +167,13 @@ class BatchScorer:
     def plan(self, schema: pa.Schema) -> ScoringPlan:
         """How a batch with ``schema`` is scored: its review column, the columns kept and
         their types (loads the model for its labels)."""
+        if not (hasattr(schema, "names") and hasattr(schema, "field")):  # pyarrow: lazily
+            raise DataError(f"schema must be a pyarrow Schema (table.schema), not {schema!r}")
         names = list(schema.names)
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:  # pyarrow allows it; which one is the review would be a guess
+            raise DataError(f"the batch has more than one column named {', '.join(twice)}; "
+                            "rename them")  # fmt: skip
         types = {name: schema.field(name).type for name in names}
 
         def schema_of(wanted: Any) -> dict[str, Any]:
