@@ -70,19 +70,6 @@ class CheckedModel(BaseModel):
             raise ConfigError(validation_problems(exc)) from None
 
 
-class CheckedRoot(CheckedModel):
-    """A :class:`CheckedModel` whose constructor raises ConfigError too
-    (``Config(model={"cell": "x"})``, ``ScoringOptions(chunk_size=-1)``). Only for models that
-    are never a field of another: pydantic calls a custom ``__init__`` for a nested model too,
-    and a ConfigError there would stop it listing every problem of the whole."""
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(validation_problems(exc)) from None
-
-
 def validation_problems(exc: ValidationError) -> list[str]:
     """pydantic's errors as the one-line problems a ConfigError lists."""
     return [line for err in exc.errors() for line in _describe(err).split("\n")]
@@ -509,7 +496,7 @@ class OutputConfig(_Section):
         return name
 
 
-class Config(CheckedRoot, _Section):
+class Config(_Section):
     """A whole run: one section per concern."""
 
     data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]

@@ -93,10 +93,9 @@ from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
 import numpy as np
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rnn_sentiment.callbacks import ScoringCallback
-from rnn_sentiment.config import CheckedRoot
 from rnn_sentiment.data.files import choose_text_column, detect_format, missing_column, open_reader
 from rnn_sentiment.data.readers import MAX_FIELD_CHARS, MISSING, Chunk, ParquetReader, Reader
 from rnn_sentiment.data.writers import output_column, parquet_table
@@ -150,7 +149,7 @@ class Scorer(Protocol):
     ) -> np.ndarray: ...
 
 
-class ScoringOptions(CheckedRoot):
+class ScoringOptions(BaseModel):
     """How a file is read, scored and written (everything but the model and the paths)."""
 
     model_config = ConfigDict(extra="forbid")
