@@ -211,8 +211,14 @@ def test_ctrl_c_while_a_refit_is_written_waits_for_both_files(
         write(path, *args)
 
     monkeypatch.setattr(checkpoint, "atomic_write_bytes", interrupted)
-    with pytest.raises(KeyboardInterrupt):  # delivered once both are written
-        save_calibration(run_dir, {"temperature": 1.5, "fitted_on": "interrupted"})
+    # Python's own Ctrl-C handler, whatever this process inherited: a shell's background job
+    # (nohup make test &) starts with SIGINT ignored, and then it stays ignored here too.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # delivered once both are written
+            save_calibration(run_dir, {"temperature": 1.5, "fitted_on": "interrupted"})
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert load_run(run_dir).temperature == 1.5
 
 
