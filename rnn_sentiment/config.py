@@ -34,6 +34,12 @@ def check_threads(threads: int | None) -> None:
         raise ConfigError([f"threads must be 1 to {MAX_THREADS}, not {threads}"])
 
 
+def is_whole(value: object, least: int) -> bool:
+    """Whether ``value`` is an int (not a bool) of at least ``least``: the check of every count
+    a library caller passes (chunk_size, max_words, workers, examples, batch_size)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def check_engine(
     batch_size: object = None,
     quantize: object = None,

@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 from tokenizers import Tokenizer
 
-from rnn_sentiment.config import TokenizerConfig
+from rnn_sentiment.config import TokenizerConfig, is_whole
 from rnn_sentiment.errors import DataError
 from rnn_sentiment.tokenizer import (
     configure_truncation,
@@ -178,7 +178,7 @@ def review_stream(texts: Iterable[str], chunk_size: int) -> Iterable[str]:
     a ``chunk_size`` under 1 (which would read nothing, or fail inside islice) too."""
     if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
         review_list(texts)  # raises: the same message
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    if not is_whole(chunk_size, 1):
         raise DataError(f"chunk_size must be a whole number of 1 or more, not {chunk_size!r}")
     return texts
 

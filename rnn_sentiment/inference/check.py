@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from rnn_sentiment.config import is_whole
 from rnn_sentiment.errors import ConfigError, DataError, did_you_mean
 from rnn_sentiment.runfiles import plain_yaml
 
@@ -736,7 +737,7 @@ def _check_arguments(scorer: object, suite: object, examples: object) -> None:
         raise DataError(f"suite must come from load_suite(), not {type(suite).__name__}")
     if not (hasattr(scorer, "label_names") and hasattr(scorer, "predict_proba")):
         raise DataError(f"the model must come from load_model(), not {type(scorer).__name__}")
-    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
+    if not is_whole(examples, 0):
         raise DataError(f"examples must be a whole number of 0 or more, not {examples!r}")
 
 

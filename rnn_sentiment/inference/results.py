@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from rnn_sentiment.config import is_whole
 from rnn_sentiment.errors import DataError
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.tokenizer import UNK_ID
@@ -111,9 +112,7 @@ def explain_with(
         TooLongToExplain: it has more than ``max_words`` words (as read: up to the model's
             ``max_length``), checked before anything is scored.
     """
-    if max_words is not None and (
-        isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1
-    ):
+    if max_words is not None and not is_whole(max_words, 1):
         raise DataError(
             f"max_words must be a whole number of 1 or more (or None), not {max_words!r}"
         )
