@@ -7,8 +7,9 @@ silently ignored setting.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -20,6 +21,9 @@ from pydantic import (
 )
 
 from rnn_sentiment.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 MAX_SEED = 2**32 - 1  # the largest training.seed
 # More threads than any machine has cores only costs: 100,000 crashed PyTorch's thread pool (a
@@ -67,18 +71,33 @@ def check_engine(
 class CheckedModel(BaseModel):
     """A settings model whose assignments raise ConfigError, one line per problem as
     ``load_config`` reports them, not pydantic's ValidationError
-    (``config.model.hidden_size = -1``)."""
+    (``config.model.hidden_size = -1``); :meth:`checked` builds one the same way."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
             super().__setattr__(name, value)
         except ValidationError as exc:
-            raise ConfigError(validation_problems(exc)) from None
+            raise ConfigError(validation_problems(exc, type(self))) from None
+
+    @classmethod
+    def checked(cls, values: Mapping[str, Any] | None = None, /, **fields: Any) -> Self:
+        """One built from ``values`` and ``fields`` (which win), raising ConfigError with
+        load_config's one-line problems where the constructor raises pydantic's
+        ValidationError (``ScoringOptions.checked(chunk_size=0)``). The constructor itself is
+        left alone: pydantic reads files through it too, and words their errors without
+        quoting them (``parse_config``)."""
+        if values is not None and not isinstance(values, Mapping):
+            raise ConfigError([f"values must be a dict of settings, not {type(values).__name__}"])
+        try:
+            return cls.model_validate({**(values or {}), **fields})
+        except ValidationError as exc:
+            raise ConfigError(validation_problems(exc, cls)) from None
 
 
-def validation_problems(exc: ValidationError) -> list[str]:
-    """pydantic's errors as the one-line problems a ConfigError lists."""
-    return [line for err in exc.errors() for line in _describe(err).split("\n")]
+def validation_problems(exc: ValidationError, root: type[BaseModel] | None = None) -> list[str]:
+    """pydantic's errors as the one-line problems a ConfigError lists; ``root`` is the model
+    the errors' locations start from (default: :class:`Config`)."""
+    return [line for err in exc.errors() for line in _describe(err, root).split("\n")]
 
 
 class _Section(CheckedModel):
@@ -570,10 +589,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def config_from_dict(tree: dict[str, Any]) -> Config:
     """Validate a plain nested dict into a :class:`Config`, reporting every problem at once."""
-    try:
-        return Config.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError(validation_problems(exc)) from None
+    return Config.checked(tree)
 
 
 def checked_config(config: object) -> Config | None:
@@ -673,10 +689,10 @@ def _apply_override(tree: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
-def _describe(err: Any) -> str:
+def _describe(err: Any, root: type[BaseModel] | None = None) -> str:
     location = ".".join(str(part) for part in err["loc"])
     if err["type"] == "extra_forbidden":
-        return f"unknown key '{location}'{_suggest(err['loc'])}"
+        return f"unknown key '{location}'{_suggest(err['loc'], root or Config)}"
     message = str(err["msg"]).removeprefix("Value error, ")
     if not location:
         return message
@@ -686,8 +702,8 @@ def _describe(err: Any) -> str:
     return f"{location}: {message}"
 
 
-def _suggest(loc: tuple[Any, ...]) -> str:
-    section: type[BaseModel] = Config
+def _suggest(loc: tuple[Any, ...], root: type[BaseModel]) -> str:
+    section = root
     for part in loc[:-1]:
         field = section.model_fields.get(str(part))
         annotation = field.annotation if field is not None else None

@@ -195,6 +195,29 @@ def test_a_setting_changed_by_hand_raises_a_config_error() -> None:
     assert config.model.hidden_size > 0 and config.training.lr > 0
 
 
+def test_settings_built_with_checked_raise_config_errors() -> None:
+    # Config(...), ScoringOptions(...) raise pydantic's ValidationError (see above); .checked()
+    # is the constructor that words problems as load_config does, suggestions included.
+    from rnn_sentiment.config import ModelConfig
+    from rnn_sentiment.serving.app import ServeSettings
+
+    with pytest.raises(ConfigError, match=r"^chunk_size: Input should be greater .* \(got 0\)$"):
+        rs.ScoringOptions.checked(chunk_size=0)
+    with pytest.raises(ConfigError, match="unknown key 'chunk_sise'; did you mean 'chunk_size'"):
+        rs.ScoringOptions.checked({"chunk_sise": 3})
+    with pytest.raises(ConfigError, match="'model.hiden_size'; did you mean 'model.hidden_size'"):
+        rs.Config.checked({"model": {"hiden_size": 3}})
+    with pytest.raises(ConfigError, match="'hiden_size'; did you mean 'hidden_size'"):
+        ModelConfig.checked(hiden_size=3)  # a section: its own keys
+    with pytest.raises(ConfigError, match="unknown key 'max_textz'; did you mean 'max_texts'"):
+        ServeSettings.checked({"max_textz": 1})
+    with pytest.raises(ConfigError, match="values must be a dict of settings, not list"):
+        rs.Config.checked([("model", {})])  # type: ignore[arg-type]
+    built = rs.Config.checked({"model": {"cell": "lstm"}}, training={"epochs": 2})
+    assert (built.model.cell, built.training.epochs) == ("lstm", 2)
+    assert rs.ScoringOptions.checked(shard="1/4").shard == (1, 4)
+
+
 def test_a_batch_with_two_columns_of_one_name_is_refused() -> None:
     import pyarrow as pa
 

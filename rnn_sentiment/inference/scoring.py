@@ -93,9 +93,10 @@ from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from rnn_sentiment.callbacks import ScoringCallback
+from rnn_sentiment.config import CheckedModel
 from rnn_sentiment.data.files import choose_text_column, detect_format, missing_column, open_reader
 from rnn_sentiment.data.readers import MAX_FIELD_CHARS, MISSING, Chunk, ParquetReader, Reader
 from rnn_sentiment.data.writers import output_column, parquet_table
@@ -149,8 +150,10 @@ class Scorer(Protocol):
     ) -> np.ndarray: ...
 
 
-class ScoringOptions(BaseModel):
-    """How a file is read, scored and written (everything but the model and the paths)."""
+class ScoringOptions(CheckedModel):
+    """How a file is read, scored and written (everything but the model and the paths).
+    ``ScoringOptions.checked(...)`` builds one raising ConfigError, as the command line reports
+    a wrong option, where the constructor raises pydantic's ValidationError."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -36,14 +36,14 @@ from pydantic import (
     ConfigDict,
     Field,
     SkipValidation,
-    ValidationError,
     model_validator,
 )
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnn_sentiment import __version__
-from rnn_sentiment.errors import CheckpointError, ConfigError, DataError
+from rnn_sentiment.config import CheckedModel
+from rnn_sentiment.errors import CheckpointError, DataError
 from rnn_sentiment.inference.exported import ExportedPredictor
 from rnn_sentiment.inference.results import prediction, words_to_explain
 from rnn_sentiment.jsonfile import KeyTwice, loads_once_each
@@ -61,8 +61,11 @@ class _Strict(BaseModel):
 MAX_HELD_BYTES = 16 * 2**30  # the defaults allow 3.9 GiB of bodies in progress at once
 
 
-class ServeSettings(_Strict):
-    """How much one request may ask, and how requests are batched."""
+class ServeSettings(CheckedModel):
+    """How much one request may ask, and how requests are batched (``ServeSettings.checked``
+    builds one raising ConfigError)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_texts: int = Field(default=256, ge=1, le=100_000)
     """Reviews in one ``/predict`` request; more is a 413 (send several requests)."""
@@ -92,19 +95,6 @@ class ServeSettings(_Strict):
     body_seconds: float = Field(default=30.0, gt=0, le=3600)
     """How long a request's body may take to arrive; a slower one is a 408 and frees its place
     (128 clients sending a byte at a time otherwise held every place until they gave up)."""
-
-    @classmethod
-    def checked(cls, values: dict[str, Any]) -> ServeSettings:
-        """Settings from ``values``; ConfigError (one line) when they do not hold together."""
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            problems = [
-                ".".join(map(str, e["loc"])) + ": " * bool(e["loc"])
-                + str(e["msg"]).removeprefix("Value error, ")
-                for e in exc.errors()
-            ]  # fmt: skip
-            raise ConfigError(problems) from None
 
     @model_validator(mode="after")
     def _bounded_memory(self) -> ServeSettings:
