@@ -324,6 +324,8 @@ def calibration_line(run_dir: str, result: dict[str, Any]) -> None:
         f"{after['log_loss']:.4f}, Brier {before['brier']:.4f} -> {after['brier']:.4f}",
         soft_wrap=True,
     )
+    if "warning" in result:
+        err.print(f"[bold yellow]warning:[/] {shown(result['warning'])}")
 
 
 def json_out(value: Any) -> None:

@@ -116,9 +116,14 @@ def with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     return (scaled / scaled.sum(axis=1, keepdims=True)).astype(probs.dtype, copy=False)
 
 
+# The range fit_temperature searches. At 10 a 0.99 becomes 0.61, at 0.1 a 0.6 becomes 0.98: a
+# model whose best temperature lies beyond is not made trustworthy by one.
+TEMPERATURE_RANGE = (0.1, 10.0)
+
+
 def fit_temperature(probs: np.ndarray, labels: Sequence[int]) -> float:
     """The temperature that minimises the log loss of ``probs`` on ``labels`` (Guo et al. 2017,
-    temperature scaling), by golden-section search over log T in [log 0.1, log 10]."""
+    temperature scaling), by golden-section search over log T in :data:`TEMPERATURE_RANGE`."""
     truth = np.asarray(labels, dtype=np.int64)
     logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-300, None))
 
@@ -128,7 +133,7 @@ def fit_temperature(probs: np.ndarray, labels: Sequence[int]) -> float:
         log_norm = np.log(np.exp(z).sum(axis=1))
         return float((log_norm - z[np.arange(len(truth)), truth]).mean())
 
-    low, high = np.log(0.1), np.log(10.0)
+    low, high = np.log(TEMPERATURE_RANGE[0]), np.log(TEMPERATURE_RANGE[1])
     ratio = (np.sqrt(5.0) - 1) / 2
     a, b = high - ratio * (high - low), low + ratio * (high - low)
     for _ in range(60):  # the bracket shrinks by 0.618 each step: far below 1e-6 in log T
@@ -148,10 +153,20 @@ MIN_ERRORS_TO_FIT = 5
 
 def fit_calibration(probs: np.ndarray, labels: Sequence[int], fitted_on: str) -> dict[str, Any]:
     """The temperature for ``probs`` on held-out ``labels``, and calibration before and after,
-    as ``calibration.json`` records it; 1 (and why) when too few reviews are misclassified."""
+    as ``calibration.json`` records it; 1 (and why) when too few reviews are misclassified, and
+    a ``warning`` when the fit stopped at an end of :data:`TEMPERATURE_RANGE`."""
     errors = int((np.asarray(probs).argmax(axis=1) != np.asarray(labels)).sum())
     fitted = errors >= MIN_ERRORS_TO_FIT
     temperature = fit_temperature(probs, labels) if fitted else 1.0
+    low, high = TEMPERATURE_RANGE
+    # The search ends within 1e-6 of the end of the range (in log T) when the best lies beyond.
+    at_end = fitted and not low * 1.001 < temperature < high / 1.001
+    warning = (
+        f"the temperature stopped at the end of its range ({temperature:.3g}, of {low:g} to "
+        f"{high:g}): the model is far {'less' if temperature < 1 else 'more'} confident than "
+        f"right on these reviews ({errors:,} of {len(labels):,} misclassified), more than "
+        "temperature scaling corrects; check that they are the kind of reviews it was trained on"
+    )
     keys = ("ece", "brier", "log_loss")
     before = calibration_metrics(probs, labels)
     after = calibration_metrics(with_temperature(probs, temperature), labels)
@@ -168,6 +183,7 @@ def fit_calibration(probs: np.ndarray, labels: Sequence[int], fitted_on: str) ->
                 "reviews: too little evidence to fit a temperature"
             }
         ),  # fmt: skip
+        **({"warning": warning} if at_end else {}),
         "before": {key: before[key] for key in keys},
         "after": {key: after[key] for key in keys},
     }

@@ -116,6 +116,11 @@ def test_calibrate_refits_on_held_out_data_and_predictions_follow(
     assert "not_fitted" not in fitted and fitted["temperature"] != TEMPERATURE
     assert fitted["after"]["log_loss"] <= fitted["before"]["log_loss"] + 1e-9
     assert load_run(run_dir).temperature == pytest.approx(fitted["temperature"])
+    # Each review under both labels: no temperature makes it right, the fit stops at 10.
+    assert fitted["temperature"] == pytest.approx(10.0, rel=1e-3) and "warning" in fitted
+    code, out, err = invoke("calibrate", str(run_dir), "--data", str(data))
+    assert code == 0 and out.count("\n") == 1 and "temperature 10.000" in out, out
+    assert err.startswith("warning: the temperature stopped at the end of its range"), err
     code, _, err = invoke("calibrate", str(tmp_path / "nowhere"), "--data", str(data))
     assert code == 2 and err.startswith("error: ")
 

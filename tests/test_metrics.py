@@ -87,3 +87,22 @@ def test_no_temperature_is_fitted_without_mistakes_to_learn_from() -> None:
     assert calibration["temperature"] == 1.0 and calibration["errors"] == 0
     assert "too little evidence" in calibration["not_fitted"]
     assert calibration["after"] == calibration["before"]
+
+
+def test_a_temperature_at_the_end_of_its_range_is_flagged() -> None:
+    from rnn_sentiment.metrics import fit_calibration
+
+    labels = np.arange(400) % 2
+
+    def fitted(every: int, confidence: float) -> dict[str, object]:
+        """Calibration of a model wrong on one review in ``every``, always this confident."""
+        guess = np.where(np.arange(400) % every == 0, 1 - labels, labels)
+        probs = np.where(guess[:, None] == np.arange(2), confidence, 1 - confidence)
+        return fit_calibration(probs, labels.tolist(), "validation")
+
+    for every, confidence, end, how in ((2, 0.999, 10.0, "more"), (20, 0.51, 0.1, "less")):
+        calibration = fitted(every, confidence)  # a coin sure of itself; a sure thing unsure
+        assert calibration["temperature"] == pytest.approx(end, rel=1e-3)
+        assert "stopped at the end of its range" in str(calibration["warning"])
+        assert f"far {how} confident than right" in str(calibration["warning"])
+    assert "warning" not in fitted(20, 0.9)  # 95% right and 0.9 sure: well inside the range

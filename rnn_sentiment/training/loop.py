@@ -649,6 +649,8 @@ def finish(
             else f"calibration: temperature {calibration['temperature']:.3f} fitted on "
             f"{calibration['reviews']:,} validation reviews (ECE {before:.4f} -> {after:.4f})"
         )
+        if "warning" in calibration:
+            cb.on_warning(f"calibration: {calibration['warning']}")
     metrics: dict[str, Any] = {
         "status": "complete",
         "best_epoch": loop.best["epoch"],
