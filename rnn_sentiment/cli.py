@@ -642,6 +642,7 @@ MaxReviewChars = Annotated[
     ),
 ]
 MAX_THREADS = 256  # config.MAX_THREADS, spelled here so that --help imports no pydantic
+MAX_WORKERS = 4096  # config.MAX_WORKERS, likewise
 Threads = Annotated[
     int | None,
     typer.Option(min=1, max=MAX_THREADS, metavar="N", help="CPU threads (per Ray worker: 1)."),
@@ -677,7 +678,7 @@ RayAddress = Annotated[
 ]
 Workers = Annotated[
     int | None,
-    typer.Option(min=1, max=4096, metavar="N", help="Ray workers (default: one per CPU)."),
+    typer.Option(min=1, max=MAX_WORKERS, metavar="N", help="Ray workers (default: one per CPU)."),
 ]
 QuantizeOption = Annotated[
     Quantize | None,

@@ -29,6 +29,8 @@ MAX_SEED = 2**32 - 1  # the largest training.seed
 # More threads than any machine has cores only costs: 100,000 crashed PyTorch's thread pool (a
 # segfault, no message) and exhausted the machine's processes on onnxruntime.
 MAX_THREADS = 256
+# Ray workers of one scoring run; each holds the model and reads its share of the input.
+MAX_WORKERS = 4096
 
 
 def check_threads(threads: int | None) -> None:

@@ -129,6 +129,9 @@ def test_score_file_checks_its_arguments_before_any_file(tmp_path: Path) -> None
 def test_arguments_are_checked_before_ray_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from rnn_sentiment import cli, config
+
+    assert (cli.MAX_THREADS, cli.MAX_WORKERS) == (config.MAX_THREADS, config.MAX_WORKERS)
     # Found by a red-team pass: workers=-1, address=123, threads=0 and a dict of options all
     # reached ray.init, and an input of None or "" failed inside (or read the current folder).
     from rnn_sentiment.inference import ray_scoring
@@ -142,7 +145,8 @@ def test_arguments_are_checked_before_ray_starts(
     source = tmp_path / "in.csv"
     source.write_text("text\na fine film\n")
     out = tmp_path / "out"
-    for bad, message in (({"workers": 0}, "workers must be a whole number of 1 or more"),
+    for bad, message in (({"workers": 0}, "workers must be a whole number from 1 to 4,096"),
+                         ({"workers": 10**9}, "workers must be a whole number from 1 to 4,096"),
                          ({"address": 123}, "address must be a Ray address"),
                          ({"options": {"chunk_size": 3}}, "options must be ScoringOptions"),
                          ({"threads": 0}, "threads must be 1 to"),

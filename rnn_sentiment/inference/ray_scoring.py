@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rnn_sentiment.config import is_whole
+from rnn_sentiment.config import MAX_WORKERS, is_whole
 from rnn_sentiment.data.files import EXTENSIONS, detect_format, format_of, open_reader
 from rnn_sentiment.data.readers import ParquetReader
 from rnn_sentiment.errors import DataError
@@ -173,8 +173,10 @@ def _check_arguments(options: object, address: object, workers: object) -> None:
         raise DataError(f"options must be ScoringOptions(...), not {type(options).__name__}")
     if address is not None and not isinstance(address, str):
         raise DataError(f"address must be a Ray address (str) or None, not {address!r}")
-    if workers is not None and not is_whole(workers, 1):
-        raise DataError(f"workers must be a whole number of 1 or more (or None), not {workers!r}")
+    if workers is not None and not (is_whole(workers, 1) and workers <= MAX_WORKERS):
+        raise DataError(
+            f"workers must be a whole number from 1 to {MAX_WORKERS:,} (or None), not {workers!r}"
+        )
 
 
 def _checked(options: ScoringOptions) -> ScoringOptions:
