@@ -25,6 +25,18 @@ def checked_callback(callback: object) -> TrainCallback:
     return callback
 
 
+def checked_scoring_callback(callback: object) -> ScoringCallback:
+    """``callback`` as ``score_file``, ``evaluate`` and ``calibrate`` take it: None (silent) or
+    a ScoringCallback instance, refused (DataError) before anything is read."""
+    if callback is None:
+        return ScoringCallback()
+    if not isinstance(callback, ScoringCallback):
+        from rnn_sentiment.errors import DataError
+
+        raise DataError(f"callback must be a ScoringCallback instance, not {callback!r}")
+    return callback
+
+
 class TrainCallback:
     """Receives progress; the CLI renders it, library users may subclass it. No-ops by default."""
 

@@ -458,7 +458,10 @@ def evaluate(
         note = describe_model_dir(model_dir, run_dir, "rnn-sentiment evaluate RUN_DIR")
         if note:
             console.info(note)
-        metrics = evaluate_model(model_dir, data, split, text_column, label_column)
+        with console.scoring_progress() as progress:
+            metrics = evaluate_model(
+                model_dir, data, split, text_column, label_column, callback=progress
+            )
         if plot is not None:  # first: drawing is what can still fail
             from rnn_sentiment.report import plot_reliability
 
@@ -828,11 +831,8 @@ def _score_input(
     from rnn_sentiment.inference.scoring import ScoringOptions, score_file
 
     given = {key: value for key, value in options.items() if value is not None}  # else defaults
-    progress = console.ScoringProgress(quiet)
-    try:
+    with console.scoring_progress(quiet) as progress:
         result = score_file(predictor, source, output, ScoringOptions(**given), progress)
-    finally:
-        progress.close()
     if not quiet or result.rows_flagged:  # flagged rows are reported even with --quiet
         console.scoring_summary(result.to_dict())
     if summary and output != "-":
@@ -1226,7 +1226,10 @@ def calibrate(
         from rnn_sentiment import console
         from rnn_sentiment.inference.evaluate import calibrate as calibrate_run
 
-        result = calibrate_run(run_dir, data, split, text_column, label_column)
+        with console.scoring_progress() as progress:
+            result = calibrate_run(
+                run_dir, data, split, text_column, label_column, callback=progress
+            )
         if fmt is TableOrJson.json:
             console.json_out(result)
         else:

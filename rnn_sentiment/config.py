@@ -40,10 +40,12 @@ def check_threads(threads: int | None) -> None:
         raise ConfigError([f"threads must be 1 to {MAX_THREADS}, not {threads}"])
 
 
-def is_whole(value: object, least: int) -> bool:
-    """Whether ``value`` is an int (not a bool) of at least ``least``: the check of every count
-    a library caller passes (chunk_size, max_words, workers, examples, batch_size)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+def is_whole(value: object, least: int, most: int | None = None) -> bool:
+    """Whether ``value`` is an int (not a bool) from ``least`` to ``most``: the check of every
+    count a library caller passes (chunk_size, max_words, workers, examples, batch_size)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    return value >= least and (most is None or value <= most)
 
 
 def check_engine(

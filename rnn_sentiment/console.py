@@ -12,7 +12,8 @@ import math
 import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -580,6 +581,16 @@ class ScoringProgress(ScoringCallback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+@contextmanager
+def scoring_progress(quiet: bool = False) -> Iterator[ScoringProgress]:
+    """A :class:`ScoringProgress` for the scoring in the block, its live bar removed after."""
+    progress = ScoringProgress(quiet)
+    try:
+        yield progress
+    finally:
+        progress.close()
 
 
 def scoring_summary(summary: dict[str, Any]) -> None:

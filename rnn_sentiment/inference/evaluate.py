@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from rnn_sentiment.callbacks import ScoringCallback, checked_scoring_callback
 from rnn_sentiment.config import DataConfig
 from rnn_sentiment.data.files import labelled_columns
 from rnn_sentiment.data.readers import ParquetReader, Reader
@@ -59,6 +60,8 @@ def evaluate(
     split: str | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    *,
+    callback: ScoringCallback | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model on a labelled split.
 
@@ -76,7 +79,9 @@ def evaluate(
         split: split or file stem; default: the run's test split, else its validation split.
         text_column: overrides the run's text column.
         label_column: overrides the run's label column.
+        callback: told the rows scored as they are (the command line's progress line).
     """
+    callback = checked_scoring_callback(callback)
     predictor: Predictor | ExportedPredictor
     if hasattr(model, "label_names"):  # a Predictor or ExportedPredictor (torch: lazily)
         predictor = cast("Predictor | ExportedPredictor", model)
@@ -85,7 +90,7 @@ def evaluate(
     trained_on = _trained_on(model, predictor)
     data_cfg = _data_config(trained_on, source, text_column, label_column, predictor.path)
     chosen = split or data_cfg.test_split or data_cfg.validation_split or "test"
-    labels, probs, unscored = _labelled_probs(predictor, data_cfg, chosen, source, split)
+    labels, probs, unscored = _labelled_probs(predictor, data_cfg, chosen, source, split, callback)
     metrics = compute_metrics(labels, probs.argmax(axis=1).tolist(), predictor.label_names)
     temperature = predictor.temperature
     metrics["calibration"] = {"temperature": temperature, **calibration_metrics(probs, labels)}
@@ -105,21 +110,23 @@ def calibrate(
     split: str | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    *,
+    callback: ScoringCallback | None = None,
 ) -> dict[str, Any]:
     """Fit the run's temperature on held-out labelled data and save it as ``calibration.json``.
 
     Training fits it on the validation split; this refits it on other held-out data (never the
     data you will report test figures on). Returns what was saved: the temperature, the data,
-    and ECE, Brier score and log loss before and after.
-
-    Raises DataError, leaving ``calibration.json`` as it was, when too few reviews are
-    misclassified to fit a temperature.
+    and ECE, Brier score and log loss before and after. Raises DataError, leaving
+    ``calibration.json`` as it was, when too few reviews are misclassified to fit one.
 
     Args:
         run_dir: a run directory (an exported model: calibrate its run and export again).
         source: labelled data; default: the run's own data.
         split: split or file stem; default: the run's validation split.
+        callback: told the rows scored as they are (the command line's progress line).
     """
+    callback = checked_scoring_callback(callback)
     path = model_path(run_dir)
     if is_exported_dir(path):
         raise DataError(
@@ -146,7 +153,7 @@ def calibrate(
             "over-confident (training) or leaks into the test figures; fit it on held-out "
             "reviews (the default, its validation split, or --data FILE)"
         )
-    labels, probs, _ = _labelled_probs(predictor, data_cfg, chosen, source, split)
+    labels, probs, _ = _labelled_probs(predictor, data_cfg, chosen, source, split, callback)
     where = data_cfg.source if single_source(data_cfg.source) else f"{data_cfg.source}:{chosen}"
     calibration = fit_calibration(probs.astype(np.float64), labels, where)
     if "not_fitted" in calibration:  # a refit that fits nothing must not undo the last one
@@ -238,6 +245,7 @@ def _labelled_probs(
     chosen: str,
     source: str | None,
     split: str | None,
+    callback: ScoringCallback | None = None,
 ) -> tuple[list[int], np.ndarray, int]:
     single = single_source(data_cfg.source)
     if source is None and split is None and single is not None:
@@ -252,7 +260,7 @@ def _labelled_probs(
         )
     reader = open_split(data_cfg.source, chosen, data_cfg)
     try:
-        labels, probs, unscored = evaluate_reader(predictor, reader, data_cfg)
+        labels, probs, unscored = evaluate_reader(predictor, reader, data_cfg, callback=callback)
     finally:
         reader.close()
     if not labels:
@@ -267,6 +275,7 @@ def evaluate_reader(
     reader: Reader,
     data_cfg: DataConfig,
     chunk_size: int = 4096,
+    callback: ScoringCallback | None = None,
 ) -> tuple[list[int], np.ndarray, int]:
     """Labels and class probabilities of every labelled row, read and scored chunk by chunk.
 
@@ -283,7 +292,7 @@ def evaluate_reader(
     probs: list[np.ndarray] = []
     unscored = 0
     options = ScoringOptions(chunk_size=chunk_size)
-    for chunk, scored in iter_scored(predictor, reader, text_column, options):
+    for chunk, scored in iter_scored(predictor, reader, text_column, options, callback=callback):
         truth = to_reviews(([""] * chunk.rows, chunk.columns[label_column]), predictor.label_names)
         assert scored.probs is not None
         for row, (label, guess) in enumerate(zip(truth.labels, scored.predicted, strict=True)):

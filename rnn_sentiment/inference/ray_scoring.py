@@ -173,7 +173,7 @@ def _check_arguments(options: object, address: object, workers: object) -> None:
         raise DataError(f"options must be ScoringOptions(...), not {type(options).__name__}")
     if address is not None and not isinstance(address, str):
         raise DataError(f"address must be a Ray address (str) or None, not {address!r}")
-    if workers is not None and not (is_whole(workers, 1) and workers <= MAX_WORKERS):
+    if workers is not None and not is_whole(workers, 1, MAX_WORKERS):
         raise DataError(
             f"workers must be a whole number from 1 to {MAX_WORKERS:,} (or None), not {workers!r}"
         )

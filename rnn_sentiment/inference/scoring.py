@@ -95,7 +95,7 @@ from typing import IO, Any, Literal, Protocol
 import numpy as np
 from pydantic import ConfigDict, Field, field_validator
 
-from rnn_sentiment.callbacks import ScoringCallback
+from rnn_sentiment.callbacks import ScoringCallback, checked_scoring_callback
 from rnn_sentiment.config import CheckedModel
 from rnn_sentiment.data.files import choose_text_column, detect_format, missing_column, open_reader
 from rnn_sentiment.data.readers import MAX_FIELD_CHARS, MISSING, Chunk, ParquetReader, Reader
@@ -463,9 +463,7 @@ def _checked_arguments(
         raise DataError(f"the model must come from load_model(), not {type(predictor).__name__}")
     if options is not None and not isinstance(options, ScoringOptions):
         raise DataError(f"options must be ScoringOptions(...), not {type(options).__name__}")
-    if callback is not None and not isinstance(callback, ScoringCallback):
-        raise DataError(f"callback must be a ScoringCallback instance, not {callback!r}")
-    return options or ScoringOptions(), callback or ScoringCallback()
+    return options or ScoringOptions(), checked_scoring_callback(callback)
 
 
 def _stream_or_path(path: object, what: str) -> str:
@@ -732,7 +730,7 @@ def _run(
     summary = ScoringSummary(output=target, rows_read=skip, rows_resumed=skip)
     summary.first_row = block.first_row if block else 0
     started = time.perf_counter()
-    callback.on_start(block.rows if block else _total_rows(reader))
+    callback.on_start(block.rows if block else total_rows(reader))
     try:
         with StopSignals(raise_at_once=True):  # at once: even a read blocked on stdin stops
             chunks = _input_chunks(reader, options.chunk_size, block)
@@ -780,7 +778,8 @@ def tally(summary: ScoringSummary, rows: int, scored: ScoredChunk) -> None:
             summary.problems[reason] = summary.problems.get(reason, 0) + 1
 
 
-def _total_rows(reader: Reader) -> int | None:
+def total_rows(reader: Reader) -> int | None:
+    """The rows ``reader`` holds, where it knows without reading them (Parquet, a folder)."""
     if isinstance(reader, ParquetReader):
         return int(reader.file.metadata.num_rows)
     files = getattr(reader, "files", None)
@@ -806,9 +805,16 @@ def iter_scored(
     text_column: str,
     options: ScoringOptions,
     keep: Sequence[str] = (),
+    callback: ScoringCallback | None = None,
 ) -> Iterator[tuple[Chunk, ScoredChunk]]:
-    """Score a reader chunk by chunk (what ``evaluate`` streams through)."""
+    """Score a reader chunk by chunk (what ``evaluate`` and ``calibrate`` stream through),
+    telling ``callback`` the rows scored after each chunk."""
     kept = {name: name for name in keep}
+    callback = callback or ScoringCallback()
+    callback.on_start(total_rows(reader))
+    rows = 0
     for chunk in reader.chunks(options.chunk_size):
         yield chunk, score_chunk(predictor, chunk, text_column, kept, options.long_reviews,
                                  options.window_stride)  # fmt: skip
+        rows += chunk.rows
+        callback.on_chunk(rows, reader.fraction_read())
