@@ -65,6 +65,7 @@ def _usage_message(exc: Any, argv: list[str]) -> str:
         settings = command.split()[-1] in {"train", "compare"}
         hint = _setting_hint(exc.option_name, argv) if settings else ""
         close = [name for name in exc.possibilities or [] if name != "--help"]
+        hint = hint or _choice_hint(exc.option_name, ctx)
         hint = hint or (f"did you mean {close[0]}?" if close else "")
     else:
         text = " ".join(str(exc.format_message()).replace("Value error, ", "").split())
@@ -73,6 +74,19 @@ def _usage_message(exc: Any, argv: list[str]) -> str:
     if text.endswith("?"):  # click's own suggestion: "... Did you mean 'predict'?"
         return text
     return f"{text}; {hint or f'see {command} --help'}"
+
+
+def _choice_hint(option: str, ctx: Any) -> str:
+    """``did you mean --format json?`` for ``--json``: a value of one of the command's choice
+    options, typed as an option of its own."""
+    value = option.lstrip("-").partition("=")[0]
+    for param in getattr(getattr(ctx, "command", None), "params", []):
+        described = getattr(param, "type_descriptor", None)  # typer's: its choices, if any
+        choices = getattr(described, "choices", None) or ()
+        names = getattr(param, "opts", None)
+        if names and value in [str(getattr(choice, "value", choice)) for choice in choices]:
+            return f"did you mean {names[0]} {value}?"
+    return ""
 
 
 def app_commands() -> list[str]:
@@ -413,7 +427,9 @@ MetricsFile = Annotated[
 PlotFile = Annotated[
     Path | None,
     typer.Option(
-        metavar="FILE.png", help="Also draw the reliability diagram to this PNG.", parser=_path
+        metavar="FILE.png",
+        help="Also draw the reliability diagram to this file (.png, .svg or .pdf).",
+        parser=_path,
     ),
 ]
 
@@ -574,7 +590,9 @@ Format = Annotated[
 ]
 BatchSize = Annotated[
     int | None,
-    typer.Option(min=1, metavar="N", help="Reviews a batch (256; exported: 16, 4 on one thread)."),
+    typer.Option(
+        min=1, metavar="N", help="Reviews per batch (256; exported: 16, 4 on one thread)."
+    ),
 ]
 Explain = Annotated[
     bool,
@@ -649,6 +667,12 @@ MAX_WORKERS = 4096  # config.MAX_WORKERS, likewise
 Threads = Annotated[
     int | None,
     typer.Option(min=1, max=MAX_THREADS, metavar="N", help="CPU threads (per Ray worker: 1)."),
+]
+CheckThreads = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=MAX_THREADS, metavar="N", help="CPU threads for scoring (default: as predict)."
+    ),
 ]
 
 
@@ -877,7 +901,13 @@ def export(
     ],
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", help="The folder to create (new, or empty).", parser=_path),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="DIR",
+            help="The folder to create (new, or empty).",
+            parser=_path,
+        ),
     ],
     quantize: Annotated[
         Quantize | None,
@@ -889,7 +919,9 @@ def export(
 ) -> None:
     """Write a run as a portable model directory (ONNX) that predicts without PyTorch.
 
-    Example: rnn-sentiment export runs/gru-20261122-101500 --output models/gru --quantize int8
+    \b
+    Example:
+      rnn-sentiment export runs/gru-20261122-101500 --output models/gru --quantize int8
     """
 
     def action() -> None:
@@ -916,7 +948,8 @@ CompareOut = Annotated[
     Path | None,
     typer.Option(
         metavar="DIR",
-        help="A new or empty folder for the runs and the report. Default: runs/compare-<time>.",
+        help="A new or empty folder for the runs and the report. "
+        "Default: <output.dir>/compare-<date>-<time>.",
         parser=_path,
     ),
 ]
@@ -1144,7 +1177,7 @@ def check(
     examples: Annotated[
         int, typer.Option(min=0, max=100, metavar="N", help="Failing examples shown per test.")
     ] = 3,
-    threads: Threads = None,
+    threads: CheckThreads = None,
 ) -> None:
     """Behavioural tests (CheckList): the failure rate of each test, by capability.
 

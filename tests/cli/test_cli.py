@@ -106,6 +106,9 @@ def test_predict_uses_the_bundled_model_until_told_otherwise(
         ),  # fmt: skip
         (["compare", "--max-minutes=2"], "did you mean training.max_minutes=2?"),
         (["predict", "--fromat", "json", "x"], "no such option --fromat; did you mean --format?"),
+        (["predict", "--json", "x"], "no such option --json; did you mean --format json?"),
+        (["predict", "--window", "x"], "did you mean --long-reviews window?"),
+        (["check", "--table"], "no such option --table; did you mean --format table?"),
         (["predict", "--format", "xml", "x"], "invalid value for '--format': 'xml' is not one of"),
         (["predikt"], "no such command 'predikt'. Did you mean 'predict'?"),
         (
