@@ -267,17 +267,24 @@ def test_the_time_budget_covers_pretraining(tmp_path: Path) -> None:
     assert len(result.history) == 1
 
 
-def test_the_public_train_scores_the_test_split_as_evaluate_does(tmp_path: Path) -> None:
+def test_the_public_train_scores_the_test_split_as_evaluate_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from rnn_sentiment import evaluate
     from rnn_sentiment import train as public_train
+    from rnn_sentiment.training import loop
 
     source = str(_folder(tmp_path))  # with a test split
     callback = _Messages()
     data = {"data.source": source, "data.test_split": "test"}
+    monkeypatch.setattr(loop, "TEST_CHUNK", 3)  # scored in chunks, a line each (IMDB: 4,096)
     result = public_train(tiny_config(tmp_path, **data, **{"output.name": "a"}), callback)
     direct = train(tiny_config(tmp_path, **data, **{"output.name": "b"}))
     assert any(m.startswith("test: scoring") for m in callback.messages)
     assert any(m.startswith("test: accuracy") for m in callback.messages)
+    scored = [m.split(" reviews scored")[0] for m in callback.messages if "reviews scored" in m]
+    total = result.metrics["test"]["n"]
+    assert scored == [f"test: {min(n, total)} of {total}" for n in range(3, total + 3, 3)]
     evaluated = evaluate(result.run_dir, split="test")
     assert result.metrics["test"]["accuracy"] == evaluated["accuracy"]
     assert result.metrics["test"]["n"] == evaluated["n"]

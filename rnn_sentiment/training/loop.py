@@ -682,6 +682,10 @@ def finish(
     return metrics
 
 
+# Test reviews scored at a time by the final test pass, as ``evaluate`` reads them (its chunks).
+TEST_CHUNK = 4096
+
+
 def _test_metrics(
     run: Run, cb: TrainCallback, score_test: TestScorer | None, temperature: float
 ) -> dict[str, Any]:
@@ -698,7 +702,16 @@ def _test_metrics(
         metrics = probability_metrics(probs, kept, run.splits.label_names)
     else:
         keep = [i for i, label in enumerate(labels) if label >= 0]
-        probs = score_test(run.run_dir, [texts[i] for i in keep])
+        parts = []
+        for first in range(0, len(keep), TEST_CHUNK):  # a line per chunk: IMDB's take minutes
+            chunk = keep[first : first + TEST_CHUNK]
+            parts.append(score_test(run.run_dir, [texts[i] for i in chunk]))
+            if len(keep) > TEST_CHUNK:
+                cb.on_message(
+                    f"test: {first + len(chunk):,} of {len(keep):,} reviews scored "
+                    f"({time.perf_counter() - start:.0f} s)"
+                )
+        probs = np.concatenate(parts) if parts else np.zeros((0, len(run.splits.label_names)))
         metrics = probability_metrics(probs, [labels[i] for i in keep], run.splits.label_names)
     cb.on_message(
         f"test: accuracy {metrics['accuracy']:.4f} in {time.perf_counter() - start:.0f} s"
