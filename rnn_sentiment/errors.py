@@ -7,7 +7,7 @@ carries; anything else is an internal error.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class RnnSentimentError(Exception):
@@ -67,6 +67,14 @@ def did_you_mean(name: str, choices: Iterable[str], shown: str = "{}") -> str:
     """
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f"did you mean {shown.replace('{}', close[0])}? " if close else ""
+
+
+def listed(names: Sequence[str], most: int = 20, width: int = 40) -> str:
+    """``names`` joined for an error line, at most ``most`` of them, each cut to ``width``
+    characters: a 200,000-column header (or a file linked in from elsewhere) made a 1.7 MB line."""
+    shown = [name if len(name) <= width else name[: width - 3] + "..." for name in names[:most]]
+    more = f" (and {len(names) - most:,} more)" if len(names) > most else ""
+    return ", ".join(shown) + more
 
 
 def first_line(exc: BaseException) -> str:

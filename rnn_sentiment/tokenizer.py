@@ -234,7 +234,7 @@ def encode_cached(
     if cache_dir is None:
         return encode(tokenizer, texts)
     path = Path(cache_dir).expanduser() / f"tokens-{_cache_key(tokenizer, texts)}.npy"
-    ids = _read_cached_ids(path, len(texts))
+    ids = _read_cached_ids(path, len(texts), tokenizer.get_vocab_size())
     if ids is None:
         ids = encode(tokenizer, texts)
         _write_cached_ids(path, ids)
@@ -249,14 +249,19 @@ def _cache_key(tokenizer: Tokenizer, texts: Sequence[str]) -> str:
     return digest.hexdigest()[:32]
 
 
-def _read_cached_ids(path: Path, count: int) -> list[list[int]] | None:
-    # One int32 array: ``count`` lengths, then every review's ids back to back.
+def _read_cached_ids(path: Path, count: int, vocab_size: int) -> list[list[int]] | None:
+    # One int32 array: ``count`` lengths, then every review's ids back to back. Anything else,
+    # or an id outside the vocabulary (it failed deep in the embedding), is no cache.
     try:
         flat = np.load(path, allow_pickle=False)
     except (OSError, ValueError):
         return None
-    lengths = flat[:count]
-    if flat.ndim != 1 or len(lengths) != count or int(lengths.sum()) != len(flat) - count:
+    if flat.ndim != 1 or flat.dtype != np.int32 or len(flat) < count:
+        return None
+    lengths, body = flat[:count], flat[count:]
+    if (lengths < 0).any() or int(lengths.sum(dtype=np.int64)) != len(body):
+        return None
+    if len(body) and (int(body.min()) < 0 or int(body.max()) >= vocab_size):
         return None
     ends = np.cumsum(lengths) + count
     values = flat.tolist()

@@ -268,3 +268,10 @@ def test_a_run_trained_on_one_file_is_not_calibrated_on_that_file(
     assert (
         "is the run's" not in err
     )  # another file is held out: refused, if at all, for other reasons
+    extra = tmp_path / "extra.jsonl"  # an extra training source is training data too
+    extra.write_text((jsonl_reviews / "train.jsonl").read_text())
+    settings = {"data.source": str(source), "data.extra_train_sources": [str(extra)],
+                "output.name": "extra"}  # fmt: skip
+    run_dir = train(tiny_config(tmp_path, **settings)).run_dir
+    code, out, err = invoke("calibrate", str(run_dir), "--data", str(extra))
+    assert code == 2 and not out and "is the run's training split" in err, err

@@ -343,3 +343,84 @@ def test_a_trailing_blank_line_in_a_training_csv(tmp_path: Path) -> None:
         ["good movie", "bad movie"],
         ["1", "0"],
     )
+
+
+# Found by a red-team pass of the data readers (helper-36): each trained in silence before.
+
+
+def test_training_never_reads_what_validates_or_tests_the_run(tmp_path: Path) -> None:
+    rows = [{"text": f"r{i} {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(20)]
+    data = tmp_path / "f"
+    data.mkdir()
+    write_table(data, "train.csv", rows)
+    test = write_table(data, "test.csv", rows[:6])
+    (data / "heldout.csv").symlink_to("test.csv")
+    leaks = [
+        ({"extra_train_sources": [str(test)]}, "entry '.*test.csv' is the test split of"),
+        ({"validation_split": "test"}, "data.validation_split .* are the same reviews"),
+        ({"extra_train_sources": [str(data)]}, "is the training split of .* itself"),
+        ({"unlabelled_split": "heldout"}, "data.unlabelled_split is the test split of"),
+    ]
+    for settings, message in leaks:
+        cfg = DataConfig(source=str(data), test_split="test", **settings)  # type: ignore[arg-type]
+        with pytest.raises(DataError, match=message):
+            load_splits(cfg, seed=0, unlabelled=True)
+    assert len(load_splits(DataConfig(source=str(data), test_split="test"), seed=0).train) == 18
+
+
+def test_labels_that_are_no_class(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    labels = [float(i % 2) for i in range(20)]
+    labels[5] = float("nan")  # what pandas writes for a missing label: an unlabelled row
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"text": [f"r{i}" for i in range(20)], "label": labels}), path)
+    splits = load_splits(DataConfig(source=str(path)), seed=0)
+    assert splits.label_names == ["negative", "positive"] and splits.left_out == 1
+    for bad, shown in ((float("inf"), "inf"), ([1], "a list"), ({"a": 1}, "a dict")):
+        with pytest.raises(DataError, match=f"a label is {shown}; a label is a class name"):
+            infer_label_names([0, 1, bad])
+    assert infer_label_names(["0", "1", "²"]) == ["0", "1", "²"]  # int("²") failed inside
+    with pytest.raises(DataError, match=r"only \['1'\] \(2 unlabelled rows: -1, empty"):
+        infer_label_names([1, -1, -1])
+
+
+def test_every_class_keeps_training_reviews(tmp_path: Path) -> None:
+    rows = [{"text": f"good {i}", "label": 1} for i in range(20)] + [{"text": "bad", "label": 0}]
+    path = write_table(tmp_path, "train.jsonl", rows)
+    cfg = DataConfig(source=str(path), validation_fraction=0.6)  # the one 0 is carved out
+    with pytest.raises(DataError, match="no training review is labelled 'negative'"):
+        load_splits(cfg, seed=0)
+
+
+def test_a_split_linked_out_of_the_data_folder_is_not_read(tmp_path: Path) -> None:
+    outside = write_table(tmp_path, "secret.csv", [{"token": "hunter2", "x": 1}])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").symlink_to(outside)
+    with pytest.raises(DataError, match="is a link out of the data folder") as caught:
+        load_splits(DataConfig(source=str(data)), seed=0)
+    assert "hunter2" not in str(caught.value)
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"c{i}" for i in range(5000)) + "\n" + "x," * 4999 + "x\n")
+    with pytest.raises(DataError, match=r"columns are: c0, c1, .* \(and 4,980 more\)$") as caught:
+        load_splits(DataConfig(source=str(wide), text_column="nope"), seed=0)
+    assert len(str(caught.value)) < 400
+
+
+def test_folder_entries_that_are_no_review_file_are_flagged(tmp_path: Path) -> None:
+    from rnn_sentiment.data.files import open_reader
+
+    for label in ("pos", "neg"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "1.txt").write_text(f"a {label} review")
+    (tmp_path / "pos" / "dir.txt").mkdir()  # IsADirectoryError, an internal error, before
+    (tmp_path / "pos" / "loop.txt").symlink_to("loop.txt")  # RuntimeError before
+    reader = open_reader(str(tmp_path), "folder")
+    problems = {}
+    for chunk in reader.chunks(10):
+        problems.update(zip(chunk.columns["id"], chunk.problems, strict=True))
+    assert problems["pos/dir.txt"] == "cannot read file: not a regular file"
+    assert problems["pos/loop.txt"] == "cannot read file: a loop of links"
+    assert problems["pos/1.txt"] == problems["neg/1.txt"] == ""

@@ -100,6 +100,18 @@ def test_a_damaged_or_unwritable_cache_only_costs_time(tmp_path: Path) -> None:
     (cached,) = tmp_path.glob("tokens-*.npy")
     cached.write_bytes(cached.read_bytes()[:-7])
     assert encode_cached(tokenizer, TEXTS, tmp_path) == expected
+    import numpy as np
+
+    flat = np.load(cached)  # its own ids again, written by encode_cached just now
+    for bad in (10**6, -3):  # an id past the vocabulary failed in the embedding (IndexError)
+        changed = flat.copy()
+        changed[-1] = bad
+        np.save(cached, changed)
+        assert encode_cached(tokenizer, TEXTS, tmp_path) == expected
+    lengths = flat.copy()
+    lengths[0], lengths[1] = lengths[0] + lengths[1] + 1, -1  # the same sum, one negative
+    np.save(cached, lengths)
+    assert encode_cached(tokenizer, TEXTS, tmp_path) == expected
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     assert encode_cached(tokenizer, TEXTS, blocker / "cache") == expected

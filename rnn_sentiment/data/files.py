@@ -95,8 +95,9 @@ def missing_column(
     command line, ``data.text_column=`` in a training config.
     """
     hint = errors.did_you_mean(name, columns, shown=option + "{}")
-    listed = ", ".join(columns) or "none"
-    return DataError(f"no column '{name}' in {where}; {hint}columns are: {listed}")
+    return DataError(
+        f"no column '{name}' in {where}; {hint}columns are: {errors.listed(columns) or 'none'}"
+    )
 
 
 def choose_text_column(
@@ -122,7 +123,7 @@ def choose_text_column(
             return columns[0]
         raise DataError(
             f"no text column ({', '.join(TEXT_COLUMN_CANDIDATES)}) in {where}; pass "
-            f"{option}NAME; columns are: {', '.join(columns) or 'none'}"
+            f"{option}NAME; columns are: {errors.listed(columns) or 'none'}"
         )
     return found
 

@@ -652,7 +652,10 @@ class FolderReader(Reader):
 
     def _review(self, file: Path) -> tuple[Any, str]:
         """The text of one file and its problem."""
-        real = file.resolve()  # a link is followed only while it stays inside the folder
+        try:
+            real = file.resolve()  # a link is followed only while it stays inside the folder
+        except (OSError, RuntimeError):  # a loop of links (RuntimeError before Python 3.13)
+            return MISSING, "cannot read file: a loop of links"
         if not real.is_relative_to(self.root):
             return MISSING, "cannot read file: a link out of the input folder (not followed)"
         limit = _BYTES_PER_CHAR * (self.max_chars + 1)  # a BOM and the cap, in any characters
@@ -660,9 +663,10 @@ class FolderReader(Reader):
             fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             return MISSING, f"cannot read file: {exc.strerror}"
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder named like a review: x.txt/
+            os.close(fd)
+            return MISSING, "cannot read file: not a regular file"
         with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return MISSING, "cannot read file: not a regular file"
             try:
                 data = handle.read(limit)
             except OSError as exc:

@@ -17,6 +17,7 @@ text that is not valid UTF-8 stops it with the row named, where scoring keeps an
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -24,6 +25,7 @@ import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Number
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from rnn_sentiment.data.files import (
     open_reader,
 )
 from rnn_sentiment.data.readers import Chunk, FolderReader, ParquetReader, Reader, TableReader
-from rnn_sentiment.errors import DataError, first_line
+from rnn_sentiment.errors import DataError, first_line, listed
 from rnn_sentiment.text import fix_text
 
 BUILTIN_DIR = Path(__file__).parents[1] / "assets" / "builtin"
@@ -78,6 +80,9 @@ class DataSplits:
     # Texts without labels: the unlabelled rows of the training split (aclImdb's train/unsup)
     # and data.unlabelled_split. Only pretraining reads them.
     unlabelled: list[str] = field(default_factory=list)
+    # Rows of the training and validation splits left out: no label (-1, empty, unsup, NaN) or
+    # no text. The data line says how many.
+    left_out: int = 0
 
 
 def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSplits:
@@ -88,6 +93,7 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
     ``data.unlabelled_split``; without it that split is not read.
     """
     _check_single_file_splits(cfg)
+    _check_overlaps(cfg)
     raw_train = read_split(cfg.source, cfg.train_split, cfg)
     label_names = infer_label_names(raw_train[1])
     unlabelled_texts: list[str] = []
@@ -102,12 +108,14 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
                     "pretrain on the training texts alone)"
                 ) from None
     train = to_reviews(raw_train, label_names, supervised=True)
+    left_out = len(raw_train[0]) - len(train)
     for extra in cfg.extra_train_sources:
         more = _extra_reviews(cfg, extra, label_names)
         train = Reviews(train.texts + more.texts, train.labels + more.labels)
     if cfg.validation_split is not None:
         raw = read_split(cfg.source, cfg.validation_split, cfg)
         validation = to_reviews(raw, label_names, supervised=True)
+        left_out += len(raw[0]) - len(validation)
     else:
         train, validation = stratified_split(train, cfg.validation_fraction, seed)
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
@@ -121,7 +129,62 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
                 f"the {name} split of {cfg.source} has no labelled reviews; "
                 f"use a labelled split or a larger data.validation_fraction"
             )
-    return DataSplits(train, validation, test, label_names, unlabelled_texts)
+    missing = [name for i, name in enumerate(label_names) if i not in set(train.labels)]
+    if missing:  # carved into validation, or left out by data.max_train_samples
+        raise DataError(
+            f"no training review is labelled {', '.join(map(repr, missing))} once the validation "
+            f"reviews are set aside and data.max_train_samples applied ({len(train):,} training "
+            "reviews left); give more reviews of it, or a smaller data.validation_fraction"
+        )
+    return DataSplits(train, validation, test, label_names, unlabelled_texts, left_out)
+
+
+def _check_overlaps(cfg: DataConfig) -> None:
+    """Refuse data that would train on what validates or tests the run, however it is named:
+    an extra training source or the unlabelled split that is the validation or test split's
+    file or folder, an extra source that repeats the training split, and a validation split
+    that is the test split (early stopping and the temperature would be fitted on test)."""
+    held = {
+        role: split_location(cfg.source, split)
+        for role, split in (("validation", cfg.validation_split), ("test", cfg.test_split))
+        if split is not None
+    }
+    if "validation" in held and held["validation"] == held.get("test"):
+        raise DataError(
+            f"data.validation_split ({cfg.validation_split}) and data.test_split "
+            f"({cfg.test_split}) are the same reviews: the epoch and the temperature would be "
+            "chosen on the test figures; set data.validation_split=null to carve it from training"
+        )
+    training = split_location(cfg.source, cfg.train_split)
+    named = [(f"data.extra_train_sources entry {extra!r}", split_location(extra, cfg.train_split))
+             for extra in cfg.extra_train_sources]  # fmt: skip
+    if cfg.unlabelled_split is not None:
+        named.append(("data.unlabelled_split", split_location(cfg.source, cfg.unlabelled_split)))
+    for what, location in named:
+        role = next((role for role, place in held.items() if place == location), None)
+        if role is not None:
+            fix = "set it to null" if what == "data.unlabelled_split" else "drop it"
+            raise DataError(
+                f"{what} is the {role} split of {cfg.source}: training on it would leak into "
+                f"the {role} figures; {fix}"
+            )
+        if location == training and what != "data.unlabelled_split":
+            raise DataError(
+                f"{what} is the training split of {cfg.source} itself: every review would "
+                "train twice, and a carved validation review would be a training one too; drop it"
+            )
+
+
+def split_location(source: str, split: str) -> tuple[str, ...]:
+    """What ``split`` of ``source`` reads, to compare however it is named: the resolved file or
+    folder, or the hub id and split name (a source that is not there: its own name)."""
+    try:
+        location = resolve_source(source, split)
+    except (DataError, OSError):  # reading it will say what is wrong
+        return ("missing", source, split)
+    if location is None:
+        return ("hub", source, split)
+    return ("path", str(location.resolve()))
 
 
 def _extra_reviews(cfg: DataConfig, extra: str, label_names: list[str]) -> Reviews:
@@ -273,15 +336,15 @@ def resolve_source(source: str, split: str) -> Path | None:
             for suffix in EXTENSIONS:
                 for candidate in (root / f"{name}{suffix}", root / f"{name}{suffix}.gz"):
                     if candidate.is_file():
-                        return candidate
+                        return _inside(candidate, root)
         if _is_review_folder(root / split):
-            return root / split
+            return _inside(root / split, root)
         if _is_review_folder(root):  # aclImdb/test itself: like a file, the split asked for
             return root
         found = sorted(p.name for p in root.iterdir() if format_of(p) or p.is_dir())
         raise DataError(
             f"no split '{split}' in {root}: expected {split}{'/'.join(EXTENSIONS)} or "
-            f"{split}/pos + {split}/neg; found {', '.join(found) or 'nothing usable'}"
+            f"{split}/pos + {split}/neg; found {listed(found) or 'nothing usable'}"
         )
     if root.exists():  # a FIFO, a device, a socket
         raise DataError(f"data source {source} is not a regular file or a folder; give a file")
@@ -290,16 +353,31 @@ def resolve_source(source: str, split: str) -> Path | None:
     return None
 
 
+def _inside(found: Path, root: Path) -> Path:
+    """``found``, a split of the data folder ``root``, refused when it is a link that leads out
+    of it: a train.csv linked to a file elsewhere was trained on, or had its first line printed
+    as the "columns" of an error (the pos/neg reader refuses such links alike)."""
+    if not found.resolve().is_relative_to(root.resolve()):
+        raise DataError(
+            f"{found} is a link out of the data folder {root} (not followed); copy the file in, "
+            "or name it as data.source itself"
+        )
+    return found
+
+
 def infer_label_names(values: Sequence[Any]) -> list[str]:
     """Label names for the raw label values of a training split, one per observed value.
 
     0/1, neg/pos and negative/positive become ``["negative", "positive"]``; other integers keep
     their numeric order (``1..5`` stars are five classes, ``{0, 4}`` two), strings sort by name.
     """
-    seen = {key for key in map(_label_key, values) if key is not None}
+    keys = [_label_key(value) for value in values]
+    seen = {key for key in keys if key is not None}
     if len(seen) < 2:
         found = f"only {sorted(seen)}" if seen else "no labelled rows"
-        raise DataError(f"the training data needs at least two classes; it has {found}")
+        unlabelled = keys.count(None)
+        note = f" ({unlabelled:,} unlabelled rows: -1, empty, unsup or NaN)" if unlabelled else ""
+        raise DataError(f"the training data needs at least two classes; it has {found}{note}")
     if seen <= set(_LABEL_ALIASES):
         return list(DEFAULT_LABEL_NAMES)
     if all(_is_integer(k) for k in seen):
@@ -347,9 +425,20 @@ def _subset(reviews: Reviews, indices: list[int]) -> Reviews:
 
 
 def _label_key(value: Any) -> str | None:
-    """One canonical string per label value; None for unlabelled (-1, empty, 'unsup')."""
+    """One canonical string per label value; None for unlabelled (-1, empty, 'unsup', and the
+    NaN that pandas writes for a missing value). A label that can be no class (infinite, a list
+    or an object) is refused: it became a class of its own."""
     if value is None or isinstance(value, bool):
         return None if value is None else str(int(value))
+    number = isinstance(value, Number) and not isinstance(value, int)  # float, Decimal
+    if number and math.isnan(value):
+        return None
+    if number and math.isinf(value) or isinstance(value, (list, tuple, dict, set, bytes)):
+        shown = repr(value) if number else f"a {type(value).__name__}"
+        raise DataError(
+            f"a label is {shown}; a label is a class name or a whole number (empty, -1 or "
+            "unsup for an unlabelled row)"
+        )
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip().lower()
@@ -361,7 +450,8 @@ def _label_key(value: Any) -> str | None:
 
 
 def _is_integer(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+    digits = text.removeprefix("-")
+    return digits.isascii() and digits.isdigit()  # "²" is a digit to str.isdigit, not to int()
 
 
 def _label_id(value: Any, index: dict[str, int], label_names: Sequence[str]) -> int:

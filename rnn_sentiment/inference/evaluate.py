@@ -25,8 +25,8 @@ from rnn_sentiment.data.files import labelled_columns
 from rnn_sentiment.data.readers import ParquetReader, Reader
 from rnn_sentiment.data.sources import (
     open_split,
-    resolve_source,
     single_source,
+    split_location,
     to_reviews,
 )
 from rnn_sentiment.errors import DataError
@@ -167,30 +167,21 @@ def calibrate(
 
 
 def _own_role(source: str, split: str, own: DataConfig) -> str | None:
-    """'training' or 'test' when ``split`` of ``source`` holds the run's own training reviews or
-    those ``evaluate`` reports on, however named: the same local file or folder (``--data``
-    naming the file itself, or the whole file a run was trained on), else, for a hub split,
-    the same names."""
+    """'training' or 'test' when ``split`` of ``source`` holds the run's own training reviews
+    (its extra training sources too) or those ``evaluate`` reports on, however named: the same
+    local file or folder (``--data`` naming the file itself, or the whole file a run was
+    trained on), else, for a hub split, the same names."""
+    here = split_location(source, split)
+    if own.validation_split is not None and here == split_location(
+        own.source, own.validation_split
+    ):
+        return None
+    training = [split_location(own.source, own.train_split)]
+    training += [split_location(extra, own.train_split) for extra in own.extra_train_sources]
+    if here in training:
+        return "training"
     reported = own.test_split or (None if own.validation_split else "test")  # evaluate's default
-    roles = [(role, name) for role, name in (("training", own.train_split), ("test", reported))
-             if name is not None]  # fmt: skip
-    here = _location(source, split)
-    if here is None:  # a hub split (or one not found: reading it says so)
-        same = source == own.source and split != own.validation_split
-        return next((role for role, name in roles if same and split == name), None)
-    if own.validation_split is not None and here == _location(own.source, own.validation_split):
-        return None
-    return next((role for role, name in roles if here == _location(own.source, name)), None)
-
-
-def _location(source: str, split: str) -> Path | None:
-    """The local file or folder :func:`open_split` would read for ``split``, resolved; None for
-    a hub id, or where nothing is found."""
-    try:
-        found = resolve_source(source, split)
-    except (DataError, OSError):
-        return None
-    return found.resolve() if found is not None else None
+    return "test" if reported is not None and here == split_location(own.source, reported) else None
 
 
 def _trained_on(

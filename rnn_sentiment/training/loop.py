@@ -307,6 +307,11 @@ def _data_message(config: Config, splits: DataSplits) -> str:
         f"data: {len(splits.train)} train, {len(splits.validation)} validation"
         + (f", {len(splits.test)} test" if splits.test else "")
         + f" reviews from {config.data.source}"
+        + (
+            f" ({splits.left_out:,} rows without a label or text left out)"
+            if splits.left_out
+            else ""
+        )
     )
 
 
