@@ -158,6 +158,23 @@ def test_pretraining_writes_a_checked_encoder_directory(tmp_path: Path) -> None:
     assert last["perplexity_forward"] < first["perplexity_forward"]
 
 
+def test_a_stop_while_pretraining_is_set_up_leaves_no_encoder_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a red-team pass: Ctrl-C after the vocabulary was saved left a directory that
+    # --resume refused ("no training state") and that blocked the name.
+    from rnn_sentiment.training import lm_pretraining
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lm_pretraining, "_split_pieces", stopped)
+    config = _lm_config(tmp_path)
+    with pytest.raises(TrainingInterrupted, match="nothing to resume"):
+        pretrain(config)
+    assert not (Path(config.output.dir) / "encoder").exists()
+
+
 def test_pretraining_never_reads_validation_or_test_reviews(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -159,6 +159,39 @@ def test_bad_data_leaves_no_empty_run_directory(tmp_path: Path) -> None:
     assert not runs.exists() or not any(runs.iterdir())
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError, "SIGTERM"])
+def test_a_stop_while_the_run_is_set_up_leaves_nothing_behind(
+    tmp_path: Path, jsonl_reviews: Path, monkeypatch: pytest.MonkeyPatch, stop: Any
+) -> None:
+    # Found by a red-team pass: Ctrl-C while the vocabulary was learned, or an error after it
+    # was saved, left a run directory without state that --resume refused and that held its name.
+    from rnn_sentiment.errors import TrainingInterrupted
+    from rnn_sentiment.training import loop
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        if stop == "SIGTERM":  # it killed the process with no message, the directory left
+            import signal
+            import time
+
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here
+        raise stop()
+
+    monkeypatch.setattr(loop, "_assemble", stopped)  # after the run files are written
+    config = tiny_config(tmp_path, **{"data.source": str(jsonl_reviews), "output.name": "x"})
+    expected = RuntimeError if stop is RuntimeError else TrainingInterrupted
+    with pytest.raises(expected) as caught:
+        train(config)
+    assert not (Path(config.output.dir) / "x").exists()
+    if stop is not RuntimeError:
+        how = "stopped by SIGTERM" if stop == "SIGTERM" else "interrupted"
+        assert f"{how} while the run was set up" in str(caught.value)
+        assert "nothing to resume (the run directory" in str(caught.value)
+        assert caught.value.exit_code == 130
+    monkeypatch.undo()
+    assert train(config).run_dir.name == "x"  # the name is free again
+
+
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 _ALLOCATION_PROBE = """

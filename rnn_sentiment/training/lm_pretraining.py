@@ -50,6 +50,7 @@ from rnn_sentiment.training.loop import (
     check_precision,
     precision_label,
     prepare_run_dir,
+    removed_unless_resumable,
     seed_and_device,
     used_precision,
 )
@@ -174,16 +175,27 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     """Read and encode the texts, build the model; restore the saved state when resuming."""
     check_pretrainable(config)
     encoder = _base_encoder(config) if resume is None else None  # resumed: its state has all
-    lm, seed = config.pretraining.lm, config.training.seed
     device = seed_and_device(config.training)
     check_precision(config, device, cb, resuming=resume is not None)
-    path = resume if resume is not None else prepare_run_dir(config)
-    try:
-        splits = load_splits(config.data, seed, unlabelled=True)
-    except BaseException:
-        if resume is None and not any(path.iterdir()):
-            path.rmdir()  # bad data must not leave an empty encoder directory behind
-        raise
+    if resume is not None:
+        return _build(config, cb, resume, resume, device, None)
+    path = prepare_run_dir(config)
+    with removed_unless_resumable(path):  # a stop or an error: no empty encoder directory left
+        return _build(config, cb, None, path, device, encoder)
+
+
+def _build(
+    config: Config,
+    cb: TrainCallback,
+    resume: Path | None,
+    path: Path,
+    device: torch.device,
+    encoder: Encoder | None,
+) -> LMRun:
+    """:func:`_setup` in the encoder directory ``path``: read and encode the texts, build the
+    model, restore or start its state."""
+    lm, seed = config.pretraining.lm, config.training.seed
+    splits = load_splits(config.data, seed, unlabelled=True)
     texts = splits.train.texts + splits.unlabelled
     cb.on_message(
         f"pretraining texts: {len(splits.train):,} training and {len(splits.unlabelled):,} "

@@ -15,7 +15,8 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,10 +46,11 @@ from rnn_sentiment.runfiles import (
     CONFIG_FILE,
     LABELS_FILE,
     MAX_PARAMETERS,
+    STATE_FILE,
     WEIGHTS_FILE,
     given_path,
 )
-from rnn_sentiment.signals import StopSignals
+from rnn_sentiment.signals import StopRequested, StopSignals
 from rnn_sentiment.text import TextPipeline
 from rnn_sentiment.training import distributed
 from rnn_sentiment.training.adversarial import regularised_loss
@@ -205,19 +207,58 @@ def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
         problems = vector_mismatch(config.model, encoder.config.model)
         if problems:
             raise ConfigError(problems)
-    word2vec = config.pretraining.method != "none" and encoder is None
     run_dir = prepare_run_dir(config)
+    with removed_unless_resumable(run_dir):
+        return _set_up(config, cb, ranks, run_dir, device, encoder)
+
+
+@contextmanager
+def removed_unless_resumable(run_dir: Path) -> Iterator[None]:
+    """Set up the new ``run_dir`` in the block; a stop (Ctrl-C, SIGTERM: it killed the process
+    in silence) or an error before any training state is saved removes it, which could only
+    block its name (``--resume`` refuses a directory without state)."""
+    try:
+        with StopSignals(raise_at_once=True):
+            yield
+    except (KeyboardInterrupt, StopRequested) as exc:
+        kept = _discard_unresumable(run_dir)
+        how = f"stopped by {exc.signal_name}" if isinstance(exc, StopRequested) else "interrupted"
+        if kept:
+            raise TrainingInterrupted(f"{how}; continue with --resume {run_dir}") from None
+        raise TrainingInterrupted(
+            f"{how} while the run was set up, before any training step; nothing to resume "
+            f"(the run directory {run_dir} was removed)"
+        ) from None
+    except BaseException:
+        _discard_unresumable(run_dir)
+        raise
+
+
+def _discard_unresumable(run_dir: Path) -> bool:
+    """Remove ``run_dir`` unless it holds a training state; True when it is kept."""
+    if (run_dir / STATE_FILE).exists():
+        return True
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return False
+
+
+def _set_up(
+    config: Config,
+    cb: TrainCallback,
+    ranks: Ranks,
+    run_dir: Path,
+    device: torch.device,
+    encoder: Encoder | None,
+) -> Run:
+    """Read the data, learn the vocabulary, build the run and pretrain what is asked, in the
+    new ``run_dir`` (:func:`_fresh_run` removes it when this stops before any state is saved)."""
+    word2vec = config.pretraining.method != "none" and encoder is None
     wants_unlabelled = (
         word2vec
         or config.tokenizer.learn_from_unlabelled
         or config.training.adversarial.uses_unlabelled
     )
-    try:
-        splits = load_splits(config.data, config.training.seed, unlabelled=wants_unlabelled)
-    except BaseException:
-        if not any(run_dir.iterdir()):
-            run_dir.rmdir()  # bad data must not leave an empty run directory behind
-        raise
+    splits = load_splits(config.data, config.training.seed, unlabelled=wants_unlabelled)
     cb.on_message(_data_message(config, splits))
     # The vocabulary is learned from the training split (and, if asked, the unlabelled texts),
     # never from validation or test.
