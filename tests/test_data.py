@@ -384,6 +384,8 @@ def test_labels_that_are_no_class(tmp_path: Path) -> None:
     assert infer_label_names(["0", "1", "²"]) == ["0", "1", "²"]  # int("²") failed inside
     with pytest.raises(DataError, match=r"only \['1'\] \(2 unlabelled rows: -1, empty"):
         infer_label_names([1, -1, -1])
+    with pytest.raises(DataError, match="has 1,500 different values, .* is it an id"):
+        infer_label_names(list(range(1500)))
 
 
 def test_every_class_keeps_training_reviews(tmp_path: Path) -> None:

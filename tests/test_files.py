@@ -314,3 +314,22 @@ def test_a_utf16_file_is_one_error_that_says_how_to_re_encode_it(
     reader = open_reader(str(path), detect_format(str(path), None))
     assert next(reader.chunks(10)).columns["text"] == ["good"]
     reader.close()
+
+
+def test_empty_cells_count_against_a_chunks_size(tmp_path: Path) -> None:
+    # Found by a red-team pass: 8,000 "{}" lines after an object of 20,000 keys (273 KB) held
+    # 1.6 GB of empty cells in one chunk; a wide CSV header over short rows did the same.
+    from rnn_sentiment.data.readers import CELL_CHARS, CHUNK_CHARS
+
+    keys = 20_000
+    wide = tmp_path / "wide.jsonl"
+    first = {"text": "x", "label": 1, **{f"k{i}": 0 for i in range(keys)}}
+    wide.write_text(json.dumps(first) + "\n" + "{}\n" * 1000)
+    flat = tmp_path / "wide.csv"
+    flat.write_text(",".join(f"c{i}" for i in range(keys)) + "\n" + "x\n" * 1000)
+    most = CHUNK_CHARS // (CELL_CHARS * keys) + 1
+    for path, kind in ((wide, "jsonl"), (flat, "csv")):
+        reader = open_reader(str(path), kind)
+        sizes = [chunk.rows for chunk in reader.chunks(4096)]
+        reader.close()
+        assert sum(sizes) == 1001 - (kind == "csv") and max(sizes) <= most, (kind, sizes)

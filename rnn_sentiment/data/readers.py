@@ -79,6 +79,10 @@ ROW_CHARS_PER_FIELD_CHAR = 8
 # as bytes for text lines and folders): 4096 IMDB reviews are about 5 Mi characters, so only
 # rows near the cap end a chunk early.
 CHUNK_CHARS = 32 * 2**20
+# What one cell of a chunk's columns counts for against CHUNK_CHARS, empty or not (a list slot):
+# a 273 KB JSON Lines file of 8,000 "{}" after an object of 20,000 keys, or a CSV header of
+# 700,000 columns over short rows, held 1.6 GB of empty cells in one chunk.
+CELL_CHARS = 8
 # JSON arrays and objects ("containers") are what makes a parsed JSON line larger than its text:
 # an empty {} takes 64 bytes for 2 characters, so an 8 Mi-character line of them held 2.4 GB per
 # chunk. A line with more than JSON_ROW_CONTAINERS (counted from its '{' and '[' characters,
@@ -310,7 +314,7 @@ class CsvReader(Reader):
                 row, problem = self._next_record()
                 if row is None:
                     break
-                chars += sum(map(len, row))
+                chars += sum(map(len, row)) + CELL_CHARS * width  # empty cells cost too
                 if not problem and len(row) != width:
                     problem = f"{len(row)} fields, expected {width}"
                 row = row[:width] + [MISSING] * (width - len(row))
@@ -496,7 +500,7 @@ class JsonlReader(Reader):
             rows.append(row)
             problems.append(problem)
             notes.append(note)
-            chars += size
+            chars += size + CELL_CHARS * len(self.keys)  # a column per key of the first object
             containers += held
             full = chars >= CHUNK_CHARS or containers > JSON_CHUNK_CONTAINERS
             if len(rows) == chunk_size or full:

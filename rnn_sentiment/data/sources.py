@@ -48,6 +48,9 @@ _LABEL_ALIASES = {
     "1": 1, "pos": 1, "positive": 1,
 }  # fmt: skip
 UNLABELLED = -1
+# More classes than this is an id or a free-text column taken for the labels (1,500 ids trained a
+# 1,500-class model without a word).
+MAX_CLASSES = 1000
 # The hub's IMDB names its unlabelled reviews 'unsupervised'; local copies often say 'unsup'.
 _SPLIT_ALIASES = {"unsupervised": ("unsup",), "unsup": ("unsupervised",)}
 DEFAULT_LABEL_NAMES = ("negative", "positive")
@@ -378,6 +381,12 @@ def infer_label_names(values: Sequence[Any]) -> list[str]:
         unlabelled = keys.count(None)
         note = f" ({unlabelled:,} unlabelled rows: -1, empty, unsup or NaN)" if unlabelled else ""
         raise DataError(f"the training data needs at least two classes; it has {found}{note}")
+    if len(seen) > MAX_CLASSES:
+        raise DataError(
+            f"the label column has {len(seen):,} different values, and each would be a class "
+            f"(at most {MAX_CLASSES:,}): is it an id or a score? name the label column with "
+            "data.label_column="
+        )
     if seen <= set(_LABEL_ALIASES):
         return list(DEFAULT_LABEL_NAMES)
     if all(_is_integer(k) for k in seen):
