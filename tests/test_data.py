@@ -426,3 +426,11 @@ def test_folder_entries_that_are_no_review_file_are_flagged(tmp_path: Path) -> N
     assert problems["pos/dir.txt"] == "cannot read file: not a regular file"
     assert problems["pos/loop.txt"] == "cannot read file: a loop of links"
     assert problems["pos/1.txt"] == problems["neg/1.txt"] == ""
+
+
+def test_an_unknown_label_names_its_split(tmp_path: Path) -> None:
+    write_table(tmp_path, "train.jsonl", [{"text": f"t{i}", "label": i % 2} for i in range(10)])
+    write_table(tmp_path, "test.jsonl", [{"text": "u", "label": "neutral"}])
+    cfg = DataConfig(source=str(tmp_path), test_split="test")
+    with pytest.raises(DataError, match=r"split 'test': unknown label 'neutral'; the labels are"):
+        load_splits(cfg, seed=0)

@@ -117,7 +117,9 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
         train = Reviews(train.texts + more.texts, train.labels + more.labels)
     if cfg.validation_split is not None:
         raw = read_split(cfg.source, cfg.validation_split, cfg)
-        validation = to_reviews(raw, label_names, supervised=True)
+        validation = to_reviews(
+            raw, label_names, True, f"{cfg.source}, split '{cfg.validation_split}'"
+        )
         left_out += len(raw[0]) - len(validation)
     else:
         train, validation = stratified_split(train, cfg.validation_fraction, seed)
@@ -125,12 +127,17 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
         train, _ = stratified_split(train, 1 - cfg.max_train_samples / len(train), seed)
     test = None
     if cfg.test_split is not None:
-        test = to_reviews(read_split(cfg.source, cfg.test_split, cfg), label_names, True)
+        raw = read_split(cfg.source, cfg.test_split, cfg)
+        test = to_reviews(raw, label_names, True, f"{cfg.source}, split '{cfg.test_split}'")
+    fixes = {
+        "train": "give labelled reviews (a label column with two classes or more)",
+        "validation": "use a labelled split, or a larger data.validation_fraction",
+        "test": "label its reviews, or set data.test_split=null",
+    }
     for name, reviews in (("train", train), ("validation", validation), ("test", test)):
         if reviews is not None and len(reviews) == 0:
             raise DataError(
-                f"the {name} split of {cfg.source} has no labelled reviews; "
-                f"use a labelled split or a larger data.validation_fraction"
+                f"the {name} split of {cfg.source} has no labelled reviews; {fixes[name]}"
             )
     missing = [name for i, name in enumerate(label_names) if i not in set(train.labels)]
     if missing:  # carved into validation, or left out by data.max_train_samples
@@ -207,7 +214,7 @@ def _extra_reviews(cfg: DataConfig, extra: str, label_names: list[str]) -> Revie
             f"{where} has the labels {own}, but {cfg.source} has {label_names}; every training "
             "source needs the same label set (relabel it, or drop it from the list)"
         )
-    return to_reviews(raw, label_names, supervised=True)
+    return to_reviews(raw, label_names, True, where)
 
 
 def _check_single_file_splits(cfg: DataConfig) -> None:
@@ -395,15 +402,22 @@ def infer_label_names(values: Sequence[Any]) -> list[str]:
 
 
 def to_reviews(
-    raw: tuple[list[str], list[Any]], label_names: Sequence[str], supervised: bool = False
+    raw: tuple[list[str], list[Any]],
+    label_names: Sequence[str],
+    supervised: bool = False,
+    where: str = "",
 ) -> Reviews:
     """Map raw labels to ids; with ``supervised``, drop unlabelled rows (label -1) and rows
-    whose text is empty or blank, which ``evaluate`` and batch scoring leave unscored too."""
+    whose text is empty or blank, which ``evaluate`` and batch scoring leave unscored too.
+    ``where`` (a split, a file) starts the error of a label that is no class."""
     texts, values = raw
     index = {name.lower(): i for i, name in enumerate(label_names)}
     if list(label_names) == list(DEFAULT_LABEL_NAMES):
         index.update(_LABEL_ALIASES)
-    labels = [_label_id(v, index, label_names) for v in values]
+    try:
+        labels = [_label_id(v, index, label_names) for v in values]
+    except DataError as error:
+        raise DataError(f"{where}: {error}" if where else str(error)) from None
     if supervised:
         keep = [i for i, label in enumerate(labels) if label != UNLABELLED and texts[i].strip()]
         return Reviews([texts[i] for i in keep], [labels[i] for i in keep])
@@ -470,7 +484,7 @@ def _label_id(value: Any, index: dict[str, int], label_names: Sequence[str]) -> 
     if key in index:
         return index[key]
     raise DataError(
-        f"unknown label {value!r}; the model's labels are {', '.join(label_names)}"
+        f"unknown label {value!r}; the labels are {', '.join(label_names)}"
         + (" (or 0/1, neg/pos)" if list(label_names) == list(DEFAULT_LABEL_NAMES) else "")
     )
 

@@ -284,7 +284,9 @@ def evaluate_reader(
     unscored = 0
     options = ScoringOptions(chunk_size=chunk_size)
     for chunk, scored in iter_scored(predictor, reader, text_column, options, callback=callback):
-        truth = to_reviews(([""] * chunk.rows, chunk.columns[label_column]), predictor.label_names)
+        truth = to_reviews(
+            ([""] * chunk.rows, chunk.columns[label_column]), predictor.label_names, where=where
+        )
         assert scored.probs is not None
         for row, (label, guess) in enumerate(zip(truth.labels, scored.predicted, strict=True)):
             if (label >= 0 and guess < 0) or chunk.problems[row]:
