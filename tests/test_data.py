@@ -434,3 +434,19 @@ def test_an_unknown_label_names_its_split(tmp_path: Path) -> None:
     cfg = DataConfig(source=str(tmp_path), test_split="test")
     with pytest.raises(DataError, match=r"split 'test': unknown label 'neutral'; the labels are"):
         load_splits(cfg, seed=0)
+
+
+def test_the_hub_probe_goes_where_a_download_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    # It always dialled huggingface.co:443: behind a proxy, or with a mirror, the hub was
+    # "unreachable" although a download would work.
+    from rnn_sentiment.data.sources import _hub_address
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    assert _hub_address() == ("huggingface.co", 443)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example")
+    assert _hub_address() == ("hf-mirror.example", 443)
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    assert _hub_address() == ("proxy.example", 3128)
+    monkeypatch.setenv("https_proxy", "http://[malformed")
+    assert _hub_address() == ("huggingface.co", 443)

@@ -514,13 +514,33 @@ def _read_hub(dataset_id: str, split: str) -> dict[str, list[Any]]:
     return table.to_dict()
 
 
+def _hub_address() -> tuple[str, int]:
+    """Where a download of the hub connects first: the HTTPS proxy when one is set, else the
+    hub's endpoint (``HF_ENDPOINT`` for a mirror), else huggingface.co."""
+    from urllib.parse import urlsplit
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        if os.environ.get(name):
+            url = os.environ[name]
+            break
+    else:
+        url = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return parts.hostname or "huggingface.co", port
+    except ValueError:  # a malformed variable: the download will say so
+        return "huggingface.co", 443
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Connect to the hub in a thread so that a hanging DNS lookup cannot stall us either."""
+    """Connect to the hub (or the proxy or mirror in front of it) in a thread, so that a
+    hanging DNS lookup cannot stall us either."""
     result: list[bool] = []
 
     def probe() -> None:
         try:
-            socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+            socket.create_connection(_hub_address(), timeout=timeout).close()
             result.append(True)
         except OSError:
             result.append(False)
