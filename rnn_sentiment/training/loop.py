@@ -9,6 +9,7 @@ decides, once, whether the run is fresh or resumed; :func:`run_epochs` is the lo
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import os
 import random
@@ -235,11 +236,19 @@ def removed_unless_resumable(run_dir: Path) -> Iterator[None]:
 
 
 def _discard_unresumable(run_dir: Path) -> bool:
-    """Remove ``run_dir`` unless it holds a training state; True when it is kept."""
+    """Remove ``run_dir`` unless it holds a training state, and the ``output.dir`` made for it
+    if nothing else is in it; True when it is kept."""
     if (run_dir / STATE_FILE).exists():
         return True
     shutil.rmtree(run_dir, ignore_errors=True)
+    if run_dir.parent in _MADE_PARENTS:
+        with contextlib.suppress(OSError):  # not empty: another run is there now
+            run_dir.parent.rmdir()
     return False
+
+
+# output.dir folders prepare_run_dir created (a run that stops before any state removes its own)
+_MADE_PARENTS: set[Path] = set()
 
 
 def _set_up(
@@ -932,7 +941,9 @@ def prepare_run_dir(config: Config) -> Path:
     """
     parent = Path(config.output.dir)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        if not parent.is_dir():
+            parent.mkdir(parents=True, exist_ok=True)
+            _MADE_PARENTS.add(parent)
     except OSError as exc:
         raise CheckpointError(f"cannot write to {parent}: {exc.strerror}") from None
     if config.output.name is not None:
