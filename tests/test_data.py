@@ -124,6 +124,7 @@ def test_aclimdb_style_folder(tmp_path: Path) -> None:
         (["pos", "neg"], ["negative", "positive"]),
         (["Positive", "NEGATIVE"], ["negative", "positive"]),
         (["0", "1", -1], ["negative", "positive"]),
+        (["true", "False", True], ["negative", "positive"]),  # a CSV boolean, as JSON's
         (["joy", "anger", "fear"], ["anger", "fear", "joy"]),
         ([0, 4, 4.0], ["0", "4"]),
         (["1", "2", "5", "3", "4", 10], ["1", "2", "3", "4", "5", "10"]),

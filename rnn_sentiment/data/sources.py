@@ -44,9 +44,10 @@ from rnn_sentiment.text import fix_text
 BUILTIN_DIR = Path(__file__).parents[1] / "assets" / "builtin"
 # Spellings of the two classes found in public sentiment datasets.
 _LABEL_ALIASES = {
-    "0": 0, "neg": 0, "negative": 0,
-    "1": 1, "pos": 1, "positive": 1,
+    "0": 0, "neg": 0, "negative": 0, "false": 0,
+    "1": 1, "pos": 1, "positive": 1, "true": 1,
 }  # fmt: skip
+# (false/true: a CSV cell of a boolean column, as JSON's false/true and Parquet's bool map)
 UNLABELLED = -1
 # More classes than this is an id or a free-text column taken for the labels (1,500 ids trained a
 # 1,500-class model without a word).
