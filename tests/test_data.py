@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 import time
@@ -356,14 +357,19 @@ def test_training_never_reads_what_validates_or_tests_the_run(tmp_path: Path) ->
     write_table(data, "train.csv", rows)
     test = write_table(data, "test.csv", rows[:6])
     (data / "heldout.csv").symlink_to("test.csv")
+    (data / "same.csv").symlink_to("train.csv")
+    os.link(data / "train.csv", data / "hard.csv")
     leaks = [
         ({"extra_train_sources": [str(test)]}, "entry '.*test.csv' is the test split of"),
+        ({"test_split": "same"}, r"data.test_split \(same\) is the training split of"),
+        ({"validation_split": "hard"}, r"data.validation_split \(hard\) is the training split"),
+        ({"unlabelled_split": "same"}, "data.unlabelled_split is the training split of"),
         ({"validation_split": "test"}, "data.validation_split .* are the same reviews"),
         ({"extra_train_sources": [str(data)]}, "is the training split of .* itself"),
         ({"unlabelled_split": "heldout"}, "data.unlabelled_split is the test split of"),
     ]
     for settings, message in leaks:
-        cfg = DataConfig(source=str(data), test_split="test", **settings)  # type: ignore[arg-type]
+        cfg = DataConfig(source=str(data), **{"test_split": "test", **settings})  # type: ignore[arg-type]
         with pytest.raises(DataError, match=message):
             load_splits(cfg, seed=0, unlabelled=True)
     assert len(load_splits(DataConfig(source=str(data), test_split="test"), seed=0).train) == 18
@@ -397,14 +403,17 @@ def test_every_class_keeps_training_reviews(tmp_path: Path) -> None:
         load_splits(cfg, seed=0)
 
 
-def test_a_split_linked_out_of_the_data_folder_is_not_read(tmp_path: Path) -> None:
-    outside = write_table(tmp_path, "secret.csv", [{"token": "hunter2", "x": 1}])
+def test_split_files_linked_from_elsewhere_are_read_and_listings_capped(tmp_path: Path) -> None:
+    # A folder of links into a dataset store (git-annex, DVC, the hub's cache) is a data folder.
+    rows = [{"text": f"r{i}", "label": i % 2} for i in range(20)]
+    store = tmp_path / "store"
+    store.mkdir()
     data = tmp_path / "data"
     data.mkdir()
-    (data / "train.csv").symlink_to(outside)
-    with pytest.raises(DataError, match="is a link out of the data folder") as caught:
-        load_splits(DataConfig(source=str(data)), seed=0)
-    assert "hunter2" not in str(caught.value)
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").symlink_to(write_table(store, f"{split}.jsonl", rows))
+    splits = load_splits(DataConfig(source=str(data), test_split="test"), seed=0)
+    assert len(splits.train) + len(splits.validation) == 20 and splits.test is not None
     wide = tmp_path / "wide.csv"
     wide.write_text(",".join(f"c{i}" for i in range(5000)) + "\n" + "x," * 4999 + "x\n")
     with pytest.raises(DataError, match=r"columns are: c0, c1, .* \(and 4,980 more\)$") as caught:

@@ -167,6 +167,13 @@ def _check_overlaps(cfg: DataConfig) -> None:
             "chosen on the test figures; set data.validation_split=null to carve it from training"
         )
     training = split_location(cfg.source, cfg.train_split)
+    for role, place in held.items():
+        if place == training:
+            raise DataError(
+                f"data.{role}_split ({getattr(cfg, f'{role}_split')}) is the training split of "
+                f"{cfg.source} under another name: it would {role} on the training reviews; "
+                f"name a split of other reviews, or set data.{role}_split=null"
+            )
     named = [(f"data.extra_train_sources entry {extra!r}", split_location(extra, cfg.train_split))
              for extra in cfg.extra_train_sources]  # fmt: skip
     if cfg.unlabelled_split is not None:
@@ -179,7 +186,13 @@ def _check_overlaps(cfg: DataConfig) -> None:
                 f"{what} is the {role} split of {cfg.source}: training on it would leak into "
                 f"the {role} figures; {fix}"
             )
-        if location == training and what != "data.unlabelled_split":
+        if location == training and what == "data.unlabelled_split":
+            raise DataError(
+                f"data.unlabelled_split is the training split of {cfg.source} under another "
+                "name: pretraining would read the carved validation reviews too (it reads the "
+                "training texts anyway); set it to null"
+            )
+        if location == training:
             raise DataError(
                 f"{what} is the training split of {cfg.source} itself: every review would "
                 "train twice, and a carved validation review would be a training one too; drop it"
@@ -187,15 +200,20 @@ def _check_overlaps(cfg: DataConfig) -> None:
 
 
 def split_location(source: str, split: str) -> tuple[str, ...]:
-    """What ``split`` of ``source`` reads, to compare however it is named: the resolved file or
-    folder, or the hub id and split name (a source that is not there: its own name)."""
+    """What ``split`` of ``source`` reads, to compare however it is named: the file or folder
+    (its device and inode), or the hub id and split name (a source that is not there: its own
+    name)."""
     try:
         location = resolve_source(source, split)
     except (DataError, OSError):  # reading it will say what is wrong
         return ("missing", source, split)
     if location is None:
         return ("hub", source, split)
-    return ("path", str(location.resolve()))
+    try:
+        found = location.stat()  # the same file under any name: links, hard links included
+    except OSError:
+        return ("missing", source, split)
+    return ("path", str(found.st_dev), str(found.st_ino))
 
 
 def _extra_reviews(cfg: DataConfig, extra: str, label_names: list[str]) -> Reviews:
@@ -347,9 +365,9 @@ def resolve_source(source: str, split: str) -> Path | None:
             for suffix in EXTENSIONS:
                 for candidate in (root / f"{name}{suffix}", root / f"{name}{suffix}.gz"):
                     if candidate.is_file():
-                        return _inside(candidate, root)
+                        return candidate
         if _is_review_folder(root / split):
-            return _inside(root / split, root)
+            return root / split
         if _is_review_folder(root):  # aclImdb/test itself: like a file, the split asked for
             return root
         found = sorted(p.name for p in root.iterdir() if format_of(p) or p.is_dir())
@@ -362,18 +380,6 @@ def resolve_source(source: str, split: str) -> Path | None:
     if _looks_like_path(source):
         raise DataError(f"data source not found: {source} (check the path, or use data.source=...)")
     return None
-
-
-def _inside(found: Path, root: Path) -> Path:
-    """``found``, a split of the data folder ``root``, refused when it is a link that leads out
-    of it: a train.csv linked to a file elsewhere was trained on, or had its first line printed
-    as the "columns" of an error (the pos/neg reader refuses such links alike)."""
-    if not found.resolve().is_relative_to(root.resolve()):
-        raise DataError(
-            f"{found} is a link out of the data folder {root} (not followed); copy the file in, "
-            "or name it as data.source itself"
-        )
-    return found
 
 
 def infer_label_names(values: Sequence[Any]) -> list[str]:
