@@ -81,7 +81,9 @@ def _choice_hint(option: str, ctx: Any) -> str:
     options, typed as an option of its own."""
     value = option.lstrip("-").partition("=")[0]
     for param in getattr(getattr(ctx, "command", None), "params", []):
-        described = getattr(param, "type_descriptor", None)  # typer's: its choices, if any
+        # typer 0.29 keeps a parameter's choices in its type_descriptor; click (older typer)
+        # in its type
+        described = getattr(param, "type_descriptor", None) or getattr(param, "type", None)
         choices = getattr(described, "choices", None) or ()
         names = getattr(param, "opts", None)
         if names and value in [str(getattr(choice, "value", choice)) for choice in choices]:

@@ -50,7 +50,10 @@ class StopSignals:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, _installable(handler))
+            # A handler that fired put the previous one back itself; restoring it again would
+            # bring back an outer block's handler after that one fired too (nested blocks).
+            if signal.getsignal(sig) == self._handle:
+                signal.signal(sig, _installable(handler))
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:

@@ -118,3 +118,24 @@ def test_outside_the_main_thread_nothing_is_installed() -> None:
     thread.start()
     thread.join()
     assert seen == [before]
+
+
+def test_nested_guards_that_both_fire_leave_the_first_handler() -> None:
+    # A run's set-up (raising) around word2vec (flag): the inner guard put the outer handler
+    # back on leaving although the outer one had fired, so a signal during the clean-up that
+    # follows raised again instead of getting the handler that was there before.
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with StopSignals(raise_at_once=True) as outer:
+        try:
+            with StopSignals() as inner:
+                signal.raise_signal(signal.SIGTERM)  # the inner guard's flag
+                assert inner.requested == "SIGTERM" and outer.requested is None
+                signal.raise_signal(signal.SIGTERM)  # the second one stops at once
+        except StopRequested:
+            pass
+        assert outer.requested == "SIGTERM"
+        assert signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]  # in the clean-up
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+    with StopSignals(raise_at_once=True), StopSignals():  # none fires: restored in order
+        pass
+    assert {sig: signal.getsignal(sig) for sig in before} == before

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import errno
 import io
 import itertools
 import json
@@ -658,15 +659,18 @@ class FolderReader(Reader):
         """The text of one file and its problem."""
         try:
             real = file.resolve()  # a link is followed only while it stays inside the folder
-        except (OSError, RuntimeError):  # a loop of links (RuntimeError before Python 3.13)
+        except (OSError, RuntimeError):  # a loop of links (RuntimeError in Python 3.10 to 3.12)
             return MISSING, "cannot read file: a loop of links"
         if not real.is_relative_to(self.root):
             return MISSING, "cannot read file: a link out of the input folder (not followed)"
         limit = _BYTES_PER_CHAR * (self.max_chars + 1)  # a BOM and the cap, in any characters
         try:
             fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            return MISSING, f"cannot read file: {exc.strerror}"
+        except OSError as exc:  # from Python 3.13 resolve() leaves a loop to open: ELOOP
+            loop = exc.errno == errno.ELOOP
+            return MISSING, "cannot read file: a loop of links" if loop else (
+                f"cannot read file: {exc.strerror}"
+            )
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder named like a review: x.txt/
             os.close(fd)
             return MISSING, "cannot read file: not a regular file"

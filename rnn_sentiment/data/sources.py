@@ -179,12 +179,12 @@ def _check_overlaps(cfg: DataConfig) -> None:
     if cfg.unlabelled_split is not None:
         named.append(("data.unlabelled_split", split_location(cfg.source, cfg.unlabelled_split)))
     for what, location in named:
-        role = next((role for role, place in held.items() if place == location), None)
-        if role is not None:
+        leak = next((role for role, place in held.items() if place == location), None)
+        if leak is not None:
             fix = "set it to null" if what == "data.unlabelled_split" else "drop it"
             raise DataError(
-                f"{what} is the {role} split of {cfg.source}: training on it would leak into "
-                f"the {role} figures; {fix}"
+                f"{what} is the {leak} split of {cfg.source}: training on it would leak into "
+                f"the {leak} figures; {fix}"
             )
         if location == training and what == "data.unlabelled_split":
             raise DataError(

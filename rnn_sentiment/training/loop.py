@@ -452,19 +452,15 @@ def pretrain_embeddings(run: Run, cb: TrainCallback) -> dict[str, Any]:
             )
             raise EnoughEpochs
 
-    try:
-        with StopSignals() as stop:
-            pretrained = pretrain_vectors(
-                run.train_ids + unlabelled_ids,
-                tokenizer.get_vocab_size(),
-                config.model.embedding_dim,
-                pcfg,
-                config.training.seed,
-                on_epoch=on_epoch,
-            )
-    except BaseException:
-        shutil.rmtree(run.run_dir, ignore_errors=True)
-        raise
+    with StopSignals() as stop:  # removed_unless_resumable removes the run directory
+        pretrained = pretrain_vectors(
+            run.train_ids + unlabelled_ids,
+            tokenizer.get_vocab_size(),
+            config.model.embedding_dim,
+            pcfg,
+            config.training.seed,
+            on_epoch=on_epoch,
+        )
     load_vectors(run.model.embedding, pretrained)
     summary = {"method": pcfg.method, **pretrained.summary()}
     cb.on_message(
