@@ -389,10 +389,14 @@ def test_labels_that_are_no_class(tmp_path: Path) -> None:
         with pytest.raises(DataError, match=f"a label is {shown}; a label is a class name"):
             infer_label_names([0, 1, bad])
     assert infer_label_names(["0", "1", "²"]) == ["0", "1", "²"]  # int("²") failed inside
-    with pytest.raises(DataError, match=r"only \['1'\] \(2 unlabelled rows: -1, empty"):
+    with pytest.raises(DataError, match=r"only '1' \(2 unlabelled rows: -1, empty"):
         infer_label_names([1, -1, -1])
     with pytest.raises(DataError, match="has 1,500 different values, .* is it an id"):
         infer_label_names(list(range(1500)))
+    with pytest.raises(DataError, match=r"two classes; it has only '1', 'pos', 'positive'"):
+        infer_label_names(["1", "positive", "pos"])  # one class, three spellings
+    with pytest.raises(DataError, match=r"unknown label '[x]{20,}\.\.\.; the labels are "):
+        to_reviews((["t"], ["x" * 1000]), ["negative", "positive"])
 
 
 def test_every_class_keeps_training_reviews(tmp_path: Path) -> None:
@@ -451,12 +455,16 @@ def test_the_hub_probe_goes_where_a_download_would(monkeypatch: pytest.MonkeyPat
     # "unreachable" although a download would work.
     from rnn_sentiment.data.sources import _hub_address
 
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_ENDPOINT"):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                 "all_proxy", "NO_PROXY", "no_proxy", "HF_ENDPOINT"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     assert _hub_address() == ("huggingface.co", 443)
     monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example")
     assert _hub_address() == ("hf-mirror.example", 443)
     monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
     assert _hub_address() == ("proxy.example", 3128)
+    monkeypatch.setenv("no_proxy", ".example")  # the mirror is exempt from the proxy
+    assert _hub_address() == ("hf-mirror.example", 443)
+    monkeypatch.delenv("no_proxy")
     monkeypatch.setenv("https_proxy", "http://[malformed")
     assert _hub_address() == ("huggingface.co", 443)

@@ -99,7 +99,10 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
     _check_single_file_splits(cfg)
     _check_overlaps(cfg)
     raw_train = read_split(cfg.source, cfg.train_split, cfg)
-    label_names = infer_label_names(raw_train[1])
+    try:
+        label_names = infer_label_names(raw_train[1])
+    except DataError as error:
+        raise DataError(f"{cfg.source}, split '{cfg.train_split}': {error}") from None
     unlabelled_texts: list[str] = []
     if unlabelled:
         unlabelled_texts = [t for t, v in zip(*raw_train, strict=True) if _label_key(v) is None]
@@ -114,8 +117,9 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
     train = to_reviews(raw_train, label_names, supervised=True)
     left_out = len(raw_train[0]) - len(train)
     for extra in cfg.extra_train_sources:
-        more = _extra_reviews(cfg, extra, label_names)
+        more, dropped = _extra_reviews(cfg, extra, label_names)
         train = Reviews(train.texts + more.texts, train.labels + more.labels)
+        left_out += dropped
     if cfg.validation_split is not None:
         raw = read_split(cfg.source, cfg.validation_split, cfg)
         validation = to_reviews(
@@ -140,12 +144,19 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
             raise DataError(
                 f"the {name} split of {cfg.source} has no labelled reviews; {fixes[name]}"
             )
-    missing = [name for i, name in enumerate(label_names) if i not in set(train.labels)]
-    if missing:  # carved into validation, or left out by data.max_train_samples
+    trained = set(train.labels)
+    missing = [name for i, name in enumerate(label_names) if i not in trained]
+    if missing:  # carved into validation, left out by max_train_samples, or every text blank
+        carved = cfg.validation_split is None or cfg.max_train_samples is not None
         raise DataError(
-            f"no training review is labelled {', '.join(map(repr, missing))} once the validation "
-            f"reviews are set aside and data.max_train_samples applied ({len(train):,} training "
-            "reviews left); give more reviews of it, or a smaller data.validation_fraction"
+            f"no training review is labelled {listed([repr(m) for m in missing])}"
+            + (
+                " once the validation reviews are carved out (and data.max_train_samples applied)"
+                if carved
+                else " with a text"
+            )  # fmt: skip
+            + f" ({len(train):,} training reviews); give more reviews of it"
+            + (", or a smaller data.validation_fraction" if carved else "")
         )
     return DataSplits(train, validation, test, label_names, unlabelled_texts, left_out)
 
@@ -216,8 +227,9 @@ def split_location(source: str, split: str) -> tuple[str, ...]:
     return ("path", str(found.st_dev), str(found.st_ino))
 
 
-def _extra_reviews(cfg: DataConfig, extra: str, label_names: list[str]) -> Reviews:
-    """The training split of one of ``data.extra_train_sources``, labelled like the primary's.
+def _extra_reviews(cfg: DataConfig, extra: str, label_names: list[str]) -> tuple[Reviews, int]:
+    """The training split of one of ``data.extra_train_sources``, labelled like the primary's,
+    and how many of its rows were left out (no label or no text).
 
     Its label set must be the primary's: with 0/1 labels next to 0/1/2, "1" would mean positive
     in one source and neutral in the other, and nothing downstream could tell.
@@ -230,10 +242,12 @@ def _extra_reviews(cfg: DataConfig, extra: str, label_names: list[str]) -> Revie
         raise DataError(f"{where}: {error}") from None
     if own != label_names:
         raise DataError(
-            f"{where} has the labels {own}, but {cfg.source} has {label_names}; every training "
+            f"{where} has the labels {listed(own)}, but {cfg.source} has {listed(label_names)}; "
+            "every training "
             "source needs the same label set (relabel it, or drop it from the list)"
         )
-    return to_reviews(raw, label_names, True, where)
+    reviews = to_reviews(raw, label_names, True, where)
+    return reviews, len(raw[0]) - len(reviews)  # and the rows it left out
 
 
 def _check_single_file_splits(cfg: DataConfig) -> None:
@@ -390,8 +404,9 @@ def infer_label_names(values: Sequence[Any]) -> list[str]:
     """
     keys = [_label_key(value) for value in values]
     seen = {key for key in keys if key is not None}
-    if len(seen) < 2:
-        found = f"only {sorted(seen)}" if seen else "no labelled rows"
+    classes = {_LABEL_ALIASES[k] for k in seen} if seen <= set(_LABEL_ALIASES) else seen
+    if len(classes) < 2:  # "1" and "positive" are one class
+        found = f"only {listed([repr(k) for k in sorted(seen)])}" if seen else "no labelled rows"
         unlabelled = keys.count(None)
         note = f" ({unlabelled:,} unlabelled rows: -1, empty, unsup or NaN)" if unlabelled else ""
         raise DataError(f"the training data needs at least two classes; it has {found}{note}")
@@ -491,9 +506,15 @@ def _label_id(value: Any, index: dict[str, int], label_names: Sequence[str]) -> 
     if key in index:
         return index[key]
     raise DataError(
-        f"unknown label {value!r}; the labels are {', '.join(label_names)}"
+        f"unknown label {_shown(value)}; the labels are {listed(list(label_names))}"
         + (" (or 0/1, neg/pos)" if list(label_names) == list(DEFAULT_LABEL_NAMES) else "")
     )
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    """``repr(value)`` cut for an error line."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _looks_like_path(source: str) -> bool:
@@ -522,18 +543,22 @@ def _read_hub(dataset_id: str, split: str) -> dict[str, list[Any]]:
 
 
 def _hub_address() -> tuple[str, int]:
-    """Where a download of the hub connects first: the HTTPS proxy when one is set, else the
-    hub's endpoint (``HF_ENDPOINT`` for a mirror), else huggingface.co."""
+    """Where a download of the hub connects first: the proxy the environment gives for the
+    hub's endpoint (``HF_ENDPOINT`` for a mirror, else huggingface.co), unless ``NO_PROXY``
+    exempts it, as urllib and requests decide it; else the endpoint itself."""
     from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass_environment
 
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        if os.environ.get(name):
-            url = os.environ[name]
-            break
-    else:
-        url = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     try:
-        parts = urlsplit(url if "://" in url else f"http://{url}")
+        target = urlsplit(endpoint)
+        host = target.hostname or "huggingface.co"
+        url = endpoint
+        proxies = getproxies()
+        proxy = proxies.get(target.scheme) or proxies.get("all")
+        if proxy and not proxy_bypass_environment(host):
+            url = proxy if "://" in proxy else f"http://{proxy}"
+        parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         return parts.hostname or "huggingface.co", port
     except ValueError:  # a malformed variable: the download will say so

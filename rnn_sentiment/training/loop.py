@@ -358,7 +358,7 @@ def _data_message(config: Config, splits: DataSplits) -> str:
         + (f", {len(splits.test)} test" if splits.test else "")
         + f" reviews from {config.data.source}"
         + (
-            f" ({splits.left_out:,} rows without a label or text left out)"
+            f" ({splits.left_out:,} rows without a label or text left out of supervised training)"
             if splits.left_out
             else ""
         )
