@@ -547,7 +547,7 @@ def _hub_address() -> tuple[str, int]:
     hub's endpoint (``HF_ENDPOINT`` for a mirror, else huggingface.co), unless ``NO_PROXY``
     exempts it, as urllib and requests decide it; else the endpoint itself."""
     from urllib.parse import urlsplit
-    from urllib.request import getproxies, proxy_bypass_environment
+    from urllib.request import getproxies, proxy_bypass
 
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     try:
@@ -556,7 +556,7 @@ def _hub_address() -> tuple[str, int]:
         url = endpoint
         proxies = getproxies()
         proxy = proxies.get(target.scheme) or proxies.get("all")
-        if proxy and not proxy_bypass_environment(host):
+        if proxy and not proxy_bypass(host):
             url = proxy if "://" in proxy else f"http://{proxy}"
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
