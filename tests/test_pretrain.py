@@ -272,12 +272,12 @@ def test_the_public_train_scores_the_test_split_as_evaluate_does(
 ) -> None:
     from rnn_sentiment import evaluate
     from rnn_sentiment import train as public_train
-    from rnn_sentiment.training import loop
+    from rnn_sentiment.inference import evaluate as evaluate_module
 
     source = str(_folder(tmp_path))  # with a test split
     callback = _Messages()
     data = {"data.source": source, "data.test_split": "test"}
-    monkeypatch.setattr(loop, "TEST_CHUNK", 3)  # scored in chunks, a line each (IMDB: 4,096)
+    monkeypatch.setattr(evaluate_module, "TEST_CHUNK", 3)  # a line per chunk (IMDB: 4,096)
     result = public_train(tiny_config(tmp_path, **data, **{"output.name": "a"}), callback)
     direct = train(tiny_config(tmp_path, **data, **{"output.name": "b"}))
     assert any(m.startswith("test: scoring") for m in callback.messages)

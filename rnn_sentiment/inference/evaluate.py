@@ -12,7 +12,7 @@ does not record the data its run was trained on, so it is evaluated on the data 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -46,12 +46,28 @@ if TYPE_CHECKING:
     from rnn_sentiment.inference.predictor import Predictor
 
 
-def score_texts(run_dir: Path, texts: Sequence[str]) -> np.ndarray:
+# Reviews scored at a time by training's test pass, as evaluate reads them (its chunks).
+TEST_CHUNK = 4096
+
+
+def score_texts(
+    run_dir: Path, texts: Sequence[str], scored: Callable[[int], None] | None = None
+) -> np.ndarray:
     """Class probabilities [n, labels] of ``texts`` with the run directory's model, as
-    ``predict`` computes them (its engine, its text pipeline): training's test pass uses it."""
+    ``predict`` computes them (its engine, its text pipeline): training's test pass uses it.
+    When they are more than one chunk of :data:`TEST_CHUNK`, ``scored`` is told how many are
+    done after each."""
     from rnn_sentiment.inference.predictor import Predictor
 
-    return Predictor.from_dir(run_dir).predict_proba(texts)
+    predictor = Predictor.from_dir(run_dir)
+    parts = []
+    for first in range(0, len(texts), TEST_CHUNK):
+        parts.append(predictor.predict_proba(texts[first : first + TEST_CHUNK]))
+        if scored is not None and len(texts) > TEST_CHUNK:
+            scored(min(first + TEST_CHUNK, len(texts)))
+    if not parts:
+        return np.zeros((0, len(predictor.label_names)), dtype=np.float32)
+    return np.concatenate(parts)
 
 
 def evaluate(

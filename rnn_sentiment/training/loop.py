@@ -70,8 +70,9 @@ from rnn_sentiment.training.encoder import (
 from rnn_sentiment.training.pretrain import EnoughEpochs, load_vectors, pretrain_vectors
 from rnn_sentiment.training.state import LoopState, restore_state, resumable_config, save_state
 
-# Class probabilities [n, labels] of texts, from a finished run directory.
-TestScorer = Callable[[Path, Sequence[str]], np.ndarray]
+# Class probabilities [n, labels] of texts, from a finished run directory; it tells the callable
+# it is given how many texts are scored so far, after each chunk of them.
+TestScorer = Callable[[Path, Sequence[str], Callable[[int], None]], np.ndarray]
 
 
 @dataclass
@@ -733,10 +734,6 @@ def finish(
     return metrics
 
 
-# Test reviews scored at a time by the final test pass, as ``evaluate`` reads them (its chunks).
-TEST_CHUNK = 4096
-
-
 def _test_metrics(
     run: Run, cb: TrainCallback, score_test: TestScorer | None, temperature: float
 ) -> dict[str, Any]:
@@ -753,16 +750,14 @@ def _test_metrics(
         metrics = probability_metrics(probs, kept, run.splits.label_names)
     else:
         keep = [i for i, label in enumerate(labels) if label >= 0]
-        parts = []
-        for first in range(0, len(keep), TEST_CHUNK):  # a line per chunk: IMDB's take minutes
-            chunk = keep[first : first + TEST_CHUNK]
-            parts.append(score_test(run.run_dir, [texts[i] for i in chunk]))
-            if len(keep) > TEST_CHUNK:
-                cb.on_message(
-                    f"test: {first + len(chunk):,} of {len(keep):,} reviews scored "
-                    f"({time.perf_counter() - start:.0f} s)"
-                )
-        probs = np.concatenate(parts) if parts else np.zeros((0, len(run.splits.label_names)))
+
+        def scored(done: int) -> None:  # a line per chunk: IMDB's 25,000 take minutes
+            cb.on_message(
+                f"test: {done:,} of {len(keep):,} reviews scored "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
+
+        probs = score_test(run.run_dir, [texts[i] for i in keep], scored)
         metrics = probability_metrics(probs, [labels[i] for i in keep], run.splits.label_names)
     cb.on_message(
         f"test: accuracy {metrics['accuracy']:.4f} in {time.perf_counter() - start:.0f} s"
