@@ -110,6 +110,10 @@ def test_evaluate_and_calibrate_report_progress(
     seen = Seen()
     assert evaluate(predictor, str(path), callback=seen)["n"] == len(TEXTS) * 3
     assert seen.calls == [("start", 21)] + [("chunk", rows) for rows in range(3, 22, 3)]
+    from rnn_sentiment.data.readers import TableReader
+    from rnn_sentiment.inference.scoring import total_rows
+
+    assert total_rows(TableReader({"text": ["a", "b"]}, "a hub split")) == 2  # a bar with an ETA
     with pytest.raises(DataError, match="callback must be a ScoringCallback instance"):
         evaluate(predictor, str(path), callback=print)  # type: ignore[arg-type]
     with pytest.raises(DataError, match="callback must be a ScoringCallback instance"):

@@ -98,7 +98,14 @@ from pydantic import ConfigDict, Field, field_validator
 from rnn_sentiment.callbacks import ScoringCallback, checked_scoring_callback
 from rnn_sentiment.config import CheckedModel
 from rnn_sentiment.data.files import choose_text_column, detect_format, missing_column, open_reader
-from rnn_sentiment.data.readers import MAX_FIELD_CHARS, MISSING, Chunk, ParquetReader, Reader
+from rnn_sentiment.data.readers import (
+    MAX_FIELD_CHARS,
+    MISSING,
+    Chunk,
+    ParquetReader,
+    Reader,
+    TableReader,
+)
 from rnn_sentiment.data.writers import output_column, parquet_table
 from rnn_sentiment.errors import DataError, RnnSentimentError
 from rnn_sentiment.inference.sinks import (
@@ -779,9 +786,12 @@ def tally(summary: ScoringSummary, rows: int, scored: ScoredChunk) -> None:
 
 
 def total_rows(reader: Reader) -> int | None:
-    """The rows ``reader`` holds, where it knows without reading them (Parquet, a folder)."""
+    """The rows ``reader`` holds, where it knows without reading them (Parquet, a folder, a
+    table in memory: a hub split)."""
     if isinstance(reader, ParquetReader):
         return int(reader.file.metadata.num_rows)
+    if isinstance(reader, TableReader):
+        return reader.rows
     files = getattr(reader, "files", None)
     return len(files) if files is not None else None
 
