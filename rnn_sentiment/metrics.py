@@ -146,6 +146,8 @@ def fit_temperature(probs: np.ndarray, labels: Sequence[int]) -> float:
     return float(np.exp((low + high) / 2))
 
 
+# A temperature at the end of its range is worth a warning when it lowered the log loss by more.
+MATTERING_LOSS = 0.01
 # Fewer mistakes than this on the held-out reviews say nothing about how confident the model
 # should be: with none, the log loss falls forever as T shrinks (every probability pushed to 1).
 MIN_ERRORS_TO_FIT = 5
@@ -159,17 +161,20 @@ def fit_calibration(probs: np.ndarray, labels: Sequence[int], fitted_on: str) ->
     fitted = errors >= MIN_ERRORS_TO_FIT
     temperature = fit_temperature(probs, labels) if fitted else 1.0
     low, high = TEMPERATURE_RANGE
-    # The search ends within 1e-6 of the end of the range (in log T) when the best lies beyond.
+    keys = ("ece", "brier", "log_loss")
+    before = calibration_metrics(probs, labels)
+    after = calibration_metrics(with_temperature(probs, temperature), labels)
+    # The search ends within 1e-6 of the end of the range (in log T) when the best lies beyond;
+    # it matters where the loss still fell there (a model near chance and unsure drifts to 10
+    # for a change in the fourth decimal).
     at_end = fitted and not low * 1.001 < temperature < high / 1.001
+    at_end = at_end and before["log_loss"] - after["log_loss"] > MATTERING_LOSS
     warning = (
         f"the temperature stopped at the end of its range ({temperature:.3g}, of {low:g} to "
         f"{high:g}): the model is far {'less' if temperature < 1 else 'more'} confident than "
         f"right on these reviews ({errors:,} of {len(labels):,} misclassified), more than "
         "temperature scaling corrects; check that they are the kind of reviews it was trained on"
     )
-    keys = ("ece", "brier", "log_loss")
-    before = calibration_metrics(probs, labels)
-    after = calibration_metrics(with_temperature(probs, temperature), labels)
     return {
         "temperature": temperature,
         "fitted_on": fitted_on,

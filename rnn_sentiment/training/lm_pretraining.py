@@ -180,7 +180,9 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     if resume is not None:
         return _build(config, cb, resume, resume, device, None)
     path = prepare_run_dir(config)
-    with removed_unless_resumable(path):  # a stop or an error: no empty encoder directory left
+    with removed_unless_resumable(
+        path, "pretrain"
+    ):  # a stop or an error: no empty encoder directory left
         return _build(config, cb, None, path, device, encoder)
 
 

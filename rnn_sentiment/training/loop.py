@@ -215,7 +215,7 @@ def _fresh_run(config: Config, cb: TrainCallback, ranks: Ranks) -> Run:
 
 
 @contextmanager
-def removed_unless_resumable(run_dir: Path) -> Iterator[None]:
+def removed_unless_resumable(run_dir: Path, command: str = "train") -> Iterator[None]:
     """Set up the new ``run_dir`` in the block; a stop (Ctrl-C, SIGTERM: it killed the process
     in silence) or an error before any training state is saved removes it, which could only
     block its name (``--resume`` refuses a directory without state)."""
@@ -226,7 +226,9 @@ def removed_unless_resumable(run_dir: Path) -> Iterator[None]:
         kept = _discard_unresumable(run_dir)
         how = f"stopped by {exc.signal_name}" if isinstance(exc, StopRequested) else "interrupted"
         if kept:
-            raise TrainingInterrupted(f"{how}; continue with --resume {run_dir}") from None
+            raise TrainingInterrupted(
+                f"{how}; continue with {command} --resume {run_dir}"
+            ) from None
         raise TrainingInterrupted(
             f"{how} while the run was set up, before any training step; nothing to resume "
             f"(the run directory {run_dir} was removed)"
@@ -242,7 +244,7 @@ def _discard_unresumable(run_dir: Path) -> bool:
     if (run_dir / STATE_FILE).exists():
         return True
     shutil.rmtree(run_dir, ignore_errors=True)
-    if run_dir.parent in _MADE_PARENTS:
+    if run_dir.parent.resolve() in _MADE_PARENTS:
         with contextlib.suppress(OSError):  # not empty: another run is there now
             run_dir.parent.rmdir()
     return False
@@ -934,7 +936,7 @@ def prepare_run_dir(config: Config) -> Path:
     try:
         if not parent.is_dir():
             parent.mkdir(parents=True, exist_ok=True)
-            _MADE_PARENTS.add(parent)
+            _MADE_PARENTS.add(parent.resolve())
     except OSError as exc:
         raise CheckpointError(f"cannot write to {parent}: {exc.strerror}") from None
     if config.output.name is not None:
@@ -967,7 +969,11 @@ def _resume_hint(run_dir: Path) -> str:
 def _claim(run_dir: Path) -> Path:
     """Create ``run_dir`` (``mkdir`` is atomic: FileExistsError when it exists) and probe it."""
     try:
-        run_dir.mkdir()
+        try:
+            run_dir.mkdir()
+        except FileNotFoundError:  # output.dir removed meanwhile by a run that stopped early
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir()
     except FileExistsError:
         raise
     except OSError as exc:
