@@ -279,6 +279,9 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
+NoProgress = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
 @app.command()
 def train(
     args: Annotated[
@@ -292,7 +295,7 @@ def train(
     fmt: Annotated[
         TableOrJson, typer.Option("--format", help="Summary as a table or as JSON on stdout.")
     ] = TableOrJson.table,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: NoProgress = False,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -351,7 +354,7 @@ def pretrain(
     fmt: Annotated[
         TableOrJson, typer.Option("--format", help="Summary as a table or as JSON on stdout.")
     ] = TableOrJson.table,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: NoProgress = False,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -456,6 +459,7 @@ def evaluate(
     ),
     output: MetricsFile = None,
     plot: PlotFile = None,
+    quiet: NoProgress = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, macro-F1, confusion matrix and calibration (ECE,
     Brier score, log loss) on labelled data.
@@ -476,7 +480,7 @@ def evaluate(
         note = describe_model_dir(model_dir, run_dir, "rnn-sentiment evaluate RUN_DIR")
         if note:
             console.info(note)
-        with console.scoring_progress() as progress:
+        with console.scoring_progress(quiet) as progress:
             metrics = evaluate_model(
                 model_dir, data, split, text_column, label_column, callback=progress
             )
@@ -981,7 +985,7 @@ def compare(
     fmt: Annotated[
         TableOrJson, typer.Option("--format", help="Table and charts, or every number as JSON.")
     ] = TableOrJson.table,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: NoProgress = False,
 ) -> None:
     """Train RNN, LSTM and GRU on the same data, budget and seeds; compare them in one table.
 
@@ -1246,6 +1250,7 @@ def calibrate(
     fmt: Annotated[TableOrJson, typer.Option("--format", help="A line or JSON.")] = (
         TableOrJson.table
     ),
+    quiet: NoProgress = False,
 ) -> None:
     """Refit the temperature that calibrates a run's probabilities, on held-out labelled data.
 
@@ -1261,7 +1266,7 @@ def calibrate(
         from rnn_sentiment import console
         from rnn_sentiment.inference.evaluate import calibrate as calibrate_run
 
-        with console.scoring_progress() as progress:
+        with console.scoring_progress(quiet) as progress:
             result = calibrate_run(
                 run_dir, data, split, text_column, label_column, callback=progress
             )

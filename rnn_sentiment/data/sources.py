@@ -103,17 +103,7 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
         label_names = infer_label_names(raw_train[1])
     except DataError as error:
         raise DataError(f"{cfg.source}, split '{cfg.train_split}': {error}") from None
-    unlabelled_texts: list[str] = []
-    if unlabelled:
-        unlabelled_texts = [t for t, v in zip(*raw_train, strict=True) if _label_key(v) is None]
-        if cfg.unlabelled_split is not None:
-            try:
-                unlabelled_texts += read_split(cfg.source, cfg.unlabelled_split, cfg, False)[0]
-            except DataError as error:
-                raise DataError(
-                    f"{error} (data.unlabelled_split; set data.unlabelled_split=null to "
-                    "pretrain on the training texts alone)"
-                ) from None
+    unlabelled_texts = _unlabelled_texts(cfg, raw_train) if unlabelled else []
     train = to_reviews(raw_train, label_names, supervised=True)
     left_out = len(raw_train[0]) - len(train)
     for extra in cfg.extra_train_sources:
@@ -134,6 +124,33 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
     if cfg.test_split is not None:
         raw = read_split(cfg.source, cfg.test_split, cfg)
         test = to_reviews(raw, label_names, True, f"{cfg.source}, split '{cfg.test_split}'")
+    _check_split_sizes(cfg, train, validation, test, label_names)
+    return DataSplits(train, validation, test, label_names, unlabelled_texts, left_out)
+
+
+def _unlabelled_texts(cfg: DataConfig, raw_train: tuple[list[str], list[Any]]) -> list[str]:
+    """The texts pretraining may read besides the labelled ones: the training split's
+    unlabelled rows and every text of ``data.unlabelled_split``."""
+    texts = [t for t, v in zip(*raw_train, strict=True) if _label_key(v) is None]
+    if cfg.unlabelled_split is not None:
+        try:
+            texts += read_split(cfg.source, cfg.unlabelled_split, cfg, False)[0]
+        except DataError as error:
+            raise DataError(
+                f"{error} (data.unlabelled_split; set data.unlabelled_split=null to "
+                "pretrain on the training texts alone)"
+            ) from None
+    return texts
+
+
+def _check_split_sizes(
+    cfg: DataConfig,
+    train: Reviews,
+    validation: Reviews,
+    test: Reviews | None,
+    label_names: list[str],
+) -> None:
+    """Refuse a split left without labelled reviews, or training without a class."""
     fixes = {
         "train": "give labelled reviews (a label column with two classes or more)",
         "validation": "use a labelled split, or a larger data.validation_fraction",
@@ -158,7 +175,6 @@ def load_splits(cfg: DataConfig, seed: int, unlabelled: bool = False) -> DataSpl
             + f" ({len(train):,} training reviews); give more reviews of it"
             + (", or a smaller data.validation_fraction" if carved else "")
         )
-    return DataSplits(train, validation, test, label_names, unlabelled_texts, left_out)
 
 
 def _check_overlaps(cfg: DataConfig) -> None:
