@@ -7,6 +7,7 @@ reader went away (`| head`).
 
 from __future__ import annotations
 
+import errno
 import gc
 import importlib
 import os
@@ -226,6 +227,10 @@ def _run(action: Callable[[], T], stdout: bool = True) -> T:
         if isinstance(exc, OSError) and stdout and _writing_stdout(exc):
             _silence_stdout()  # what is still buffered goes nowhere, not into a second error
             return _fail(DataError(f"cannot write to stdout: {exc.strerror or exc}"))
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a name over 255 bytes
+            where = str(exc.filename or "")
+            where = where if len(where) <= 60 else where[:57] + "..."
+            return _fail(DataError(f"a path is too long for this system: {where!r}; shorten it"))
         if _state["debug"] or isinstance(exc, (SystemExit, GeneratorExit)):
             raise
         from rnn_sentiment import console

@@ -702,7 +702,8 @@ def _describe(err: Any, root: type[BaseModel] | None = None) -> str:
         return message
     given = err.get("input")
     if isinstance(given, (str, int, float, bool)) or given is None:
-        message += f" (got {given!r})"
+        shown = repr(given)  # cut: a 5,000-character value made a 5,000-character line
+        message += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
     return f"{location}: {message}"
 
 

@@ -198,7 +198,8 @@ def _check_overlaps(cfg: DataConfig) -> None:
         if place == training:
             raise DataError(
                 f"data.{role}_split ({getattr(cfg, f'{role}_split')}) is the training split of "
-                f"{cfg.source} under another name: it would {role} on the training reviews; "
+                f"{cfg.source} under another name: it would "
+                f"{'validate' if role == 'validation' else 'test'} on the training reviews; "
                 f"name a split of other reviews, or set data.{role}_split=null"
             )
     named = [(f"data.extra_train_sources entry {extra!r}", split_location(extra, cfg.train_split))

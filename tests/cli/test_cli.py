@@ -267,3 +267,14 @@ def test_check_reports_a_broken_suite_on_one_line_before_loading_a_model(tmp_pat
     assert code == 2 and out == ""
     assert f"error: {suite}, line 4: test 'right': unknown field 'templat'" in err
     assert "model:" not in err  # refused before the model was named, let alone loaded
+
+
+def test_overlong_paths_and_values_are_one_short_line() -> None:
+    # Found by a red-team pass: a name over 255 bytes was "internal error: OSError" (exit 1),
+    # and a 5,000-character value was echoed whole.
+    long_name = "x" * 300
+    code, _, err = invoke("evaluate", "--data", long_name)
+    line = err.splitlines()[-1]
+    assert code == 2 and "a path is too long for this system" in line and len(line) < 150, err
+    code, _, err = invoke("train", "training.lr=" + "x" * 5000)
+    assert code == 2 and err.count("\n") == 1 and len(err) < 300, err
