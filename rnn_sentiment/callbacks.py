@@ -7,33 +7,40 @@ calls them, so that the console (and every one-line error the CLI prints) does n
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from torch import nn
 
+_Callback = TypeVar("_Callback", "TrainCallback", "ScoringCallback")
+
 
 def checked_callback(callback: object) -> TrainCallback:
     """``callback`` as ``train`` and ``pretrain`` take it: None (silent) or a TrainCallback
-    instance, refused before any run directory is made (a class, or a str, failed later)."""
-    if callback is None:
-        return TrainCallback()
-    if not isinstance(callback, TrainCallback):
-        from rnn_sentiment.errors import ConfigError
+    instance, refused (ConfigError) before any run directory is made (a class, or a str,
+    failed later)."""
+    from rnn_sentiment.errors import ConfigError
 
-        raise ConfigError([f"callback must be a TrainCallback instance, not {callback!r}"])
-    return callback
+    return _checked(callback, TrainCallback, lambda text: ConfigError([text]))
 
 
 def checked_scoring_callback(callback: object) -> ScoringCallback:
     """``callback`` as ``score_file``, ``evaluate`` and ``calibrate`` take it: None (silent) or
     a ScoringCallback instance, refused (DataError) before anything is read."""
-    if callback is None:
-        return ScoringCallback()
-    if not isinstance(callback, ScoringCallback):
-        from rnn_sentiment.errors import DataError
+    from rnn_sentiment.errors import DataError
 
-        raise DataError(f"callback must be a ScoringCallback instance, not {callback!r}")
+    return _checked(callback, ScoringCallback, DataError)
+
+
+def _checked(
+    callback: object, kind: type[_Callback], error: Callable[[str], Exception]
+) -> _Callback:
+    """``callback``, or a silent ``kind()`` for None; ``error`` when it is no ``kind``."""
+    if callback is None:
+        return kind()
+    if not isinstance(callback, kind):
+        raise error(f"callback must be a {kind.__name__} instance, not {callback!r}")
     return callback
 
 

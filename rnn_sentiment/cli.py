@@ -193,7 +193,7 @@ def _run(action: Callable[[], T], stdout: bool = True) -> T:
     ``stdout``: the command writes its result to stdout, so a closed stdout (``>&-``) is refused
     before any work rather than found, or silently lost, at the end.
     """
-    from rnn_sentiment.errors import DataError, OutputClosed, RnnSentimentError
+    from rnn_sentiment.errors import DataError, OutputClosed, RnnSentimentError, cut
 
     try:
         if stdout and sys.stdout is None:
@@ -228,8 +228,7 @@ def _run(action: Callable[[], T], stdout: bool = True) -> T:
             _silence_stdout()  # what is still buffered goes nowhere, not into a second error
             return _fail(DataError(f"cannot write to stdout: {exc.strerror or exc}"))
         if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a name over 255 bytes
-            where = str(exc.filename or "")
-            where = where if len(where) <= 60 else where[:57] + "..."
+            where = cut(str(exc.filename or ""), 60)
             return _fail(DataError(f"a path is too long for this system: {where!r}; shorten it"))
         if _state["debug"] or isinstance(exc, (SystemExit, GeneratorExit)):
             raise

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from rnn_sentiment.errors import ConfigError, did_you_mean
+from rnn_sentiment.errors import ConfigError, cut, did_you_mean
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -702,8 +702,7 @@ def _describe(err: Any, root: type[BaseModel] | None = None) -> str:
         return message
     given = err.get("input")
     if isinstance(given, (str, int, float, bool)) or given is None:
-        shown = repr(given)  # cut: a 5,000-character value made a 5,000-character line
-        message += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
+        message += f" (got {cut(repr(given), 80)})"  # a 5,000-character value made such a line
     return f"{location}: {message}"
 
 

@@ -69,10 +69,15 @@ def did_you_mean(name: str, choices: Iterable[str], shown: str = "{}") -> str:
     return f"did you mean {shown.replace('{}', close[0])}? " if close else ""
 
 
+def cut(text: str, width: int) -> str:
+    """``text`` for an error line: at most ``width`` characters, ``...`` ending a cut one."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def listed(names: Sequence[str], most: int = 20, width: int = 40) -> str:
     """``names`` joined for an error line, at most ``most`` of them, each cut to ``width``
     characters: a 200,000-column header (or a file linked in from elsewhere) made a 1.7 MB line."""
-    shown = [name if len(name) <= width else name[: width - 3] + "..." for name in names[:most]]
+    shown = [cut(name, width) for name in names[:most]]
     more = f" (and {len(names) - most:,} more)" if len(names) > most else ""
     return ", ".join(shown) + more
 

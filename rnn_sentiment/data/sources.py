@@ -38,7 +38,7 @@ from rnn_sentiment.data.files import (
     open_reader,
 )
 from rnn_sentiment.data.readers import Chunk, FolderReader, ParquetReader, Reader, TableReader
-from rnn_sentiment.errors import DataError, first_line, listed
+from rnn_sentiment.errors import DataError, cut, first_line, listed
 from rnn_sentiment.text import fix_text
 
 BUILTIN_DIR = Path(__file__).parents[1] / "assets" / "builtin"
@@ -260,8 +260,7 @@ def _extra_reviews(cfg: DataConfig, extra: str, label_names: list[str]) -> tuple
     if own != label_names:
         raise DataError(
             f"{where} has the labels {listed(own)}, but {cfg.source} has {listed(label_names)}; "
-            "every training "
-            "source needs the same label set (relabel it, or drop it from the list)"
+            "every training source needs the same label set (relabel it, or drop it from the list)"
         )
     reviews = to_reviews(raw, label_names, True, where)
     return reviews, len(raw[0]) - len(reviews)  # and the rows it left out
@@ -523,15 +522,9 @@ def _label_id(value: Any, index: dict[str, int], label_names: Sequence[str]) -> 
     if key in index:
         return index[key]
     raise DataError(
-        f"unknown label {_shown(value)}; the labels are {listed(list(label_names))}"
+        f"unknown label {cut(repr(value), 60)}; the labels are {listed(list(label_names))}"
         + (" (or 0/1, neg/pos)" if list(label_names) == list(DEFAULT_LABEL_NAMES) else "")
     )
-
-
-def _shown(value: Any, width: int = 60) -> str:
-    """``repr(value)`` cut for an error line."""
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _looks_like_path(source: str) -> bool:

@@ -180,9 +180,8 @@ def _setup(config: Config, cb: TrainCallback, resume: Path | None) -> LMRun:
     if resume is not None:
         return _build(config, cb, resume, resume, device, None)
     path = prepare_run_dir(config)
-    with removed_unless_resumable(
-        path, "pretrain"
-    ):  # a stop or an error: no empty encoder directory left
+    # a stop or an error before any state is saved leaves no encoder directory behind
+    with removed_unless_resumable(path, "pretrain"):
         return _build(config, cb, None, path, device, encoder)
 
 
